@@ -1,0 +1,122 @@
+// contracts/envelope.ts — CloudEvents 1.0 binary mode over NATS headers: metadata in `ce-*` headers, data as the JSON body.
+import * as v from "valibot"
+import { ceTypeOf, type EventData, type EventName, events, isEventName, subjectOf } from "./events.ts"
+
+export type ContractReason = "missing-header" | "unknown-type" | "unknown-version" | "invalid-json" | "invalid-event"
+
+export type ContractIssue = { path: string; message: string }
+
+/** Input that breaks the contract. `reason` is what a DLQ entry records; `issues` say which field is wrong. */
+export class ContractError extends Error {
+  override name = "ContractError"
+  constructor(readonly reason: ContractReason, message: string, readonly issues: ContractIssue[] = []) {
+    super(message)
+  }
+}
+
+export type Meta = {
+  /** globally unique; also the `Nats-Msg-Id`, so a republish under the same id is deduped */
+  id: string
+  /** `logiflow/<worker>` */
+  source: string
+  /** the ordering key (a truck id); events with the same key are handled in order */
+  key?: string
+  time: string
+  traceparent?: string
+}
+
+export type Envelope<N extends EventName = EventName> = {
+  [K in N]: { name: K; version: number; type: string; subject: string; meta: Meta; data: EventData<K> }
+}[N]
+
+export const CE = {
+  specversion: "ce-specversion",
+  id: "ce-id",
+  source: "ce-source",
+  type: "ce-type",
+  time: "ce-time",
+  subject: "ce-subject",
+  contentType: "content-type",
+  traceparent: "traceparent",
+} as const
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+export function issuesOf(issues: readonly v.BaseIssue<unknown>[]): ContractIssue[] {
+  return issues.map((i) => ({ path: v.getDotPath(i) ?? "", message: i.message }))
+}
+
+const describe = (issues: ContractIssue[]) => issues.map((i) => (i.path ? `${i.path}: ${i.message}` : i.message)).join("; ")
+
+/** Validates `data` against the current version of `name`'s schema; throws ContractError naming each wrong field. */
+export function validate<N extends EventName>(name: N, data: unknown, version = 1): EventData<N> {
+  const schema = (events[name].versions as Record<number, v.GenericSchema>)[version]
+  if (!schema) throw new ContractError("unknown-version", `${name} has no version ${version}`)
+  const r = v.safeParse(schema, data)
+  if (!r.success) {
+    const issues = issuesOf(r.issues)
+    throw new ContractError("invalid-event", `${name}: ${describe(issues)}`, issues)
+  }
+  return r.output as EventData<N>
+}
+
+/** Event → subject, headers, body. Refuses to encode an event that breaks its own contract. */
+export function encode<N extends EventName>(
+  name: N,
+  data: EventData<N>,
+  meta: Omit<Meta, "time"> & { time?: string },
+): { subject: string; headers: Record<string, string>; body: Uint8Array } {
+  validate(name, data)
+  const headers: Record<string, string> = {
+    [CE.specversion]: "1.0",
+    [CE.id]: meta.id,
+    [CE.source]: meta.source,
+    [CE.type]: ceTypeOf(name),
+    [CE.time]: meta.time ?? new Date().toISOString(),
+    [CE.contentType]: "application/json",
+  }
+  if (meta.key) headers[CE.subject] = meta.key
+  if (meta.traceparent) headers[CE.traceparent] = meta.traceparent
+  return { subject: subjectOf(name), headers, body: enc.encode(JSON.stringify(data)) }
+}
+
+const TYPE = /^logiflow\.([a-z]+)\.([A-Za-z]+)\.v(\d+)$/
+
+/** Parses `ce-type` into the event name and version; throws `unknown-type` / `unknown-version`. */
+export function parseType(type: string): { name: EventName; version: number } {
+  const m = TYPE.exec(type)
+  if (!m || !isEventName(m[2]!) || events[m[2]].domain !== m[1]) {
+    throw new ContractError("unknown-type", `unknown event type "${type}"`)
+  }
+  const name = m[2]
+  const version = Number(m[3])
+  if (!Object.hasOwn(events[name].versions, version)) {
+    throw new ContractError("unknown-version", `${name} v${version} is not a version this consumer knows`)
+  }
+  return { name, version }
+}
+
+/** Headers + body → a validated event, or a ContractError saying exactly what is wrong. */
+export function decode(header: (name: string) => string | undefined, body: Uint8Array, subject = ""): Envelope {
+  const need = (h: string) => {
+    const value = header(h)
+    if (!value) throw new ContractError("missing-header", `missing header ${h}`)
+    return value
+  }
+  const type = need(CE.type)
+  const { name, version } = parseType(type)
+  const meta: Meta = { id: need(CE.id), source: need(CE.source), time: header(CE.time) ?? "" }
+  const key = header(CE.subject)
+  if (key) meta.key = key
+  const traceparent = header(CE.traceparent)
+  if (traceparent) meta.traceparent = traceparent
+  let json: unknown
+  try {
+    json = JSON.parse(dec.decode(body))
+  } catch (err) {
+    throw new ContractError("invalid-json", `body is not JSON: ${(err as Error).message}`)
+  }
+  const data = validate(name, json, version)
+  return { name, version, type, subject, meta, data } as Envelope
+}

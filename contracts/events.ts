@@ -1,0 +1,83 @@
+// contracts/events.ts — the domain events. A schema and its type share one name.
+import * as v from "valibot"
+
+const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(128))
+const Time = v.pipe(v.string(), v.isoTimestamp())
+const Lat = v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90))
+const Lon = v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180))
+const Cents = v.pipe(v.number(), v.integer(), v.minValue(0))
+
+export const Stop = v.strictObject({ id: Id, lat: Lat, lon: Lon })
+export type Stop = v.InferOutput<typeof Stop>
+
+export const RouteCalculated = v.strictObject({
+  routeId: Id,
+  truckId: Id,
+  customerId: Id,
+  /** in planned order */
+  stops: v.pipe(v.array(Stop), v.minLength(1), v.maxLength(200)),
+  distanceKm: v.pipe(v.number(), v.finite(), v.minValue(0)),
+  eta: Time,
+  calculatedAt: Time,
+})
+export type RouteCalculated = v.InferOutput<typeof RouteCalculated>
+
+export const InvoiceLine = v.strictObject({ description: v.pipe(v.string(), v.maxLength(200)), amountCents: Cents })
+export type InvoiceLine = v.InferOutput<typeof InvoiceLine>
+
+export const InvoiceGenerated = v.strictObject({
+  invoiceId: Id,
+  routeId: Id,
+  truckId: Id,
+  customerId: Id,
+  lines: v.pipe(v.array(InvoiceLine), v.minLength(1), v.maxLength(50)),
+  totalCents: Cents,
+  currency: v.pipe(v.string(), v.regex(/^[A-Z]{3}$/)),
+  issuedAt: Time,
+})
+export type InvoiceGenerated = v.InferOutput<typeof InvoiceGenerated>
+
+export const PositionReported = v.strictObject({
+  truckId: Id,
+  lat: Lat,
+  lon: Lon,
+  speedKmh: v.optional(v.pipe(v.number(), v.finite(), v.minValue(0), v.maxValue(300))),
+  at: Time,
+})
+export type PositionReported = v.InferOutput<typeof PositionReported>
+
+export const EtaUpdated = v.strictObject({
+  truckId: Id,
+  routeId: Id,
+  eta: Time,
+  previousEta: Time,
+  nextStopId: v.optional(Id),
+  remainingKm: v.pipe(v.number(), v.finite(), v.minValue(0)),
+  updatedAt: Time,
+})
+export type EtaUpdated = v.InferOutput<typeof EtaUpdated>
+
+/**
+ * Every event the mesh knows: its domain (which fixes subject and stream) and the schema of each version.
+ * A new version is a new entry in `versions`; consumers dead-letter versions they do not list (`unknown-version`).
+ */
+export const events = {
+  RouteCalculated: { domain: "routing", versions: { 1: RouteCalculated } },
+  InvoiceGenerated: { domain: "invoice", versions: { 1: InvoiceGenerated } },
+  PositionReported: { domain: "tracking", versions: { 1: PositionReported } },
+  EtaUpdated: { domain: "tracking", versions: { 1: EtaUpdated } },
+} as const
+
+export type EventName = keyof typeof events
+export type EventData<N extends EventName> = v.InferOutput<(typeof events)[N]["versions"][1]>
+export type Domain = (typeof events)[EventName]["domain"]
+
+export const eventNames = Object.keys(events) as EventName[]
+export const isEventName = (s: string): s is EventName => Object.hasOwn(events, s)
+
+/** `routing.events.RouteCalculated` */
+export const subjectOf = (name: EventName): string => `${events[name].domain}.events.${name}`
+/** The stream a domain's events live in: `ROUTING`, `INVOICE`, `TRACKING`. */
+export const streamOf = (name: EventName): string => events[name].domain.toUpperCase()
+/** `logiflow.routing.RouteCalculated.v1` */
+export const ceTypeOf = (name: EventName, version = 1): string => `logiflow.${events[name].domain}.${name}.v${version}`

@@ -1,0 +1,3 @@
+export * from "./events.ts"
+export * from "./envelope.ts"
+export * from "./topology.ts"

@@ -1,0 +1,141 @@
+// contracts/topology.ts — every stream, consumer and KV bucket, as plain data.
+// `logiflow provision` applies it idempotently; workers bind to the consumers named here.
+// Renaming a consumer creates a new durable that starts from the beginning of its stream: it replays history.
+import { type EventName, events, streamOf, subjectOf } from "./events.ts"
+
+export type WorkerName = "routing" | "invoice" | "tracking" | "portal" | "ops" | "fleet"
+
+export type WorkerSpec = {
+  /** events this worker handles (each through a durable consumer named after the worker) */
+  consumes: EventName[]
+  /** events this worker may publish (nats.conf allows exactly these subjects) */
+  publishes: EventName[]
+  /** KV buckets this worker reads and writes */
+  buckets: string[]
+}
+
+export const workers: Record<WorkerName, WorkerSpec> = {
+  routing: { consumes: [], publishes: ["RouteCalculated"], buckets: ["routing-requests"] },
+  invoice: { consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: ["invoice-once"] },
+  tracking: {
+    consumes: ["RouteCalculated", "PositionReported"],
+    publishes: ["PositionReported", "EtaUpdated"],
+    buckets: ["tracking-trucks"],
+  },
+  portal: { consumes: ["RouteCalculated", "EtaUpdated", "InvoiceGenerated"], publishes: [], buckets: ["portal-trucks", "portal-invoices"] },
+  ops: { consumes: [], publishes: [], buckets: ["dlq-entries"] },
+  fleet: { consumes: [], publishes: [], buckets: [] },
+}
+
+export const workerNames = Object.keys(workers) as WorkerName[]
+
+export type StreamSpec = {
+  name: string
+  subjects: string[]
+  /** 0 = forever */
+  maxAgeSeconds: number
+  /** -1 = unlimited */
+  maxBytes: number
+  /** "new": a full stream refuses publishes (the publisher sees the error); "old": drops the oldest */
+  discard: "new" | "old"
+  duplicateWindowSeconds: number
+}
+
+export type ConsumerSpec = {
+  stream: string
+  /** the durable name: the worker's name */
+  durable: string
+  worker: WorkerName
+  filterSubject: string
+  /** events arriving on this consumer */
+  events: EventName[]
+  ackWaitSeconds: number
+  maxDeliver: number
+  maxAckPending: number
+}
+
+export type BucketSpec = { bucket: string; history: number; ttlSeconds: number }
+
+export type TopologyOptions = {
+  replicas?: number
+  /** cap for each domain stream; at the cap, publishes are refused rather than old events dropped */
+  maxBytes?: number
+  maxDeliver?: number
+  ackWaitSeconds?: number
+  maxAckPending?: number
+}
+
+export type Topology = { replicas: number; streams: StreamSpec[]; consumers: ConsumerSpec[]; buckets: BucketSpec[] }
+
+export const DAY = 24 * 3600
+export const ADVISORY_SUBJECTS = [
+  "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
+  "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
+]
+
+/** `dlq.ROUTING.invoice`: where the invoice consumer of ROUTING dead-letters. */
+export const dlqSubject = (stream: string, consumer: string) => `dlq.${stream}.${consumer}`
+/** `replay.invoice.ROUTING`: a replayed event reaches only the worker that failed it. */
+export const replaySubject = (worker: string, stream: string) => `replay.${worker}.${stream}`
+export const REPLAY_STREAM = "REPLAY"
+
+export function topology(opts: TopologyOptions = {}): Topology {
+  const { replicas = 1, maxBytes = 1024 ** 3, maxDeliver = 5, ackWaitSeconds = 30, maxAckPending = 1000 } = opts
+  const domain = (name: string, prefix: string): StreamSpec => ({
+    name,
+    subjects: [`${prefix}.events.>`],
+    maxAgeSeconds: 7 * DAY,
+    maxBytes,
+    discard: "new",
+    duplicateWindowSeconds: 120,
+  })
+  const streams: StreamSpec[] = [
+    domain("ROUTING", "routing"),
+    domain("INVOICE", "invoice"),
+    domain("TRACKING", "tracking"),
+    // append-only: entries are never consumed away; their state lives in the dlq-entries bucket
+    { name: "DLQ", subjects: ["dlq.>"], maxAgeSeconds: 90 * DAY, maxBytes: -1, discard: "old", duplicateWindowSeconds: 600 },
+    { name: "ADVISORIES", subjects: ADVISORY_SUBJECTS, maxAgeSeconds: 30 * DAY, maxBytes: -1, discard: "old", duplicateWindowSeconds: 120 },
+    { name: REPLAY_STREAM, subjects: ["replay.>"], maxAgeSeconds: 30 * DAY, maxBytes: -1, discard: "old", duplicateWindowSeconds: 120 },
+  ]
+
+  const consumers: ConsumerSpec[] = []
+  const base = { ackWaitSeconds, maxDeliver, maxAckPending }
+  for (const worker of workerNames) {
+    const byStream = new Map<string, EventName[]>()
+    for (const e of workers[worker].consumes) byStream.set(streamOf(e), [...(byStream.get(streamOf(e)) ?? []), e])
+    for (const [stream, evs] of byStream) {
+      // 2.9 servers take one filter subject per consumer: one event, or the whole domain
+      const filterSubject = evs.length === 1 ? subjectOf(evs[0]!) : `${events[evs[0]!].domain}.events.>`
+      consumers.push({ stream, durable: worker, worker, filterSubject, events: evs, ...base })
+    }
+    if (byStream.size > 0) {
+      consumers.push({
+        stream: REPLAY_STREAM,
+        durable: worker,
+        worker,
+        filterSubject: `replay.${worker}.>`,
+        events: workers[worker].consumes,
+        ...base,
+      })
+    }
+  }
+  consumers.push({
+    stream: "ADVISORIES",
+    durable: "ops",
+    worker: "ops",
+    filterSubject: ">",
+    events: [],
+    ...base,
+  })
+  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubject: ">", events: [], ...base })
+
+  const buckets: BucketSpec[] = [
+    ...new Set(workerNames.flatMap((w) => workers[w].buckets)),
+  ].map((bucket) => ({ bucket, history: 1, ttlSeconds: bucket === "routing-requests" ? DAY : 0 }))
+
+  return { replicas, streams, consumers, buckets }
+}
+
+/** Consumers of one worker. */
+export const consumersOf = (t: Topology, worker: string) => t.consumers.filter((c) => c.worker === worker)

@@ -1,0 +1,42 @@
+// mesh/kv.ts — KV helpers: safe keys, JSON values, and `once` (first writer wins, everyone gets its value).
+import type { KV } from "@nats-io/kv"
+
+const ALLOWED = /^[-/_=.a-zA-Z0-9]+$/
+
+/** Any string → a valid KV key; injective, and keys that are already valid (other than '=') stay readable. */
+export function kvKey(s: string): string {
+  if (ALLOWED.test(s) && !s.includes("=") && !s.startsWith(".") && !s.endsWith(".") && !s.includes("..")) return s
+  return Array.from(new TextEncoder().encode(s), (b) => {
+    const c = String.fromCharCode(b)
+    return /[-_a-zA-Z0-9]/.test(c) ? c : `=${b.toString(16).padStart(2, "0")}`
+  }).join("")
+}
+
+export async function getJson<T>(kv: KV, key: string): Promise<T | undefined> {
+  const e = await kv.get(kvKey(key))
+  return e && e.operation === "PUT" && e.length > 0 ? (e.json() as T) : undefined
+}
+
+const exists = (err: unknown) => {
+  const e = err as { code?: number; api_error?: { err_code?: number }; message?: string }
+  return e.code === 10071 || e.api_error?.err_code === 10071 || /wrong last sequence|key exists/i.test(String(e.message))
+}
+
+/**
+ * Computes `fn()` at most once per key (KV create: the first writer wins) and returns the stored value.
+ * A second caller, or a redelivery after a crash, gets the first result, so effects keyed by it stay single.
+ */
+export async function once<T>(kv: KV, key: string, fn: () => T | Promise<T>): Promise<T> {
+  const hit = await getJson<T>(kv, key)
+  if (hit !== undefined) return hit
+  const value = await fn()
+  try {
+    await kv.create(kvKey(key), JSON.stringify(value))
+    return value
+  } catch (err) {
+    if (!exists(err)) throw err
+    const stored = await getJson<T>(kv, key)
+    if (stored === undefined) throw err
+    return stored
+  }
+}

@@ -1,0 +1,84 @@
+// mesh/lanes.ts — bounded concurrency with per-key order: items with the same key run one at a time,
+// in arrival order; different keys run side by side, up to `concurrency` at once.
+
+export type Lanes<T> = {
+  push(item: T): void
+  /** not-yet-started items, removed (a draining worker hands them back to the server) */
+  takeWaiting(): T[]
+  /** resolves when nothing is running or waiting */
+  idle(): Promise<void>
+  readonly running: number
+  readonly size: number
+}
+
+export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undefined, run: (item: T) => Promise<void>): Lanes<T> {
+  if (!(concurrency >= 1)) throw new Error(`concurrency must be ≥ 1, got ${concurrency}`)
+  const queues = new Map<string, T[]>()
+  const ready: string[] = []
+  let running = 0
+  let size = 0
+  let unkeyed = 0
+  let waiters: (() => void)[] = []
+
+  const settle = () => {
+    if (size > 0) return
+    const w = waiters
+    waiters = []
+    for (const f of w) f()
+  }
+
+  const pump = () => {
+    while (running < concurrency && ready.length > 0) {
+      const key = ready.shift()!
+      const queue = queues.get(key)!
+      running++
+      run(queue[0]!)
+        .catch(() => {}) // run() owns its errors; a rejection must not stall the lane
+        .finally(() => {
+          running--
+          size--
+          queue.shift()
+          if (queue.length > 0) ready.push(key)
+          else queues.delete(key)
+          pump()
+          settle()
+        })
+    }
+  }
+
+  return {
+    push(item) {
+      const key = keyOf(item) ?? `\u0000${unkeyed++}`
+      size++
+      const queue = queues.get(key)
+      if (queue) queue.push(item)
+      else {
+        queues.set(key, [item])
+        ready.push(key)
+      }
+      pump()
+    },
+    takeWaiting() {
+      const taken: T[] = []
+      for (const [key, queue] of queues) {
+        // the head of a lane that is not in `ready` is running: keep it
+        const keep = ready.includes(key) ? 0 : 1
+        taken.push(...queue.splice(keep))
+        if (queue.length === 0) queues.delete(key)
+      }
+      ready.length = 0
+      size -= taken.length
+      settle()
+      return taken
+    },
+    idle() {
+      return size === 0 ? Promise.resolve() : new Promise((resolve) => waiters.push(resolve))
+    },
+    get running() {
+      return running
+    },
+    get size() {
+      return size
+    },
+  }
+}

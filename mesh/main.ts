@@ -1,0 +1,48 @@
+// mesh/main.ts — `runWhenMain(import.meta, worker)`: starts the worker only when its file is the entry point,
+// so importing a worker (tests, the supervisor) has no side effects. SIGTERM/SIGINT drain it and exit 0.
+import { isDeno } from "./env.ts"
+import type { Worker } from "./worker.ts"
+
+declare const Deno: {
+  addSignalListener(s: "SIGTERM" | "SIGINT", f: () => void): void
+  exit(code: number): never
+  mainModule: string
+}
+
+export function isMain(meta: ImportMeta): boolean {
+  if (isDeno) return (meta as ImportMeta & { main?: boolean }).main === true
+  const entry = process.argv[1]
+  if (!entry) return false
+  const { pathToFileURL } = globalThis.process.getBuiltinModule?.("node:url") ?? ({} as typeof import("node:url"))
+  const { realpathSync } = globalThis.process.getBuiltinModule?.("node:fs") ?? ({} as typeof import("node:fs"))
+  try {
+    return meta.url === pathToFileURL(realpathSync(entry)).href
+  } catch {
+    return false
+  }
+}
+
+const exit = (code: number): never => (isDeno ? Deno.exit(code) : process.exit(code))
+
+export function runWhenMain(meta: ImportMeta, w: Worker): void {
+  if (!isMain(meta)) return
+  w.start().then(
+    (running) => {
+      let signalled = false
+      const onSignal = () => {
+        if (signalled) return exit(130) // a second Ctrl-C: stop waiting
+        signalled = true
+        running.stop().then(
+          () => exit(0),
+          (err) => (console.error(`${w.name}: drain failed: ${(err as Error).message}`), exit(1)),
+        )
+      }
+      if (isDeno) for (const s of ["SIGTERM", "SIGINT"] as const) Deno.addSignalListener(s, onSignal)
+      else for (const s of ["SIGTERM", "SIGINT"] as const) process.on(s, onSignal)
+    },
+    (err) => {
+      console.error(process.env.DEBUG ? err : `${w.name}: ${(err as Error).message}`)
+      exit(1)
+    },
+  )
+}

@@ -1,0 +1,13 @@
+// mesh — the small runtime every worker imports besides contracts/. No business logic.
+export { connect, type Connection } from "./connect.ts"
+export { type HandlerContext, type Handler, type Handlers, type RawHandler } from "./delivery.ts"
+export { DLQ, REPLAY, deadLetter, publishDeadLetter } from "./dlq.ts"
+export { PermanentError, StartupError } from "./errors.ts"
+export { readJson, serve } from "./http.ts"
+export { getJson, kvKey, once } from "./kv.ts"
+export { logger, type Logger } from "./log.ts"
+export { runWhenMain } from "./main.ts"
+export { provision, TopologyConflict } from "./provision.ts"
+export { newId, publishEvent, type Outgoing } from "./publish.ts"
+export { worker, type Runtime, type Running, type Worker, type WorkerOptions } from "./worker.ts"
+export { env, envInt } from "./env.ts"

@@ -1,0 +1,116 @@
+// mesh/natsd.ts — finding and running a local nats-server (used by `logiflow up` and the test harness).
+import { type ChildProcess, spawn } from "node:child_process"
+import { existsSync } from "node:fs"
+import { createServer } from "node:net"
+import { delimiter, join } from "node:path"
+
+export const INSTALL_HINT =
+  "no nats-server found: install it (Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server; " +
+  "or run the official image: docker run -p 4222:4222 nats -js), or set NATS_URL to an existing server"
+
+/** nats-server on PATH, or Debian's /usr/sbin/nats-server; undefined if neither. */
+export function findNatsServer(): string | undefined {
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin", "/usr/local/bin"]
+  for (const d of dirs) if (d && existsSync(join(d, "nats-server"))) return join(d, "nats-server")
+  return undefined
+}
+
+/** A port that was free a moment ago (bind to 0, read, close). */
+export function freePort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once("error", reject)
+    s.listen(0, host, () => {
+      const a = s.address()
+      s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))))
+    })
+  })
+}
+
+/** Whether something listens on host:port. */
+export function portInUse(port: number, host = "127.0.0.1"): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer()
+    s.once("error", () => resolve(true))
+    s.listen(port, host, () => s.close(() => resolve(false)))
+  })
+}
+
+export type NatsdOptions = {
+  port: number
+  monitorPort: number
+  storeDir: string
+  /** a config file; command-line port/store flags override what it says */
+  config?: string
+  env?: Record<string, string>
+  args?: string[]
+  host?: string
+  /** where the server's own log lines go (default: discarded) */
+  onLog?: (line: string) => void
+}
+
+export type Natsd = {
+  url: string
+  port: number
+  monitorPort: number
+  readonly process: ChildProcess
+  /** SIGTERM (graceful: the server flushes its store) and wait for exit */
+  stop(): Promise<void>
+  /** SIGKILL: a crash, nothing flushed */
+  kill(): Promise<void>
+  /** start again on the same ports and store */
+  restart(): Promise<void>
+}
+
+export async function startNatsd(o: NatsdOptions): Promise<Natsd> {
+  const bin = findNatsServer()
+  if (!bin) throw new Error(INSTALL_HINT)
+  const host = o.host ?? "127.0.0.1"
+  const args = [
+    ...(o.config ? ["-c", o.config] : []),
+    "-a", host, "-p", String(o.port), "-m", String(o.monitorPort), "-js", "-sd", o.storeDir,
+    ...(o.args ?? []),
+  ]
+  let child: ChildProcess
+  const launch = async () => {
+    child = spawn(bin, args, { env: { ...process.env, ...o.env }, stdio: ["ignore", "pipe", "pipe"] })
+    let tail = ""
+    const onData = (b: Buffer) => {
+      const text = b.toString()
+      tail = (tail + text).slice(-4000)
+      if (o.onLog) for (const line of text.split("\n")) if (line) o.onLog(line)
+    }
+    child.stdout!.on("data", onData)
+    child.stderr!.on("data", onData)
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)))
+    const deadline = Date.now() + 15_000
+    while (Date.now() < deadline) {
+      const done = await Promise.race([exited.then(() => true), sleep(50).then(() => false)])
+      if (done) throw new Error(`nats-server exited at start (code ${child.exitCode}): ${tail.trim().split("\n").slice(-3).join(" | ")}`)
+      const ok = await fetch(`http://${host}:${o.monitorPort}/healthz?js-enabled-only=true`).then((r) => r.ok, () => false)
+      if (ok) return
+    }
+    child.kill("SIGKILL")
+    throw new Error(`nats-server did not become healthy within 15 s: ${tail.slice(-500)}`)
+  }
+  const waitExit = (signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve()
+      child.once("exit", () => resolve())
+      child.kill(signal)
+    })
+  await launch()
+  return {
+    url: `nats://${host}:${o.port}`,
+    port: o.port,
+    monitorPort: o.monitorPort,
+    get process() {
+      return child
+    },
+    stop: () => waitExit("SIGTERM"),
+    kill: () => waitExit("SIGKILL"),
+    restart: launch,
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))

@@ -1,0 +1,43 @@
+// mesh/publish.ts — every event leaves through here: encoded by the contract, msg id = ce-id, JetStream ack awaited.
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
+import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
+import { encode, type EventData, type EventName } from "../contracts/mod.ts"
+
+export type Outgoing = { [N in EventName]: { name: N; data: EventData<N>; key?: string; id?: string } }[EventName]
+
+export type PublishMeta = { id: string; source: string; key?: string; traceparent?: string }
+
+export function toHeaders(record: Record<string, string>): MsgHdrs {
+  const h = natsHeaders()
+  for (const [k, v] of Object.entries(record)) h.set(k, v)
+  return h
+}
+
+const hex = (bytes: number) => Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("")
+
+/** A W3C traceparent: the same trace with a new span, or a new trace when there is none. */
+export function childTraceparent(parent?: string): string {
+  const m = parent ? /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/.exec(parent) : null
+  return m ? `00-${m[1]}-${hex(8)}-${m[2]}` : `00-${hex(16)}-${hex(8)}-01`
+}
+
+/**
+ * Publishes one event and waits for the stream to store it. The ce-id doubles as `Nats-Msg-Id`, so publishing
+ * the same event again within the stream's duplicate window is stored once (PubAck.duplicate = true).
+ */
+export async function publishEvent<N extends EventName>(js: JetStreamClient, name: N, data: EventData<N>, meta: PublishMeta): Promise<PubAck> {
+  const { subject, headers, body } = encode(name, data, meta)
+  return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
+}
+
+/** A UUIDv7: time-ordered, globally unique; `prefix` (an edge site) keeps ids from different sites apart. */
+export function newId(prefix = ""): string {
+  const b = crypto.getRandomValues(new Uint8Array(16))
+  let ms = Date.now()
+  for (let i = 5; i >= 0; i--) (b[i] = ms % 256), (ms = Math.floor(ms / 256))
+  b[6] = (b[6]! & 0x0f) | 0x70
+  b[8] = (b[8]! & 0x3f) | 0x80
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")
+  const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+  return prefix ? `${prefix}-${id}` : id
+}

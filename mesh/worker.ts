@@ -1,0 +1,306 @@
+// mesh/worker.ts — `worker({...})`: binds a worker's durable consumers, feeds messages through per-key lanes into
+// delivery.ts, serves /healthz /readyz /metrics (+ the worker's own routes), and drains on SIGTERM (rule 8).
+import { type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck } from "@nats-io/jetstream"
+import { type KV, Kvm } from "@nats-io/kv"
+import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
+import { type EventData, type EventName, type Meta, consumersOf, topology, type TopologyOptions } from "../contracts/mod.ts"
+import { type Backoff, defaultBackoff } from "./backoff.ts"
+import { type Connection, connect } from "./connect.ts"
+import { deliver, type Handlers, type HandlerContext, type Outcome, type RawHandler } from "./delivery.ts"
+import { env, envInt } from "./env.ts"
+import { StartupError } from "./errors.ts"
+import { serve, type Server } from "./http.ts"
+import { kvKey, once } from "./kv.ts"
+import { lanes } from "./lanes.ts"
+import { type Logger, logger } from "./log.ts"
+import { type Registry, registry } from "./metrics.ts"
+import { provision } from "./provision.ts"
+import { childTraceparent, newId, publishEvent } from "./publish.ts"
+
+export type Runtime = {
+  readonly name: string
+  readonly log: Logger
+  readonly metrics: Registry
+  /** set once connected; routes that need NATS check `connected` first */
+  readonly nc: Connection
+  readonly js: JetStreamClient
+  readonly connected: boolean
+  readonly ready: boolean
+  /** publishes one event from outside a handler (an HTTP route); id defaults to a fresh UUIDv7 */
+  publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; key?: string; traceparent?: string }): Promise<PubAck>
+  kv(bucket: string): Promise<KV>
+}
+
+export type WorkerOptions = {
+  name: string
+  consumes?: Handlers
+  /** handlers for consumers whose stream carries no domain events, by stream name (ops: ADVISORIES, DLQ) */
+  raw?: Record<string, RawHandler>
+  /** the worker's own HTTP routes, next to /healthz /readyz /metrics */
+  routes?: (router: RouterType<IRequest>, rt: Runtime) => void
+  /** default port; `<NAME>_PORT` overrides, `start({ port })` overrides both */
+  port?: number
+  /** handlers running at once (default CONCURRENCY or 16); one key never runs twice at once */
+  concurrency?: number
+  backoff?: Partial<Backoff>
+  topology?: TopologyOptions
+  /** runs after NATS is connected and consumers are bound, before the worker reports ready */
+  onStart?: (rt: Runtime) => void | Promise<void>
+  onStop?: (rt: Runtime) => void | Promise<void>
+}
+
+export type StartOptions = {
+  port?: number
+  hostname?: string
+  url?: string
+  user?: string
+  pass?: string
+  /** how long a drain may take before in-flight work is abandoned to redelivery (default DRAIN_TIMEOUT_MS or 20 s) */
+  drainTimeoutMs?: number
+}
+
+export type Running = { port: number; runtime: Runtime; stop(): Promise<void> }
+
+export type Worker = { readonly name: string; readonly options: WorkerOptions; start(opts?: StartOptions): Promise<Running> }
+
+export function worker(options: WorkerOptions): Worker {
+  return { name: options.name, options, start: (opts) => start(options, opts) }
+}
+
+type Held = { msg: JsMsg; started: boolean; stream: string; poke?: () => void }
+
+async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> {
+  const name = o.name
+  const log = logger({ worker: name })
+  const metrics = registry()
+  const concurrency = o.concurrency ?? envInt("CONCURRENCY", 16)
+  const backoff = { ...defaultBackoff, ...o.backoff }
+  const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
+  const topo = topology({ replicas: envInt("STREAM_REPLICAS", 1), ...o.topology })
+  const specs = consumersOf(topo, name)
+
+  const events = metrics.counter("logiflow_events_total", "Events handled, by consumer, type and outcome (ack, nak, dlq)")
+  const handlerSeconds = metrics.histogram("logiflow_handler_seconds", "Time from pickup to ack/nak/dlq")
+  const publishSeconds = metrics.histogram("logiflow_publish_seconds", "Time for JetStream to acknowledge a publish")
+  const held = new Set<Held>()
+  metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", () => held.size)
+  metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", () => (nc?.connected ? 1 : 0))
+  const pendingGauge = metrics.gauge("logiflow_consumer_pending", "Messages not yet delivered to the consumer (sampled at scrape)")
+  const ackPendingGauge = metrics.gauge("logiflow_consumer_ack_pending", "Messages delivered but not yet acked (sampled at scrape)")
+
+  let nc: Connection | undefined
+  let js: JetStreamClient | undefined
+  let bound = false
+  let stopping = false
+  const buckets = new Map<string, Promise<KV>>()
+
+  const rt: Runtime = {
+    name,
+    log,
+    metrics,
+    get nc() {
+      if (!nc) throw new StatusError(503, "not connected to NATS yet")
+      return nc
+    },
+    get js() {
+      if (!js) throw new StatusError(503, "not connected to NATS yet")
+      return js
+    },
+    get connected() {
+      return !!nc?.connected
+    },
+    get ready() {
+      return !!nc?.connected && bound && !stopping
+    },
+    async publish(event, data, meta = {}) {
+      const t = performance.now()
+      const ack = await publishEvent(rt.js, event, data, {
+        id: meta.id ?? newId(env("SITE_ID") ?? ""),
+        source: `logiflow/${name}`,
+        key: meta.key,
+        traceparent: meta.traceparent ?? childTraceparent(),
+      })
+      publishSeconds.observe((performance.now() - t) / 1000)
+      return ack
+    },
+    kv(bucket) {
+      let kv = buckets.get(bucket)
+      if (!kv) {
+        kv = new Kvm(rt.js).open(bucket)
+        buckets.set(bucket, kv)
+      }
+      return kv
+    },
+  }
+
+  // HTTP first: /healthz answers while NATS is still being dialled, /readyz says 503 until bound
+  const router = AutoRouter({
+    catch: (err: unknown) => {
+      const status = (err as StatusError).status ?? 500
+      const body = { status, error: (err as Error).message, ...((err as { issues?: unknown }).issues ? { issues: (err as { issues: unknown }).issues } : {}) }
+      if (status >= 500) log.error("http handler failed", { error: err })
+      return Response.json(body, { status })
+    },
+  })
+  router.get("/healthz", () => ({ status: "ok", worker: name }))
+  router.get("/readyz", () =>
+    rt.ready
+      ? { status: "ready", worker: name }
+      : Response.json({ status: "not-ready", worker: name, connected: rt.connected, bound, stopping }, { status: 503 }),
+  )
+  router.get("/metrics", async () => {
+    if (js && nc?.connected) {
+      await Promise.all(
+        specs.map(async (c) => {
+          const info = await withTimeout(js!.consumers.get(c.stream, c.durable).then((x) => x.info(false)), 1000).catch(() => undefined)
+          if (info) {
+            pendingGauge.set(info.num_pending, { stream: c.stream, consumer: c.durable })
+            ackPendingGauge.set(info.num_ack_pending, { stream: c.stream, consumer: c.durable })
+          }
+        }),
+      )
+    }
+    return new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } })
+  })
+  o.routes?.(router, rt)
+  const port = so.port ?? envInt(`${name.toUpperCase()}_PORT`, o.port ?? 0)
+  const server: Server = await serve(router.fetch, { port, hostname: so.hostname ?? env("HTTP_HOST") ?? "0.0.0.0" })
+  log.info("http listening", { port: server.port })
+
+  nc = await connect({ name, url: so.url, user: so.user, pass: so.pass, waitForServer: true, log })
+  js = jetstream(nc)
+
+  const context = (msg: JsMsg, meta: Meta, h: Held): HandlerContext => ({
+    worker: name,
+    meta,
+    deliveries: msg.info.deliveryCount,
+    log,
+    working: () => {
+      msg.working()
+      h.poke?.()
+    },
+    once: async (key, fn) => once(await rt.kv(`${name}-once`), key, fn),
+    kv: rt.kv,
+  })
+
+  // bind (rule: provision only what is missing, and only where this user may)
+  const subscriptions: ConsumerMessages[] = []
+  const ackWaitMs = new Map<string, number>()
+  const maxDeliver = new Map<string, number>()
+  const consumers = []
+  for (const c of specs) {
+    let consumer = await js.consumers.get(c.stream, c.durable).catch((err) => err as Error)
+    if (consumer instanceof Error) {
+      log.info("consumer missing; provisioning", { stream: c.stream, consumer: c.durable, error: consumer.message })
+      try {
+        await provision(nc, topo, {
+          streams: (s) => s.name === c.stream,
+          consumers: (x) => x.stream === c.stream && x.durable === c.durable,
+          buckets: () => false,
+        })
+        consumer = await js.consumers.get(c.stream, c.durable)
+      } catch (err) {
+        await Promise.allSettled([nc.close(), server.close()])
+        throw new StartupError(
+          `${name}: consumer ${c.stream}/${c.durable} does not exist and could not be created (${(err as Error).message}). ` +
+            `Run \`logiflow provision\` (npm run provision) as the admin user first.`,
+        )
+      }
+    }
+    const info = await consumer.info(true)
+    ackWaitMs.set(c.stream, Math.round((info.config.ack_wait ?? 30e9) / 1e6))
+    const md = info.config.max_deliver ?? -1
+    maxDeliver.set(c.stream, md > 0 ? md : Infinity)
+    consumers.push({ spec: c, consumer, maxAckPending: info.config.max_ack_pending ?? 1000 })
+  }
+
+  const run = (h: Held) =>
+    new Promise<void>((resolve) => {
+      h.started = true
+      const limit = ackWaitMs.get(h.stream) ?? 30_000
+      let timer: ReturnType<typeof setTimeout>
+      const abandon = () => {
+        log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
+        resolve()
+      }
+      h.poke = () => (clearTimeout(timer), (timer = setTimeout(abandon, limit)))
+      h.poke()
+      deliver(h.msg, {
+        worker: name,
+        js: js!,
+        stream: h.stream,
+        consumer: name,
+        maxDeliver: maxDeliver.get(h.stream) ?? Infinity,
+        handlers: o.consumes ?? {},
+        raw: o.raw?.[h.stream],
+        backoff,
+        log,
+        context: (msg, meta) => context(msg, meta, h),
+        observe: (outcome: Outcome, type: string, seconds: number) => {
+          events.inc({ stream: h.stream, type, outcome })
+          handlerSeconds.observe(seconds, { stream: h.stream })
+        },
+      }).finally(() => {
+        clearTimeout(timer)
+        held.delete(h)
+        resolve()
+      })
+    })
+
+  const work = lanes<Held>(concurrency, (h) => h.msg.headers?.get("ce-subject") || undefined, run)
+
+  // messages waiting for their key's turn are not the handler's fault: keep the server from redelivering them
+  const minAckWait = Math.min(...ackWaitMs.values(), 30_000)
+  const heartbeat = setInterval(() => {
+    for (const h of held) if (!h.started) h.msg.working()
+  }, Math.max(1000, Math.floor(minAckWait / 3)))
+
+  for (const { spec, consumer, maxAckPending } of consumers) {
+    const sub = await consumer.consume({
+      max_messages: Math.max(1, Math.min(maxAckPending > 0 ? maxAckPending : 1000, 1000)),
+      callback: (msg) => {
+        if (stopping) return msg.nak()
+        const h: Held = { msg, started: false, stream: spec.stream }
+        held.add(h)
+        work.push(h)
+      },
+    })
+    subscriptions.push(sub)
+  }
+  bound = true
+  await o.onStart?.(rt)
+  log.info("ready", { consumers: specs.map((c) => `${c.stream}/${c.durable}`), concurrency, port: server.port })
+
+  let stopped: Promise<void> | undefined
+  const stop = () =>
+    (stopped ??= (async () => {
+      stopping = true
+      log.info("draining", { inflight: held.size })
+      const deadline = Date.now() + drainTimeoutMs
+      await Promise.allSettled(subscriptions.map((s) => s.close()))
+      // not started yet: hand back at once so another instance can take them now, not after ack_wait
+      for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
+      const finished = await Promise.race([work.idle().then(() => true), sleep(Math.max(0, deadline - Date.now())).then(() => false)])
+      if (!finished) log.warn("drain deadline passed; unfinished messages will be redelivered", { inflight: held.size })
+      clearInterval(heartbeat)
+      await o.onStop?.(rt)
+      await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())
+      await server.close()
+      log.info("stopped", { drained: finished })
+    })())
+
+  return { port: server.port, runtime: rt, stop }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
+    p.then(
+      (v) => (clearTimeout(t), resolve(v)),
+      (e) => (clearTimeout(t), reject(e)),
+    )
+  })
+}
+

@@ -1,0 +1,267 @@
+// The delivery rules of mesh/, against a real nats-server.
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import type { NatsConnection } from "@nats-io/transport-node"
+import { suite } from "uvu"
+import * as assert from "uvu/assert"
+import { subjectOf, topology } from "../contracts/mod.ts"
+import { DLQ } from "../mesh/dlq.ts"
+import { PermanentError } from "../mesh/errors.ts"
+import { provision, TopologyConflict } from "../mesh/provision.ts"
+import { publishEvent } from "../mesh/publish.ts"
+import { type Running, worker, type WorkerOptions } from "../mesh/worker.ts"
+import { connectTo, sleep, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { route } from "./fixtures/events.ts"
+
+const test = suite("runtime")
+let server: TestServer
+let nc: NatsConnection
+let js: JetStreamClient
+let jsm: JetStreamManager
+const running: Running[] = []
+
+test.before(async () => {
+  server = await startServer()
+  nc = await connectTo(server)
+  js = jetstream(nc)
+  jsm = await jetstreamManager(nc)
+})
+test.after(async () => {
+  await nc.close()
+  await server.close()
+})
+// a clean slate per test: no streams, no consumers; workers provision what they bind to (dev server, no auth)
+test.before.each(async () => {
+  for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
+  await provision(nc, topology(), { consumers: () => false })
+})
+test.after.each(async () => {
+  await Promise.all(running.splice(0).map((r) => r.stop()))
+})
+
+async function startInvoice(o: Partial<WorkerOptions>): Promise<Running> {
+  const r = await worker({ name: "invoice", port: 0, ...o }).start({ url: server.url, port: 0, drainTimeoutMs: 5000 })
+  running.push(r)
+  return r
+}
+
+const send = (i: number, over = {}, id = `rc-${i}`) =>
+  publishEvent(js, "RouteCalculated", route(i, over), { id, source: "logiflow/test", key: route(i, over).truckId })
+
+async function dlqEntries(): Promise<{ subject: string; headers: Record<string, string>; data: Uint8Array }[]> {
+  const info = await jsm.streams.info("DLQ")
+  const out = []
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage("DLQ", { seq })
+    if (!m) continue
+    const headers: Record<string, string> = {}
+    for (const [k, v] of m.header) headers[k.toLowerCase()] = v[0]!
+    out.push({ subject: m.subject, headers, data: m.data })
+  }
+  return out
+}
+
+const consumerInfo = () => jsm.consumers.info("ROUTING", "invoice")
+
+test("happy path - the returned event is published with derived msg id and headers, then the input is acked", async () => {
+  await startInvoice({
+    consumes: {
+      RouteCalculated: (r) => [
+        {
+          name: "InvoiceGenerated",
+          id: `invoice:${r.routeId}`,
+          data: {
+            invoiceId: `inv-${r.routeId}`,
+            routeId: r.routeId,
+            truckId: r.truckId,
+            customerId: r.customerId,
+            lines: [{ description: "Base fee", amountCents: 1000 }],
+            totalCents: 1000,
+            currency: "EUR",
+            issuedAt: "2026-11-25T10:00:00.000Z",
+          },
+        },
+      ],
+    },
+  })
+  await send(1, {}, "rc-1")
+  const inv = await waitUntil(() => jsm.streams.getMessage("INVOICE", { seq: 1 }).catch(() => null), { what: "InvoiceGenerated" })
+  assert.is(inv.subject, subjectOf("InvoiceGenerated"))
+  assert.is(inv.header.get("Nats-Msg-Id"), "invoice:route-1")
+  assert.is(inv.header.get("ce-id"), "invoice:route-1")
+  assert.is(inv.header.get("ce-type"), "logiflow.invoice.InvoiceGenerated.v1")
+  assert.is(inv.header.get("ce-source"), "logiflow/invoice")
+  assert.is(inv.header.get("ce-subject"), "truck-1")
+  assert.is(inv.header.get("ce-specversion"), "1.0")
+  assert.is(inv.header.get("content-type"), "application/json")
+  assert.match(inv.header.get("traceparent"), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+  assert.is(inv.json<{ routeId: string }>().routeId, "route-1")
+  const ci = await waitUntil(async () => {
+    const c = await consumerInfo()
+    return c.num_ack_pending === 0 && c.num_pending === 0 && c.delivered.stream_seq === 1 ? c : null
+  })
+  assert.is(ci.ack_floor.stream_seq, 1)
+})
+
+test("nak + backoff - each redelivery waits longer, the final one is dead-lettered as max-deliveries", async () => {
+  const seen: number[] = []
+  await startInvoice({
+    backoff: { initialMs: 150, factor: 2, jitter: 0.2, maxMs: 10_000 },
+    consumes: {
+      RouteCalculated: () => {
+        seen.push(Date.now())
+        throw new Error("tariff service flaked")
+      },
+    },
+  })
+  await send(1)
+  await waitUntil(() => seen.length >= 5, { timeoutMs: 15_000, what: "5 deliveries" })
+  const gaps = seen.slice(1).map((t, i) => t - seen[i]!)
+  // 150·2ⁿ ±20 %: 120–180, 240–360, 480–720, 960–1440 ms (+ scheduling slack)
+  assert.ok(gaps[0]! >= 110 && gaps[0]! < 400, `first gap ${gaps[0]}`)
+  for (let i = 1; i < gaps.length; i++) assert.ok(gaps[i]! > gaps[i - 1]!, `gaps must grow: ${gaps.join(", ")}`)
+  const entries = await waitUntil(async () => ((await dlqEntries()).length === 1 ? dlqEntries() : null))
+  assert.is(entries[0]!.headers[DLQ.reason], "max-deliveries")
+  assert.is(entries[0]!.headers[DLQ.deliveries], "5")
+  assert.is(entries[0]!.headers[DLQ.error], "tariff service flaked")
+  await sleep(300)
+  assert.is(seen.length, 5, "no delivery after the dead letter")
+})
+
+test("permanent error - exactly one DLQ entry, reason headers, the original body byte for byte", async () => {
+  let calls = 0
+  await startInvoice({
+    consumes: {
+      RouteCalculated: (r) => {
+        calls++
+        if (r.customerId === "nobody") throw new PermanentError("no-tariff", `no tariff for customer ${r.customerId}`)
+      },
+    },
+  })
+  const ack = await send(7, { customerId: "nobody" })
+  const original = await jsm.streams.getMessage("ROUTING", { seq: ack.seq })
+  const [entry] = await waitUntil(async () => {
+    const e = await dlqEntries()
+    return e.length ? e : null
+  })
+  await sleep(500)
+  assert.is((await dlqEntries()).length, 1)
+  assert.is(calls, 1)
+  assert.is(entry!.subject, "dlq.ROUTING.invoice")
+  assert.equal(entry!.data, original!.data)
+  assert.is(entry!.headers[DLQ.reason], "no-tariff")
+  assert.is(entry!.headers[DLQ.error], "no tariff for customer nobody")
+  assert.is(entry!.headers[DLQ.stream], "ROUTING")
+  assert.is(entry!.headers[DLQ.consumer], "invoice")
+  assert.is(entry!.headers[DLQ.seq], String(ack.seq))
+  assert.is(entry!.headers[DLQ.subject], "routing.events.RouteCalculated")
+  assert.is(entry!.headers[DLQ.deliveries], "1")
+  assert.is(entry!.headers["ce-id"], "rc-7")
+  assert.is(entry!.headers["nats-msg-id"], `dlq:ROUTING:${ack.seq}`)
+  assert.ok(!Number.isNaN(Date.parse(entry!.headers[DLQ.failedAt]!)))
+  const ci = await consumerInfo()
+  assert.is(ci.num_ack_pending, 0, "terminated, not pending")
+})
+
+test("contract violations - bad JSON, a wrong field, an unknown version each go to the DLQ with a precise reason", async () => {
+  let handled = 0
+  await startInvoice({ consumes: { RouteCalculated: () => void handled++ } })
+  const h = (type: string) => {
+    const hd = new Map([["ce-specversion", "1.0"], ["ce-id", `x-${type}`], ["ce-source", "logiflow/test"], ["ce-type", type]])
+    return hd
+  }
+  const { headers } = await import("@nats-io/transport-node")
+  const pub = async (type: string | null, body: string, id: string) => {
+    const hd = headers()
+    if (type) for (const [k, v] of h(type)) hd.set(k, v)
+    await js.publish("routing.events.RouteCalculated", new TextEncoder().encode(body), { headers: hd, msgID: id })
+  }
+  await pub("logiflow.routing.RouteCalculated.v1", "{not json", "a")
+  await pub("logiflow.routing.RouteCalculated.v1", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] }), "b")
+  await pub("logiflow.routing.RouteCalculated.v9", JSON.stringify(route(2)), "c")
+  await pub(null, JSON.stringify(route(3)), "d")
+  await send(4)
+  const entries = await waitUntil(async () => {
+    const e = await dlqEntries()
+    return e.length === 4 ? e : null
+  })
+  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), ["invalid-event", "invalid-json", "missing-header", "unknown-version"])
+  const invalid = entries.find((e) => e.headers[DLQ.reason] === "invalid-event")!
+  assert.match(invalid.headers[DLQ.error]!, /stops\.0\.lat/)
+  await waitUntil(() => handled === 1, { what: "the valid event behind them" })
+})
+
+test("DLQ publish failure - the message is handed back, never dropped, and dead-lettered once the DLQ is back", async () => {
+  let calls = 0
+  await jsm.streams.delete("DLQ")
+  await startInvoice({
+    backoff: { initialMs: 200, factor: 1, jitter: 0, maxMs: 200 },
+    consumes: {
+      RouteCalculated: () => {
+        calls++
+        throw new PermanentError("no-tariff")
+      },
+    },
+  })
+  await send(1)
+  await waitUntil(() => calls >= 3, { what: "three deliveries while the DLQ is missing" })
+  const ci = await consumerInfo()
+  assert.is(ci.num_ack_pending + ci.num_pending, 1, "still pending on the server")
+  await provision(nc, topology(), { streams: (s) => s.name === "DLQ", consumers: () => false, buckets: () => false })
+  const entries = await waitUntil(async () => {
+    const e = await dlqEntries()
+    return e.length === 1 ? e : null
+  })
+  assert.is(entries[0]!.headers[DLQ.reason], "no-tariff")
+  assert.ok(Number(entries[0]!.headers[DLQ.deliveries]) >= 3)
+})
+
+test("per-key order - concurrency 8, 1000 events over 10 keys, each key's order kept", async () => {
+  const order = new Map<string, number[]>()
+  let active = 0
+  let maxActive = 0
+  await startInvoice({
+    concurrency: 8,
+    consumes: {
+      RouteCalculated: async (r) => {
+        active++
+        maxActive = Math.max(maxActive, active)
+        await sleep(Math.random() * 3)
+        const n = Number(r.routeId.slice("route-".length))
+        order.set(r.truckId, [...(order.get(r.truckId) ?? []), n])
+        active--
+      },
+    },
+  })
+  await Promise.all(Array.from({ length: 1000 }, (_, i) => send(i)))
+  await waitUntil(() => [...order.values()].reduce((a, b) => a + b.length, 0) === 1000, { timeoutMs: 30_000, what: "1000 handled" })
+  assert.is(order.size, 10)
+  for (const [key, seq] of order) {
+    assert.is(seq.length, 100, key)
+    const sorted = [...seq].sort((a, b) => a - b)
+    assert.equal(seq, sorted, `${key} out of order`)
+  }
+  assert.ok(maxActive > 1 && maxActive <= 8, `ran ${maxActive} at once`)
+})
+
+test("provision - twice changes nothing; an incompatible existing stream is reported, not ignored", async () => {
+  const t = topology()
+  await provision(nc, t)
+  const again = await provision(nc, t)
+  assert.ok(again.length > 10)
+  assert.equal(again.filter((a) => a.action !== "unchanged"), [])
+  await jsm.streams.delete("INVOICE")
+  const { StorageType } = await import("@nats-io/jetstream")
+  await jsm.streams.add({ name: "INVOICE", subjects: ["invoice.events.>"], storage: StorageType.Memory })
+  try {
+    await provision(nc, t)
+    assert.unreachable("should refuse")
+  } catch (err) {
+    assert.instance(err, TopologyConflict)
+    assert.match((err as Error).message, /stream INVOICE exists with a different storage/)
+  }
+  await jsm.consumers.update("ROUTING", "invoice", { max_deliver: 9 })
+  const fixed = await provision(nc, t, { streams: (s) => s.name !== "INVOICE" })
+  assert.equal(fixed.filter((a) => a.action === "updated").map((a) => a.name), ["ROUTING/invoice"])
+})
+
+test.run()
