@@ -47,7 +47,11 @@ export async function serve(fetch: FetchHandler, { port = 0, hostname = "0.0.0.0
       duplex: "half",
     })
     const response = await guarded(request)
-    res.writeHead(response.status, Object.fromEntries(response.headers))
+    const head = Object.fromEntries(response.headers)
+    // a body the handler never read (413, 415) is still on the socket: a reused connection would hand those
+    // bytes to the next request and reset it, so this connection ends with the response
+    if (hasBody && !req.complete) head.connection = "close"
+    res.writeHead(response.status, head)
     if (!response.body || req.method === "HEAD") return void res.end()
     res.end(Buffer.from(await response.arrayBuffer()))
   })

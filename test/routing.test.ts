@@ -1,0 +1,255 @@
+// workers/routing.ts over real HTTP against a real nats-server: validation, the event it records, idempotency,
+// and what a client sees when NATS is down, stalled or full.
+import { DiscardPolicy, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import { nanos, type NatsConnection } from "@nats-io/transport-node"
+import { suite } from "uvu"
+import * as assert from "uvu/assert"
+import { type RouteCalculated, type Stop, subjectOf, topology } from "../contracts/mod.ts"
+import { provision } from "../mesh/provision.ts"
+import type { Running } from "../mesh/worker.ts"
+import { connectTo, startServer, type TestServer, waitUntil } from "./harness.ts"
+
+// read by routing.ts at import: a short publish bound keeps the stalled-server test quick
+process.env.ROUTING_PUBLISH_TIMEOUT_MS = "1500"
+const { default: routing, idempotentRouteId } = await import("../workers/routing.ts")
+const { estimateEta, planRoute } = await import("../workers/plan.ts")
+
+const test = suite("routing")
+let server: TestServer
+let nc: NatsConnection
+let jsm: JetStreamManager
+let running: Running
+let base: string
+
+test.before(async () => {
+  server = await startServer()
+  nc = await connectTo(server)
+  jsm = await jetstreamManager(nc)
+  await provision(nc, topology(), { consumers: () => false })
+  running = await routing.start({ url: server.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
+  base = `http://127.0.0.1:${running.port}`
+})
+test.after(async () => {
+  await running.stop()
+  await nc.close()
+  await server.close()
+})
+test.before.each(async () => {
+  await jsm.streams.purge("ROUTING")
+})
+
+const berlin: Stop[] = [
+  { id: "alex", lat: 52.5219, lon: 13.4132 },
+  { id: "zoo", lat: 52.5079, lon: 13.3378 },
+  { id: "tempelhof", lat: 52.4731, lon: 13.4039 },
+  { id: "spandau", lat: 52.5353, lon: 13.1975 },
+  { id: "koepenick", lat: 52.4454, lon: 13.5745 },
+  { id: "pankow", lat: 52.5693, lon: 13.4021 },
+]
+const depot = { lat: 52.52, lon: 13.405 }
+const request = (over: Record<string, unknown> = {}) => ({ truckId: "truck-7", customerId: "acme", depot, stops: berlin, ...over })
+
+function post(body: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${base}/routes`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  })
+}
+
+async function routingMessages() {
+  const info = await jsm.streams.info("ROUTING")
+  const out = []
+  for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
+    const m = await jsm.streams.getMessage("ROUTING", { seq }).catch(() => null)
+    if (m) out.push({ subject: m.subject, header: (h: string) => m.header.get(h), data: m.json<RouteCalculated>() })
+  }
+  return out
+}
+
+const issuePaths = async (res: Response) => {
+  assert.is(res.status, 400)
+  const body = (await res.json()) as { status: number; error: string; issues: { path: string; message: string }[] }
+  assert.is(body.status, 400)
+  assert.type(body.error, "string")
+  return body.issues.map((i) => i.path)
+}
+
+test("POST /routes - 202 with the stops in planned order, and the same route recorded as RouteCalculated", async () => {
+  const departAt = "2026-11-25T08:00:00.000Z"
+  const traceId = "4bf92f3577b34da6a3ce929d0e0e4736"
+  const res = await post(request({ departAt }), { traceparent: `00-${traceId}-00f067aa0ba902b7-01` })
+  assert.is(res.status, 202)
+  const body = (await res.json()) as { routeId: string; eta: string; distanceKm: number; stops: Stop[] }
+  assert.equal(Object.keys(body).sort(), ["distanceKm", "eta", "routeId", "stops"])
+  const planned = planRoute(depot, berlin)
+  assert.equal(body.stops, planned.stops)
+  assert.equal([...body.stops].sort((a, b) => a.id.localeCompare(b.id)), [...berlin].sort((a, b) => a.id.localeCompare(b.id)))
+  assert.is(body.distanceKm, planned.distanceKm)
+  const eta = estimateEta(new Date(departAt), planned.distanceKm, berlin.length, { avgSpeedKmh: 50, serviceMinutesPerStop: 10 })
+  assert.is(body.eta, eta.toISOString())
+  assert.match(body.routeId, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+
+  const [msg, ...rest] = await routingMessages()
+  assert.is(rest.length, 0)
+  assert.is(msg!.subject, subjectOf("RouteCalculated"))
+  assert.is(msg!.header("ce-subject"), "truck-7")
+  assert.is(msg!.header("Nats-Msg-Id"), `routing:${body.routeId}`)
+  assert.is(msg!.header("ce-id"), `routing:${body.routeId}`)
+  assert.is(msg!.header("ce-type"), "logiflow.routing.RouteCalculated.v1")
+  assert.is(msg!.header("ce-source"), "logiflow/routing")
+  assert.match(msg!.header("traceparent"), new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`))
+  assert.is.not(msg!.header("traceparent"), `00-${traceId}-00f067aa0ba902b7-01`, "routing's own span, in the caller's trace")
+  const { calculatedAt, ...event } = msg!.data
+  assert.equal(event, { routeId: body.routeId, truckId: "truck-7", customerId: "acme", stops: body.stops, distanceKm: body.distanceKm, eta: body.eta })
+  assert.ok(Date.parse(calculatedAt) > Date.parse(departAt))
+})
+
+test("POST /routes - without a valid traceparent the event starts its own trace", async () => {
+  const res = await post(request(), { traceparent: "not-a-trace" })
+  assert.is(res.status, 202)
+  const [msg] = await routingMessages()
+  assert.match(msg!.header("traceparent"), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
+})
+
+test("validation - 400 names each wrong field by its path, and nothing is published", async () => {
+  assert.equal(await issuePaths(await post(request({ stops: [{ id: "a", lat: 91, lon: 13 }] }))), ["stops.0.lat"])
+  const { truckId: _, ...noTruck } = request()
+  assert.equal(await issuePaths(await post(noTruck)), ["truckId"])
+  assert.equal(await issuePaths(await post(request({ stops: [] }))), ["stops"])
+  const many = Array.from({ length: 201 }, (_, i) => ({ id: `s${i}`, lat: 52.5, lon: 13.4 + i / 1000 }))
+  assert.equal(await issuePaths(await post(request({ stops: many }))), ["stops"])
+  const dup = [berlin[0]!, berlin[1]!, { ...berlin[2]!, id: "alex" }, berlin[3]!, { ...berlin[4]!, id: "zoo" }]
+  const res = await post(request({ stops: dup }))
+  assert.is(res.status, 400)
+  const body = (await res.json()) as { issues: { path: string; message: string }[] }
+  assert.equal(body.issues, [
+    { path: "stops.2.id", message: 'duplicate stop id "alex"' },
+    { path: "stops.4.id", message: 'duplicate stop id "zoo"' },
+  ])
+  assert.equal(await issuePaths(await post(request({ depot: { lat: 52.5, lon: 181 } }))), ["depot.lon"])
+  assert.equal(await issuePaths(await post(request({ departAt: "tomorrow" }))), ["departAt"])
+  assert.equal(await issuePaths(await post(request({ colour: "red" }))), ["colour"])
+  assert.equal(await issuePaths(await post("42")), [""])
+  const badJson = await post("{not json")
+  assert.is(badJson.status, 400)
+  assert.match(((await badJson.json()) as { error: string }).error, /not valid JSON/)
+  // exactly 200 stops is allowed
+  const max = many.slice(0, 200)
+  assert.is((await post(request({ stops: max }))).status, 202)
+  assert.is((await routingMessages()).length, 1)
+})
+
+test("limits - 413 past ROUTING_MAX_BODY_BYTES (default 256 KiB), 415 for anything but JSON", async () => {
+  const big = JSON.stringify(request({ padding: "x".repeat(256 * 1024) }))
+  const tooBig = await post(big)
+  assert.is(tooBig.status, 413)
+  assert.match(((await tooBig.json()) as { error: string }).error, /262144-byte limit/)
+  const text = await fetch(`${base}/routes`, { method: "POST", headers: { "content-type": "text/plain" }, body: JSON.stringify(request()) })
+  assert.is(text.status, 415)
+  assert.is(((await text.json()) as { status: number }).status, 415)
+  assert.is((await routingMessages()).length, 0)
+})
+
+test("Idempotency-Key - a retry gets the same routeId and body, and one event is recorded", async () => {
+  const key = { "idempotency-key": "order-4711" }
+  const first = await post(request(), key)
+  const second = await post(request(), key)
+  assert.is(first.status, 202)
+  assert.is(second.status, 202)
+  const a = await first.json()
+  const b = await second.json()
+  assert.equal(b, a)
+  assert.is((a as { routeId: string }).routeId, await idempotentRouteId("truck-7", "order-4711"))
+  const msgs = await routingMessages()
+  assert.is(msgs.length, 1)
+  assert.is(msgs[0]!.header("Nats-Msg-Id"), `routing:${(a as { routeId: string }).routeId}`)
+  // the same key from another truck is another route
+  const other = await post(request({ truckId: "truck-8" }), key)
+  assert.is.not(((await other.json()) as { routeId: string }).routeId, (a as { routeId: string }).routeId)
+  assert.is((await routingMessages()).length, 2)
+})
+
+test("Idempotency-Key - past the duplicate window the stored answer comes back without a second event", async () => {
+  const info = await jsm.streams.info("ROUTING")
+  await jsm.streams.update("ROUTING", { ...info.config, duplicate_window: nanos(100) })
+  try {
+    const key = { "idempotency-key": "late-retry" }
+    const a = await (await post(request({ departAt: "2026-11-25T08:00:00.000Z" }), key)).json()
+    await new Promise((r) => setTimeout(r, 300))
+    const b = await (await post(request({ departAt: "2026-11-25T08:00:00.000Z" }), key)).json()
+    assert.equal(b, a)
+    assert.is((await routingMessages()).length, 1)
+    const changed = await post(request({ departAt: "2026-11-25T09:00:00.000Z" }), key)
+    assert.is(changed.status, 422)
+    assert.match(((await changed.json()) as { error: string }).error, /already used for a different request/)
+    assert.is((await routingMessages()).length, 1)
+  } finally {
+    await jsm.streams.update("ROUTING", info.config)
+  }
+})
+
+test("Idempotency-Key - an unusable key is a 400, not a silent fresh route", async () => {
+  const res = await post(request(), { "idempotency-key": "x".repeat(256) })
+  assert.is(res.status, 400)
+  assert.is((await routingMessages()).length, 0)
+})
+
+test("full stream - at max_msgs with discard new, 503 says the routing log is full", async () => {
+  const info = await jsm.streams.info("ROUTING")
+  assert.is((await post(request())).status, 202)
+  await jsm.streams.update("ROUTING", { ...info.config, max_msgs: 1, discard: DiscardPolicy.New })
+  try {
+    const res = await post(request())
+    assert.is(res.status, 503)
+    assert.ok(Number(res.headers.get("retry-after")) > 0)
+    const body = (await res.json()) as { status: number; error: string }
+    assert.is(body.status, 503)
+    assert.match(body.error, /routing log is full/)
+    assert.match(body.error, /maximum messages exceeded/)
+    assert.is((await routingMessages()).length, 1)
+  } finally {
+    await jsm.streams.update("ROUTING", info.config)
+  }
+  assert.is((await post(request())).status, 202)
+})
+
+test("NATS stalled - a publish nobody acknowledges is a 503 after ROUTING_PUBLISH_TIMEOUT_MS, not a hang", async () => {
+  server.process.kill("SIGSTOP")
+  try {
+    const t0 = Date.now()
+    const res = await post(request())
+    const waited = Date.now() - t0
+    assert.is(res.status, 503)
+    assert.is(res.headers.get("retry-after"), "2")
+    assert.match(((await res.json()) as { error: string }).error, /did not acknowledge the route within 1500 ms/)
+    // bounded by our 1.5 s, not the client's 5 s request timeout
+    assert.ok(waited >= 1400 && waited < 4000, `answered after ${waited} ms`)
+  } finally {
+    server.process.kill("SIGCONT")
+  }
+})
+
+test("NATS down - 503 with Retry-After at once, and 202 again once the server is back", async () => {
+  await server.stop()
+  try {
+    await waitUntil(() => !running.runtime.connected, { what: "routing to notice the server is gone" })
+    const res = await post(request())
+    assert.is(res.status, 503)
+    assert.is(res.headers.get("retry-after"), "2")
+    assert.match(((await res.json()) as { error: string }).error, /not connected to NATS/)
+    const ready = await fetch(`${base}/readyz`)
+    assert.is(ready.status, 503)
+  } finally {
+    await server.restart()
+  }
+  const back = await waitUntil(async () => {
+    const res = await post(request({ truckId: "truck-back" }))
+    return res.status === 202 ? res : (await res.body?.cancel(), null)
+  }, { timeoutMs: 15_000, what: "a 202 after the restart" })
+  const { routeId } = (await back.json()) as { routeId: string }
+  const msgs = await routingMessages()
+  assert.ok(msgs.some((m) => m.data.routeId === routeId && m.data.truckId === "truck-back"))
+})
+
+test.run()

@@ -1,0 +1,256 @@
+// workers/routing.ts — plans a truck's route and records it as a RouteCalculated event. The HTTP answer (202) means
+// "the route is in the stream", never "someone acted on it". Routing calls no other worker.
+import { jetstreamManager } from "@nats-io/jetstream"
+import type { KV } from "@nats-io/kv"
+import { StatusError } from "itty-router"
+import * as v from "valibot"
+import { ContractError, issuesOf, type RouteCalculated, Stop, subjectOf, topology } from "../contracts/mod.ts"
+import { env, envInt } from "../mesh/env.ts"
+import { StartupError } from "../mesh/errors.ts"
+import { readJson } from "../mesh/http.ts"
+import { getJson, kvKey } from "../mesh/kv.ts"
+import { runWhenMain } from "../mesh/main.ts"
+import { provision } from "../mesh/provision.ts"
+import { childTraceparent, newId } from "../mesh/publish.ts"
+import { type Runtime, worker } from "../mesh/worker.ts"
+import { estimateEta, planRoute } from "./plan.ts"
+
+const config = {
+  maxBodyBytes: envInt("ROUTING_MAX_BODY_BYTES", 256 * 1024),
+  avgSpeedKmh: envInt("ROUTING_AVG_SPEED_KMH", 50),
+  serviceMinutesPerStop: envInt("ROUTING_SERVICE_MINUTES", 10),
+  publishTimeoutMs: envInt("ROUTING_PUBLISH_TIMEOUT_MS", 3000),
+  site: env("SITE_ID") ?? "",
+}
+
+export const REQUESTS_BUCKET = "routing-requests"
+
+// --- the request ----------------------------------------------------------------------------------------------
+
+const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(128))
+const Point = v.strictObject({
+  lat: v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90)),
+  lon: v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180)),
+})
+
+const uniqueIds = v.rawCheck<Stop[]>(({ dataset, addIssue }) => {
+  if (!dataset.typed) return
+  const seen = new Set<string>()
+  dataset.value.forEach((stop, i) => {
+    if (!seen.has(stop.id)) return void seen.add(stop.id)
+    addIssue({
+      message: `duplicate stop id "${stop.id}"`,
+      path: [
+        { type: "array", origin: "value", input: dataset.value, key: i, value: stop },
+        { type: "object", origin: "value", input: stop, key: "id", value: stop.id },
+      ],
+    })
+  })
+})
+
+export const RouteRequest = v.strictObject({
+  truckId: Id,
+  customerId: Id,
+  depot: Point,
+  stops: v.pipe(v.array(Stop), v.minLength(1, "at least 1 stop"), v.maxLength(200, "at most 200 stops"), uniqueIds),
+  departAt: v.optional(v.pipe(v.string(), v.isoTimestamp())),
+})
+export type RouteRequest = v.InferOutput<typeof RouteRequest>
+
+export type RouteAccepted = Pick<RouteCalculated, "routeId" | "eta" | "distanceKm" | "stops">
+
+// --- handlers (pure) ------------------------------------------------------------------------------------------
+
+export function calculateRoute(req: RouteRequest, routeId: string, now: Date, opts = config): RouteCalculated {
+  const { stops, distanceKm } = planRoute(req.depot, req.stops)
+  const departAt = req.departAt ? new Date(req.departAt) : now
+  const eta = estimateEta(departAt, distanceKm, stops.length, opts)
+  return {
+    routeId,
+    truckId: req.truckId,
+    customerId: req.customerId,
+    stops,
+    distanceKm,
+    eta: eta.toISOString(),
+    calculatedAt: now.toISOString(),
+  }
+}
+
+export const accepted = (r: RouteCalculated): RouteAccepted => ({ routeId: r.routeId, eta: r.eta, distanceKm: r.distanceKm, stops: r.stops })
+
+const bytes = (s: string) => new TextEncoder().encode(s)
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")
+
+// fixed namespace for routing's name-based ids; changing it changes every idempotent routeId
+const NAMESPACE = "6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b"
+
+/** UUIDv5 (RFC 9562) of `name` in routing's namespace: the same retry always gets the same id. */
+export async function uuidv5(name: string): Promise<string> {
+  const ns = Uint8Array.from(NAMESPACE.replace(/-/g, "").match(/../g)!, (h) => parseInt(h, 16))
+  const input = new Uint8Array([...ns, ...bytes(name)])
+  const b = new Uint8Array(await crypto.subtle.digest("SHA-1", input)).slice(0, 16)
+  b[6] = (b[6]! & 0x0f) | 0x50
+  b[8] = (b[8]! & 0x3f) | 0x80
+  const h = hex(b)
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
+}
+
+/** The routeId an Idempotency-Key maps to; JSON keeps ("a:b","c") and ("a","b:c") apart. The site keeps edges apart. */
+export async function idempotentRouteId(truckId: string, key: string, site = config.site): Promise<string> {
+  const id = await uuidv5(JSON.stringify([truckId, key]))
+  return site ? `${site}-${id}` : id
+}
+
+const fingerprint = async (req: RouteRequest) => hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(JSON.stringify(req)))))
+
+// --- recording the route --------------------------------------------------------------------------------------
+
+/** What the routing-requests bucket keeps per Idempotency-Key for a day. */
+type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean }
+
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
+
+class Unavailable extends Error {
+  constructor(message: string, readonly retryAfterSeconds = 2) {
+    super(message)
+  }
+}
+
+function unavailable(err: unknown): Unavailable {
+  if (err instanceof Unavailable) return err
+  const message = (err as Error)?.message ?? String(err)
+  if (/maximum (bytes|messages) exceeded/i.test(message)) {
+    return new Unavailable(`the routing log is full (${message}); routes cannot be recorded until an operator raises its limits`, 60)
+  }
+  if (/no responders|stream not found|no stream matches/i.test(message)) {
+    return new Unavailable(`no stream records ${subjectOf("RouteCalculated")} (${message}); run \`logiflow provision\``, 30)
+  }
+  return new Unavailable(`NATS did not record the route: ${message}; retry later`)
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Unavailable(`NATS did not acknowledge the ${what} within ${ms} ms; retry later`)), ms)
+    p.then(
+      (x) => (clearTimeout(t), resolve(x)),
+      (e) => (clearTimeout(t), reject(e)),
+    )
+  })
+}
+
+async function publish(rt: Runtime, route: RouteCalculated, traceparent: string) {
+  // the msg id is derived from the routeId, so a retried publish of the same route is stored once
+  await rt.publish("RouteCalculated", route, { id: `routing:${route.routeId}`, key: route.truckId, traceparent })
+}
+
+/** KV create, first writer wins: a concurrent retry that got there first has the answer. */
+async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
+  try {
+    await kv.create(kvKey(key), JSON.stringify(mine))
+    return mine
+  } catch (err) {
+    const theirs = await getJson<Recorded>(kv, key)
+    if (!theirs) throw err
+    return theirs
+  }
+}
+
+/**
+ * With an Idempotency-Key, the route is written to KV (first writer wins) before it is published, and marked
+ * published after: a retry finds it and republishes only if the mark is missing (deduped by msg id), so a crash
+ * between the two steps cannot lose the event, and a retry a day later still gets the same answer.
+ */
+async function record(rt: Runtime, req: RouteRequest, key: string | undefined, traceparent: string): Promise<RouteCalculated> {
+  if (!key) {
+    const route = calculateRoute(req, newId(config.site), new Date())
+    await publish(rt, route, traceparent)
+    return route
+  }
+  const kv = await rt.kv(REQUESTS_BUCKET)
+  const routeId = await idempotentRouteId(req.truckId, key)
+  const print = await fingerprint(req)
+  const rec =
+    (await getJson<Recorded>(kv, routeId)) ??
+    (await create(kv, routeId, { fingerprint: print, route: calculateRoute(req, routeId, new Date()), published: false }))
+  if (rec.fingerprint !== print) {
+    throw new StatusError(422, `Idempotency-Key "${key}" was already used for a different request by truck ${req.truckId}`)
+  }
+  if (!rec.published) {
+    await publish(rt, rec.route, traceparent)
+    await kv.put(kvKey(routeId), JSON.stringify({ ...rec, published: true }))
+  }
+  return rec.route
+}
+
+// --- HTTP -----------------------------------------------------------------------------------------------------
+
+const retryLater = (err: Unavailable) =>
+  Response.json({ status: 503, error: err.message }, { status: 503, headers: { "retry-after": String(err.retryAfterSeconds) } })
+
+type Counter = ReturnType<Runtime["metrics"]["counter"]>
+
+async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Promise<Response> {
+  const body = await readJson(request, config.maxBodyBytes)
+  const parsed = v.safeParse(RouteRequest, body)
+  if (!parsed.success) throw new StatusError(400, { error: "invalid route request", issues: issuesOf(parsed.issues) })
+  const key = request.headers.get("idempotency-key") ?? undefined
+  if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+    throw new StatusError(400, "Idempotency-Key must be 1–255 printable ASCII characters without spaces")
+  }
+  if (!rt.connected) {
+    outcomes.inc({ outcome: "unavailable" })
+    return retryLater(new Unavailable("not connected to NATS; the route was not recorded, retry later"))
+  }
+  const traceparent = childTraceparent(request.headers.get("traceparent") ?? undefined)
+  try {
+    const route = await withTimeout(record(rt, parsed.output, key, traceparent), config.publishTimeoutMs, "route")
+    outcomes.inc({ outcome: "accepted" })
+    return Response.json(accepted(route), { status: 202 })
+  } catch (err) {
+    if (err instanceof StatusError || err instanceof ContractError) throw err
+    const u = unavailable(err)
+    outcomes.inc({ outcome: "unavailable" })
+    rt.log.warn("route not recorded", { truckId: parsed.output.truckId, error: u.message })
+    return retryLater(u)
+  }
+}
+
+// --- startup --------------------------------------------------------------------------------------------------
+
+/** Routing has no consumer to bind, so it checks its stream and bucket itself; provisions them only where allowed. */
+async function ensureTopology(rt: Runtime): Promise<void> {
+  const jsm = await jetstreamManager(rt.nc)
+  const subject = subjectOf("RouteCalculated")
+  const missing = async () => ({
+    stream: await jsm.streams.find(subject).then(() => false, () => true),
+    bucket: await jsm.streams.info(`KV_${REQUESTS_BUCKET}`).then(() => false, () => true),
+  })
+  const m = await missing().catch((err) => (rt.log.warn("cannot inspect the topology; assuming it is provisioned", { error: err }), undefined))
+  if (!m || (!m.stream && !m.bucket)) return
+  try {
+    await provision(rt.nc, topology({ replicas: envInt("STREAM_REPLICAS", 1) }), {
+      streams: (s) => m.stream && s.name === "ROUTING",
+      consumers: () => false,
+      buckets: (b) => m.bucket && b.bucket === REQUESTS_BUCKET,
+    })
+    rt.log.info("provisioned what routing needs", m)
+  } catch (err) {
+    throw new StartupError(
+      `routing: ${m.stream ? `no stream captures ${subject}` : `bucket ${REQUESTS_BUCKET} is missing`} and it could not be created ` +
+        `(${(err as Error).message}). Run \`logiflow provision\` (npm run provision) as the admin user first.`,
+    )
+  }
+}
+
+const routing = worker({
+  name: "routing",
+  port: 8081,
+  routes: (router, rt) => {
+    const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes answered with 202 (accepted) or 503 (unavailable)")
+    router.post("/routes", (request) => postRoute(request, rt, outcomes))
+  },
+  onStart: ensureTopology,
+})
+
+export default routing
+runWhenMain(import.meta, routing)
