@@ -1,0 +1,70 @@
+// workers/invoice.ts — prices each calculated route with its customer's tariff, once per routeId, whatever the
+// redeliveries, crashes and instances. No routes of its own: /healthz, /readyz, /metrics only.
+import { type RouteCalculated } from "../contracts/mod.ts"
+import { env, envInt } from "../mesh/env.ts"
+import { PermanentError, StartupError } from "../mesh/errors.ts"
+import { runWhenMain } from "../mesh/main.ts"
+import { type HandlerContext } from "../mesh/delivery.ts"
+import { newId, type Outgoing } from "../mesh/publish.ts"
+import { type Worker, worker } from "../mesh/worker.ts"
+import { priceRoute, type Tariff, tariffsFromEnv } from "./pricing.ts"
+
+function probability(name: string): number {
+  const p = envInt(name, 0)
+  if (p < 0 || p > 1) throw new Error(`${name} must be between 0 and 1, got ${p}`)
+  return p
+}
+
+const config = {
+  tariffs: tariffsFromEnv(env("INVOICE_TARIFFS")),
+  site: env("SITE_ID") ?? "",
+  // failure injection for demos and tests; all off unless set
+  crashOnStart: env("INVOICE_CRASH_ON_START") === "1",
+  slowMs: envInt("INVOICE_SLOW_MS", 0),
+  failRate: probability("INVOICE_FAIL_RATE"),
+  hang: env("INVOICE_HANG") === "1",
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+export function tariffOf(customerId: string, tariffs: Record<string, Tariff>): Tariff {
+  // hasOwn: a customer called "constructor" must not find Object's
+  if (!Object.hasOwn(tariffs, customerId)) throw new PermanentError("no-tariff", `no tariff for customer "${customerId}"`)
+  return tariffs[customerId]!
+}
+
+async function injectFailures(ctx: HandlerContext): Promise<void> {
+  if (config.hang) {
+    ctx.log.warn("INVOICE_HANG=1: this handler never returns")
+    await new Promise<never>(() => {})
+  }
+  if (config.slowMs > 0) await sleep(config.slowMs)
+  if (Math.random() < config.failRate) throw new Error(`injected transient failure (INVOICE_FAIL_RATE=${config.failRate})`)
+}
+
+export async function onRouteCalculated(route: RouteCalculated, ctx: HandlerContext): Promise<Outgoing[]> {
+  const tariff = tariffOf(route.customerId, config.tariffs)
+  await injectFailures(ctx)
+  // the first delivery prices and stores; a redelivery (after a crash before the publish, say) gets the stored
+  // invoice back — same invoiceId, same issuedAt — and publishes it again under the same msg id, so the stream
+  // keeps one copy and none is lost
+  const invoice = await ctx.once(`invoice:${route.routeId}`, () =>
+    priceRoute(route, tariff, { invoiceId: newId(config.site), issuedAt: new Date().toISOString() }),
+  )
+  return [{ name: "InvoiceGenerated", data: invoice, id: `invoice:${route.routeId}`, key: route.truckId }]
+}
+
+const invoice = worker({
+  name: "invoice",
+  port: 8083,
+  consumes: { RouteCalculated: onRouteCalculated },
+})
+
+// fails before connecting: a crash in onStart would come after the consumer starts pulling, and invoices would trickle out
+const crashAtStart = (w: Worker): Worker => ({
+  ...w,
+  start: () => Promise.reject(new StartupError("INVOICE_CRASH_ON_START=1: crashing at start on purpose")),
+})
+
+export default invoice
+runWhenMain(import.meta, config.crashOnStart ? crashAtStart(invoice) : invoice)
