@@ -1,5 +1,166 @@
-// mesh/supervisor.ts — `logiflow up`: placeholder until written
-import type { Io } from "./cli.ts"
-export async function up(_args: string[], _io: Io): Promise<number> {
-  throw new Error("logiflow up is being written")
+// mesh/supervisor.ts — `logiflow up` (= npm start): the whole mesh on one machine. A nats-server from nats.conf
+// (unless NATS_URL points at one), the topology provisioned as admin, then every worker as its own child process
+// under its own NATS user, restarted with backoff when it crashes. Ctrl-C drains the workers, then stops the server.
+import { type ChildProcess, spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import { existsSync, mkdirSync } from "node:fs"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { parseArgs } from "node:util"
+import { topology } from "../contracts/topology.ts"
+import { CliError, type Io } from "./cli.ts"
+import { connect } from "./connect.ts"
+import { findNatsServer, INSTALL_HINT, type Natsd, portInUse, startNatsd } from "./natsd.ts"
+import { provision } from "./provision.ts"
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+const USERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet", "admin", "sys"] as const
+const WORKERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet"] as const
+
+async function nextFree(port: number): Promise<number> {
+  while (await portInUse(port)) port++
+  return port
+}
+
+const COLORS = [36, 33, 35, 32, 34, 31, 90]
+const LEVEL_COLOR: Record<string, number> = { debug: 90, info: 0, warn: 33, error: 31 }
+
+/** A JSON log line → `12:00:01 warn  dead-lettered reason=no-tariff …`; other lines as they are. */
+export function pretty(line: string, color = process.stdout.isTTY): string {
+  let o: Record<string, unknown>
+  try {
+    o = JSON.parse(line)
+  } catch {
+    return line
+  }
+  if (typeof o !== "object" || o === null || typeof o.msg !== "string") return line
+  const { level = "info", time, msg, worker: _w, ...rest } = o as { level?: string; time?: string; msg: string; worker?: string }
+  const fields = Object.entries(rest)
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+    .join(" ")
+  const t = typeof time === "string" ? time.slice(11, 19) : ""
+  const lvl = String(level).padEnd(5)
+  const c = LEVEL_COLOR[String(level)] ?? 0
+  return `${t} ${color && c ? `\x1b[${c}m${lvl}\x1b[0m` : lvl} ${msg}${fields ? ` ${fields}` : ""}`
+}
+
+type Supervised = { name: string; child?: ChildProcess; restarts: number; stopping: boolean; timer?: ReturnType<typeof setTimeout> }
+
+export async function up(args: string[], io: Io): Promise<number> {
+  const { values } = parseArgs({ args, options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" } } })
+  const dataDir = resolve(values["data-dir"] ?? join(ROOT, ".logiflow"))
+  const tty = process.stdout.isTTY
+  const prefix = (name: string, i: number) => {
+    const label = name.padEnd(8)
+    return tty ? `\x1b[${COLORS[i % COLORS.length]}m${label}\x1b[0m│ ` : `${label}│ `
+  }
+  const say = (line: string) => io.out(`${prefix("logiflow", 6)}${line}`)
+
+  // passwords: from the environment, else fresh for this run (never written to disk)
+  const passwords: Record<string, string> = {}
+  for (const u of USERS) passwords[u] = process.env[`${u.toUpperCase()}_PASSWORD`] ?? randomBytes(18).toString("base64url")
+  const opsToken = process.env.LOGIFLOW_OPS_TOKEN ?? randomBytes(24).toString("base64url")
+
+  let natsd: Natsd | undefined
+  let url = process.env.NATS_URL
+  const external = !!url
+  if (!url) {
+    if (!findNatsServer()) throw new CliError(INSTALL_HINT)
+    mkdirSync(join(dataDir, "nats"), { recursive: true })
+    const port = await nextFree(Number(process.env.NATS_PORT ?? 4222))
+    const monitorPort = await nextFree(Number(process.env.NATS_MONITOR_PORT ?? 8222))
+    natsd = await startNatsd({
+      port,
+      monitorPort,
+      storeDir: join(dataDir, "nats"),
+      config: join(ROOT, "nats.conf"),
+      env: Object.fromEntries(USERS.map((u) => [`${u.toUpperCase()}_PASSWORD`, passwords[u]!])),
+      onLog: (l) => (process.env.NATS_LOG ? io.out(`${prefix("nats", 6)}${l}`) : undefined),
+    })
+    url = natsd.url
+    say(`nats-server on ${url} (monitoring http://127.0.0.1:${monitorPort}, store ${join(dataDir, "nats")})`)
+  } else say(`using NATS at ${url}`)
+
+  // provision as admin; against an external server the caller's own NATS_USER/NATS_PASSWORD (if any) are used
+  const admin = external
+    ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD }
+    : { user: "admin", pass: passwords.admin }
+  const nc = await connect({ name: "admin", url, ...admin, waitForServer: false }).catch((err) => {
+    throw new CliError(`cannot reach NATS at ${url}: ${(err as Error).message}`)
+  })
+  const actions = await provision(nc, topology({ replicas: Number(process.env.STREAM_REPLICAS ?? 1) })).finally(() => nc.close())
+  say(`topology provisioned: ${actions.length} resources, ${actions.filter((a) => a.action !== "unchanged").length} changed`)
+
+  const names = WORKERS.filter((w) => (w !== "fleet" || !values["no-fleet"]) && existsSync(join(ROOT, "workers", `${w}.ts`)))
+  const supervised: Supervised[] = names.map((name) => ({ name, restarts: 0, stopping: false }))
+  const launch = (s: Supervised, i: number) => {
+    const env: Record<string, string | undefined> = {
+      ...process.env,
+      NATS_URL: url,
+      LOGIFLOW_OPS_TOKEN: opsToken,
+      ...(external ? {} : { NATS_USER: s.name, NATS_PASSWORD: passwords[s.name] }),
+    }
+    const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "workers", `${s.name}.ts`)], {
+      cwd: ROOT,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+      // its own process group: a terminal's Ctrl-C reaches only the supervisor, which then sends one SIGTERM
+      // (a worker treats a second signal as "stop waiting" and would skip its drain)
+      detached: true,
+    })
+    s.child = child
+    const startedAt = Date.now()
+    let buf = ""
+    const onData = (b: Buffer) => {
+      buf += b.toString()
+      const lines = buf.split("\n")
+      buf = lines.pop()!
+      for (const l of lines) if (l) io.out(`${prefix(s.name, i)}${pretty(l, tty)}`)
+    }
+    child.stdout!.on("data", onData)
+    child.stderr!.on("data", onData)
+    child.once("exit", (code, signal) => {
+      if (s.stopping) return
+      // a worker that ran a minute is healthy again: its next crash starts the backoff afresh
+      if (Date.now() - startedAt > 60_000) s.restarts = 0
+      const delay = Math.min(30_000, 500 * 2 ** s.restarts++)
+      say(`${s.name} exited (${signal ?? `code ${code}`}); restarting in ${delay} ms`)
+      s.timer = setTimeout(() => launch(s, i), delay)
+    })
+  }
+  supervised.forEach(launch)
+  say(`workers: ${names.join(", ")} — portal http://127.0.0.1:8080, routing :8081, tracking :8082, ops :8084`)
+  say(`ops token (Authorization: Bearer …): ${opsToken}`)
+  say("Ctrl-C stops everything")
+
+  await new Promise<void>((resolveStop) => {
+    let stopping = false
+    const stop = async () => {
+      if (stopping) return
+      stopping = true
+      say("stopping: draining workers")
+      await Promise.all(
+        supervised.map(
+          (s) =>
+            new Promise<void>((done) => {
+              s.stopping = true
+              clearTimeout(s.timer)
+              const c = s.child
+              if (!c || c.exitCode !== null || c.signalCode !== null) return done()
+              const kill = setTimeout(() => c.kill("SIGKILL"), 30_000)
+              c.once("exit", () => (clearTimeout(kill), done()))
+              c.kill("SIGTERM")
+            }),
+        ),
+      )
+      if (natsd) await natsd.stop()
+      say("stopped")
+      resolveStop()
+    }
+    process.on("SIGINT", stop)
+    process.on("SIGTERM", stop)
+    // if the supervisor itself dies, take the (detached) workers with it
+    process.once("exit", () => supervised.forEach((s) => s.child?.exitCode === null && s.child.kill("SIGKILL")))
+  })
+  return 0
 }

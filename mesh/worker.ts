@@ -2,6 +2,7 @@
 // delivery.ts, serves /healthz /readyz /metrics (+ the worker's own routes), and drains on SIGTERM (rule 8).
 import { type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
+import type { Subscription } from "@nats-io/transport-node"
 import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
 import { type EventData, type EventName, type Meta, consumersOf, topology, type TopologyOptions } from "../contracts/mod.ts"
 import { type Backoff, defaultBackoff } from "./backoff.ts"
@@ -259,7 +260,6 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     const sub = await consumer.consume({
       max_messages: Math.max(1, Math.min(maxAckPending > 0 ? maxAckPending : 1000, 1000)),
       callback: (msg) => {
-        if (stopping) return msg.nak()
         const h: Held = { msg, started: false, stream: spec.stream }
         held.add(h)
         work.push(h)
@@ -277,6 +277,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       stopping = true
       log.info("draining", { inflight: held.size })
       const deadline = Date.now() + drainTimeoutMs
+      // stop pulling without losing what is already on the wire: drain (UNSUB + flush round trip) delivers every
+      // message the server sent before it saw the UNSUB; a plain unsubscribe would strand those until ack_wait
+      await Promise.allSettled(subscriptions.map((s) => (s as unknown as { sub?: Subscription }).sub?.drain()))
       await Promise.allSettled(subscriptions.map((s) => s.close()))
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
       for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
