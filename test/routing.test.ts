@@ -214,6 +214,28 @@ test("full stream - at max_msgs with discard new, 503 says the routing log is fu
   assert.is((await post(request())).status, 202)
 })
 
+test("fresh dev server - routing provisions its own stream and bucket at start, then records routes", async () => {
+  const fresh = await startServer()
+  const other = await routing.start({ url: fresh.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
+  const fnc = await connectTo(fresh)
+  try {
+    const fjsm = await jetstreamManager(fnc)
+    assert.is(await fjsm.streams.find(subjectOf("RouteCalculated")), "ROUTING")
+    assert.is((await fjsm.streams.info("KV_routing-requests")).config.max_age, nanos(24 * 3600 * 1000))
+    const res = await fetch(`http://127.0.0.1:${other.port}/routes`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": "fresh-1" },
+      body: JSON.stringify(request()),
+    })
+    assert.is(res.status, 202)
+    assert.is((await fjsm.streams.info("ROUTING")).state.messages, 1)
+  } finally {
+    await fnc.close()
+    await other.stop()
+    await fresh.close()
+  }
+})
+
 test("NATS stalled - a publish nobody acknowledges is a 503 after ROUTING_PUBLISH_TIMEOUT_MS, not a hang", async () => {
   server.process.kill("SIGSTOP")
   try {

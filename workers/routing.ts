@@ -22,6 +22,7 @@ const config = {
   publishTimeoutMs: envInt("ROUTING_PUBLISH_TIMEOUT_MS", 3000),
   site: env("SITE_ID") ?? "",
 }
+if (!(config.avgSpeedKmh > 0)) throw new Error(`ROUTING_AVG_SPEED_KMH must be > 0, got ${config.avgSpeedKmh}`)
 
 export const REQUESTS_BUCKET = "routing-requests"
 
@@ -122,8 +123,8 @@ function unavailable(err: unknown): Unavailable {
   if (/maximum (bytes|messages) exceeded/i.test(message)) {
     return new Unavailable(`the routing log is full (${message}); routes cannot be recorded until an operator raises its limits`, 60)
   }
-  if (/no responders|stream not found|no stream matches/i.test(message)) {
-    return new Unavailable(`no stream records ${subjectOf("RouteCalculated")} (${message}); run \`logiflow provision\``, 30)
+  if (/no responders|stream not found/i.test(message)) {
+    return new Unavailable(`the routing stream or the ${REQUESTS_BUCKET} bucket is missing (${message}); run \`logiflow provision\``, 30)
   }
   return new Unavailable(`NATS did not record the route: ${message}; retry later`)
 }
