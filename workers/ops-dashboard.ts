@@ -1,0 +1,219 @@
+// workers/ops-dashboard.ts — the ops page: plain HTML and a little JS over /api, no build step.
+// Every value from the API goes into the page as text (textContent / Text nodes), never as markup:
+// payloads and error messages are whatever a producer sent.
+
+export function dashboardPage(nonce: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>LogiFlow ops</title>
+<style>
+  :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2330; background: #f5f6f8; }
+  body { margin: 0; }
+  header { display: flex; gap: 1rem; align-items: baseline; padding: .7rem 1.2rem; background: #1d2330; color: #fff; }
+  header h1 { font-size: 1.1rem; margin: 0; }
+  header .grow { flex: 1; }
+  header button { background: #3b4660; color: #fff; border: 0; border-radius: 4px; padding: .25rem .6rem; cursor: pointer; }
+  main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
+  section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
+  h2 { font-size: 1rem; margin: 0 0 .6rem; }
+  .bar { display: grid; grid-template-columns: 14rem 1fr 22rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar .track { background: #e7e9ee; border-radius: 3px; height: .8rem; overflow: hidden; }
+  .bar .fill { background: #3b7ddd; height: 100%; min-width: 1px; }
+  .bar .fill.hot { background: #d9534f; }
+  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; }
+  form { display: flex; gap: .8rem; margin-bottom: .6rem; flex-wrap: wrap; }
+  table { border-collapse: collapse; width: 100%; }
+  th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #e7e9ee; vertical-align: top; }
+  tbody tr { cursor: pointer; }
+  tbody tr:hover { background: #f0f4fb; }
+  td.error { max-width: 32rem; overflow-wrap: anywhere; }
+  .state { font-weight: 600; }
+  .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded { color: #7a7f8c; }
+  button.act { margin-right: .3rem; }
+  pre { background: #f5f6f8; padding: .6rem; overflow: auto; max-height: 24rem; }
+  dl { display: grid; grid-template-columns: 9rem 1fr; gap: .2rem .8rem; }
+  dt { color: #5a6275; } dd { margin: 0; overflow-wrap: anywhere; }
+  #message { min-height: 1.2rem; margin: 0; }
+  #message.bad { color: #c0392b; }
+  .muted { color: #7a7f8c; }
+</style>
+</head>
+<body>
+<header>
+  <h1>LogiFlow ops</h1>
+  <span class="grow"></span>
+  <label><input type="checkbox" id="auto" checked> auto-refresh</label>
+  <span id="updated" class="muted"></span>
+  <button id="forget" type="button">forget token</button>
+</header>
+<main>
+  <p id="message" role="status"></p>
+  <section>
+    <h2>Consumer lag</h2>
+    <div id="bars"></div>
+  </section>
+  <section>
+    <h2>Dead letters <span id="open-count" class="muted"></span></h2>
+    <form id="filter">
+      <label>consumer <select name="consumer"><option value="">all</option></select></label>
+      <label>reason <input name="reason" list="reasons" size="16"><datalist id="reasons"></datalist></label>
+      <label>state <select name="state"><option value="">all</option><option>open</option><option>replayed</option><option>discarded</option></select></label>
+    </form>
+    <table id="entries">
+      <thead><tr><th>failed at</th><th>id</th><th>consumer</th><th>reason</th><th>error</th><th>deliveries</th><th>state</th><th></th></tr></thead>
+      <tbody></tbody>
+    </table>
+    <p id="more" class="muted"></p>
+  </section>
+  <section id="detail" hidden>
+    <h2>Entry <code id="d-id"></code> <button id="d-close" type="button">close</button></h2>
+    <dl id="d-fields"></dl>
+    <div id="d-actions"></div>
+    <h3>Payload</h3>
+    <pre id="d-payload"></pre>
+    <h3>Headers</h3>
+    <table id="d-headers"><tbody></tbody></table>
+    <h3>Timeline</h3>
+    <ol id="d-timeline"></ol>
+  </section>
+</main>
+<script nonce="${nonce}">
+"use strict";
+const TOKEN = "logiflow-ops-token";
+const $ = (s) => document.querySelector(s);
+// builds elements from text only: strings become Text nodes, so no value is ever parsed as HTML
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== undefined && c !== null) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+const ago = (iso) => {
+  if (!iso) return "never";
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 60 ? s + "s ago" : s < 3600 ? Math.round(s / 60) + "m ago" : Math.round(s / 3600) + "h ago";
+};
+function say(text, bad) {
+  const m = $("#message");
+  m.textContent = text;
+  m.className = bad ? "bad" : "";
+}
+async function getJson(path) {
+  const r = await fetch(path, { headers: { accept: "application/json" } });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+  return body;
+}
+async function mutate(path, body) {
+  let token = sessionStorage.getItem(TOKEN);
+  if (!token) {
+    token = (prompt("Ops token (LOGIFLOW_OPS_TOKEN)") || "").trim();
+    if (!token) return say("no token given; nothing changed", true);
+    sessionStorage.setItem(TOKEN, token);
+  }
+  const r = await fetch(path, {
+    method: "POST",
+    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
+    body: JSON.stringify(body || {}),
+  });
+  const out = await r.json().catch(() => ({}));
+  if (r.status === 401) sessionStorage.removeItem(TOKEN);
+  if (!r.ok) return say(out.error || r.status + " " + r.statusText, true);
+  say(out.replayed !== undefined ? "replayed " + out.replayed + " entries" : out.id + " is now " + out.state);
+  await refresh();
+}
+
+let openId = null;
+function renderBars(st) {
+  const rows = st.consumers.filter((c) => !c.stream.startsWith("KV_"));
+  const max = Math.max(1, ...rows.map((c) => c.pending + c.ackPending));
+  $("#bars").replaceChildren(
+    ...rows.map((c) => {
+      const lag = c.pending + c.ackPending;
+      const fill = el("div", { class: lag > 0 && c.redelivered > 0 ? "fill hot" : "fill" });
+      fill.style.width = (100 * lag) / max + "%";
+      return el("div", { class: "bar", "data-consumer": c.stream + "/" + c.name },
+        el("span", {}, c.stream + "/" + c.name),
+        el("div", { class: "track" }, fill),
+        el("span", { class: "nums" }, c.pending + " pending · " + c.ackPending + " in flight · " + c.redelivered + " redelivered · " + ago(c.lastActive)));
+    }),
+  );
+  const select = document.querySelector("#filter [name=consumer]");
+  const chosen = select.value;
+  const names = [...new Set(rows.filter((c) => c.stream !== "ADVISORIES" && c.stream !== "DLQ").map((c) => c.name))].sort();
+  select.replaceChildren(el("option", { value: "" }, "all"), ...names.map((n) => el("option", { value: n }, n)));
+  select.value = chosen;
+  $("#reasons").replaceChildren(...Object.keys(st.dlq.byReason).map((r) => el("option", { value: r })));
+  $("#open-count").textContent = st.dlq.open + " open";
+}
+function actions(e) {
+  const replay = el("button", { class: "act replay", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/replay")) }, "replay");
+  const discard = el("button", { class: "act discard", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/discard")) }, "discard");
+  replay.disabled = discard.disabled = e.state === "discarded";
+  return [replay, discard];
+}
+function renderEntries(page) {
+  $("#entries tbody").replaceChildren(
+    ...page.entries.map((e) =>
+      el("tr", { "data-id": e.id, onclick: () => showDetail(e.id) },
+        el("td", {}, e.failedAt),
+        el("td", {}, e.id),
+        el("td", {}, e.consumer),
+        el("td", {}, e.reason),
+        el("td", { class: "error" }, e.error),
+        el("td", {}, e.deliveries),
+        el("td", { class: "state state-" + e.state }, e.state),
+        el("td", {}, ...actions(e))),
+    ),
+  );
+  $("#more").textContent = page.entries.length < page.total ? "showing " + page.entries.length + " of " + page.total : page.total ? "" : "no entries";
+}
+async function showDetail(id) {
+  openId = id;
+  const d = await getJson("/api/dlq/" + encodeURIComponent(id));
+  const e = d.entry;
+  $("#detail").hidden = false;
+  $("#d-id").textContent = e.id;
+  const fields = [["state", e.state], ["consumer", e.consumer], ["stream / seq", e.stream + " / " + e.seq], ["subject", e.subject],
+    ["reason", e.reason], ["error", e.error], ["deliveries", e.deliveries], ["failed at", e.failedAt], ["replays", e.replays], ["DLQ seq", e.dlqSeq]];
+  if (e.replayOf) fields.push(["replay of", e.replayOf]);
+  $("#d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-field": k }, v)]));
+  $("#d-actions").replaceChildren(...actions(e));
+  $("#d-payload").textContent = d.payload;
+  $("#d-headers tbody").replaceChildren(...Object.entries(d.headers).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
+  $("#d-timeline").replaceChildren(...e.history.map((h) => el("li", {}, h.at + " " + h.action + " by " + h.by)));
+}
+async function refresh() {
+  try {
+    const f = new FormData($("#filter"));
+    const q = new URLSearchParams([...f].filter(([, v]) => v !== ""));
+    q.set("limit", "200");
+    const [st, page] = await Promise.all([getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    renderBars(st);
+    renderEntries(page);
+    if (openId) await showDetail(openId);
+    $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
+  } catch (err) {
+    say("refresh failed: " + err.message, true);
+  }
+}
+$("#filter").addEventListener("input", refresh);
+$("#filter").addEventListener("submit", (e) => e.preventDefault());
+$("#d-close").addEventListener("click", () => { openId = null; $("#detail").hidden = true; });
+$("#forget").addEventListener("click", () => { sessionStorage.removeItem(TOKEN); say("token forgotten"); });
+(function loop() {
+  const next = () => setTimeout(loop, 3000);
+  if ($("#auto").checked && !document.hidden) refresh().finally(next); else next();
+})();
+</script>
+</body>
+</html>
+`
+}
