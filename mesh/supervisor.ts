@@ -16,6 +16,8 @@ import { provision } from "./provision.ts"
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const USERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet", "admin", "sys"] as const
 const WORKERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet"] as const
+/** ARCHITECTURE.md's defaults; each worker reads `<NAME>_PORT` first */
+export const DEFAULT_PORTS: Record<string, number> = { portal: 8080, routing: 8081, tracking: 8082, invoice: 8083, ops: 8084, fleet: 8085 }
 
 async function nextFree(port: number): Promise<number> {
   while (await portInUse(port)) port++
@@ -129,7 +131,10 @@ export async function up(args: string[], io: Io): Promise<number> {
     })
   }
   supervised.forEach(launch)
-  say(`workers: ${names.join(", ")} — portal http://127.0.0.1:8080, routing :8081, tracking :8082, ops :8084`)
+  const port = (w: string) => process.env[`${w.toUpperCase()}_PORT`] ?? DEFAULT_PORTS[w]
+  say(`workers: ${names.map((w) => `${w} :${port(w)}`).join(", ")}`)
+  if (names.includes("portal")) say(`customer portal: http://127.0.0.1:${port("portal")}/`)
+  if (names.includes("ops")) say(`ops dashboard:   http://127.0.0.1:${port("ops")}/`)
   say(`ops token (Authorization: Bearer …): ${opsToken}`)
   say("Ctrl-C stops everything")
 

@@ -1,0 +1,54 @@
+// test/run.ts — `npm test`: each test file in its own process (a hung file is killed with its whole process
+// group after TEST_FILE_TIMEOUT_MS, servers included), then one closing line: `N passed, N failed`.
+// `npm test -- runtime shutdown` runs only the files whose names contain those words.
+import { spawn } from "node:child_process"
+import { readdirSync } from "node:fs"
+import { join } from "node:path"
+
+const dir = import.meta.dirname
+const filters = process.argv.slice(2)
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith(".test.ts") && (filters.length === 0 || filters.some((w) => f.includes(w))))
+  .sort()
+const timeoutMs = Number(process.env.TEST_FILE_TIMEOUT_MS ?? 300_000)
+const strip = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, "")
+
+let passed = 0
+let failed = 0
+let skipped = 0
+const broken: string[] = []
+
+for (const file of files) {
+  const started = Date.now()
+  console.log(`\n── ${file}`)
+  const child = spawn(process.execPath, ["--import", "tsx", join(dir, file)], { stdio: ["ignore", "pipe", "pipe"], detached: true })
+  let out = ""
+  child.stdout.on("data", (b: Buffer) => (process.stdout.write(b), (out += b.toString())))
+  child.stderr.on("data", (b: Buffer) => (process.stderr.write(b), (out += b.toString())))
+  let timedOut = false
+  const timer = setTimeout(() => {
+    timedOut = true
+    try {
+      process.kill(-child.pid!, "SIGKILL")
+    } catch {}
+  }, timeoutMs)
+  const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)))
+  clearTimeout(timer)
+  const text = strip(out)
+  const num = (label: string) => Number(new RegExp(`${label}:\\s+(\\d+)`).exec(text)?.[1] ?? 0)
+  const total = num("Total")
+  const ok = num("Passed")
+  passed += ok
+  skipped += num("Skipped")
+  failed += total - ok - num("Skipped")
+  if (timedOut || code !== 0 || total === 0) {
+    broken.push(`${file}: ${timedOut ? `killed after ${timeoutMs} ms` : total === 0 ? `ran no test (exit ${code})` : `exit ${code}`}`)
+    if (total === ok) failed++ // a crash outside any test still counts as a failure
+  }
+  console.log(`── ${file}: ${ok}/${total} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+}
+
+console.log("")
+for (const b of broken) console.log(`FAILED ${b}`)
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`)
+process.exitCode = failed > 0 || broken.length > 0 ? 1 : 0
