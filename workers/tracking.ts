@@ -1,0 +1,263 @@
+// workers/tracking.ts — takes GPS pings over HTTP as PositionReported events, and projects RouteCalculated +
+// PositionReported into one record per truck (next stop, remaining distance, ETA), emitting EtaUpdated when the
+// ETA customers see would move by more than a threshold. Tracking calls no other worker.
+import type { KV } from "@nats-io/kv"
+import { StatusError } from "itty-router"
+import * as v from "valibot"
+import { type EtaUpdated, issuesOf, PositionReported, type RouteCalculated, type Stop, topology } from "../contracts/mod.ts"
+import { envInt } from "../mesh/env.ts"
+import { StartupError } from "../mesh/errors.ts"
+import { readJson } from "../mesh/http.ts"
+import { kvKey } from "../mesh/kv.ts"
+import { runWhenMain } from "../mesh/main.ts"
+import { provision } from "../mesh/provision.ts"
+import type { Outgoing } from "../mesh/publish.ts"
+import { childTraceparent } from "../mesh/publish.ts"
+import { type Runtime, worker } from "../mesh/worker.ts"
+import { estimateEta, haversineKm, pathKm } from "./plan.ts"
+
+export type TrackingConfig = {
+  arrivalMeters: number
+  avgSpeedKmh: number
+  serviceMinutes: number
+  etaThresholdSeconds: number
+  publishTimeoutMs: number
+  maxBodyBytes: number
+}
+
+export const loadConfig = (): TrackingConfig => ({
+  arrivalMeters: envInt("TRACKING_ARRIVAL_METERS", 150),
+  avgSpeedKmh: envInt("TRACKING_AVG_SPEED_KMH", 50),
+  serviceMinutes: envInt("TRACKING_SERVICE_MINUTES", 10),
+  etaThresholdSeconds: envInt("TRACKING_ETA_THRESHOLD_SECONDS", 120),
+  publishTimeoutMs: envInt("TRACKING_PUBLISH_TIMEOUT_MS", 5000),
+  maxBodyBytes: envInt("TRACKING_MAX_BODY_BYTES", 512 * 1024),
+})
+
+const config = loadConfig()
+
+export const TRUCKS_BUCKET = "tracking-trucks"
+export const MAX_BATCH = 500
+// below this a truck is standing (traffic light, loading): its speed says nothing about the rest of the route
+const MOVING_KMH = 5
+
+// --- the projection (pure) ------------------------------------------------------------------------------------
+
+export type TruckTrack = {
+  truckId: string
+  routeId?: string
+  /** calculatedAt of the route: an older RouteCalculated arriving late never replaces a newer one */
+  routeAt?: string
+  /** in planned order */
+  stops: Stop[]
+  /** index of the next stop in `stops`; `stops.length` once the last one is reached */
+  nextStop: number
+  plannedEta?: string
+  position?: { lat: number; lon: number; speedKmh?: number; at: string }
+  remainingKm?: number
+  eta?: string
+  /** the ETA customers last saw (planned, then each EtaUpdated): the threshold is measured against it */
+  shownEta?: string
+  /** the last EtaUpdated, kept so a redelivery of the ping that caused it re-emits it under the same id (deduped) */
+  emitted?: EtaUpdated
+}
+
+const ms = (iso: string) => Date.parse(iso)
+const round3 = (x: number) => Math.round(x * 1000) / 1000
+
+export function applyRoute(prev: TruckTrack | undefined, r: RouteCalculated): TruckTrack {
+  if (prev?.routeId === r.routeId) return prev
+  if (prev?.routeAt) {
+    const d = ms(prev.routeAt) - ms(r.calculatedAt)
+    // ties broken by routeId, so the same set of routes ends in the same state whatever order they arrive in
+    if (d > 0 || (d === 0 && prev.routeId! > r.routeId)) return prev
+  }
+  const next: TruckTrack = {
+    truckId: r.truckId,
+    routeId: r.routeId,
+    routeAt: r.calculatedAt,
+    stops: r.stops,
+    nextStop: 0,
+    plannedEta: r.eta,
+    shownEta: r.eta,
+  }
+  // a ping from before the route is kept as "last seen", but no ETA is derived from it until the next ping
+  if (prev?.position) next.position = prev.position
+  return next
+}
+
+export function applyPosition(
+  prev: TruckTrack | undefined,
+  p: PositionReported,
+  cfg: Pick<TrackingConfig, "arrivalMeters" | "avgSpeedKmh" | "serviceMinutes" | "etaThresholdSeconds"> = config,
+): { state: TruckTrack; emit?: EtaUpdated } {
+  if (prev?.position) {
+    const d = ms(p.at) - ms(prev.position.at)
+    if (d < 0) return { state: prev }
+    // the same ping again (redelivery, replay): same state, and the event it caused again, under the same msg id
+    if (d === 0) return prev.emitted?.updatedAt === p.at ? { state: prev, emit: prev.emitted } : { state: prev }
+  }
+  const position = { lat: p.lat, lon: p.lon, at: p.at, ...(p.speedKmh === undefined ? {} : { speedKmh: p.speedKmh }) }
+  if (!prev?.routeId) return { state: { ...(prev ?? { truckId: p.truckId, stops: [], nextStop: 0 }), position } }
+
+  let nextStop = prev.nextStop
+  while (nextStop < prev.stops.length && haversineKm(position, prev.stops[nextStop]!) * 1000 <= cfg.arrivalMeters) nextStop++
+  const remaining = prev.stops.slice(nextStop)
+  const remainingKm = pathKm(position, remaining)
+  const speed = p.speedKmh !== undefined && p.speedKmh > MOVING_KMH ? p.speedKmh : cfg.avgSpeedKmh
+  const eta = estimateEta(new Date(p.at), remainingKm, remaining.length, {
+    avgSpeedKmh: speed,
+    serviceMinutesPerStop: cfg.serviceMinutes,
+  }).toISOString()
+  const state: TruckTrack = { ...prev, position, nextStop, remainingKm: round3(remainingKm), eta }
+
+  const shown = prev.shownEta ?? prev.plannedEta
+  if (shown && Math.abs(ms(eta) - ms(shown)) <= cfg.etaThresholdSeconds * 1000) return { state }
+  const emit: EtaUpdated = {
+    truckId: p.truckId,
+    routeId: prev.routeId,
+    eta,
+    previousEta: shown ?? eta,
+    ...(remaining[0] ? { nextStopId: remaining[0].id } : {}),
+    remainingKm: round3(remainingKm),
+    updatedAt: p.at,
+  }
+  return { state: { ...state, shownEta: eta, emitted: emit }, emit }
+}
+
+// --- KV -------------------------------------------------------------------------------------------------------
+
+const conflict = (err: unknown) => {
+  const e = err as { code?: number; api_error?: { err_code?: number }; message?: string }
+  return e.code === 10071 || e.api_error?.err_code === 10071 || /wrong last sequence|key exists/i.test(String(e.message))
+}
+
+/**
+ * Read–modify–write guarded by the entry's revision: a concurrent writer makes ours fail and we recompute from
+ * what they wrote. Per-key lanes already serialise one truck within one instance, but scaled out, two instances
+ * pull from the same durable and can hold the same truck's messages at once; only the revision check keeps one
+ * from overwriting the other. `fn` returning `prev` itself means "nothing to write".
+ */
+export async function updateJson<T>(kv: KV, key: string, fn: (prev: T | undefined) => T, attempts = 20): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const entry = await kv.get(key)
+    const prev = entry && entry.operation === "PUT" && entry.length > 0 ? entry.json<T>() : undefined
+    const next = fn(prev)
+    if (next === prev) return next
+    try {
+      if (entry) await kv.update(key, JSON.stringify(next), entry.revision)
+      else await kv.create(key, JSON.stringify(next))
+      return next
+    } catch (err) {
+      if (!conflict(err) || attempt >= attempts) throw err
+    }
+  }
+}
+
+/** Binding a consumer provisions it when missing, buckets are not; create ours only where this user may. */
+export async function ensureBuckets(rt: Runtime, buckets: string[]): Promise<void> {
+  for (const bucket of buckets) {
+    const missing = await (await rt.kv(bucket)).status().then(
+      () => false,
+      (err: Error) => /not found/i.test(err.message),
+    )
+    if (!missing) continue
+    try {
+      await provision(rt.nc, topology({ replicas: envInt("STREAM_REPLICAS", 1) }), {
+        streams: () => false,
+        consumers: () => false,
+        buckets: (b) => b.bucket === bucket,
+      })
+      rt.log.info("provisioned a missing bucket", { bucket })
+    } catch (err) {
+      throw new StartupError(
+        `${rt.name}: bucket ${bucket} is missing and could not be created (${(err as Error).message}). ` +
+          `Run \`logiflow provision\` (npm run provision) as the admin user first.`,
+      )
+    }
+  }
+}
+
+// --- HTTP -----------------------------------------------------------------------------------------------------
+
+export const PositionBatch = v.strictObject({
+  positions: v.pipe(
+    v.array(PositionReported),
+    v.minLength(1, "at least 1 position"),
+    v.maxLength(MAX_BATCH, `at most ${MAX_BATCH} positions per batch`),
+  ),
+})
+
+/** Deterministic: a client retrying a batch (after a timeout, say) publishes the same ids, and the stream dedupes. */
+export const positionId = (p: PositionReported) => `pos:${p.truckId}:${p.at}`
+
+const retryLater = (error: string, seconds = 2) =>
+  Response.json({ status: 503, error }, { status: 503, headers: { "retry-after": String(seconds) } })
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no acknowledgement within ${ms} ms`)), ms)
+    p.then(
+      (x) => (clearTimeout(t), resolve(x)),
+      (e) => (clearTimeout(t), reject(e)),
+    )
+  })
+}
+
+type Counter = ReturnType<Runtime["metrics"]["counter"]>
+
+async function postPositions(request: Request, rt: Runtime, recorded: Counter): Promise<Response> {
+  const body = await readJson(request, config.maxBodyBytes)
+  const parsed = v.safeParse(PositionBatch, body)
+  if (!parsed.success) throw new StatusError(400, { error: "invalid position batch", issues: issuesOf(parsed.issues) })
+  if (!rt.connected) return retryLater("not connected to NATS; no position was recorded, retry later")
+  const { positions } = parsed.output
+  const parent = request.headers.get("traceparent") ?? undefined
+  try {
+    // publishes still in flight when the timeout fires may land later; the client's retry is deduped by id
+    await withTimeout(
+      Promise.all(
+        positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), key: p.truckId, traceparent: childTraceparent(parent) })),
+      ),
+      config.publishTimeoutMs,
+    )
+  } catch (err) {
+    rt.log.warn("position batch not recorded", { size: positions.length, error: err })
+    return retryLater(`NATS did not record the batch (${(err as Error).message}); retry it, already recorded pings are deduped`)
+  }
+  recorded.inc({}, positions.length)
+  return Response.json({ accepted: positions.length }, { status: 202 })
+}
+
+// --- wiring ---------------------------------------------------------------------------------------------------
+
+const tracking = worker({
+  name: "tracking",
+  port: 8082,
+  consumes: {
+    RouteCalculated: async (route, ctx) => {
+      const kv = await ctx.kv(TRUCKS_BUCKET)
+      await updateJson<TruckTrack>(kv, kvKey(route.truckId), (prev) => applyRoute(prev, route))
+    },
+    PositionReported: async (ping, ctx) => {
+      const kv = await ctx.kv(TRUCKS_BUCKET)
+      let emit: EtaUpdated | undefined
+      await updateJson<TruckTrack>(kv, kvKey(ping.truckId), (prev) => {
+        const r = applyPosition(prev, ping)
+        emit = r.emit
+        return r.state
+      })
+      const out: Outgoing[] = []
+      if (emit) out.push({ name: "EtaUpdated", data: emit, key: emit.truckId, id: `eta:${emit.routeId}:${emit.updatedAt}` })
+      return out
+    },
+  },
+  routes: (router, rt) => {
+    const recorded = rt.metrics.counter("tracking_positions_total", "Pings recorded by POST /positions")
+    router.post("/positions", (request) => postPositions(request, rt, recorded))
+  },
+  onStart: (rt) => ensureBuckets(rt, [TRUCKS_BUCKET]),
+})
+
+export default tracking
+runWhenMain(import.meta, tracking)
