@@ -156,12 +156,12 @@ export async function fileFromAdvisory(a: Admin, adv: Advisory): Promise<"filed"
 
 // ---- reading
 
-/** Every entry, newest first (one ordered consumer over the bucket's latest values). */
+/** Every entry, newest first: one short-lived ordered consumer over the bucket's latest values. */
 export async function allEntries(a: Pick<Admin, "js">): Promise<DlqEntry[]> {
-  const c = await a.js.consumers.get(`KV_${ENTRIES}`, {
+  // a push consumer, like kv.keys()/watch(): its deliveries reach the connection's own inbox prefix (least privilege)
+  const c = await a.js.consumers.getPushConsumer(`KV_${ENTRIES}`, {
     deliver_policy: DeliverPolicy.LastPerSubject,
     filter_subjects: `$KV.${ENTRIES}.>`,
-    inactive_threshold: 30_000,
   })
   const out: DlqEntry[] = []
   try {
@@ -174,6 +174,7 @@ export async function allEntries(a: Pick<Admin, "js">): Promise<DlqEntry[]> {
       }
     }
   } finally {
+    // otherwise it lingers on the server for its 5-minute inactivity threshold, one per dashboard refresh
     await c.delete().catch(() => {})
   }
   return out.sort((x, y) => y.dlqSeq - x.dlqSeq)

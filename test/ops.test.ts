@@ -291,3 +291,45 @@ test("pagination - newest first, a cursor continues where the last page stopped"
 })
 
 test.run()
+
+// the same paths as the nats.conf users: ops may file, index, list, replay and report with its own permissions
+const secure = suite("ops least privilege")
+let authServer: TestServer
+let admin: NatsConnection
+
+secure.before(async () => {
+  authServer = await startServer({ auth: true })
+  admin = await connectTo(authServer, { user: "admin", pass: authServer.env.ADMIN_PASSWORD! })
+  await provision(admin, topology())
+})
+secure.after(async () => {
+  await Promise.all(children.splice(0).map((c) => c.stop("SIGKILL")))
+  await admin.close()
+  await authServer.close()
+})
+
+secure("least privilege - as nats.conf's ops user: advisory filed, entries indexed, listed, replayed, status reported", async () => {
+  const as = (user: string) => ({ NATS_URL: authServer.url, NATS_USER: user, NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]! })
+  const port = await freePort()
+  const ops = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port), LOGIFLOW_OPS_TOKEN: TOKEN })
+  const inv = spawnTs("test/fixtures/failing-worker.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()), NO_TARIFF: "nobody" })
+  children.push(ops, inv)
+  await Promise.all([ops.waitFor(/"msg":"ready"/), inv.waitFor(/"msg":"ready"/)])
+  const base = `http://127.0.0.1:${port}`
+  const ajs = jetstream(admin)
+  const p1 = await publishEvent(ajs, "RouteCalculated", route(1, { customerId: "nobody" }), { id: "sec-1", source: "logiflow/test" })
+  const p2 = await publishEvent(ajs, "RouteCalculated", route(2), { id: "sec-2", source: "logiflow/test" })
+  const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "tracking", stream_seq: p2.seq, deliveries: 5 }
+  await admin.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.tracking", JSON.stringify(advisory))
+  const entries = await untilEntries(base, 2)
+  assert.equal(entries.map((e) => e.id).sort(), [`ROUTING.invoice.${p1.seq}`, `ROUTING.tracking.${p2.seq}`].sort())
+  const replay = await api(base, `/api/dlq/ROUTING.invoice.${p1.seq}/replay`, { method: "POST", token: TOKEN })
+  assert.is(replay.status, 200, JSON.stringify(replay.body))
+  await untilEntries(base, 3)
+  const st = await api(base, "/api/status")
+  assert.is(st.status, 200, JSON.stringify(st.body))
+  assert.is(st.body.dlq.open, 2)
+  assert.equal(ops.lines.filter((l) => /Permissions Violation|"level":"error"/i.test(l)), [])
+})
+
+secure.run()
