@@ -48,6 +48,7 @@ const notFound = (err: unknown) => {
   const code = (err as { code?: number }).code
   return code === 10059 || code === 10014 || /not found/i.test(String((err as Error).message))
 }
+const denied = (err: unknown) => /permissions? violation/i.test(String((err as Error).message))
 
 /** Fields that differ between what exists and what is wanted (only the wanted fields are compared). */
 function diff(existing: Record<string, unknown>, wanted: Record<string, unknown>): string[] {
@@ -56,79 +57,105 @@ function diff(existing: Record<string, unknown>, wanted: Record<string, unknown>
     .map(([k, v]) => `${k}: ${JSON.stringify(existing[k])} → ${JSON.stringify(v)}`)
 }
 
-async function applyStream(jsm: JetStreamManager, s: StreamSpec, replicas: number): Promise<Action> {
+type Resource = {
+  kind: Action["kind"]
+  name: string
+  wanted: Record<string, unknown>
+  info(): Promise<{ config: unknown } | null>
+  create(): Promise<unknown>
+  update(existing: Record<string, unknown>): Promise<unknown>
+  /** fields the server cannot change in place, and what an operator should do instead */
+  fixed: RegExp
+  conflict: string
+}
+
+async function apply(r: Resource, createMissing: boolean): Promise<Action> {
+  const info = await r.info().catch((err) => {
+    if (notFound(err)) return null
+    // a worker user may not be allowed to look: its bind will say clearly if the thing is really missing
+    if (createMissing && denied(err)) return undefined
+    throw err
+  })
+  if (info === undefined) return { kind: r.kind, name: r.name, action: "unchanged" }
+  if (!info) {
+    await r.create()
+    return { kind: r.kind, name: r.name, action: "created" }
+  }
+  if (createMissing) return { kind: r.kind, name: r.name, action: "unchanged" }
+  const existing = info.config as Record<string, unknown>
+  const changes = diff(existing, r.wanted)
+  if (changes.length === 0) return { kind: r.kind, name: r.name, action: "unchanged" }
+  const fixed = changes.filter((c) => r.fixed.test(c))
+  if (fixed.length) throw new TopologyConflict(`${r.kind} ${r.name} exists with a different ${fixed.join(", ")}; ${r.conflict}`)
+  await r.update(existing)
+  return { kind: r.kind, name: r.name, action: "updated" }
+}
+
+const streamResource = (jsm: JetStreamManager, s: StreamSpec, replicas: number): Resource => {
   const wanted = streamConfig(s, replicas)
-  const info = await jsm.streams.info(s.name).catch((err) => {
-    if (notFound(err)) return null
-    throw err
-  })
-  if (!info) {
-    await jsm.streams.add(wanted)
-    return { kind: "stream", name: s.name, action: "created" }
+  return {
+    kind: "stream",
+    name: s.name,
+    wanted,
+    info: () => jsm.streams.info(s.name),
+    create: () => jsm.streams.add(wanted),
+    update: () => jsm.streams.update(s.name, wanted),
+    fixed: /^(retention|storage):/,
+    conflict:
+      "the server cannot change that in place. " +
+      `Back up its messages, delete the stream (nats stream rm ${s.name}), then run logiflow provision again.`,
   }
-  const changes = diff(info.config as unknown as Record<string, unknown>, wanted)
-  if (changes.length === 0) return { kind: "stream", name: s.name, action: "unchanged" }
-  const fixed = changes.filter((c) => /^(retention|storage):/.test(c))
-  if (fixed.length) {
-    throw new TopologyConflict(
-      `stream ${s.name} exists with a different ${fixed.join(", ")}; the server cannot change that in place. ` +
-        `Back up its messages, delete the stream (nats stream rm ${s.name}), then run logiflow provision again.`,
-    )
-  }
-  await jsm.streams.update(s.name, wanted)
-  return { kind: "stream", name: s.name, action: "updated" }
 }
 
-async function applyConsumer(jsm: JetStreamManager, c: ConsumerSpec): Promise<Action> {
+const consumerResource = (jsm: JetStreamManager, c: ConsumerSpec): Resource => {
   const wanted = consumerConfig(c)
-  const name = `${c.stream}/${c.durable}`
-  const info = await jsm.consumers.info(c.stream, c.durable).catch((err) => {
-    if (notFound(err)) return null
-    throw err
-  })
-  if (!info) {
-    await jsm.consumers.add(c.stream, wanted)
-    return { kind: "consumer", name, action: "created" }
+  return {
+    kind: "consumer",
+    name: `${c.stream}/${c.durable}`,
+    wanted,
+    info: () => jsm.consumers.info(c.stream, c.durable),
+    create: () => jsm.consumers.add(c.stream, wanted),
+    update: () => jsm.consumers.update(c.stream, c.durable, wanted),
+    fixed: /^(ack_policy|deliver_policy|filter_subject):/,
+    conflict:
+      "it cannot be changed in place on this server. " +
+      `Deleting it (nats consumer rm ${c.stream} ${c.durable}) loses its position: the worker would replay the stream.`,
   }
-  const changes = diff(info.config as unknown as Record<string, unknown>, wanted)
-  if (changes.length === 0) return { kind: "consumer", name, action: "unchanged" }
-  const fixed = changes.filter((ch) => /^(ack_policy|deliver_policy|filter_subject):/.test(ch))
-  if (fixed.length) {
-    throw new TopologyConflict(
-      `consumer ${name} exists with a different ${fixed.join(", ")}; it cannot be changed in place on this server. ` +
-        `Deleting it (nats consumer rm ${c.stream} ${c.durable}) loses its position: the worker would replay the stream.`,
-    )
-  }
-  await jsm.consumers.update(c.stream, c.durable, wanted)
-  return { kind: "consumer", name, action: "updated" }
 }
 
-async function applyBucket(nc: NatsConnection, jsm: JetStreamManager, b: BucketSpec, replicas: number): Promise<Action> {
+const bucketResource = (nc: NatsConnection, jsm: JetStreamManager, b: BucketSpec, replicas: number): Resource => {
   const stream = `KV_${b.bucket}`
   const wanted = { max_msgs_per_subject: b.history, max_age: nanos(b.ttlSeconds * 1000), num_replicas: replicas }
-  const info = await jsm.streams.info(stream).catch((err) => {
-    if (notFound(err)) return null
-    throw err
-  })
-  if (!info) {
-    await new Kvm(nc).create(b.bucket, { history: b.history, ttl: b.ttlSeconds * 1000, replicas })
-    return { kind: "bucket", name: b.bucket, action: "created" }
+  return {
+    kind: "bucket",
+    name: b.bucket,
+    wanted,
+    info: () => jsm.streams.info(stream),
+    create: () => new Kvm(nc).create(b.bucket, { history: b.history, ttl: b.ttlSeconds * 1000, replicas }),
+    update: (existing) => jsm.streams.update(stream, { ...existing, ...wanted }),
+    fixed: /^$/,
+    conflict: "",
   }
-  const changes = diff(info.config as unknown as Record<string, unknown>, wanted)
-  if (changes.length === 0) return { kind: "bucket", name: b.bucket, action: "unchanged" }
-  await jsm.streams.update(stream, { ...info.config, ...wanted })
-  return { kind: "bucket", name: b.bucket, action: "updated" }
 }
 
-export type ProvisionScope = { streams?: (s: StreamSpec) => boolean; consumers?: (c: ConsumerSpec) => boolean; buckets?: (b: BucketSpec) => boolean }
+export type ProvisionScope = {
+  streams?: (s: StreamSpec) => boolean
+  consumers?: (c: ConsumerSpec) => boolean
+  buckets?: (b: BucketSpec) => boolean
+  /** create what is missing and leave what exists alone (a worker at start); default: also update and check */
+  createMissing?: boolean
+}
 
 /** Applies the topology (or the part `scope` selects). Running it twice changes nothing the second time. */
 export async function provision(nc: NatsConnection, t: Topology, scope: ProvisionScope = {}): Promise<Action[]> {
-  const jsm = await jetstreamManager(nc)
+  const jsm = await jetstreamManager(nc, { checkAPI: false })
+  const all = () => true
+  const resources = [
+    ...t.streams.filter(scope.streams ?? all).map((s) => streamResource(jsm, s, t.replicas)),
+    ...t.consumers.filter(scope.consumers ?? all).map((c) => consumerResource(jsm, c)),
+    ...t.buckets.filter(scope.buckets ?? all).map((b) => bucketResource(nc, jsm, b, t.replicas)),
+  ]
   const actions: Action[] = []
-  for (const s of t.streams.filter(scope.streams ?? (() => true))) actions.push(await applyStream(jsm, s, t.replicas))
-  for (const c of t.consumers.filter(scope.consumers ?? (() => true))) actions.push(await applyConsumer(jsm, c))
-  for (const b of t.buckets.filter(scope.buckets ?? (() => true))) actions.push(await applyBucket(nc, jsm, b, t.replicas))
+  for (const r of resources) actions.push(await apply(r, scope.createMissing ?? false))
   return actions
 }
-

@@ -58,9 +58,10 @@ export async function up(args: string[], io: Io): Promise<number> {
   }
   const say = (line: string) => io.out(`${prefix("logiflow", 6)}${line}`)
 
-  // passwords: from the environment, else fresh for this run (never written to disk)
+  // passwords: from the environment, else fresh for this run (never written to disk). nats-server reads a
+  // variable's value as a config token, so a generated one starts with a letter ("12e4…" would parse as a number)
   const passwords: Record<string, string> = {}
-  for (const u of USERS) passwords[u] = process.env[`${u.toUpperCase()}_PASSWORD`] ?? randomBytes(18).toString("base64url")
+  for (const u of USERS) passwords[u] = process.env[`${u.toUpperCase()}_PASSWORD`] ?? `p${randomBytes(16).toString("hex")}`
   const opsToken = process.env.LOGIFLOW_OPS_TOKEN ?? randomBytes(24).toString("base64url")
 
   let natsd: Natsd | undefined

@@ -4,14 +4,14 @@ import { type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, typ
 import { type KV, Kvm } from "@nats-io/kv"
 import type { Subscription } from "@nats-io/transport-node"
 import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
-import { type EventData, type EventName, type Meta, consumersOf, topology, type TopologyOptions } from "../contracts/mod.ts"
+import { type EventData, type EventName, type Meta, consumersOf, streamOf, topology, type TopologyOptions, workers, type WorkerSpec } from "../contracts/mod.ts"
 import { type Backoff, defaultBackoff } from "./backoff.ts"
 import { type Connection, connect } from "./connect.ts"
 import { deliver, type Handlers, type HandlerContext, type Outcome, type RawHandler } from "./delivery.ts"
 import { env, envInt } from "./env.ts"
 import { StartupError } from "./errors.ts"
 import { serve, type Server } from "./http.ts"
-import { kvKey, once } from "./kv.ts"
+import { once } from "./kv.ts"
 import { lanes } from "./lanes.ts"
 import { type Logger, logger } from "./log.ts"
 import { type Registry, registry } from "./metrics.ts"
@@ -184,30 +184,28 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     kv: rt.kv,
   })
 
-  // bind (rule: provision only what is missing, and only where this user may)
+  // what this worker needs is created here only where its user may (a dev server without auth); with least-privilege
+  // users `logiflow provision` (admin) must have run, and a missing piece stops the start with that advice
+  const mine = (workers as Record<string, WorkerSpec | undefined>)[name]
+  const own = mine?.buckets ?? []
+  const needed = new Set([...specs.map((c) => c.stream), ...(mine?.publishes ?? []).map(streamOf), ...(specs.length ? ["DLQ"] : [])])
+  const fail = async (message: string): Promise<never> => {
+    await Promise.allSettled([nc!.close(), server.close()])
+    throw new StartupError(`${name}: ${message}. Run \`logiflow provision\` (npm run provision) as the admin user first.`)
+  }
+  await provision(nc, topo, {
+    createMissing: true,
+    streams: (s) => needed.has(s.name),
+    consumers: (c) => c.worker === name,
+    buckets: (b) => own.includes(b.bucket),
+  }).catch((err) => fail(`its streams, consumers or buckets are missing and could not be created (${(err as Error).message})`))
+
   const subscriptions: ConsumerMessages[] = []
   const ackWaitMs = new Map<string, number>()
   const maxDeliver = new Map<string, number>()
   const consumers = []
   for (const c of specs) {
-    let consumer = await js.consumers.get(c.stream, c.durable).catch((err) => err as Error)
-    if (consumer instanceof Error) {
-      log.info("consumer missing; provisioning", { stream: c.stream, consumer: c.durable, error: consumer.message })
-      try {
-        await provision(nc, topo, {
-          streams: (s) => s.name === c.stream,
-          consumers: (x) => x.stream === c.stream && x.durable === c.durable,
-          buckets: () => false,
-        })
-        consumer = await js.consumers.get(c.stream, c.durable)
-      } catch (err) {
-        await Promise.allSettled([nc.close(), server.close()])
-        throw new StartupError(
-          `${name}: consumer ${c.stream}/${c.durable} does not exist and could not be created (${(err as Error).message}). ` +
-            `Run \`logiflow provision\` (npm run provision) as the admin user first.`,
-        )
-      }
-    }
+    const consumer = await js.consumers.get(c.stream, c.durable).catch((err) => fail(`cannot bind consumer ${c.stream}/${c.durable} (${(err as Error).message})`))
     const info = await consumer.info(true)
     ackWaitMs.set(c.stream, Math.round((info.config.ack_wait ?? 30e9) / 1e6))
     const md = info.config.max_deliver ?? -1

@@ -192,7 +192,6 @@ test("contract violations - bad JSON, a wrong field, an unknown version each go 
 
 test("DLQ publish failure - the message is handed back, never dropped, and dead-lettered once the DLQ is back", async () => {
   let calls = 0
-  await jsm.streams.delete("DLQ")
   await startInvoice({
     backoff: { initialMs: 200, factor: 1, jitter: 0, maxMs: 200 },
     consumes: {
@@ -202,6 +201,8 @@ test("DLQ publish failure - the message is handed back, never dropped, and dead-
       },
     },
   })
+  // after the start: a worker creates a missing DLQ stream on a dev server
+  await jsm.streams.delete("DLQ")
   await send(1)
   await waitUntil(() => calls >= 3, { what: "three deliveries while the DLQ is missing" })
   const ci = await consumerInfo()

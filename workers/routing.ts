@@ -1,16 +1,13 @@
 // workers/routing.ts — plans a truck's route and records it as a RouteCalculated event. The HTTP answer (202) means
 // "the route is in the stream", never "someone acted on it". Routing calls no other worker.
-import { jetstreamManager } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { ContractError, issuesOf, type RouteCalculated, Stop, subjectOf, topology } from "../contracts/mod.ts"
+import { ContractError, issuesOf, type RouteCalculated, Stop } from "../contracts/mod.ts"
 import { env, envInt } from "../mesh/env.ts"
-import { StartupError } from "../mesh/errors.ts"
 import { readJson } from "../mesh/http.ts"
 import { getJson, kvKey } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
-import { provision } from "../mesh/provision.ts"
 import { childTraceparent, newId } from "../mesh/publish.ts"
 import { type Runtime, worker } from "../mesh/worker.ts"
 import { estimateEta, planRoute } from "./plan.ts"
@@ -216,33 +213,6 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
   }
 }
 
-// --- startup --------------------------------------------------------------------------------------------------
-
-/** Routing has no consumer to bind, so it checks its stream and bucket itself; provisions them only where allowed. */
-async function ensureTopology(rt: Runtime): Promise<void> {
-  const jsm = await jetstreamManager(rt.nc)
-  const subject = subjectOf("RouteCalculated")
-  const missing = async () => ({
-    stream: await jsm.streams.find(subject).then(() => false, () => true),
-    bucket: await jsm.streams.info(`KV_${REQUESTS_BUCKET}`).then(() => false, () => true),
-  })
-  const m = await missing().catch((err) => (rt.log.warn("cannot inspect the topology; assuming it is provisioned", { error: err }), undefined))
-  if (!m || (!m.stream && !m.bucket)) return
-  try {
-    await provision(rt.nc, topology({ replicas: envInt("STREAM_REPLICAS", 1) }), {
-      streams: (s) => m.stream && s.name === "ROUTING",
-      consumers: () => false,
-      buckets: (b) => m.bucket && b.bucket === REQUESTS_BUCKET,
-    })
-    rt.log.info("provisioned what routing needs", m)
-  } catch (err) {
-    throw new StartupError(
-      `routing: ${m.stream ? `no stream captures ${subject}` : `bucket ${REQUESTS_BUCKET} is missing`} and it could not be created ` +
-        `(${(err as Error).message}). Run \`logiflow provision\` (npm run provision) as the admin user first.`,
-    )
-  }
-}
-
 const routing = worker({
   name: "routing",
   port: 8081,
@@ -250,7 +220,6 @@ const routing = worker({
     const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes answered with 202 (accepted) or 503 (unavailable)")
     router.post("/routes", (request) => postRoute(request, rt, outcomes))
   },
-  onStart: ensureTopology,
 })
 
 export default routing
