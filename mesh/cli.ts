@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --import tsx
+#!/usr/bin/env -S node --import=tsx
 // mesh/cli.ts — `logiflow <command>`: one-line errors and exit code 1 (a stack trace only with --debug).
 import { parseArgs } from "node:util"
 import { commands as opsCommands } from "./cli-ops.ts"
