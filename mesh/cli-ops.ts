@@ -1,4 +1,367 @@
-// mesh/cli-ops.ts — the operator commands of `logiflow` (tail, status, dlq, publish).
-import type { Command } from "./cli.ts"
+// mesh/cli-ops.ts — the operator commands of `logiflow` (tail, status, dlq, publish). They talk to NATS as the
+// admin user (io.connect()); the DLQ operations are the ops worker's own (mesh/dlq-admin.ts), so the CLI and the
+// HTTP API cannot drift apart.
+import { readFile } from "node:fs/promises"
+import { parseArgs } from "node:util"
+import { jetstream, jetstreamManager } from "@nats-io/jetstream"
+import type { MsgHdrs } from "@nats-io/transport-node"
+import { ContractError, decode, eventNames, isEventName, validate } from "../contracts/mod.ts"
+import { CliError, type Command, type Io } from "./cli.ts"
+import {
+  adminFor,
+  type DlqEntry,
+  discardEntry,
+  listEntries,
+  parseTime,
+  replayEntry,
+  replayMatching,
+  showEntry,
+  status,
+  toFilter,
+} from "./dlq-admin.ts"
+import { env } from "./env.ts"
+import { childTraceparent, newId, publishEvent } from "./publish.ts"
+import { replaySubject } from "../contracts/topology.ts"
 
-export const commands: Record<string, Command> = {}
+// ---- helpers
+
+function table(io: Io, head: string[], rows: string[][]): void {
+  const all = [head, ...rows]
+  const width = head.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)))
+  for (const r of all) io.out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]!))).join("  "))
+}
+
+const bytes = (n: number) => {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"]
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++
+  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`
+}
+
+const ago = (iso?: string) => {
+  if (!iso) return "never"
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
+  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : s < 86400 ? `${Math.round(s / 3600)}h ago` : `${Math.round(s / 86400)}d ago`
+}
+
+const oneLine = (s: string, max = 200) => {
+  const flat = s.replace(/\s*[\r\n]+\s*/g, " ")
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat
+}
+
+function positiveInt(s: string, flag: string): number {
+  const n = Number(s)
+  if (!Number.isInteger(n) || n < 1) throw new CliError(`${flag} must be a positive whole number, got "${s}"`)
+  return n
+}
+
+/** dlq-admin reports bad input as a StatusError; here it is a one-line CLI error. */
+async function cli<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p
+  } catch (err) {
+    if (typeof (err as { status?: unknown }).status === "number") throw new CliError((err as Error).message)
+    throw err
+  }
+}
+
+/** Throws unless `s` is a valid subscription subject: dot-separated tokens, `*` a whole token, `>` only last. */
+export function checkSubject(s: string): void {
+  const tokens = s.split(".")
+  const bad =
+    s === "" || /\s/.test(s) || tokens.some((t, i) => t === "" || (t === ">" && i !== tokens.length - 1) || (t.length > 1 && /[*>]/.test(t)))
+  if (bad) throw new CliError(`"${s}" is not a valid subject pattern (dot-separated tokens; * is one whole token, > the rest and only last)`)
+}
+
+/** The subjects both patterns match, as one pattern, or undefined when they share none. */
+export function intersect(a: string, b: string): string | undefined {
+  const x = a.split(".")
+  const y = b.split(".")
+  const out: string[] = []
+  for (let i = 0; ; i++) {
+    const p = x[i]
+    const q = y[i]
+    if (p === ">") return q === undefined ? undefined : [...out, ...y.slice(i)].join(".")
+    if (q === ">") return p === undefined ? undefined : [...out, ...x.slice(i)].join(".")
+    if (p === undefined || q === undefined) return p === q ? out.join(".") : undefined
+    if (p !== "*" && q !== "*" && p !== q) return undefined
+    out.push(p === "*" ? q : p)
+  }
+}
+
+// ---- tail
+
+type Seen = { subject: string; headers?: MsgHdrs; data: Uint8Array; time: Date }
+
+/** One line per event: time, type, key, id, data; `--raw`: subject, headers, blank line, body. */
+export function render(m: Seen, raw = false): string[] {
+  const text = new TextDecoder().decode(m.data)
+  if (raw) {
+    const lines = [m.subject]
+    for (const [k, vs] of m.headers ?? []) for (const v of vs) lines.push(`${k}: ${v}`)
+    return [...lines, "", text, ""]
+  }
+  const h = (name: string) => m.headers?.get(name) || undefined
+  try {
+    const e = decode(h, m.data, m.subject)
+    return [`${e.meta.time || m.time.toISOString()} ${e.name} ${e.meta.key ?? "-"} ${e.meta.id} ${JSON.stringify(e.data)}`]
+  } catch (err) {
+    // not a (valid) event: advisories, a hand-published message; shown as it is, with why it did not decode
+    const why = err instanceof ContractError ? err.reason : "undecodable"
+    return [`${h("ce-time") ?? m.time.toISOString()} ${m.subject} ${h("ce-subject") ?? "-"} ${h("ce-id") ?? "-"} !${why} ${oneLine(text)}`]
+  }
+}
+
+const tail: Command = {
+  summary: "print events on a subject as they arrive, one line each (--since: from the stream first)",
+  usage: "logiflow tail <subject-pattern> [--raw] [--since 5m|<ISO time>] [--count N]",
+  async run(args, io) {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { raw: { type: "boolean" }, since: { type: "string" }, count: { type: "string" } },
+    })
+    const [pattern, ...extra] = positionals
+    if (!pattern || extra.length) throw new CliError(`usage: ${tail.usage}`)
+    checkSubject(pattern)
+    const count = values.count === undefined ? Infinity : positiveInt(values.count, "--count")
+    const since = values.since === undefined ? undefined : await cli(Promise.resolve().then(() => parseTime(values.since!)))
+    const nc = await io.connect()
+    const stops: (() => unknown)[] = []
+    let finish!: () => void
+    const finished = new Promise<void>((r) => (finish = r))
+    const onSignal = () => finish()
+    try {
+      const jsm = await jetstreamManager(nc)
+      const targets: { stream: string; filter: string }[] = []
+      const known: string[] = []
+      for await (const s of jsm.streams.list()) {
+        for (const subject of s.config.subjects ?? []) {
+          known.push(subject)
+          const filter = intersect(pattern, subject)
+          if (filter) targets.push({ stream: s.config.name, filter })
+        }
+      }
+      // a typo would otherwise wait forever in silence
+      if (!targets.length) throw new CliError(`no stream stores "${pattern}"; stored subjects: ${known.sort().join(", ") || "none (run logiflow provision)"}`)
+      let shown = 0
+      const show = (m: Seen) => {
+        if (shown >= count) return
+        shown++
+        for (const line of render(m, values.raw)) io.out(line)
+        if (shown >= count) finish()
+      }
+      process.once("SIGINT", onSignal)
+      process.once("SIGTERM", onSignal)
+      if (since) {
+        const js = jetstream(nc)
+        for (const t of targets) {
+          const c = await js.consumers.get(t.stream, { filter_subjects: t.filter, opt_start_time: since.toISOString() })
+          const msgs = await c.consume({ callback: (m) => show({ subject: m.subject, headers: m.headers, data: m.data, time: m.time }) })
+          stops.push(() => msgs.stop(), () => c.delete().catch(() => {}))
+        }
+      } else {
+        const sub = nc.subscribe(pattern, { callback: (err, m) => (err ? finish() : show({ subject: m.subject, headers: m.headers, data: m.data, time: new Date() })) })
+        stops.push(() => sub.unsubscribe())
+      }
+      await nc.flush()
+      console.error(`tail: listening on ${pattern}${since ? ` since ${since.toISOString()}` : ""} (Ctrl-C to stop)`)
+      await finished
+    } finally {
+      process.off("SIGINT", onSignal)
+      process.off("SIGTERM", onSignal)
+      for (const stop of stops) await stop()
+      await nc.close()
+    }
+  },
+}
+
+// ---- status
+
+const statusCommand: Command = {
+  summary: "streams, consumers and their lag, open DLQ entries (like nats stream report + consumer report)",
+  usage: "logiflow status",
+  async run(args, io) {
+    parseArgs({ args, options: {} })
+    const nc = await io.connect()
+    try {
+      const st = await status(await adminFor(nc))
+      table(io, ["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "SUBJECTS"], st.streams.map((s) => [s.name, String(s.messages), bytes(s.bytes), String(s.consumers), s.subjects.join(" ")]))
+      io.out("")
+      table(
+        io,
+        ["CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "WAITING", "LAST ACTIVE"],
+        st.consumers.map((c) => [`${c.stream}/${c.name}`, String(c.pending), String(c.ackPending), String(c.redelivered), String(c.waiting), ago(c.lastActive)]),
+      )
+      io.out("")
+      if (st.dlq.error) io.out(`DLQ: ${st.dlq.error}`)
+      else if (st.dlq.open === 0) io.out("DLQ: no open entries")
+      else table(io, ["DLQ OPEN", "CONSUMER", "REASON"], st.dlq.groups.map((g) => [String(g.open), g.consumer, g.reason]))
+    } finally {
+      await nc.close()
+    }
+  },
+}
+
+// ---- dlq
+
+/** Replay and discard change what happens next; like the API, they want the operator token. */
+function operator(): string {
+  if (!env("LOGIFLOW_OPS_TOKEN")) {
+    throw new CliError("missing token: replay and discard need LOGIFLOW_OPS_TOKEN (the operator token the ops API checks) in the environment")
+  }
+  return `cli:${env("USER") ?? env("LOGNAME") ?? "unknown"}`
+}
+
+const filterOptions = {
+  consumer: { type: "string" },
+  reason: { type: "string" },
+  subject: { type: "string" },
+  since: { type: "string" },
+  until: { type: "string" },
+} as const
+
+function showLines(d: Awaited<ReturnType<typeof showEntry>>): string[] {
+  const e = d.entry
+  const field = (k: string, v: unknown) => `${`${k}:`.padEnd(12)} ${v}`
+  return [
+    field("id", e.id),
+    field("state", e.state),
+    field("consumer", e.consumer),
+    field("stream", `${e.stream} seq ${e.seq}`),
+    field("subject", e.subject),
+    field("reason", e.reason),
+    field("error", e.error),
+    field("deliveries", e.deliveries),
+    field("failed at", e.failedAt),
+    field("replays", e.replays),
+    ...(e.replayOf ? [field("replay of", e.replayOf)] : []),
+    field("dlq seq", e.dlqSeq),
+    "headers:",
+    ...Object.entries(d.headers).map(([k, v]) => `  ${k}: ${v}`),
+    "payload:",
+    ...d.payload.split("\n").map((l) => `  ${l}`),
+    "timeline:",
+    ...e.history.map((h) => `  ${h.at} ${h.action} by ${h.by}`),
+  ]
+}
+
+const entryRow = (e: DlqEntry) => [e.id, e.state, e.consumer, e.reason, String(e.deliveries), e.failedAt, oneLine(e.error, 80)]
+
+const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
+  async list(args, io) {
+    const { values } = parseArgs({ args, options: { ...filterOptions, state: { type: "string" }, limit: { type: "string" } } })
+    const { limit, ...raw } = values
+    const filter = await cli(Promise.resolve().then(() => toFilter(raw)))
+    const n = limit === undefined ? 100 : positiveInt(limit, "--limit")
+    const nc = await io.connect()
+    try {
+      const page = await cli(listEntries(await adminFor(nc), filter, { limit: Math.min(n, 1000) }))
+      if (page.total === 0) return io.out("no entries")
+      table(io, ["ID", "STATE", "CONSUMER", "REASON", "DELIVERIES", "FAILED AT", "ERROR"], page.entries.map(entryRow))
+      io.out(page.entries.length < page.total ? `showing ${page.entries.length} of ${page.total} entries (--limit N for more)` : `${page.total} ${page.total === 1 ? "entry" : "entries"}`)
+    } finally {
+      await nc.close()
+    }
+  },
+  async show(args, io) {
+    const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
+    if (positionals.length !== 1) throw new CliError("usage: logiflow dlq show <id>")
+    const nc = await io.connect()
+    try {
+      for (const line of showLines(await cli(showEntry(await adminFor(nc), positionals[0]!)))) io.out(line)
+    } finally {
+      await nc.close()
+    }
+  },
+  async replay(args, io) {
+    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: filterOptions })
+    const filtered = Object.values(values).some((v) => v !== undefined)
+    if (positionals.length > 1 || (positionals.length === 1) === filtered || (!positionals.length && !filtered)) {
+      throw new CliError("usage: logiflow dlq replay <id>, or logiflow dlq replay --consumer C [--reason R] [--subject S] [--since T] [--until T]")
+    }
+    const by = operator()
+    const filter = await cli(Promise.resolve().then(() => toFilter(values)))
+    const nc = await io.connect()
+    try {
+      const a = await adminFor(nc)
+      if (positionals.length) {
+        const e = await cli(replayEntry(a, positionals[0]!, by))
+        return io.out(`replayed ${e.id} to ${replaySubject(e.consumer, e.stream)} (replay ${e.replays})`)
+      }
+      const r = await cli(replayMatching(a, filter, by))
+      io.out(`replayed ${r.replayed} ${r.replayed === 1 ? "entry" : "entries"}`)
+      for (const id of r.ids) io.out(`  ${id}`)
+    } finally {
+      await nc.close()
+    }
+  },
+  async discard(args, io) {
+    const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
+    if (positionals.length !== 1) throw new CliError("usage: logiflow dlq discard <id>")
+    const by = operator()
+    const nc = await io.connect()
+    try {
+      const e = await cli(discardEntry(await adminFor(nc), positionals[0]!, by))
+      io.out(`discarded ${e.id}`)
+    } finally {
+      await nc.close()
+    }
+  },
+}
+
+const dlq: Command = {
+  summary: "dead letters: list, show, replay (one, or all open ones a filter selects), discard",
+  usage:
+    "logiflow dlq list [--consumer C] [--reason R] [--state open|replayed|discarded] [--subject S] [--since 1h] [--limit N] | " +
+    "show <id> | replay <id> | replay --consumer C [--reason R] | discard <id>",
+  async run([sub, ...rest], io) {
+    const run = sub ? dlqCommands[sub] : undefined
+    if (!run) throw new CliError(`${sub ? `unknown dlq command "${sub}"` : "missing dlq command"} (list, show, replay, discard); usage: ${dlq.usage}`)
+    await run(rest, io)
+  },
+}
+
+// ---- publish
+
+const publish: Command = {
+  summary: "validate an event against its contract and publish it (fresh UUIDv7 id, source logiflow/cli)",
+  usage: "logiflow publish <EventName> <json|@file> [--key K]",
+  async run(args, io) {
+    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { key: { type: "string" } } })
+    const [name, payload, ...extra] = positionals
+    if (!name || payload === undefined || extra.length) throw new CliError(`usage: ${publish.usage}`)
+    if (!isEventName(name)) throw new CliError(`unknown event "${name}" (known: ${eventNames.join(", ")})`)
+    let text = payload
+    if (payload.startsWith("@")) {
+      text = await readFile(payload.slice(1), "utf8").catch((err: NodeJS.ErrnoException) => {
+        throw new CliError(`cannot read ${payload.slice(1)}: ${err.code ?? err.message}`)
+      })
+    }
+    let json: unknown
+    try {
+      json = JSON.parse(text)
+    } catch (err) {
+      throw new CliError(`invalid JSON: ${(err as Error).message}`)
+    }
+    let data
+    try {
+      data = validate(name, json)
+    } catch (err) {
+      if (err instanceof ContractError) throw new CliError(`breaks the contract: ${err.message}`)
+      throw err
+    }
+    const truckId = (data as { truckId?: unknown }).truckId
+    const key = values.key ?? (typeof truckId === "string" ? truckId : undefined)
+    const nc = await io.connect()
+    try {
+      const id = newId(env("SITE_ID") ?? "")
+      const ack = await publishEvent(jetstream(nc), name, data, { id, source: "logiflow/cli", key, traceparent: childTraceparent() })
+      io.out(`published ${name} ${id} to ${ack.stream} seq ${ack.seq}`)
+    } finally {
+      await nc.close()
+    }
+  },
+}
+
+export const commands: Record<string, Command> = { tail, status: statusCommand, dlq, publish }

@@ -361,7 +361,14 @@ export type ConsumerStatus = {
 export type Status = {
   streams: StreamStatus[]
   consumers: ConsumerStatus[]
-  dlq: { open: number; byConsumer: Record<string, number>; byReason: Record<string, number>; groups: { consumer: string; reason: string; open: number }[] }
+  dlq: {
+    open: number
+    byConsumer: Record<string, number>
+    byReason: Record<string, number>
+    groups: { consumer: string; reason: string; open: number }[]
+    /** the bucket could not be read (not provisioned yet); the stream and consumer report stands anyway */
+    error?: string
+  }
 }
 
 const activeAt = (t: unknown) => (typeof t === "string" && !t.startsWith("0001-") ? t : undefined)
@@ -388,10 +395,18 @@ export async function status(a: Admin): Promise<Status> {
   }
   streams.sort((x, y) => x.name.localeCompare(y.name))
   consumers.sort((x, y) => `${x.stream}/${x.name}`.localeCompare(`${y.stream}/${y.name}`))
-  const open = (await allEntries(a)).filter((e) => e.state === "open")
+  let open: DlqEntry[] = []
+  let error: string | undefined
+  try {
+    open = (await allEntries(a)).filter((e) => e.state === "open")
+  } catch (err) {
+    error = `${ENTRIES} unreadable: ${(err as Error).message}`
+  }
   const count = (key: (e: DlqEntry) => string) => open.reduce<Record<string, number>>((r, e) => ((r[key(e)] = (r[key(e)] ?? 0) + 1), r), {})
   const groups = Object.entries(count((e) => `${e.consumer}\u0000${e.reason}`))
     .map(([k, n]) => ({ consumer: k.split("\u0000")[0]!, reason: k.split("\u0000")[1]!, open: n }))
     .sort((x, y) => y.open - x.open || x.consumer.localeCompare(y.consumer))
-  return { streams, consumers, dlq: { open: open.length, byConsumer: count((e) => e.consumer), byReason: count((e) => e.reason), groups } }
+  const dlq: Status["dlq"] = { open: open.length, byConsumer: count((e) => e.consumer), byReason: count((e) => e.reason), groups }
+  if (error) dlq.error = error
+  return { streams, consumers, dlq }
 }
