@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { topology } from "../contracts/topology.ts"
 import { CliError, type Io } from "./cli.ts"
+import { type Cluster, startCluster } from "./cluster.ts"
 import { connect } from "./connect.ts"
 import { findNatsServer, INSTALL_HINT, type Natsd, portInUse, startNatsd } from "./natsd.ts"
 import { provision } from "./provision.ts"
@@ -49,7 +50,7 @@ export function pretty(line: string, color = process.stdout.isTTY): string {
 type Supervised = { name: string; child?: ChildProcess; restarts: number; stopping: boolean; timer?: ReturnType<typeof setTimeout> }
 
 export async function up(args: string[], io: Io): Promise<number> {
-  const { values } = parseArgs({ args, options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" } } })
+  const { values } = parseArgs({ args, options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" }, cluster: { type: "boolean" } } })
   const dataDir = resolve(values["data-dir"] ?? join(ROOT, ".logiflow"))
   const tty = process.stdout.isTTY
   const prefix = (name: string, i: number) => {
@@ -65,8 +66,18 @@ export async function up(args: string[], io: Io): Promise<number> {
   const opsToken = process.env.LOGIFLOW_OPS_TOKEN ?? randomBytes(24).toString("base64url")
 
   let natsd: Natsd | undefined
+  let cluster: Cluster | undefined
   let url = process.env.NATS_URL
   const external = !!url
+  if (!url && values.cluster) {
+    if (!findNatsServer()) throw new CliError(INSTALL_HINT)
+    const env = Object.fromEntries(USERS.map((u) => [`${u.toUpperCase()}_PASSWORD`, passwords[u]!]))
+    cluster = await startCluster({ dir: join(dataDir, "cluster"), env, onLog: (n, l) => (process.env.NATS_LOG ? io.out(`${prefix(n, 6)}${l}`) : undefined) })
+    url = cluster.urls.join(",")
+    // R3 for provision below and for the workers (inherited), which size what they create themselves by it
+    process.env.STREAM_REPLICAS ??= "3"
+    say(`3-node JetStream cluster on ${url} (meta leader ${cluster.leader}, stores in ${join(dataDir, "cluster")})`)
+  }
   if (!url) {
     if (!findNatsServer()) throw new CliError(INSTALL_HINT)
     mkdirSync(join(dataDir, "nats"), { recursive: true })
@@ -82,7 +93,7 @@ export async function up(args: string[], io: Io): Promise<number> {
     })
     url = natsd.url
     say(`nats-server on ${url} (monitoring http://127.0.0.1:${monitorPort}, store ${join(dataDir, "nats")})`)
-  } else say(`using NATS at ${url}`)
+  } else if (!cluster) say(`using NATS at ${url}`)
 
   // provision as admin; against an external server the caller's own NATS_USER/NATS_PASSWORD (if any) are used
   const admin = external
@@ -160,6 +171,7 @@ export async function up(args: string[], io: Io): Promise<number> {
         ),
       )
       if (natsd) await natsd.stop()
+      await cluster?.stop()
       say("stopped")
       resolveStop()
     }
