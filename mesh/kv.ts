@@ -40,3 +40,25 @@ export async function once<T>(kv: KV, key: string, fn: () => T | Promise<T>): Pr
     return stored
   }
 }
+
+/**
+ * Read–modify–write of one JSON value, guarded by the entry's revision: if another writer got in between, the write
+ * fails and `fn` runs again on what they wrote, so no update is lost — across instances too, where per-key lanes
+ * (one process each) cannot help. `fn` must be pure (it may run more than once); returning `prev` itself means
+ * "nothing to change" and writes nothing. Resolves with the value now stored.
+ */
+export async function updateJson<T>(kv: KV, key: string, fn: (prev: T | undefined) => T, attempts = 20): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const entry = await kv.get(kvKey(key))
+    const prev = entry && entry.operation === "PUT" && entry.length > 0 ? entry.json<T>() : undefined
+    const next = fn(prev)
+    if (next === prev) return next
+    try {
+      if (entry) await kv.update(kvKey(key), JSON.stringify(next), entry.revision)
+      else await kv.create(kvKey(key), JSON.stringify(next))
+      return next
+    } catch (err) {
+      if (!exists(err) || attempt >= attempts) throw err
+    }
+  }
+}

@@ -6,7 +6,7 @@ import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated, streamOf, subjectOf, topology } from "../contracts/mod.ts"
-import { getJson } from "../mesh/kv.ts"
+import { getJson, updateJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
@@ -173,6 +173,22 @@ test("projection - idempotent: the same route again, an older ping, the same pin
   assert.is(newer.nextStop, 0)
   assert.equal(newer.position, state.position)
   assert.is(newer.eta, undefined)
+})
+
+test("updateJson - concurrent read–modify–writes from two connections lose no update", async () => {
+  const other = await connectTo(server)
+  try {
+    const kv2 = await new Kvm(other).open("tracking-trucks")
+    const bump = (k: KV) => updateJson<{ n: number }>(k, "cas-probe", (prev) => ({ n: (prev?.n ?? 0) + 1 }))
+    await Promise.all(Array.from({ length: 20 }, (_, i) => bump(i % 2 ? kv : kv2)))
+    assert.equal(await getJson(kv, "cas-probe"), { n: 20 })
+    // returning prev itself writes nothing
+    const rev = (await kv.get("cas-probe"))!.revision
+    await updateJson<{ n: number }>(kv, "cas-probe", (prev) => prev!)
+    assert.is((await kv.get("cas-probe"))!.revision, rev)
+  } finally {
+    await other.close()
+  }
 })
 
 test("POST /positions - 202 with the count, one PositionReported per ping, stored without ETA while no route", async () => {

@@ -1,18 +1,14 @@
 // workers/tracking.ts — takes GPS pings over HTTP as PositionReported events, and projects RouteCalculated +
 // PositionReported into one record per truck (next stop, remaining distance, ETA), emitting EtaUpdated when the
 // ETA customers see would move by more than a threshold. Tracking calls no other worker.
-import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { type EtaUpdated, issuesOf, PositionReported, type RouteCalculated, type Stop, topology } from "../contracts/mod.ts"
+import { type EtaUpdated, issuesOf, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
 import { envInt } from "../mesh/env.ts"
-import { StartupError } from "../mesh/errors.ts"
 import { readJson } from "../mesh/http.ts"
-import { kvKey } from "../mesh/kv.ts"
+import { updateJson } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
-import { provision } from "../mesh/provision.ts"
-import type { Outgoing } from "../mesh/publish.ts"
-import { childTraceparent } from "../mesh/publish.ts"
+import { childTraceparent, type Outgoing } from "../mesh/publish.ts"
 import { type Runtime, worker } from "../mesh/worker.ts"
 import { estimateEta, haversineKm, pathKm } from "./plan.ts"
 
@@ -125,59 +121,6 @@ export function applyPosition(
   return { state: { ...state, shownEta: eta, emitted: emit }, emit }
 }
 
-// --- KV -------------------------------------------------------------------------------------------------------
-
-const conflict = (err: unknown) => {
-  const e = err as { code?: number; api_error?: { err_code?: number }; message?: string }
-  return e.code === 10071 || e.api_error?.err_code === 10071 || /wrong last sequence|key exists/i.test(String(e.message))
-}
-
-/**
- * Read–modify–write guarded by the entry's revision: a concurrent writer makes ours fail and we recompute from
- * what they wrote. Per-key lanes already serialise one truck within one instance, but scaled out, two instances
- * pull from the same durable and can hold the same truck's messages at once; only the revision check keeps one
- * from overwriting the other. `fn` returning `prev` itself means "nothing to write".
- */
-export async function updateJson<T>(kv: KV, key: string, fn: (prev: T | undefined) => T, attempts = 20): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    const entry = await kv.get(key)
-    const prev = entry && entry.operation === "PUT" && entry.length > 0 ? entry.json<T>() : undefined
-    const next = fn(prev)
-    if (next === prev) return next
-    try {
-      if (entry) await kv.update(key, JSON.stringify(next), entry.revision)
-      else await kv.create(key, JSON.stringify(next))
-      return next
-    } catch (err) {
-      if (!conflict(err) || attempt >= attempts) throw err
-    }
-  }
-}
-
-/** Binding a consumer provisions it when missing, buckets are not; create ours only where this user may. */
-export async function ensureBuckets(rt: Runtime, buckets: string[]): Promise<void> {
-  for (const bucket of buckets) {
-    const missing = await (await rt.kv(bucket)).status().then(
-      () => false,
-      (err: Error) => /not found/i.test(err.message),
-    )
-    if (!missing) continue
-    try {
-      await provision(rt.nc, topology({ replicas: envInt("STREAM_REPLICAS", 1) }), {
-        streams: () => false,
-        consumers: () => false,
-        buckets: (b) => b.bucket === bucket,
-      })
-      rt.log.info("provisioned a missing bucket", { bucket })
-    } catch (err) {
-      throw new StartupError(
-        `${rt.name}: bucket ${bucket} is missing and could not be created (${(err as Error).message}). ` +
-          `Run \`logiflow provision\` (npm run provision) as the admin user first.`,
-      )
-    }
-  }
-}
-
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
 export const PositionBatch = v.strictObject({
@@ -235,14 +178,17 @@ const tracking = worker({
   name: "tracking",
   port: 8082,
   consumes: {
+    // Both handlers read–modify–write the truck's record with a revision check (updateJson), not just relying on
+    // per-key lanes: lanes order one truck's events within one process, but two instances on the same durable can
+    // hold the same truck's messages at once. Older input is recognised by its time, so order does not decide state.
     RouteCalculated: async (route, ctx) => {
       const kv = await ctx.kv(TRUCKS_BUCKET)
-      await updateJson<TruckTrack>(kv, kvKey(route.truckId), (prev) => applyRoute(prev, route))
+      await updateJson<TruckTrack>(kv, route.truckId, (prev) => applyRoute(prev, route))
     },
     PositionReported: async (ping, ctx) => {
       const kv = await ctx.kv(TRUCKS_BUCKET)
       let emit: EtaUpdated | undefined
-      await updateJson<TruckTrack>(kv, kvKey(ping.truckId), (prev) => {
+      await updateJson<TruckTrack>(kv, ping.truckId, (prev) => {
         const r = applyPosition(prev, ping)
         emit = r.emit
         return r.state
@@ -256,7 +202,6 @@ const tracking = worker({
     const recorded = rt.metrics.counter("tracking_positions_total", "Pings recorded by POST /positions")
     router.post("/positions", (request) => postPositions(request, rt, recorded))
   },
-  onStart: (rt) => ensureBuckets(rt, [TRUCKS_BUCKET]),
 })
 
 export default tracking
