@@ -18,7 +18,9 @@ export type TestServer = Natsd & { storeDir: string; env: Record<string, string>
 /** Passwords for every nats.conf user, fresh per call, as the env vars nats.conf reads. */
 export function passwords(): Record<string, string> {
   const users = ["ROUTING", "INVOICE", "TRACKING", "PORTAL", "OPS", "FLEET", "ADMIN", "SYS"]
-  return Object.fromEntries(users.map((u) => [`${u}_PASSWORD`, randomBytes(12).toString("hex")]))
+  // the leading letter matters: nats-server parses a variable's value as a config token, and hex like "12e4…"
+  // would read as a number and fail the server's start (about 1 start in 3 with eight passwords)
+  return Object.fromEntries(users.map((u) => [`${u}_PASSWORD`, `p${randomBytes(12).toString("hex")}`]))
 }
 
 /** Starts nats-server with JetStream; `auth: true` loads nats.conf with fresh passwords (see `env`). */
