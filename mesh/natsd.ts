@@ -8,8 +8,11 @@ export const INSTALL_HINT =
   "no nats-server found: install it (Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server; " +
   "or run the official image: docker run -p 4222:4222 nats -js), or set NATS_URL to an existing server"
 
-/** nats-server on PATH, or Debian's /usr/sbin/nats-server; undefined if neither. */
+/** NATS_SERVER_BIN, else nats-server on PATH or in Debian's /usr/sbin; undefined if none. */
 export function findNatsServer(): string | undefined {
+  // NATS_SERVER_BIN names the binary outright (a build of your own, or a path to check the install hint with)
+  const pinned = process.env.NATS_SERVER_BIN
+  if (pinned) return existsSync(pinned) ? pinned : undefined
   const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin", "/usr/local/bin"]
   for (const d of dirs) if (d && existsSync(join(d, "nats-server"))) return join(d, "nats-server")
   return undefined
