@@ -19,11 +19,11 @@ export function dashboardPage(nonce: string): string {
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
   section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  .bar { display: grid; grid-template-columns: 14rem 1fr 22rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar { display: grid; grid-template-columns: 14rem 1fr auto; gap: .6rem; align-items: center; margin: .2rem 0; }
   .bar .track { background: #e7e9ee; border-radius: 3px; height: .8rem; overflow: hidden; }
   .bar .fill { background: #3b7ddd; height: 100%; min-width: 1px; }
   .bar .fill.hot { background: #d9534f; }
-  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; }
+  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; white-space: nowrap; }
   form { display: flex; gap: .8rem; margin-bottom: .6rem; flex-wrap: wrap; }
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #e7e9ee; vertical-align: top; }

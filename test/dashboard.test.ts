@@ -1,0 +1,123 @@
+// The ops dashboard in a real headless Chromium: entries appear, replay and discard work from the page,
+// and a payload carrying <script> renders as text.
+import { existsSync } from "node:fs"
+import { mkdtemp } from "node:fs/promises"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { jetstream, type JetStreamClient } from "@nats-io/jetstream"
+import type { NatsConnection } from "@nats-io/transport-node"
+import { type Browser, chromium } from "playwright-core"
+import { suite } from "uvu"
+import * as assert from "uvu/assert"
+import { type RouteCalculated, topology } from "../contracts/mod.ts"
+import { allEntries } from "../mesh/dlq-admin.ts"
+import { PermanentError } from "../mesh/errors.ts"
+import { provision } from "../mesh/provision.ts"
+import { newId, publishEvent } from "../mesh/publish.ts"
+import { type Running, worker } from "../mesh/worker.ts"
+import { opsWorker } from "../workers/ops.ts"
+import { connectTo, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { route } from "./fixtures/events.ts"
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
+const TOKEN = `tok-${crypto.randomUUID()}`
+const XSS = "<script>window.__pwned=1</script>"
+
+const test = suite("dashboard")
+let server: TestServer
+let nc: NatsConnection
+let js: JetStreamClient
+let browser: Browser | undefined
+let shots: string
+const running: Running[] = []
+
+test.before(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: the dashboard test needs it (apt-get update && apt-get install -y chromium; or set CHROMIUM_PATH)`)
+  }
+  server = await startServer()
+  nc = await connectTo(server)
+  js = jetstream(nc)
+  await provision(nc, topology())
+  shots = await mkdtemp(join(tmpdir(), "logiflow-dashboard-"))
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  })
+})
+test.after(async () => {
+  await browser?.close()
+  await Promise.all(running.splice(0).map((r) => r.stop()))
+  await nc?.close()
+  await server?.close()
+})
+
+const send = (r: RouteCalculated) => publishEvent(js, "RouteCalculated", r, { id: newId(), source: "logiflow/test", key: r.truckId })
+
+test("dashboard - shows a dead letter, replays and discards it from the page, renders a <script> payload as text", async () => {
+  const ops = await opsWorker({ token: TOKEN }).start({ url: server.url, port: 0, drainTimeoutMs: 1000 })
+  running.push(ops)
+  const invoice = worker({
+    name: "invoice",
+    consumes: {
+      RouteCalculated: (r) => {
+        throw new PermanentError("no-tariff", `no tariff for customer ${r.customerId}`)
+      },
+    },
+  })
+  running.push(await invoice.start({ url: server.url, port: 0, drainTimeoutMs: 1000 }))
+  const plain = await send(route(1, { customerId: "nobody" }))
+  const hostile = await send(route(2, { customerId: XSS }))
+  await waitUntil(async () => (await allEntries({ js })).length === 2, { what: "two entries" })
+  const plainId = `ROUTING.invoice.${plain.seq}`
+  const hostileId = `ROUTING.invoice.${hostile.seq}`
+
+  const page = await browser!.newPage({ viewport: { width: 1400, height: 1000 } })
+  const prompts: string[] = []
+  page.on("dialog", (d) => (prompts.push(d.message()), d.accept(TOKEN)))
+  const pageErrors: string[] = []
+  page.on("pageerror", (e) => pageErrors.push(e.message))
+  await page.goto(`http://127.0.0.1:${ops.port}/`)
+  const state = (id: string) => page.locator(`tr[data-id="${id}"] td.state`)
+  await state(plainId).waitFor()
+  assert.is(await state(plainId).textContent(), "open")
+  assert.is(await page.locator("#open-count").textContent(), "2 open")
+  await page.locator('.bar[data-consumer="ROUTING/invoice"]').waitFor()
+
+  // hostile values stay text: in the table, in the detail payload, and nothing ran
+  assert.is(await page.locator(`tr[data-id="${hostileId}"] td.error`).textContent(), `no tariff for customer ${XSS}`)
+  await page.locator(`tr[data-id="${hostileId}"] td.state`).click()
+  await page.locator("#d-payload").waitFor()
+  await page.waitForFunction((id) => document.querySelector("#d-id")?.textContent === id, hostileId)
+  assert.equal(JSON.parse((await page.locator("#d-payload").textContent())!), route(2, { customerId: XSS }))
+  assert.match((await page.locator("#d-payload").textContent())!, `"customerId": "${XSS}"`)
+  assert.is(await page.evaluate(() => (window as { __pwned?: number }).__pwned), undefined)
+  assert.is(await page.locator("script").count(), 1, "only the page's own script")
+
+  await page.locator(`tr[data-id="${plainId}"] button.replay`).click()
+  await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.state`)?.textContent === "replayed", plainId)
+  assert.equal(prompts, ["Ops token (LOGIFLOW_OPS_TOKEN)"])
+  assert.is(await page.locator("#message").textContent(), `${plainId} is now replayed`)
+  await page.locator(`tr[data-id="${hostileId}"] button.discard`).click()
+  await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.state`)?.textContent === "discarded", hostileId)
+  assert.is(prompts.length, 1, "the token is asked for once per session")
+  const entries = Object.fromEntries((await allEntries({ js })).map((e) => [e.id, e.state]))
+  assert.is(entries[plainId], "replayed")
+  assert.is(entries[hostileId], "discarded")
+
+  // the replay failed again (invoice still has no tariff): a new open entry shows up on the next refresh
+  await page.waitForFunction(() => document.querySelectorAll("#entries tbody tr").length === 3, undefined, { timeout: 10_000 })
+  await page.locator("#filter select[name=state]").selectOption("open")
+  await page.waitForFunction(() => document.querySelectorAll("#entries tbody tr").length === 1)
+  assert.is(await page.locator("#entries tbody tr td.state").textContent(), "open")
+  await page.locator("#filter select[name=state]").selectOption("")
+  await page.locator(`tr[data-id="${hostileId}"] td.state`).click()
+  await page.waitForFunction(() => document.querySelectorAll("#d-timeline li").length === 2)
+  const shot = join(shots, "dashboard.png")
+  await page.screenshot({ path: shot, fullPage: true })
+  console.log(`  screenshot: ${shot}`)
+  assert.equal(pageErrors, [])
+})
+
+test.run()
