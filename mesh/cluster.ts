@@ -78,19 +78,23 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
 
 type Jsz = { meta_cluster?: { leader?: string; cluster_size?: number } }
 
-/** Resolves once every node names the same meta leader: before that, JetStream API calls time out or fail. */
+/**
+ * Resolves once every node names the same meta leader and counts every node as a peer. Before that, JetStream API
+ * calls time out, and an R3 stream can be refused for want of peers (a leader is elected by two of three nodes).
+ */
 export async function metaLeader(nodes: Natsd[], timeoutMs: number, host = "127.0.0.1"): Promise<string> {
   const deadline = Date.now() + timeoutMs
-  let seen: (string | undefined)[] = []
+  let seen: { leader?: string; peers?: number }[] = []
   while (Date.now() < deadline) {
     seen = await Promise.all(
       nodes.map((n) =>
         fetch(`http://${host}:${n.monitorPort}/jsz`)
           .then((r) => r.json() as Promise<Jsz>)
-          .then((j) => j.meta_cluster?.leader || undefined, () => undefined),
+          .then((j) => ({ leader: j.meta_cluster?.leader || undefined, peers: j.meta_cluster?.cluster_size }), () => ({})),
       ),
     )
-    if (seen[0] && seen.every((l) => l === seen[0])) return seen[0]
+    const leader = seen[0]?.leader
+    if (leader && seen.every((v) => v.leader === leader && v.peers === nodes.length)) return leader
     await new Promise((r) => setTimeout(r, 100))
   }
   throw new Error(`no JetStream meta leader within ${timeoutMs} ms (each node's view: ${JSON.stringify(seen)})`)

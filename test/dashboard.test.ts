@@ -32,19 +32,11 @@ let shots: string
 const running: Running[] = []
 
 test.before(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: the dashboard test needs it (apt-get update && apt-get install -y chromium; or set CHROMIUM_PATH)`)
-  }
   server = await startServer()
   nc = await connectTo(server)
   js = jetstream(nc)
   await provision(nc, topology())
   shots = await mkdtemp(join(tmpdir(), "logiflow-dashboard-"))
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  })
 })
 test.after(async () => {
   await browser?.close()
@@ -53,9 +45,22 @@ test.after(async () => {
   await server?.close()
 })
 
+// in the test, not in before(): uvu reports an error thrown by a hook as 0 of 1 passed with exit code 0
+async function launch(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) {
+    assert.unreachable(`Chromium not found at ${CHROMIUM}: the dashboard test needs it (apt-get update && apt-get install -y chromium; or set CHROMIUM_PATH)`)
+  }
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  })
+}
+
 const send = (r: RouteCalculated) => publishEvent(js, "RouteCalculated", r, { id: newId(), source: "logiflow/test", key: r.truckId })
 
 test("dashboard - shows a dead letter, replays and discards it from the page, renders a <script> payload as text", async () => {
+  browser = await launch()
   const ops = await opsWorker({ token: TOKEN }).start({ url: server.url, port: 0, drainTimeoutMs: 1000 })
   running.push(ops)
   const invoice = worker({
@@ -73,7 +78,7 @@ test("dashboard - shows a dead letter, replays and discards it from the page, re
   const plainId = `ROUTING.invoice.${plain.seq}`
   const hostileId = `ROUTING.invoice.${hostile.seq}`
 
-  const page = await browser!.newPage({ viewport: { width: 1400, height: 1000 } })
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } })
   const prompts: string[] = []
   page.on("dialog", (d) => (prompts.push(d.message()), d.accept(TOKEN)))
   const pageErrors: string[] = []
