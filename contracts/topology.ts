@@ -39,6 +39,8 @@ export type StreamSpec = {
   /** "new": a full stream refuses publishes (the publisher sees the error); "old": drops the oldest */
   discard: "new" | "old"
   duplicateWindowSeconds: number
+  /** streams in other JetStream domains this one also stores (the hub's ROUTING sources an edge's EDGE_ROUTING) */
+  sources?: { name: string; domain: string }[]
 }
 
 export type ConsumerSpec = {
@@ -63,7 +65,23 @@ export type TopologyOptions = {
   maxDeliver?: number
   ackWaitSeconds?: number
   maxAckPending?: number
+  /** a leafnode setup (deploy/edge): without it, one site holds everything */
+  edge?: EdgeOptions
 }
+
+/**
+ * "edge": the server of an edge site (its own JetStream domain), where the edge workers run: it holds only their
+ * streams, renamed EDGE_<S>, and their buckets. "hub": the full topology, each such stream also sourcing EDGE_<S>
+ * from the edge's domain. The leafnode's deny lists (deploy/edge/edge.conf) keep the hub stream from also
+ * capturing edge publishes live.
+ */
+export type EdgeOptions = { role: "edge" | "hub"; /** the edge server's JetStream domain */ domain?: string }
+
+/** What runs at an edge site: it must keep taking requests while the link to the hub is down. */
+export const EDGE_WORKERS: WorkerName[] = ["routing"]
+export const EDGE_DOMAIN = "edge"
+/** `EDGE_ROUTING`: the edge site's copy of a domain stream. */
+export const edgeStream = (stream: string) => `EDGE_${stream}`
 
 export type Topology = { replicas: number; streams: StreamSpec[]; consumers: ConsumerSpec[]; buckets: BucketSpec[] }
 
@@ -134,7 +152,19 @@ export function topology(opts: TopologyOptions = {}): Topology {
     ...new Set(workerNames.flatMap((w) => workers[w].buckets)),
   ].map((bucket) => ({ bucket, history: 1, ttlSeconds: bucket === "routing-requests" ? DAY : 0 }))
 
-  return { replicas, streams, consumers, buckets }
+  if (!opts.edge) return { replicas, streams, consumers, buckets }
+  const atEdge = new Set(EDGE_WORKERS.flatMap((w) => workers[w].publishes.map(streamOf)))
+  if (opts.edge.role === "edge") {
+    return {
+      replicas,
+      streams: streams.filter((s) => atEdge.has(s.name)).map((s) => ({ ...s, name: edgeStream(s.name) })),
+      consumers: [],
+      buckets: buckets.filter((b) => EDGE_WORKERS.some((w) => workers[w].buckets.includes(b.bucket))),
+    }
+  }
+  const edgeDomain = opts.edge.domain ?? EDGE_DOMAIN
+  const sourced = streams.map((s) => (atEdge.has(s.name) ? { ...s, sources: [{ name: edgeStream(s.name), domain: edgeDomain }] } : s))
+  return { replicas, streams: sourced, consumers, buckets }
 }
 
 /** Consumers of one worker. */

@@ -32,6 +32,8 @@ export const streamConfig = (s: StreamSpec, replicas: number): Partial<StreamCon
   max_bytes: s.maxBytes,
   discard: s.discard === "new" ? DiscardPolicy.New : DiscardPolicy.Old,
   duplicate_window: nanos(s.duplicateWindowSeconds * 1000),
+  // in the form the server reports back (what the client makes of `domain`), so a second provision sees no change
+  ...(s.sources ? { sources: s.sources.map((x) => ({ name: x.name, external: { api: `$JS.${x.domain}.API`, deliver: "" } })) } : {}),
 })
 
 export const consumerConfig = (c: ConsumerSpec): Partial<ConsumerConfig> & { durable_name: string } => ({
@@ -49,6 +51,8 @@ const notFound = (err: unknown) => {
   return code === 10059 || code === 10014 || /not found/i.test(String((err as Error).message))
 }
 const denied = (err: unknown) => /permissions? violation/i.test(String((err as Error).message))
+// 10065: another stream already stores these subjects (at an edge site, EDGE_ROUTING holds routing.events.>)
+const overlaps = (err: unknown) => (err as { code?: number }).code === 10065 || /subjects overlap/i.test(String((err as Error).message))
 
 /** Fields that differ between what exists and what is wanted (only the wanted fields are compared). */
 function diff(existing: Record<string, unknown>, wanted: Record<string, unknown>): string[] {
@@ -78,8 +82,15 @@ async function apply(r: Resource, createMissing: boolean): Promise<Action> {
   })
   if (info === undefined) return { kind: r.kind, name: r.name, action: "unchanged" }
   if (!info) {
-    await r.create()
-    return { kind: r.kind, name: r.name, action: "created" }
+    const created = await r.create().then(
+      () => true,
+      (err) => {
+        // a worker publishing there only needs its subjects stored; a consumer on the missing stream fails its bind
+        if (createMissing && r.kind === "stream" && overlaps(err)) return false
+        throw err
+      },
+    )
+    return { kind: r.kind, name: r.name, action: created ? "created" : "unchanged" }
   }
   if (createMissing) return { kind: r.kind, name: r.name, action: "unchanged" }
   const existing = info.config as Record<string, unknown>
