@@ -316,6 +316,19 @@ files("Dockerfile - Node 20 slim, npm ci --omit=dev, non-root, HEALTHCHECK on /r
   checkCopies("deploy/Dockerfile")
 })
 
+files("Dockerfile - every package the copied code imports is a runtime dependency, so --omit=dev keeps it", () => {
+  const deps = Object.keys(JSON.parse(read("package.json")).dependencies)
+  const pkgOf = (spec: string) => spec.split("/").slice(0, spec.startsWith("@") ? 2 : 1).join("/")
+  for (const f of [...sourceFiles("mesh"), ...sourceFiles("workers"), ...sourceFiles("contracts")]) {
+    // type-only imports vanish at run time
+    const code = read(f).replace(/^import type .*$/gm, "")
+    for (const m of code.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^import\s+)"([^".][^"]*)"/gm)) {
+      if (m[1]!.startsWith("node:")) continue
+      assert.ok(deps.includes(pkgOf(m[1]!)), `${f} imports ${m[1]}, which is not in package.json dependencies`)
+    }
+  }
+})
+
 files("Dockerfile.deno - Deno 2, non-root, the same workers and health check", () => {
   const ins = instructions("deploy/Dockerfile.deno")
   const one = (op: string) => ins.filter((i) => i.op === op).map((i) => i.args)
