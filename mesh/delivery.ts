@@ -6,10 +6,11 @@ import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
 import { ContractError, decode, type EventData, type EventName, type Meta } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
-import { publishDeadLetter } from "./dlq.ts"
+import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
 import type { Logger } from "./log.ts"
-import { childTraceparent, type Outgoing, publishEvent } from "./publish.ts"
+import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
+import { type Context, contextOf, eventNameOf, type PublishObserver, publishing, type Span, SpanKind, SpanStatusCode, tracer, trace } from "./tracing.ts"
 
 export type HandlerContext = {
   worker: string
@@ -44,11 +45,47 @@ export type DeliveryDeps = {
   log: Logger
   context(msg: JsMsg, meta: Meta): HandlerContext
   observe(outcome: Outcome, type: string, seconds: number): void
+  /** every publish (returned events, DLQ entries): subject, outcome, seconds */
+  observePublish?: PublishObserver
 }
 
 const header = (msg: JsMsg) => (name: string) => msg.headers?.get(name) || undefined
 
+/**
+ * Handles one message inside a `<worker> handle <Event>` consumer span whose parent is the span named by the
+ * message's traceparent; the events it publishes are children of that span.
+ */
 export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
+  const type = msg.headers?.get("ce-type")
+  const parent = contextOf(msg.headers?.get("traceparent") || undefined)
+  const span = tracer().startSpan(
+    `${d.worker} handle ${d.raw ? d.stream : eventNameOf(type || "unknown")}`,
+    {
+      kind: SpanKind.CONSUMER,
+      attributes: {
+        "messaging.system": "nats",
+        "messaging.destination.name": msg.subject,
+        "messaging.operation.type": "process",
+        "messaging.consumer.group.name": d.consumer,
+        "messaging.message.delivery_count": msg.info.deliveryCount,
+        "logiflow.stream": d.stream,
+        "logiflow.stream_seq": msg.seq,
+        ...(msg.headers?.get("ce-id") ? { "messaging.message.id": msg.headers.get("ce-id"), "cloudevents.event_id": msg.headers.get("ce-id") } : {}),
+        ...(type ? { "cloudevents.event_type": type } : {}),
+      },
+    },
+    parent,
+  )
+  try {
+    const outcome = await handle(msg, d, span, trace.setSpan(parent, span))
+    span.setAttribute("logiflow.outcome", outcome)
+    return outcome
+  } finally {
+    span.end()
+  }
+}
+
+async function handle(msg: JsMsg, d: DeliveryDeps, span: Span, spanContext: Context): Promise<Outcome> {
   const started = performance.now()
   const deliveries = msg.info.deliveryCount
   const final = deliveries >= d.maxDeliver
@@ -57,8 +94,10 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
   const done = (outcome: Outcome) => (d.observe(outcome, type, (performance.now() - started) / 1000), outcome)
 
   const deadLetter = async (reason: string, error: string): Promise<Outcome> => {
+    span.setAttribute("logiflow.dlq_reason", reason)
+    span.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
     try {
-      const entry = await publishDeadLetter(d.js, {
+      const failed = {
         stream: d.stream,
         seq: msg.seq,
         consumer: d.consumer,
@@ -68,7 +107,9 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
         deliveries,
         reason,
         error,
-      })
+      }
+      // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
+      const entry = await publishing(dlqEntry(failed).subject, { parent: spanContext, observe: d.observePublish }, () => publishDeadLetter(d.js, failed))
       // no reason string: 2.9.10 ignores term(reason) and redelivers; the reason lives in the entry's headers
       msg.term()
       d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type, reason, error, deliveries, dlqSeq: entry.seq })
@@ -99,12 +140,19 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
     const out = (await handler(event.data, d.context(msg, event.meta))) ?? []
     await Promise.all(
       out.map((o, i) =>
-        publishEvent(d.js, o.name, o.data, {
-          id: o.id ?? `${d.worker}:${event.meta.id}:${i}`,
-          source: `logiflow/${d.worker}`,
-          key: o.key ?? event.meta.key,
-          traceparent: childTraceparent(event.meta.traceparent),
-        }),
+        publishTraced(
+          d.js,
+          o.name,
+          o.data,
+          {
+            id: o.id ?? `${d.worker}:${event.meta.id}:${i}`,
+            source: `logiflow/${d.worker}`,
+            key: o.key ?? event.meta.key,
+            traceparent: childTraceparent(event.meta.traceparent),
+          },
+          spanContext,
+          d.observePublish,
+        ),
       ),
     )
     msg.ack()
@@ -116,6 +164,7 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
     const error = (err as Error)?.message ?? String(err)
     if (final) return deadLetter("max-deliveries", error)
     const delay = backoffDelay(deliveries, d.backoff)
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error })
     msg.nak(delay)
     d.log.warn("handler failed; will retry", { stream: d.stream, seq: msg.seq, type, deliveries, delayMs: delay, error })
     return done("nak")

@@ -1,73 +1,95 @@
-// mesh/metrics.ts — a small Prometheus registry (counters, gauges, histograms) rendered as text exposition.
+// mesh/metrics.ts — each worker's Prometheus registry, on prom-client (exposition format, escaping, cumulative
+// histogram buckets and process metrics are its job, not ours). prom-client runs unchanged on Deno 2: checked
+// with `deno run` against node_modules, default metrics included. The small facade keeps worker code short and
+// makes a metric call unable to throw: a label mistake must never turn into a nak of the event being handled.
+import client from "prom-client"
 
-type Labels = Record<string, string>
-const keyOf = (l: Labels) => JSON.stringify(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)))
-const fmt = (l: Labels) => {
-  const parts = Object.entries(l).map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`)
-  return parts.length ? `{${parts.join(",")}}` : ""
-}
-
-type Metric = { render(): string }
+export type Labels = Record<string, string>
+export type Counter = { inc(labels?: Labels, by?: number): void; get(labels?: Labels): number }
+export type Gauge = { set(value: number, labels?: Labels): void }
+export type Histogram = { observe(value: number, labels?: Labels): void }
+/** sampled at each scrape; rows replace whatever the gauge held */
+export type Collect = () => number | [Labels, number][] | Promise<number | [Labels, number][]>
 
 export type Registry = {
-  counter(name: string, help: string): { inc(labels?: Labels, by?: number): void; get(labels?: Labels): number }
-  gauge(name: string, help: string, collect?: () => number | [Labels, number][]): { set(value: number, labels?: Labels): void }
-  histogram(name: string, help: string, buckets?: number[]): { observe(value: number, labels?: Labels): void }
-  render(): string
+  /** `labelNames` fixes the label set up front; without it the first call's labels fix it (nothing shows before) */
+  counter(name: string, help: string, labelNames?: string[]): Counter
+  gauge(name: string, help: string, opts?: { labelNames?: string[]; collect?: Collect }): Gauge
+  histogram(name: string, help: string, opts?: { labelNames?: string[]; buckets?: number[] }): Histogram
+  render(): Promise<string>
+  readonly contentType: string
+  /** the prom-client registry itself, for metric kinds the facade does not cover */
+  readonly prom: client.Registry
 }
 
-export function registry(): Registry {
-  const metrics: Metric[] = []
+export const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+
+const keyOf = (l: Labels) => JSON.stringify(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)))
+
+export function registry({ defaults = true } = {}): Registry {
+  const prom = new client.Registry()
+  if (defaults) client.collectDefaultMetrics({ register: prom })
+  const warned = new Set<string>()
+
+  // the metric is created on first use when its label names were not given, and a later call's labels are
+  // trimmed to the known names (prom-client would throw), with one warning per metric
+  function guarded<M>(name: string, labelNames: string[] | undefined, make: (labelNames: string[]) => M) {
+    let metric: M | undefined = labelNames ? make(labelNames) : undefined
+    let known = labelNames
+    return (labels: Labels, use: (m: M, labels: Labels) => void) => {
+      try {
+        known ??= Object.keys(labels)
+        metric ??= make(known)
+        const extra = Object.keys(labels).filter((k) => !known!.includes(k))
+        if (extra.length && !warned.has(name)) {
+          warned.add(name)
+          console.warn(`metrics: ${name} has no label ${extra.join(", ")}; dropped`)
+        }
+        use(metric, extra.length ? Object.fromEntries(Object.entries(labels).filter(([k]) => known!.includes(k))) : labels)
+      } catch (err) {
+        if (!warned.has(name)) (warned.add(name), console.warn(`metrics: ${name}: ${(err as Error).message}`))
+      }
+    }
+  }
+
   return {
-    counter(name, help) {
-      const values = new Map<string, [Labels, number]>()
-      metrics.push({
-        render: () => [`# HELP ${name} ${help}`, `# TYPE ${name} counter`, ...[...values.values()].map(([l, v]) => `${name}${fmt(l)} ${v}`)].join("\n"),
-      })
+    prom,
+    contentType: prom.contentType,
+    counter(name, help, labelNames) {
+      const tally = new Map<string, number>()
+      const call = guarded(name, labelNames, (ln) => new client.Counter({ name, help, labelNames: ln, registers: [prom] }))
       return {
         inc(labels = {}, by = 1) {
-          const k = keyOf(labels)
-          const cur = values.get(k)
-          values.set(k, [labels, (cur?.[1] ?? 0) + by])
+          call(labels, (m, l) => m.inc(l, by))
+          tally.set(keyOf(labels), (tally.get(keyOf(labels)) ?? 0) + by)
         },
-        get: (labels = {}) => values.get(keyOf(labels))?.[1] ?? 0,
+        get: (labels = {}) => tally.get(keyOf(labels)) ?? 0,
       }
     },
-    gauge(name, help, collect) {
-      const values = new Map<string, [Labels, number]>()
-      metrics.push({
-        render() {
-          const collected = collect?.()
-          const rows = typeof collected === "number" ? [[{}, collected] as [Labels, number]] : (collected ?? [...values.values()])
-          return [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`, ...rows.map(([l, v]) => `${name}${fmt(l)} ${v}`)].join("\n")
-        },
+    gauge(name, help, { labelNames, collect } = {}) {
+      const g = new client.Gauge({
+        name,
+        help,
+        labelNames: labelNames ?? [],
+        registers: [prom],
+        ...(collect && {
+          async collect() {
+            // a failed sample keeps the last values rather than failing the whole scrape
+            const rows = await Promise.resolve().then(collect).catch(() => undefined)
+            if (rows === undefined) return
+            if (typeof rows === "number") return void this.set(rows)
+            this.reset()
+            for (const [l, v] of rows) this.set(l, v)
+          },
+        }),
       })
-      return { set: (value, labels = {}) => void values.set(keyOf(labels), [labels, value]) }
+      const call = guarded(name, labelNames ?? [], () => g)
+      return { set: (value, labels = {}) => call(labels, (m, l) => m.set(l, value)) }
     },
-    histogram(name, help, buckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]) {
-      const series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>()
-      metrics.push({
-        render() {
-          const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} histogram`]
-          for (const s of series.values()) {
-            buckets.forEach((b, i) => lines.push(`${name}_bucket${fmt({ ...s.labels, le: String(b) })} ${s.counts[i]}`))
-            lines.push(`${name}_bucket${fmt({ ...s.labels, le: "+Inf" })} ${s.count}`)
-            lines.push(`${name}_sum${fmt(s.labels)} ${s.sum}`, `${name}_count${fmt(s.labels)} ${s.count}`)
-          }
-          return lines.join("\n")
-        },
-      })
-      return {
-        observe(value, labels = {}) {
-          const k = keyOf(labels)
-          let s = series.get(k)
-          if (!s) series.set(k, (s = { labels, counts: buckets.map(() => 0), sum: 0, count: 0 }))
-          buckets.forEach((b, i) => value <= b && s.counts[i]!++)
-          s.sum += value
-          s.count++
-        },
-      }
+    histogram(name, help, { labelNames, buckets = SECONDS } = {}) {
+      const call = guarded(name, labelNames, (ln) => new client.Histogram({ name, help, labelNames: ln, buckets, registers: [prom] }))
+      return { observe: (value, labels = {}) => call(labels, (m, l) => m.observe(l, value)) }
     },
-    render: () => metrics.map((m) => m.render()).join("\n") + "\n",
+    render: () => prom.metrics(),
   }
 }

@@ -1,7 +1,8 @@
 // mesh/publish.ts — every event leaves through here: encoded by the contract, msg id = ce-id, JetStream ack awaited.
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
-import { encode, type EventData, type EventName } from "../contracts/mod.ts"
+import { ceTypeOf, encode, type EventData, type EventName, subjectOf } from "../contracts/mod.ts"
+import { type Context, type PublishObserver, publishing } from "./tracing.ts"
 
 export type Outgoing = { [N in EventName]: { name: N; data: EventData<N>; key?: string; id?: string } }[EventName]
 
@@ -28,6 +29,29 @@ export function childTraceparent(parent?: string): string {
 export async function publishEvent<N extends EventName>(js: JetStreamClient, name: N, data: EventData<N>, meta: PublishMeta): Promise<PubAck> {
   const { subject, headers, body } = encode(name, data, meta)
   return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
+}
+
+/**
+ * publishEvent inside a `publish <subject>` span, child of `parent`, timed for `observe`. The event carries the
+ * span's traceparent when an SDK records spans, else `meta.traceparent` (or a new trace when that is unset).
+ */
+export function publishTraced<N extends EventName>(
+  js: JetStreamClient,
+  name: N,
+  data: EventData<N>,
+  meta: PublishMeta,
+  parent: Context,
+  observe?: PublishObserver,
+): Promise<PubAck> {
+  const attributes = {
+    "messaging.message.id": meta.id,
+    "cloudevents.event_id": meta.id,
+    "cloudevents.event_type": ceTypeOf(name),
+    "cloudevents.event_source": meta.source,
+    ...(meta.key ? { "cloudevents.event_subject": meta.key } : {}),
+  }
+  const fallback = meta.traceparent ?? childTraceparent()
+  return publishing(subjectOf(name), { parent, fallback, attributes, observe }, (traceparent) => publishEvent(js, name, data, { ...meta, traceparent }))
 }
 
 /** A UUIDv7: time-ordered, globally unique; `prefix` (an edge site) keeps ids from different sites apart. */

@@ -9,6 +9,7 @@ import { type Backoff, defaultBackoff } from "./backoff.ts"
 import { type Connection, connect } from "./connect.ts"
 import { deliver, type Handlers, type HandlerContext, type Outcome, type RawHandler } from "./delivery.ts"
 import { env, envInt } from "./env.ts"
+import { heartbeat as beating, heartbeatsBucket, instanceId } from "./heartbeat.ts"
 import { StartupError } from "./errors.ts"
 import { serve, type Server } from "./http.ts"
 import { once } from "./kv.ts"
@@ -16,7 +17,8 @@ import { lanes } from "./lanes.ts"
 import { type Logger, logger } from "./log.ts"
 import { type Registry, registry } from "./metrics.ts"
 import { provision } from "./provision.ts"
-import { childTraceparent, newId, publishEvent } from "./publish.ts"
+import { childTraceparent, newId, publishTraced } from "./publish.ts"
+import { contextOf, exportSpans, type PublishObserver } from "./tracing.ts"
 
 export type Runtime = {
   readonly name: string
@@ -27,7 +29,12 @@ export type Runtime = {
   readonly js: JetStreamClient
   readonly connected: boolean
   readonly ready: boolean
-  /** publishes one event from outside a handler (an HTTP route); id defaults to a fresh UUIDv7 */
+  /** `<HOSTNAME>-<random>`: this instance's key in the heartbeats bucket */
+  readonly instance: string
+  /**
+   * publishes one event from outside a handler (an HTTP route); id defaults to a fresh UUIDv7. `traceparent` is
+   * the parent of the publish span, and what the event carries when no tracing SDK is registered
+   */
   publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; key?: string; traceparent?: string }): Promise<PubAck>
   kv(bucket: string): Promise<KV>
 }
@@ -72,22 +79,42 @@ type Held = { msg: JsMsg; started: boolean; stream: string; poke?: () => void }
 
 async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> {
   const name = o.name
+  const instance = instanceId()
   const log = logger({ worker: name })
   const metrics = registry()
+  const flushSpans = exportSpans(name, log)
   const concurrency = o.concurrency ?? envInt("CONCURRENCY", 16)
   const backoff = { ...defaultBackoff, ...o.backoff }
   const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
   const topo = topology({ replicas: envInt("STREAM_REPLICAS", 1), ...o.topology })
   const specs = consumersOf(topo, name)
 
-  const events = metrics.counter("logiflow_events_total", "Events handled, by consumer, type and outcome (ack, nak, dlq)")
-  const handlerSeconds = metrics.histogram("logiflow_handler_seconds", "Time from pickup to ack/nak/dlq")
-  const publishSeconds = metrics.histogram("logiflow_publish_seconds", "Time for JetStream to acknowledge a publish")
+  const events = metrics.counter("logiflow_events_total", "Events handled, by stream, type and outcome (ack, nak, dlq)", ["stream", "type", "outcome"])
+  const handlerSeconds = metrics.histogram("logiflow_handler_seconds", "Time from pickup to ack/nak/dlq, by stream", { labelNames: ["stream"] })
+  const publishSeconds = metrics.histogram("logiflow_publish_seconds", "Time for JetStream to store a publish (events and DLQ entries), by subject and outcome (ok, duplicate, error)", {
+    labelNames: ["subject", "outcome"],
+  })
+  const observePublish: PublishObserver = (subject, outcome, seconds) => publishSeconds.observe(seconds, { subject, outcome })
   const held = new Set<Held>()
-  metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", () => held.size)
-  metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", () => (nc?.connected ? 1 : 0))
-  const pendingGauge = metrics.gauge("logiflow_consumer_pending", "Messages not yet delivered to the consumer (sampled at scrape)")
-  const ackPendingGauge = metrics.gauge("logiflow_consumer_ack_pending", "Messages delivered but not yet acked (sampled at scrape)")
+  metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", { collect: () => held.size })
+  metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", { collect: () => (nc?.connected ? 1 : 0) })
+  const natsEvents = metrics.counter("logiflow_nats_connection_events_total", "NATS connection changes, by event (disconnect, reconnect)", ["event"])
+  const consumerGauges = (field: "num_pending" | "num_ack_pending") => async (): Promise<[Record<string, string>, number][]> => {
+    if (!js || !nc?.connected) return []
+    const rows = await Promise.all(
+      specs.map(async (c) => {
+        const info = await withTimeout(js!.consumers.get(c.stream, c.durable).then((x) => x.info(false)), 1000).catch(() => undefined)
+        return info ? ([{ stream: c.stream, consumer: c.durable }, info[field]] as [Record<string, string>, number]) : undefined
+      }),
+    )
+    return rows.filter((r) => r !== undefined)
+  }
+  const sampled = { labelNames: ["stream", "consumer"] }
+  metrics.gauge("logiflow_consumer_pending", "Messages not yet delivered to the consumer (sampled at scrape)", { ...sampled, collect: consumerGauges("num_pending") })
+  metrics.gauge("logiflow_consumer_ack_pending", "Messages delivered but not yet acked (sampled at scrape)", { ...sampled, collect: consumerGauges("num_ack_pending") })
+  const http = { labelNames: ["method", "route", "status"] }
+  const httpRequests = metrics.counter("logiflow_http_requests_total", "HTTP requests answered, by method, route pattern and status", http.labelNames)
+  const httpSeconds = metrics.histogram("logiflow_http_request_seconds", "Time to answer an HTTP request, by method, route pattern and status", http)
 
   let nc: Connection | undefined
   let js: JetStreamClient | undefined
@@ -113,16 +140,11 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     get ready() {
       return !!nc?.connected && bound && !stopping
     },
-    async publish(event, data, meta = {}) {
-      const t = performance.now()
-      const ack = await publishEvent(rt.js, event, data, {
-        id: meta.id ?? newId(env("SITE_ID") ?? ""),
-        source: `logiflow/${name}`,
-        key: meta.key,
-        traceparent: meta.traceparent ?? childTraceparent(),
-      })
-      publishSeconds.observe((performance.now() - t) / 1000)
-      return ack
+    instance,
+    publish(event, data, meta = {}) {
+      const id = meta.id ?? newId(env("SITE_ID") ?? "")
+      const traceparent = meta.traceparent ?? childTraceparent()
+      return publishTraced(rt.js, event, data, { id, source: `logiflow/${name}`, key: meta.key, traceparent }, contextOf(meta.traceparent), observePublish)
     },
     kv(bucket) {
       let kv = buckets.get(bucket)
@@ -149,27 +171,31 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       ? { status: "ready", worker: name }
       : Response.json({ status: "not-ready", worker: name, connected: rt.connected, bound, stopping }, { status: 503 }),
   )
-  router.get("/metrics", async () => {
-    if (js && nc?.connected) {
-      await Promise.all(
-        specs.map(async (c) => {
-          const info = await withTimeout(js!.consumers.get(c.stream, c.durable).then((x) => x.info(false)), 1000).catch(() => undefined)
-          if (info) {
-            pendingGauge.set(info.num_pending, { stream: c.stream, consumer: c.durable })
-            ackPendingGauge.set(info.num_ack_pending, { stream: c.stream, consumer: c.durable })
-          }
-        }),
-      )
-    }
-    return new Response(metrics.render(), { headers: { "content-type": "text/plain; version=0.0.4" } })
-  })
+  router.get("/metrics", async () => new Response(await metrics.render(), { headers: { "content-type": metrics.contentType } }))
   o.routes?.(router, rt)
+  // labelled by the route pattern that answered (`/api/trucks/:id`), never the raw path: ids would make a series each
+  const fetch = async (request: Request) => {
+    const started = performance.now()
+    let status = 500
+    try {
+      const response: Response = await router.fetch(request)
+      status = response.status
+      return response
+    } finally {
+      const labels = { method: request.method, route: (request as IRequest).route ?? "unmatched", status: String(status) }
+      httpRequests.inc(labels)
+      httpSeconds.observe((performance.now() - started) / 1000, labels)
+    }
+  }
   const port = so.port ?? envInt(`${name.toUpperCase()}_PORT`, o.port ?? 0)
-  const server: Server = await serve(router.fetch, { port, hostname: so.hostname ?? env("HTTP_HOST") ?? "0.0.0.0" })
-  log.info("http listening", { port: server.port })
+  const server: Server = await serve(fetch, { port, hostname: so.hostname ?? env("HTTP_HOST") ?? "0.0.0.0" })
+  log.info("http listening", { port: server.port, instance })
 
   nc = await connect({ name, url: so.url, user: so.user, pass: so.pass, waitForServer: true, log })
   js = jetstream(nc)
+  ;(async () => {
+    for await (const s of nc.status()) if (s.type === "disconnect" || s.type === "reconnect") natsEvents.inc({ event: s.type })
+  })().catch(() => {})
 
   const context = (msg: JsMsg, meta: Meta, h: Held): HandlerContext => ({
     worker: name,
@@ -239,6 +265,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
           events.inc({ stream: h.stream, type, outcome })
           handlerSeconds.observe(seconds, { stream: h.stream })
         },
+        observePublish,
       }).finally(() => {
         clearTimeout(timer)
         held.delete(h)
@@ -267,6 +294,14 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   }
   bound = true
   await o.onStart?.(rt)
+  const beats = beating({
+    worker: name,
+    instance,
+    js,
+    log,
+    state: () => ({ ready: rt.ready, inflight: held.size }),
+    provision: () => provision(nc!, { ...topo, buckets: [heartbeatsBucket] }, { createMissing: true, streams: () => false, consumers: () => false }).then(() => {}),
+  })
   log.info("ready", { consumers: specs.map((c) => `${c.stream}/${c.durable}`), concurrency, port: server.port })
 
   let stopped: Promise<void> | undefined
@@ -284,9 +319,11 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       const finished = await Promise.race([work.idle().then(() => true), sleep(Math.max(0, deadline - Date.now())).then(() => false)])
       if (!finished) log.warn("drain deadline passed; unfinished messages will be redelivered", { inflight: held.size })
       clearInterval(heartbeat)
+      await beats.stop()
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())
       await server.close()
+      await withTimeout(flushSpans.then((flush) => flush?.()), 2000).catch(() => {})
       log.info("stopped", { drained: finished })
     })())
 
