@@ -183,6 +183,16 @@ test("events → API - the truck with its tracked ETA, exactly one customer's in
   assert.is(missing.status, 400)
   assert.match(missing.body.error, /customerId is required/)
   assert.is((await getJson("/api/trucks/no-such-truck")).status, 404)
+  assert.is((await getJson("/api/trucks/%E0%A4%A")).status, 400)
+  // any id the contract allows is addressable: the path segment is decoded, the KV key encoded
+  const odd = "Lkw 7/ä.."
+  await publish("RouteCalculated", route(5, { truckId: odd, calculatedAt: ago(1) }), odd)
+  await settled()
+  const found = await waitUntil(async () => {
+    const r = await getJson<Truck>(`/api/trucks/${encodeURIComponent(odd)}`)
+    return r.status === 200 ? r.body : null
+  }, { what: "the truck with an odd id" })
+  assert.is(found.truckId, odd)
 })
 
 test("replay - the same events again (new ce-ids, so the stream keeps them) change nothing, an older ETA included", async () => {
@@ -287,6 +297,45 @@ test("browser - the page runs under its CSP, shows markup as text, and refreshes
     assert.equal(problems, [])
   } finally {
     await browser.close()
+  }
+})
+
+test("least privilege - tracking and portal as their nats.conf users: a ping's EtaUpdated reaches the portal's page", async () => {
+  const secured = await startServer({ auth: true })
+  const admin = await connectTo(secured, { user: "admin", pass: secured.env.ADMIN_PASSWORD! })
+  const started: Running[] = []
+  try {
+    await provision(admin, topology())
+    const { default: tracking } = await import("../workers/tracking.ts")
+    const t = await tracking.start({ url: secured.url, port: 0, user: "tracking", pass: secured.env.TRACKING_PASSWORD, drainTimeoutMs: 2000 })
+    started.push(t)
+    const p = await portal.start({ url: secured.url, port: 0, user: "portal", pass: secured.env.PORTAL_PASSWORD, drainTimeoutMs: 2000 })
+    started.push(p)
+    const now = new Date().toISOString()
+    await publishEvent(jetstream(admin), "RouteCalculated", route(1, { calculatedAt: now, eta: "2026-11-30T00:00:00.000Z" }), {
+      id: "rc-auth",
+      source: "logiflow/test",
+      key: "truck-1",
+    })
+    await waitUntil(async () => (await getJson("/api/trucks/truck-1", p.port)).status === 200, { what: "route in the portal" })
+    const ping = { truckId: "truck-1", lat: 52.52, lon: 13.405, at: now }
+    const posted = await fetch(`http://127.0.0.1:${t.port}/positions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ positions: [ping] }),
+    })
+    assert.is(posted.status, 202)
+    const truck = await waitUntil(async () => {
+      const r = await getJson<Truck>("/api/trucks/truck-1", p.port)
+      return r.body.etaSource === "tracked" ? r.body : null
+    }, { what: "tracked ETA in the portal" })
+    assert.is(truck.nextStopId, "s1-2", "at the first stop: next is the second")
+    assert.is(truck.updatedAt, now)
+    assert.ok((await get("/", p.port)).text.includes("tracked"))
+  } finally {
+    await Promise.all(started.map((r) => r.stop()))
+    await admin.close()
+    await secured.close()
   }
 })
 

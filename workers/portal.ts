@@ -353,12 +353,14 @@ ${
 
 const sha256 = async (s: string) => btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)))))
 
+let cspHeader: Promise<string> | undefined
 // only the page's own script and style may run: markup that slipped past escaping still could not execute
-const csp = Promise.all([sha256(CLIENT), sha256(CSS)]).then(
-  ([script, style]) =>
-    `default-src 'none'; script-src 'sha256-${script}'; style-src 'sha256-${style}'; connect-src 'self'; ` +
-    `form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
-)
+const csp = () =>
+  (cspHeader ??= Promise.all([sha256(CLIENT), sha256(CSS)]).then(
+    ([script, style]) =>
+      `default-src 'none'; script-src 'sha256-${script}'; style-src 'sha256-${style}'; connect-src 'self'; ` +
+      `form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
+  ))
 
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
@@ -369,9 +371,16 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
   // customerId is optional here (all trucks without it): the page shows one customer's trucks next to its invoices
   router.get("/api/trucks", (request) => listTrucks(m, query(request, "customerId") || undefined))
   router.get("/api/trucks/:id", ({ params }) => {
-    const doc = m.trucks.get(kvKey(params.id!))
+    // itty-router hands over the raw path segment: "Lkw%207" must find truck "Lkw 7"
+    let id: string
+    try {
+      id = decodeURIComponent(params.id!)
+    } catch {
+      throw new StatusError(400, "malformed truck id in the path")
+    }
+    const doc = m.trucks.get(kvKey(id))
     const view = doc && truckView(doc)
-    if (!view) throw new StatusError(404, `no truck ${params.id} with a route`)
+    if (!view) throw new StatusError(404, `no truck ${id} with a route`)
     return view
   })
   router.get("/api/invoices", (request) => {
@@ -382,7 +391,7 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
   router.get("/", async (request) => {
     const body = renderPage(m, query(request, "customerId") || undefined)
     return new Response(body, {
-      headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": await csp, "x-content-type-options": "nosniff" },
+      headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": await csp(), "x-content-type-options": "nosniff" },
     })
   })
 }
