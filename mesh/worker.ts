@@ -1,6 +1,6 @@
 // mesh/worker.ts — `worker({...})`: binds a worker's durable consumers, feeds messages through per-key lanes into
 // delivery.ts, serves /healthz /readyz /metrics (+ the worker's own routes), and drains on SIGTERM (rule 8).
-import { type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck } from "@nats-io/jetstream"
+import { type Consumer, type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { Subscription } from "@nats-io/transport-node"
 import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
@@ -226,10 +226,10 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     buckets: (b) => own.includes(b.bucket),
   }).catch((err) => fail(`its streams, consumers or buckets are missing and could not be created (${(err as Error).message})`))
 
-  const subscriptions: ConsumerMessages[] = []
+  const subscriptions = new Set<ConsumerMessages>()
   const ackWaitMs = new Map<string, number>()
   const maxDeliver = new Map<string, number>()
-  const consumers = []
+  const consumers: { spec: (typeof specs)[number]; consumer: Consumer; maxAckPending: number }[] = []
   for (const c of specs) {
     const consumer = await js.consumers.get(c.stream, c.durable).catch((err) => fail(`cannot bind consumer ${c.stream}/${c.durable} (${(err as Error).message})`))
     const info = await consumer.info(true)
@@ -237,6 +237,20 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     const md = info.config.max_deliver ?? -1
     maxDeliver.set(c.stream, md > 0 ? md : Infinity)
     consumers.push({ spec: c, consumer, maxAckPending: info.config.max_ack_pending ?? 1000 })
+  }
+
+  // A process holds at most `prefetch` messages (running or waiting for their key) and pulls more as they finish.
+  // The server charges a delivery to every message a process holds when it dies: holding the consumer's whole
+  // max_ack_pending (1000) at once, a few crashes in a row used up max_deliver of events that never ran, and the
+  // server then drops them from the consumer (test/chaos.test.ts, crash loop). consume() cannot be held back — it
+  // pulls again as messages arrive, not as they finish — so each pull is a fetch sized to the room that is free.
+  const prefetch = Math.max(1, Math.min(envInt("PREFETCH", concurrency * 4), ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity))))
+  let asked = 0
+  let sleepers: (() => void)[] = []
+  function roomFreed() {
+    const s = sleepers
+    sleepers = []
+    for (const wake of s) wake()
   }
 
   const run = (h: Held) =>
@@ -269,6 +283,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       }).finally(() => {
         clearTimeout(timer)
         held.delete(h)
+        roomFreed()
         resolve()
       })
     })
@@ -281,17 +296,40 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     for (const h of held) if (!h.started) h.msg.working()
   }, Math.max(1000, Math.floor(minAckWait / 3)))
 
-  for (const { spec, consumer, maxAckPending } of consumers) {
-    const sub = await consumer.consume({
-      max_messages: Math.max(1, Math.min(maxAckPending > 0 ? maxAckPending : 1000, 1000)),
-      callback: (msg) => {
-        const h: Held = { msg, started: false, stream: spec.stream }
-        held.add(h)
-        work.push(h)
-      },
-    })
-    subscriptions.push(sub)
+  const pull = async (stream: string, consumer: Consumer) => {
+    let failing = false
+    while (!stopping) {
+      const room = prefetch - held.size - asked
+      if (room < Math.ceil(prefetch / 4)) {
+        await new Promise<void>((r) => sleepers.push(r))
+        continue
+      }
+      asked += room
+      let arrived = 0
+      try {
+        const batch = await consumer.fetch({ max_messages: room, expires: 30_000 })
+        subscriptions.add(batch)
+        try {
+          for await (const msg of batch) {
+            if (arrived < room) (arrived++, asked--)
+            const h: Held = { msg, started: false, stream }
+            held.add(h)
+            work.push(h)
+          }
+        } finally {
+          subscriptions.delete(batch)
+        }
+        failing = false
+      } catch (err) {
+        if (!failing) log.warn("pull failed; pulling again", { stream, error: err })
+        failing = true
+        await sleep(500)
+      } finally {
+        asked -= room - arrived
+      }
+    }
   }
+  for (const { spec, consumer } of consumers) void pull(spec.stream, consumer)
   bound = true
   await o.onStart?.(rt)
   const beats = beating({
@@ -312,8 +350,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       const deadline = Date.now() + drainTimeoutMs
       // stop pulling without losing what is already on the wire: drain (UNSUB + flush round trip) delivers every
       // message the server sent before it saw the UNSUB; a plain unsubscribe would strand those until ack_wait
-      await Promise.allSettled(subscriptions.map((s) => (s as unknown as { sub?: Subscription }).sub?.drain()))
-      await Promise.allSettled(subscriptions.map((s) => s.close()))
+      roomFreed()
+      await Promise.allSettled([...subscriptions].map((s) => (s as unknown as { sub?: Subscription }).sub?.drain()))
+      await Promise.allSettled([...subscriptions].map((s) => s.close()))
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
       for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
       const finished = await Promise.race([work.idle().then(() => true), sleep(Math.max(0, deadline - Date.now())).then(() => false)])
