@@ -14,7 +14,7 @@ import { connectTo, freePort, ROOT, startServer, type TestServer, waitUntil } fr
  * The native binary, not node_modules/.bin/deno: when npm skipped deno's postinstall that is bin.cjs, a node process
  * that runs deno as its child, and a SIGTERM sent to it would never reach the worker.
  */
-export function denoBinary(): string {
+function denoBinary(): string {
   const platforms = join(ROOT, "node_modules", "@deno")
   const candidates = [
     join(ROOT, "node_modules", "deno", "deno"),
