@@ -47,17 +47,28 @@ export type DeliveryDeps = {
   observe(outcome: Outcome, type: string, seconds: number): void
   /** every publish (returned events, DLQ entries): subject, outcome, seconds */
   observePublish?: PublishObserver
+  /** acks `msg` (default: at once); the worker batches acks so a burst leaves in one socket write */
+  ack?(msg: JsMsg): void
 }
 
-const header = (msg: JsMsg) => (name: string) => msg.headers?.get(name) || undefined
+// one pass over the headers: each MsgHdrs.get() copies and filters the key list, and a delivery reads eight of them
+function headerOf(msg: JsMsg): (name: string) => string | undefined {
+  const values = new Map<string, string>()
+  if (msg.headers) for (const [k, v] of msg.headers) if (v[0]) values.set(k, v[0])
+  return (name) => values.get(name)
+}
+
+const ack = (msg: JsMsg, d: DeliveryDeps) => (d.ack ? d.ack(msg) : msg.ack())
 
 /**
  * Handles one message inside a `<worker> handle <Event>` consumer span whose parent is the span named by the
  * message's traceparent; the events it publishes are children of that span.
  */
 export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
-  const type = msg.headers?.get("ce-type")
-  const parent = contextOf(msg.headers?.get("traceparent") || undefined)
+  const header = headerOf(msg)
+  const type = header("ce-type")
+  const id = header("ce-id")
+  const parent = contextOf(header("traceparent"))
   const span = tracer().startSpan(
     `${d.worker} handle ${d.raw ? d.stream : eventNameOf(type || "unknown")}`,
     {
@@ -70,14 +81,14 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
         "messaging.message.delivery_count": msg.info.deliveryCount,
         "logiflow.stream": d.stream,
         "logiflow.stream_seq": msg.seq,
-        ...(msg.headers?.get("ce-id") ? { "messaging.message.id": msg.headers.get("ce-id"), "cloudevents.event_id": msg.headers.get("ce-id") } : {}),
+        ...(id ? { "messaging.message.id": id, "cloudevents.event_id": id } : {}),
         ...(type ? { "cloudevents.event_type": type } : {}),
       },
     },
     parent,
   )
   try {
-    const outcome = await handle(msg, d, span, trace.setSpan(parent, span))
+    const outcome = await handle(msg, header, d, span, trace.setSpan(parent, span))
     span.setAttribute("logiflow.outcome", outcome)
     return outcome
   } finally {
@@ -85,11 +96,11 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
   }
 }
 
-async function handle(msg: JsMsg, d: DeliveryDeps, span: Span, spanContext: Context): Promise<Outcome> {
+async function handle(msg: JsMsg, header: (name: string) => string | undefined, d: DeliveryDeps, span: Span, spanContext: Context): Promise<Outcome> {
   const started = performance.now()
   const deliveries = msg.info.deliveryCount
   const final = deliveries >= d.maxDeliver
-  let type = msg.headers?.get("ce-type") || "unknown"
+  let type = header("ce-type") || "unknown"
 
   const done = (outcome: Outcome) => (d.observe(outcome, type, (performance.now() - started) / 1000), outcome)
 
@@ -124,12 +135,12 @@ async function handle(msg: JsMsg, d: DeliveryDeps, span: Span, spanContext: Cont
   try {
     if (d.raw) {
       await d.raw(msg, d.context(msg, { id: `${d.stream}:${msg.seq}`, source: "", time: msg.time.toISOString() }))
-      msg.ack()
+      ack(msg, d)
       return done("ack")
     }
     let event
     try {
-      event = decode(header(msg), msg.data, msg.subject)
+      event = decode(header, msg.data, msg.subject)
     } catch (err) {
       if (err instanceof ContractError) return await deadLetter(err.reason, err.message)
       throw err
@@ -137,8 +148,10 @@ async function handle(msg: JsMsg, d: DeliveryDeps, span: Span, spanContext: Cont
     type = event.type
     const handler = d.handlers[event.name] as Handler<EventName> | undefined
     if (!handler) return await deadLetter("unhandled-type", `${d.worker} has no handler for ${event.name}`)
-    const out = (await handler(event.data, d.context(msg, event.meta))) ?? []
-    await Promise.all(
+    const result = handler(event.data, d.context(msg, event.meta))
+    // no await for a handler that returned plainly, none for no events: each costs a promise and a microtask
+    const out = (result instanceof Promise ? await result : result) ?? []
+    if (out.length) await Promise.all(
       out.map((o, i) =>
         publishTraced(
           d.js,
@@ -155,7 +168,7 @@ async function handle(msg: JsMsg, d: DeliveryDeps, span: Span, spanContext: Cont
         ),
       ),
     )
-    msg.ack()
+    ack(msg, d)
     return done("ack")
   } catch (err) {
     if (err instanceof PermanentError) return deadLetter(err.reason, err.message)

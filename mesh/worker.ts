@@ -7,7 +7,7 @@ import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-ro
 import { type EventData, type EventName, type Meta, consumersOf, streamOf, topology, type TopologyOptions, workers, type WorkerSpec } from "../contracts/mod.ts"
 import { type Backoff, defaultBackoff } from "./backoff.ts"
 import { type Connection, connect } from "./connect.ts"
-import { deliver, type Handlers, type HandlerContext, type Outcome, type RawHandler } from "./delivery.ts"
+import { deliver, type DeliveryDeps, type Handlers, type HandlerContext, type Outcome, type RawHandler } from "./delivery.ts"
 import { env, envInt } from "./env.ts"
 import { heartbeat as beating, heartbeatsBucket, instanceId } from "./heartbeat.ts"
 import { StartupError } from "./errors.ts"
@@ -75,7 +75,8 @@ export function worker(options: WorkerOptions): Worker {
   return { name: options.name, options, start: (opts) => start(options, opts) }
 }
 
-type Held = { msg: JsMsg; started: boolean; stream: string; poke?: () => void }
+/** `deadline`: when a running handler has outlived ack_wait (the sweep then lets its lane move on) */
+type Held = { msg: JsMsg; started: boolean; stream: string; deadline: number; abandon?: () => void }
 
 async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> {
   const name = o.name
@@ -95,7 +96,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     labelNames: ["subject", "outcome"],
   })
   const observePublish: PublishObserver = (subject, outcome, seconds) => publishSeconds.observe(seconds, { subject, outcome })
-  const held = new Set<Held>()
+  const held = new Map<JsMsg, Held>()
   metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", { collect: () => held.size })
   metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", { collect: () => (nc?.connected ? 1 : 0) })
   const natsEvents = metrics.counter("logiflow_nats_connection_events_total", "NATS connection changes, by event (disconnect, reconnect)", ["event"])
@@ -204,7 +205,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     log,
     working: () => {
       msg.working()
-      h.poke?.()
+      h.deadline = Date.now() + (ackWaitMs.get(h.stream) ?? 30_000)
     },
     once: async (key, fn) => once(await rt.kv(`${name}-once`), key, fn),
     kv: rt.kv,
@@ -253,36 +254,50 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     for (const wake of s) wake()
   }
 
+  // the client writes its buffer out in a microtask, and handlers finish in different microtasks (a fetch hands
+  // messages over one per tick): acked one by one, each ack was its own socket write; collected, a burst is one
+  let acks: JsMsg[] = []
+  const flushAcks = () => {
+    const batch = acks
+    acks = []
+    for (const m of batch) m.ack()
+  }
+  const ack = (msg: JsMsg) => {
+    const n = acks.push(msg)
+    if (n === 1) setTimeout(flushAcks, 0)
+    else if (n >= 64) flushAcks()
+  }
+
+  // one set of delivery deps per stream, not a fresh object and closures per message
+  const deps = new Map<string, DeliveryDeps>()
+  for (const c of specs) {
+    deps.set(c.stream, {
+      worker: name,
+      js,
+      stream: c.stream,
+      consumer: name,
+      maxDeliver: maxDeliver.get(c.stream) ?? Infinity,
+      handlers: o.consumes ?? {},
+      raw: o.raw?.[c.stream],
+      backoff,
+      log,
+      context: (msg, meta) => context(msg, meta, held.get(msg)!),
+      observe: (outcome: Outcome, type: string, seconds: number) => {
+        events.inc({ stream: c.stream, type, outcome })
+        handlerSeconds.observe(seconds, { stream: c.stream })
+      },
+      observePublish,
+      ack,
+    })
+  }
+
   const run = (h: Held) =>
     new Promise<void>((resolve) => {
       h.started = true
-      const limit = ackWaitMs.get(h.stream) ?? 30_000
-      let timer: ReturnType<typeof setTimeout>
-      const abandon = () => {
-        log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
-        resolve()
-      }
-      h.poke = () => (clearTimeout(timer), (timer = setTimeout(abandon, limit)))
-      h.poke()
-      deliver(h.msg, {
-        worker: name,
-        js: js!,
-        stream: h.stream,
-        consumer: name,
-        maxDeliver: maxDeliver.get(h.stream) ?? Infinity,
-        handlers: o.consumes ?? {},
-        raw: o.raw?.[h.stream],
-        backoff,
-        log,
-        context: (msg, meta) => context(msg, meta, h),
-        observe: (outcome: Outcome, type: string, seconds: number) => {
-          events.inc({ stream: h.stream, type, outcome })
-          handlerSeconds.observe(seconds, { stream: h.stream })
-        },
-        observePublish,
-      }).finally(() => {
-        clearTimeout(timer)
-        held.delete(h)
+      h.deadline = Date.now() + (ackWaitMs.get(h.stream) ?? 30_000)
+      h.abandon = resolve
+      deliver(h.msg, deps.get(h.stream)!).finally(() => {
+        held.delete(h.msg)
         roomFreed()
         resolve()
       })
@@ -293,8 +308,19 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   // messages waiting for their key's turn are not the handler's fault: keep the server from redelivering them
   const minAckWait = Math.min(...ackWaitMs.values(), 30_000)
   const heartbeat = setInterval(() => {
-    for (const h of held) if (!h.started) h.msg.working()
+    for (const h of held.values()) if (!h.started) h.msg.working()
   }, Math.max(1000, Math.floor(minAckWait / 3)))
+  // a handler still running after ack_wait is redelivered by the server, so its lane moves on: checked here rather
+  // than by a timer per message
+  const sweep = setInterval(() => {
+    const now = Date.now()
+    for (const h of held.values()) {
+      if (!h.started || now <= h.deadline) continue
+      h.deadline = Infinity
+      log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
+      h.abandon?.()
+    }
+  }, Math.min(1000, Math.max(100, Math.floor(minAckWait / 4))))
 
   const pull = async (stream: string, consumer: Consumer) => {
     let failing = false
@@ -312,8 +338,8 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
         try {
           for await (const msg of batch) {
             if (arrived < room) (arrived++, asked--)
-            const h: Held = { msg, started: false, stream }
-            held.add(h)
+            const h: Held = { msg, started: false, stream, deadline: Infinity }
+            held.set(msg, h)
             work.push(h)
           }
         } finally {
@@ -354,10 +380,12 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       await Promise.allSettled([...subscriptions].map((s) => (s as unknown as { sub?: Subscription }).sub?.drain()))
       await Promise.allSettled([...subscriptions].map((s) => s.close()))
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
-      for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
+      for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h.msg))
       const finished = await Promise.race([work.idle().then(() => true), sleep(Math.max(0, deadline - Date.now())).then(() => false)])
       if (!finished) log.warn("drain deadline passed; unfinished messages will be redelivered", { inflight: held.size })
+      flushAcks()
       clearInterval(heartbeat)
+      clearInterval(sweep)
       await beats.stop()
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())
