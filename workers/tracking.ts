@@ -199,7 +199,7 @@ const tracking = worker({
     },
   },
   routes: (router, rt) => {
-    const recorded = rt.metrics.counter("tracking_positions_total", "Pings recorded by POST /positions")
+    const recorded = rt.metrics.counter("tracking_positions_total", "Pings recorded by POST /positions", [])
     router.post("/positions", (request) => postPositions(request, rt, recorded))
   },
 })
