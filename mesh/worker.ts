@@ -325,8 +325,11 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const pull = async (stream: string, consumer: Consumer) => {
     let failing = false
     while (!stopping) {
-      const room = prefetch - held.size - asked
-      if (room < Math.ceil(prefetch / 4)) {
+      // each consumer pulls at most its share: with the whole prefetch, the first consumer's long-poll fetch left no
+      // room for the others (tracking's TRACKING, portal's INVOICE), which then waited for that fetch to expire
+      const share = Math.max(1, Math.floor(prefetch / consumers.length))
+      const room = Math.min(share, prefetch - held.size - asked)
+      if (room < Math.ceil(share / 4)) {
         await new Promise<void>((r) => sleepers.push(r))
         continue
       }
