@@ -220,7 +220,8 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     await Promise.allSettled([nc!.close(), server.close()])
     throw new StartupError(`${name}: ${message}. Run \`logiflow provision\` (npm run provision) as the admin user first.`)
   }
-  await provision(nc, topo, {
+  // a server with auth means per-worker users, which may not even look at streams: skip straight to binding
+  if (!nc.info?.auth_required) await provision(nc, topo, {
     createMissing: true,
     streams: (s) => needed.has(s.name),
     consumers: (c) => c.worker === name,
