@@ -29,6 +29,14 @@ export const workers: Record<WorkerName, WorkerSpec> = {
 
 export const workerNames = Object.keys(workers) as WorkerName[]
 
+/**
+ * Liveness: every running worker instance writes here every 5 s under `<worker>.<instance>` (mesh/heartbeat.ts) and
+ * the max age drops the key of an instance that died without saying so; ops lists the bucket. Not in
+ * `workers[w].buckets`: a worker writes only its own keys and reads none (nats.conf: `$KV.heartbeats.<worker>.>`).
+ */
+export const HEARTBEATS = "heartbeats"
+export const HEARTBEAT_TTL_SECONDS = 15
+
 export type StreamSpec = {
   name: string
   subjects: string[]
@@ -149,8 +157,13 @@ export function topology(opts: TopologyOptions = {}): Topology {
   consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubject: ">", events: [], ...base })
 
   const buckets: BucketSpec[] = [
-    ...new Set(workerNames.flatMap((w) => workers[w].buckets)),
-  ].map((bucket) => ({ bucket, history: 1, ttlSeconds: bucket === "routing-requests" ? DAY : 0 }))
+    ...[...new Set(workerNames.flatMap((w) => workers[w].buckets))].map((bucket) => ({
+      bucket,
+      history: 1,
+      ttlSeconds: bucket === "routing-requests" ? DAY : 0,
+    })),
+    { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
+  ]
 
   if (!opts.edge) return { replicas, streams, consumers, buckets }
   const atEdge = new Set(EDGE_WORKERS.flatMap((w) => workers[w].publishes.map(streamOf)))

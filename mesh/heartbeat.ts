@@ -1,10 +1,10 @@
 // mesh/heartbeat.ts — every running worker instance writes a Beat to the `heartbeats` bucket every 5 s under
 // `<worker>.<instance>`; the bucket's max age (15 s) drops the key of an instance that died without saying so.
-// A heartbeat that cannot be written (no bucket, no permission, NATS down) is logged once and retried quietly:
-// it never stops a worker from starting or running.
+// A heartbeat that cannot be written (no bucket, NATS down) is logged once and retried quietly; one the server
+// denies is logged once and given up. Either way it never stops a worker from starting or running.
 import type { JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
-import type { BucketSpec } from "../contracts/mod.ts"
+import { type BucketSpec, HEARTBEAT_TTL_SECONDS, HEARTBEATS } from "../contracts/mod.ts"
 import { env } from "./env.ts"
 import type { Logger } from "./log.ts"
 
@@ -19,8 +19,9 @@ export type Beat = {
   version: string
 }
 
-export const HEARTBEATS = "heartbeats"
-export const heartbeatsBucket: BucketSpec = { bucket: HEARTBEATS, history: 1, ttlSeconds: 15 }
+export { HEARTBEATS }
+/** for a worker that finds the bucket missing and may create it (a dev server without auth) */
+export const heartbeatsBucket: BucketSpec = { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS }
 export const HEARTBEAT_EVERY_MS = 5_000
 
 /** `<HOSTNAME>-<random>`: the pod name in Kubernetes, and still unique for instances sharing a host. */

@@ -11,7 +11,8 @@ import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpa
 import { StatusError } from "itty-router"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { topology } from "../contracts/mod.ts"
+import { topology, workerNames } from "../contracts/mod.ts"
+import { connect } from "../mesh/connect.ts"
 import { HEARTBEATS, type Beat } from "../mesh/heartbeat.ts"
 import { freePort, startNatsd } from "../mesh/natsd.ts"
 import { provision } from "../mesh/provision.ts"
@@ -151,8 +152,9 @@ test("metrics - events by stream/type/outcome, handler and publish latency move 
 })
 
 test("metrics - in-flight and consumer ack-pending are sampled at scrape time", async () => {
-  // one handler at a time, and it never returns: the first message runs, the other two wait for a slot
-  const probe = await start(worker({ name: "invoice", consumes: { RouteCalculated: () => new Promise<never>(() => {}) }, concurrency: 1 }), 300)
+  // handlers that never return: two run, the third waits for a slot (and the prefetch, 4 × concurrency shared by
+  // ROUTING and REPLAY, has room for all three)
+  const probe = await start(worker({ name: "invoice", consumes: { RouteCalculated: () => new Promise<never>(() => {}) }, concurrency: 2 }), 300)
   for (let i = 1; i <= 3; i++) await send(i)
   const m = await waitUntil(async () => {
     const s = await scrape(probe.port)
@@ -449,24 +451,56 @@ test("heartbeats - a worker whose user may not write heartbeats starts, works, a
     `jetstream: enabled\nauthorization { users = [ { user: w, password: pw, permissions: { publish: { allow: [">"], deny: ["$KV.${HEARTBEATS}.>"] } } } ] }\n`,
   )
   const natsd = await startNatsd({ port: await freePort(), monitorPort: await freePort(), storeDir: join(dir, "deny"), config: conf })
+  const own = await connectTo(natsd, { user: "w", pass: "pw" })
+  // a server with auth: workers bind, they do not provision (mesh/worker.ts)
+  await provision(own, topology())
   const { lines } = await captured(async () => {
     const w = await invoice.start({ url: natsd.url, user: "w", pass: "pw", port: 0, drainTimeoutMs: 5000 })
     try {
       const res = await fetch(`http://127.0.0.1:${w.port}/readyz`)
       assert.is(res.status, 200)
-      const own = await connectTo(natsd, { user: "w", pass: "pw" })
       await publishEvent(jetstream(own), "RouteCalculated", route(1), { id: "rc-1", source: "logiflow/test" })
       await waitUntil(async () => (await jetstreamManager(own).then((m) => m.streams.info("INVOICE"))).state.messages === 1, { what: "an invoice" })
-      await own.close()
       await sleep(5500) // past the next beat: still one line
     } finally {
       await w.stop()
     }
   })
+  await own.close()
   await natsd.stop()
   const warned = lines.filter((l) => l.msg === "cannot write heartbeats; the worker runs on without them")
   assert.is(warned.length, 1)
   assert.match(String(warned[0]!.error), /permission/i)
+})
+
+test("heartbeats - under nats.conf each worker user writes only its own keys, and ops reads them all", async () => {
+  const auth = await startServer({ auth: true })
+  const as = (user: string) => connect({ name: user, url: auth.url, user, pass: auth.env[`${user.toUpperCase()}_PASSWORD`] })
+  const conns: Awaited<ReturnType<typeof as>>[] = []
+  try {
+    const admin = await as("admin")
+    conns.push(admin)
+    await provision(admin, topology())
+    for (const w of workerNames) {
+      const nc = await as(w)
+      conns.push(nc)
+      const kv = await new Kvm(jetstream(nc)).open(HEARTBEATS)
+      await kv.put(`${w}.i1`, JSON.stringify({ worker: w }))
+      const other = workerNames.find((x) => x !== w)!
+      const err = await kv.put(`${other}.i1`, "{}").then(() => undefined, (e: Error) => e)
+      assert.match(String(err?.cause ?? err), /permission/i, `${w} may not write ${other}'s heartbeat`)
+    }
+    const ops = await as("ops")
+    conns.push(ops)
+    const kv = await new Kvm(jetstream(ops)).open(HEARTBEATS)
+    const keys: string[] = []
+    for await (const k of await kv.keys()) keys.push(k)
+    assert.equal(keys.sort(), workerNames.map((w) => `${w}.i1`).sort())
+    assert.equal((await kv.get("invoice.i1"))?.json(), { worker: "invoice" })
+  } finally {
+    await Promise.allSettled(conns.map((c) => c.close()))
+    await auth.close()
+  }
 })
 
 test.run()
