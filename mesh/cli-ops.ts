@@ -179,13 +179,19 @@ const tail: Command = {
 // ---- status
 
 const statusCommand: Command = {
-  summary: "streams, consumers and their lag, open DLQ entries (like nats stream report + consumer report)",
+  summary: "running workers, streams, consumers and their lag, open DLQ entries (like nats stream report + consumer report)",
   usage: "logiflow status",
   async run(args, io) {
     parseArgs({ args, options: {} })
     const nc = await io.connect()
     try {
       const st = await status(await adminFor(nc))
+      if (st.workers.length === 0) io.out("WORKERS: no heartbeats (none running, or the heartbeats bucket is missing)")
+      else {
+        const rows = st.workers.map((w) => [w.worker, w.instance, w.ready ? "yes" : "no", String(w.inflight), w.version, ago(w.startedAt), ago(w.at)])
+        table(io, ["WORKER", "INSTANCE", "READY", "IN FLIGHT", "VERSION", "STARTED", "LAST BEAT"], rows)
+      }
+      io.out("")
       table(io, ["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "SUBJECTS"], st.streams.map((s) => [s.name, String(s.messages), bytes(s.bytes), String(s.consumers), s.subjects.join(" ")]))
       io.out("")
       table(

@@ -8,6 +8,7 @@ import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats
 import { StatusError } from "itty-router"
 import { REPLAY_STREAM, replaySubject } from "../contracts/topology.ts"
 import { DLQ, deadLetter, type Failed, publishDeadLetter, REPLAY } from "./dlq.ts"
+import { HEARTBEATS } from "./heartbeat.ts"
 import { getJson, kvKey } from "./kv.ts"
 
 export const ENTRIES = "dlq-entries"
@@ -65,7 +66,8 @@ export function entryIdOf(h: Header, msgId: string | undefined, subject = "", dl
     const [, s = "unknown", c = "unknown"] = subject.split(".")
     return `${s}.${c}.dlq${dlqSeq}`
   }
-  const replay = /^dlq:REPLAY:(\d+)$/.exec(msgId ?? "")
+  // the REPLAY sequence, whether or not the msg id also names the consumer (dlq:REPLAY:<seq> or with :<consumer>)
+  const replay = /^dlq:REPLAY:(?:[^:]+:)?(\d+)(?::[^:]+)?$/.exec(msgId ?? "")
   return replay && stream !== REPLAY_STREAM ? `${stream}.${consumer}.${seq}.r${replay[1]}` : `${stream}.${consumer}.${seq}`
 }
 
@@ -156,20 +158,20 @@ export async function fileFromAdvisory(a: Admin, adv: Advisory): Promise<"filed"
 
 // ---- reading
 
-/** Every entry, newest first: one short-lived ordered consumer over the bucket's latest values. */
-export async function allEntries(a: Pick<Admin, "js">): Promise<DlqEntry[]> {
+/** The latest value of every key of a bucket, read by one short-lived ordered consumer. */
+export async function latestValues<T>(js: JetStreamClient, bucket: string): Promise<T[]> {
   // a push consumer, like kv.keys()/watch(): its deliveries reach the connection's own inbox prefix (least privilege)
-  const c = await a.js.consumers.getPushConsumer(`KV_${ENTRIES}`, {
+  const c = await js.consumers.getPushConsumer(`KV_${bucket}`, {
     deliver_policy: DeliverPolicy.LastPerSubject,
-    filter_subjects: `$KV.${ENTRIES}.>`,
+    filter_subjects: `$KV.${bucket}.>`,
   })
-  const out: DlqEntry[] = []
+  const out: T[] = []
   try {
     if ((await c.info(true)).num_pending > 0) {
       const msgs = await c.consume()
       for await (const m of msgs) {
         const op = m.headers?.get("KV-Operation")
-        if (op !== "DEL" && op !== "PURGE" && m.data.length) out.push(m.json<DlqEntry>())
+        if (op !== "DEL" && op !== "PURGE" && m.data.length) out.push(m.json<T>())
         if (m.info.pending === 0) break
       }
     }
@@ -177,7 +179,12 @@ export async function allEntries(a: Pick<Admin, "js">): Promise<DlqEntry[]> {
     // otherwise it lingers on the server for its 5-minute inactivity threshold, one per dashboard refresh
     await c.delete().catch(() => {})
   }
-  return out.sort((x, y) => y.dlqSeq - x.dlqSeq)
+  return out
+}
+
+/** Every entry, newest first. */
+export async function allEntries(a: Pick<Admin, "js">): Promise<DlqEntry[]> {
+  return (await latestValues<DlqEntry>(a.js, ENTRIES)).sort((x, y) => y.dlqSeq - x.dlqSeq)
 }
 
 export type Filter = { consumer?: string; subject?: string; reason?: string; state?: EntryState; since?: string; until?: string }
@@ -358,7 +365,10 @@ export type ConsumerStatus = {
   waiting: number
   lastActive?: string
 }
+/** A running worker instance, from its heartbeat (mesh/heartbeat.ts); one that stopped beating is gone in 15 s. */
+export type WorkerStatus = { worker: string; instance: string; ready: boolean; inflight: number; at: string; startedAt: string; version: string }
 export type Status = {
+  workers: WorkerStatus[]
   streams: StreamStatus[]
   consumers: ConsumerStatus[]
   dlq: {
@@ -408,5 +418,9 @@ export async function status(a: Admin): Promise<Status> {
     .sort((x, y) => y.open - x.open || x.consumer.localeCompare(y.consumer))
   const dlq: Status["dlq"] = { open: open.length, byConsumer: count((e) => e.consumer), byReason: count((e) => e.reason), groups }
   if (error) dlq.error = error
-  return { streams, consumers, dlq }
+  // no heartbeats bucket yet (a fresh server, or an older topology): the report stands without the worker list
+  const workers = (await latestValues<WorkerStatus>(a.js, HEARTBEATS).catch(() => [] as WorkerStatus[])).sort(
+    (x, y) => x.worker.localeCompare(y.worker) || x.instance.localeCompare(y.instance),
+  )
+  return { workers, streams, consumers, dlq }
 }

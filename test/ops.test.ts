@@ -109,6 +109,7 @@ test("ops down - failures while ops is down are filed once when it starts: a per
   const permanent = await send(1, { customerId: "nobody" })
   const crashed = await send(2)
   await w.waitFor(/"msg":"handling".*"route-2".*"deliveries":2/)
+  await waitUntil(async () => (await dlqMessages()) === 1, { what: "the worker's own dead letter" })
   await w.stop("SIGKILL")
   await startFailing()
   // both advisories (MSG_TERMINATED from the worker's own dead letter, MAX_DELIVERIES from the crash) wait in the stream
@@ -125,17 +126,21 @@ test("ops down - failures while ops is down are filed once when it starts: a per
 
 test("both paths racing - worker and advisory file the same failure: one DLQ message, one entry", async () => {
   const ops = await startOps()
-  // the final delivery outlives ack_wait (1 s): the server advises at 1 s, the worker dead-letters at 2.5 s
-  const w = await startFailing({ FAIL_BELOW: "2", HANG_ON: "2", HANG_MS: "2500" })
+  // the final delivery outlives ack_wait (1 s): the server advises at ~1 s, the worker dead-letters at 4 s
+  const w = await startFailing({ FAIL_BELOW: "2", HANG_ON: "2", HANG_MS: "4000" })
   const ack = await send(1)
-  await w.waitFor(/"msg":"dead-lettered"/, 10_000)
+  await w.waitFor(/"msg":"dead-lettered"/, 15_000)
+  await waitUntil(async () => {
+    const [s, c] = await Promise.all([jsm.streams.info("ADVISORIES"), jsm.consumers.info("ADVISORIES", "ops")])
+    return s.state.messages >= 1 && c.ack_floor.stream_seq === s.state.last_seq
+  }, { what: "the advisory handled" })
   const [entry] = await untilEntries(ops.url, 1)
   await sleep(500)
   assert.is((await entriesVia(ops.url)).length, 1)
-  assert.is(await dlqMessages(), 1, "the worker's publish was deduped by msg id")
+  assert.is(await dlqMessages(), 1, "the second publish was deduped by msg id")
   assert.is(entry!.id, `ROUTING.invoice.${ack.seq}`)
-  assert.match(entry!.error, /crashed or hung/, "the advisory got there first")
-  await ops.child.waitFor(/"msg":"dead-lettered from the max-deliveries advisory"/)
+  // normally the advisory gets there first; on a starved machine the worker may: either way, one entry
+  assert.match(entry!.error, /crashed or hung|gave up after hanging 4000 ms/)
 })
 
 test("dedupe window - past it, the index still keeps one entry per failure", async () => {

@@ -19,7 +19,7 @@ export function dashboardPage(nonce: string): string {
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
   section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  .bar { display: grid; grid-template-columns: 14rem 1fr auto; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar { display: grid; grid-template-columns: 14rem 1fr 25rem; gap: .6rem; align-items: center; margin: .2rem 0; }
   .bar .track { background: #e7e9ee; border-radius: 3px; height: .8rem; overflow: hidden; }
   .bar .fill { background: #3b7ddd; height: 100%; min-width: 1px; }
   .bar .fill.hot { background: #d9534f; }
@@ -51,6 +51,10 @@ export function dashboardPage(nonce: string): string {
 </header>
 <main>
   <p id="message" role="status"></p>
+  <section>
+    <h2>Workers</h2>
+    <p id="workers" class="muted"></p>
+  </section>
   <section>
     <h2>Consumer lag</h2>
     <div id="bars"></div>
@@ -131,6 +135,13 @@ async function mutate(path, body) {
 }
 
 let openId = null;
+function renderWorkers(st) {
+  const p = $("#workers");
+  if (!st.workers.length) return void (p.textContent = "no heartbeats: no worker running, or the heartbeats bucket is missing");
+  p.replaceChildren(...st.workers.map((w) =>
+    el("span", { class: "worker", "data-worker": w.worker + "/" + w.instance, title: "version " + w.version + ", started " + w.startedAt },
+      (w.ready ? "● " : "○ ") + w.worker + " " + w.instance + " · " + w.inflight + " in flight · " + ago(w.at) + "   ")));
+}
 function renderBars(st) {
   const rows = st.consumers.filter((c) => !c.stream.startsWith("KV_"));
   const max = Math.max(1, ...rows.map((c) => c.pending + c.ackPending));
@@ -196,6 +207,7 @@ async function refresh() {
     const q = new URLSearchParams([...f].filter(([, v]) => v !== ""));
     q.set("limit", "200");
     const [st, page] = await Promise.all([getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    renderWorkers(st);
     renderBars(st);
     renderEntries(page);
     if (openId) await showDetail(openId);
