@@ -1,7 +1,7 @@
 // mesh/main.ts — `runWhenMain(import.meta, worker)`: starts the worker only when its file is the entry point,
 // so importing a worker (tests, the supervisor) has no side effects. SIGTERM/SIGINT drain it and exit 0.
-import { isDeno } from "./env.ts"
-import type { Worker } from "./worker.ts"
+import { env, isDeno } from "./env.ts"
+import type { Running, Worker } from "./worker.ts"
 
 declare const Deno: {
   addSignalListener(s: "SIGTERM" | "SIGINT", f: () => void): void
@@ -26,22 +26,25 @@ const exit = (code: number): never => (isDeno ? Deno.exit(code) : process.exit(c
 
 export function runWhenMain(meta: ImportMeta, w: Worker): void {
   if (!isMain(meta)) return
+  let running: Running | undefined
+  let signalled = false
+  // installed before start() resolves: a container's PID 1 still dialling NATS must not ignore SIGTERM
+  const onSignal = () => {
+    if (signalled) return exit(130) // a second Ctrl-C: stop waiting
+    signalled = true
+    // not started yet: nothing has been acked or published; anything pulled mid-start is redelivered after ack_wait
+    if (!running) return exit(0)
+    running.stop().then(
+      () => exit(0),
+      (err) => (console.error(`${w.name}: drain failed: ${(err as Error).message}`), exit(1)),
+    )
+  }
+  if (isDeno) for (const s of ["SIGTERM", "SIGINT"] as const) Deno.addSignalListener(s, onSignal)
+  else for (const s of ["SIGTERM", "SIGINT"] as const) process.on(s, onSignal)
   w.start().then(
-    (running) => {
-      let signalled = false
-      const onSignal = () => {
-        if (signalled) return exit(130) // a second Ctrl-C: stop waiting
-        signalled = true
-        running.stop().then(
-          () => exit(0),
-          (err) => (console.error(`${w.name}: drain failed: ${(err as Error).message}`), exit(1)),
-        )
-      }
-      if (isDeno) for (const s of ["SIGTERM", "SIGINT"] as const) Deno.addSignalListener(s, onSignal)
-      else for (const s of ["SIGTERM", "SIGINT"] as const) process.on(s, onSignal)
-    },
+    (r) => void (running = r),
     (err) => {
-      console.error(process.env.DEBUG ? err : `${w.name}: ${(err as Error).message}`)
+      console.error(env("DEBUG") ? err : `${w.name}: ${(err as Error).message}`)
       exit(1)
     },
   )

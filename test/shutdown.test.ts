@@ -60,4 +60,14 @@ test("SIGTERM under load - in-flight events finish and are acked, the rest go to
   assert.is(new Set(all).size, N)
 })
 
+test("SIGTERM while still dialling NATS - the worker exits 0 at once instead of ignoring it", async () => {
+  const dead = `nats://127.0.0.1:${await freePort()}`
+  const child = spawnTs("test/fixtures/recorder.ts", { NATS_URL: dead, RECORD_FILE: join(server.storeDir, "never.log"), INVOICE_PORT: String(await freePort()) })
+  await child.waitFor(/http listening/)
+  const t0 = Date.now()
+  assert.is(await child.stop("SIGTERM"), 0)
+  assert.ok(Date.now() - t0 < 5000, "did not wait for the connection")
+  assert.not.ok(child.lines.some((l) => l.includes('"msg":"ready"')))
+})
+
 test.run()
