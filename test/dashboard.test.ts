@@ -89,6 +89,7 @@ test("dashboard - shows a dead letter, replays and discards it from the page, re
   assert.is(await state(plainId).textContent(), "open")
   assert.is(await page.locator("#open-count").textContent(), "2 open")
   await page.locator('.bar[data-consumer="ROUTING/invoice"]').waitFor()
+  assert.is(await page.locator(`.worker.up[data-worker="ops/${ops.runtime.instance}"]`).count(), 1, "ops shows itself as running")
 
   // hostile values stay text: in the table, in the detail payload, and nothing ran
   assert.is(await page.locator(`tr[data-id="${hostileId}"] td.error`).textContent(), `no tariff for customer ${XSS}`)

@@ -39,6 +39,9 @@ export function dashboardPage(nonce: string): string {
   #message { min-height: 1.2rem; margin: 0; }
   #message.bad { color: #c0392b; }
   .muted { color: #7a7f8c; }
+  .worker { margin-right: 1.4rem; white-space: nowrap; }
+  .worker::before { content: "● "; }
+  .worker.up::before { color: #2e7d32; } .worker.down::before { color: #c0392b; }
 </style>
 </head>
 <body>
@@ -53,7 +56,7 @@ export function dashboardPage(nonce: string): string {
   <p id="message" role="status"></p>
   <section>
     <h2>Workers</h2>
-    <p id="workers" class="muted"></p>
+    <p id="workers"></p>
   </section>
   <section>
     <h2>Consumer lag</h2>
@@ -139,8 +142,8 @@ function renderWorkers(st) {
   const p = $("#workers");
   if (!st.workers.length) return void (p.textContent = "no heartbeats: no worker running, or the heartbeats bucket is missing");
   p.replaceChildren(...st.workers.map((w) =>
-    el("span", { class: "worker", "data-worker": w.worker + "/" + w.instance, title: "version " + w.version + ", started " + w.startedAt },
-      (w.ready ? "● " : "○ ") + w.worker + " " + w.instance + " · " + w.inflight + " in flight · " + ago(w.at) + "   ")));
+    el("span", { class: "worker " + (w.ready ? "up" : "down"), "data-worker": w.worker + "/" + w.instance, title: "version " + w.version + ", started " + w.startedAt },
+      w.worker + " " + w.instance + " · " + w.inflight + " in flight · " + ago(w.at))));
 }
 function renderBars(st) {
   const rows = st.consumers.filter((c) => !c.stream.startsWith("KV_"));
