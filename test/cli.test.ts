@@ -91,6 +91,12 @@ test("publish → tail - a live tail prints each published event as one line, an
   assert.is(t.code, 0)
   assert.equal(t.out, [await routeLine(1), await routeLine(2)])
   assert.equal(JSON.parse(t.out[1]!.split(" ").slice(4).join(" ")), route(2))
+
+  // without --count it runs until Ctrl-C, then exits 0
+  const child = spawnTs("mesh/cli.ts", { NATS_URL: server.url }, ["tail", "invoice.events.>"])
+  await child.waitFor(/^tail: listening on invoice\.events\.>/)
+  assert.is(await child.stop("SIGINT"), 0)
+  assert.equal(child.lines, ["tail: listening on invoice.events.> (Ctrl-C to stop)"])
 })
 
 test("tail --since - starts from the stream with an ordered consumer; --raw prints subject, headers and body", async () => {
