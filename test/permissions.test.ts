@@ -447,7 +447,9 @@ test("config - no tracked server config holds a literal password; nats.conf read
   const configs = [...new Set(["nats.conf", ...tracked.filter((f) => f.endsWith(".conf"))])]
   for (const file of configs) assert.equal(literalPasswords(readFileSync(join(ROOT, file), "utf8")), [], file)
 
-  const conf = readFileSync(join(ROOT, "nats.conf"), "utf8")
+  // nats.conf takes its users from the shared accounts file
+  const conf = ["nats.conf", "deploy/nats/accounts.conf"].map((f) => readFileSync(join(ROOT, f), "utf8")).join("\n")
+  assert.match(readFileSync(join(ROOT, "nats.conf"), "utf8"), /^include "deploy\/nats\/accounts\.conf"$/m)
   const pairs = [...conf.matchAll(/\buser:\s*(\w+),\s*password:\s*\$(\w+)/g)].map((m) => [m[1]!, m[2]!] as const)
   assert.equal(pairs.map(([u]) => u).sort(), [...workerNames, "admin", "sys"].sort())
   for (const [u, v] of pairs) assert.is(v, `${u.toUpperCase()}_PASSWORD`)
