@@ -1,7 +1,7 @@
 // Metrics, logs, traces, readiness and heartbeats of live workers (in-process and as child processes), against a
 // real nats-server.
 import { createServer, type IncomingMessage } from "node:http"
-import { writeFile } from "node:fs/promises"
+import { readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
@@ -19,6 +19,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, type Worker, worker } from "../mesh/worker.ts"
 import invoice from "../workers/invoice.ts"
+import { opsWorker } from "../workers/ops.ts"
 import routing from "../workers/routing.ts"
 import { route } from "./fixtures/events.ts"
 import { connectTo, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
@@ -219,6 +220,27 @@ test("metrics - a label the metric was not declared with is dropped, never throw
   }
   assert.is(value(await scrape(w.port), "demo_total", { outcome: "ok" }), 2)
   assert.equal(warned, ["metrics: demo_total has no label extra; dropped"])
+})
+
+test("ops - open DLQ entries by consumer and reason at scrape time, and GET /asyncapi.json serves the contract", async () => {
+  const ops = await start(opsWorker({}))
+  await start(invoice)
+  await send(1, { customerId: "nobody" })
+  await send(2, { customerId: "nobody" })
+  await send(3, { customerId: "acme" })
+  await settled(3)
+  const m = await waitUntil(async () => {
+    const s = await scrape(ops.port)
+    return value(s, "logiflow_dlq_open_entries", { consumer: "invoice", reason: "no-tariff" }) === 2 ? s : null
+  }, { what: "2 open entries indexed" })
+  assert.equal(
+    m.filter((s) => s.name === "logiflow_dlq_open_entries").map((s) => [s.labels, s.value]),
+    [[{ consumer: "invoice", reason: "no-tariff" }, 2]],
+  )
+  const res = await fetch(`http://127.0.0.1:${ops.port}/asyncapi.json`)
+  assert.is(res.status, 200)
+  assert.match(res.headers.get("content-type") ?? "", /^application\/json/)
+  assert.equal(await res.json(), JSON.parse(await readFile(new URL("../contracts/asyncapi.json", import.meta.url), "utf8")))
 })
 
 // --- logs ------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import type { IRequest } from "itty-router"
 import { topology } from "../contracts/mod.ts"
 import {
   type Admin,
+  allEntries,
   discardEntry,
   ENTRIES,
   fileFromAdvisory,
@@ -93,6 +94,21 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
       const advisories = runtime.metrics.counter("logiflow_ops_advisories_total", "Advisories handled, by outcome (filed, already-filed, ignored)")
       const indexed = runtime.metrics.counter("logiflow_ops_dlq_indexed_total", "DLQ messages indexed; created=false: a duplicate of an indexed failure")
       counted = { advisories: (outcome) => advisories.inc({ outcome }), indexed: (created) => indexed.inc({ created: String(created) }) }
+      runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by consumer and reason (read from dlq-entries at scrape)", {
+        labelNames: ["consumer", "reason"],
+        collect: async () => {
+          const open = new Map<string, [Record<string, string>, number]>()
+          for (const e of await allEntries(await adminOf())) {
+            if (e.state !== "open") continue
+            const row = open.get(`${e.consumer}\u0000${e.reason}`) ?? [{ consumer: e.consumer, reason: e.reason }, 0]
+            open.set(`${e.consumer}\u0000${e.reason}`, [row[0], row[1] + 1])
+          }
+          return [...open.values()]
+        },
+      })
+      // generated from contracts/ by `npm run asyncapi`; a JSON import works unchanged on Node and Deno
+      let contract: Promise<unknown> | undefined
+      router.get("/asyncapi.json", async () => (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object)
 
       router.get("/", () => {
         const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))))
