@@ -1,5 +1,8 @@
 #!/usr/bin/env -S node --import=tsx
 // mesh/cli.ts — `logiflow <command>`: one-line errors and exit code 1 (a stack trace only with --debug).
+import { existsSync, readFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { commands as opsCommands } from "./cli-ops.ts"
 import { connect, type Connection } from "./connect.ts"
@@ -25,10 +28,26 @@ export class CliError extends Error {
   override name = "CliError"
 }
 
+/** What a running `logiflow up` left for the CLI (.logiflow/session.env, mode 0600, removed when it stops). */
+export const SESSION_FILE = join(dirname(fileURLToPath(import.meta.url)), "..", ".logiflow", "session.env")
+
+function session(): Record<string, string> {
+  if (!existsSync(SESSION_FILE)) return {}
+  return Object.fromEntries(
+    readFileSync(SESSION_FILE, "utf8")
+      .split("\n")
+      .map((l) => /^([A-Z_]+)=(.*)$/.exec(l))
+      .filter((m) => m !== null)
+      .map((m) => [m[1]!, m[2]!]),
+  )
+}
+
 export async function adminConnect(): Promise<Connection> {
-  const user = env("NATS_USER") ?? (env("ADMIN_PASSWORD") ? "admin" : undefined)
-  const pass = env("NATS_PASSWORD") ?? env("ADMIN_PASSWORD")
-  const url = env("NATS_URL") ?? "nats://127.0.0.1:4222"
+  // the environment wins; else the credentials of the `npm start` running from this checkout
+  const s = env("NATS_URL") || env("NATS_USER") || env("ADMIN_PASSWORD") ? {} : session()
+  const user = env("NATS_USER") ?? s.NATS_USER ?? (env("ADMIN_PASSWORD") ? "admin" : undefined)
+  const pass = env("NATS_PASSWORD") ?? s.NATS_PASSWORD ?? env("ADMIN_PASSWORD")
+  const url = env("NATS_URL") ?? s.NATS_URL ?? "nats://127.0.0.1:4222"
   try {
     return await connect({ name: "admin", url, user, pass, waitForServer: false })
   } catch (err) {

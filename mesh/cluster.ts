@@ -13,6 +13,8 @@ export type NodePorts = { client: number; cluster: number; monitor: number }
 export type ClusterOptions = {
   /** node n<i> stores in <dir>/n<i> (`logiflow up --cluster`: .logiflow/cluster, as deploy/nats/n1..n3.conf) */
   dir: string
+  /** each node in its own process group (see NatsdOptions.detached) */
+  detached?: boolean
   /** node i (0, 1, 2) listens on base + i; default 4301 / 6301 / 8301, the ports of deploy/nats/n1..n3.conf */
   basePorts?: NodePorts
   /** one entry per node, overriding basePorts (tests pass free ports) */
@@ -47,6 +49,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       const storeDir = join(o.dir, name)
       await mkdir(storeDir, { recursive: true })
       return startNatsd({
+        detached: o.detached,
         port: p.client,
         monitorPort: p.monitor,
         storeDir,

@@ -48,6 +48,11 @@ export type NatsdOptions = {
   env?: Record<string, string>
   args?: string[]
   host?: string
+  /**
+   * its own process group: a terminal's Ctrl-C then reaches only whoever started it, which can drain the workers
+   * before stopping the server (`logiflow up`); tests leave it in their group so a killed test takes it along
+   */
+  detached?: boolean
   /** where the server's own log lines go (default: discarded) */
   onLog?: (line: string) => void
 }
@@ -76,7 +81,7 @@ export async function startNatsd(o: NatsdOptions): Promise<Natsd> {
   ]
   let child: ChildProcess
   const launch = async () => {
-    child = spawn(bin, args, { env: { ...process.env, ...o.env }, stdio: ["ignore", "pipe", "pipe"] })
+    child = spawn(bin, args, { env: { ...process.env, ...o.env }, stdio: ["ignore", "pipe", "pipe"], detached: o.detached ?? false })
     let tail = ""
     const onData = (b: Buffer) => {
       const text = b.toString()

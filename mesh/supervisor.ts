@@ -3,12 +3,12 @@
 // under its own NATS user, restarted with backoff when it crashes. Ctrl-C drains the workers, then stops the server.
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
-import { existsSync, mkdirSync } from "node:fs"
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { topology } from "../contracts/topology.ts"
-import { CliError, type Io } from "./cli.ts"
+import { CliError, type Io, SESSION_FILE } from "./cli.ts"
 import { type Cluster, startCluster } from "./cluster.ts"
 import { connect } from "./connect.ts"
 import { findNatsServer, INSTALL_HINT, type Natsd, portInUse, startNatsd } from "./natsd.ts"
@@ -72,7 +72,7 @@ export async function up(args: string[], io: Io): Promise<number> {
   if (!url && values.cluster) {
     if (!findNatsServer()) throw new CliError(INSTALL_HINT)
     const env = Object.fromEntries(USERS.map((u) => [`${u.toUpperCase()}_PASSWORD`, passwords[u]!]))
-    cluster = await startCluster({ dir: join(dataDir, "cluster"), env, onLog: (n, l) => (process.env.NATS_LOG ? io.out(`${prefix(n, 6)}${l}`) : undefined) })
+    cluster = await startCluster({ dir: join(dataDir, "cluster"), detached: true, env, onLog: (n, l) => (process.env.NATS_LOG ? io.out(`${prefix(n, 6)}${l}`) : undefined) })
     url = cluster.urls.join(",")
     // R3 for provision below and for the workers (inherited), which size what they create themselves by it
     process.env.STREAM_REPLICAS ??= "3"
@@ -88,6 +88,7 @@ export async function up(args: string[], io: Io): Promise<number> {
       monitorPort,
       storeDir: join(dataDir, "nats"),
       config: join(ROOT, "nats.conf"),
+      detached: true,
       env: Object.fromEntries(USERS.map((u) => [`${u.toUpperCase()}_PASSWORD`, passwords[u]!])),
       onLog: (l) => (process.env.NATS_LOG ? io.out(`${prefix("nats", 6)}${l}`) : undefined),
     })
@@ -123,6 +124,7 @@ export async function up(args: string[], io: Io): Promise<number> {
       detached: true,
     })
     s.child = child
+    say(`${s.name} started (pid ${child.pid})`)
     const startedAt = Date.now()
     let buf = ""
     const onData = (b: Buffer) => {
@@ -148,6 +150,11 @@ export async function up(args: string[], io: Io): Promise<number> {
   if (names.includes("portal")) say(`customer portal: http://127.0.0.1:${port("portal")}/`)
   if (names.includes("ops")) say(`ops dashboard:   http://127.0.0.1:${port("ops")}/`)
   say(`ops token (Authorization: Bearer …): ${opsToken}`)
+  // lets `npx logiflow status|tail|dlq …` from this checkout connect as admin without copying passwords around
+  const ownSession = !external && dataDir === resolve(dirname(SESSION_FILE))
+  if (ownSession) {
+    writeFileSync(SESSION_FILE, `NATS_URL=${url}\nNATS_USER=admin\nNATS_PASSWORD=${passwords.admin}\nLOGIFLOW_OPS_TOKEN=${opsToken}\n`, { mode: 0o600 })
+  }
   say("Ctrl-C stops everything")
 
   await new Promise<void>((resolveStop) => {
@@ -172,13 +179,17 @@ export async function up(args: string[], io: Io): Promise<number> {
       )
       if (natsd) await natsd.stop()
       await cluster?.stop()
+      if (ownSession) rmSync(SESSION_FILE, { force: true })
       say("stopped")
       resolveStop()
     }
     process.on("SIGINT", stop)
     process.on("SIGTERM", stop)
     // if the supervisor itself dies, take the (detached) workers with it
-    process.once("exit", () => supervised.forEach((s) => s.child?.exitCode === null && s.child.kill("SIGKILL")))
+    process.once("exit", () => {
+      supervised.forEach((s) => s.child?.exitCode === null && s.child.kill("SIGKILL"))
+      if (natsd?.process.exitCode === null) natsd.process.kill("SIGTERM")
+    })
   })
   return 0
 }
