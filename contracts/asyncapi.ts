@@ -133,7 +133,7 @@ export function asyncapi(version: string): Json {
   channels.deadLetters = {
     address: "dlq.{stream}.{consumer}",
     title: "Dead letters",
-    description: "Stream DLQ (limits retention, 90 days, never work-queue). Msg id dlq:<stream>:<seq>, so the worker and the ops safety net file one entry per failure.",
+    description: "Stream DLQ (limits retention, 90 days, never work-queue). Msg id dlq:<stream>:<consumer>:<seq>, so the worker and the ops safety net file one entry per failure.",
     parameters: {
       stream: { enum: failingStreams, description: "Stream the failed event is stored in" },
       consumer: { enum: consuming, description: "Consumer (= worker) that failed it" },

@@ -53,8 +53,8 @@ type Header = (name: string) => string | undefined
 const headerOf = (h?: MsgHdrs): Header => (name) => h?.get(name) || undefined
 
 /**
- * The entry id of a DLQ message. Both failure paths publish under `Nats-Msg-Id: dlq:<stream>:<seq>`, so the id
- * follows that identity (plus the consumer): a replayed event that fails again carries `dlq:REPLAY:<seq>` and
+ * The entry id of a DLQ message. Both failure paths publish under `Nats-Msg-Id: dlq:<stream>:<consumer>:<seq>`, so the id
+ * follows that identity: a replayed event that fails again carries `dlq:REPLAY:<seq>` and
  * becomes a new entry; a late duplicate of the same failure maps to the id already indexed.
  */
 export function entryIdOf(h: Header, msgId: string | undefined, subject = "", dlqSeq = 0): string {

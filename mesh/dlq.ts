@@ -1,5 +1,7 @@
 // mesh/dlq.ts — the dead-letter entry (delivery rule 5), shared by the worker path and ops' advisory path.
-// Both publish under `Nats-Msg-Id: dlq:<stream>:<seq>`, so whichever gets there first, a failure is one entry.
+// Both publish under `Nats-Msg-Id: dlq:<stream>:<consumer>:<seq>`, so whichever gets there first, a failure is one
+// entry. The consumer is part of it: two workers failing the same event are two failures (with `dlq:<stream>:<seq>`,
+// as first designed, the second one was deduped away — and then termed: lost).
 import type { JetStreamClient } from "@nats-io/jetstream"
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
 import { dlqSubject, REPLAY_STREAM } from "../contracts/topology.ts"
@@ -60,7 +62,7 @@ export function deadLetter(f: Failed): DeadLetter {
   h.set(DLQ.reason, f.reason)
   h.set(DLQ.error, (f.error ?? f.reason).replace(/[\r\n]+/g, " ").slice(0, 1024))
   h.set(DLQ.failedAt, new Date().toISOString())
-  return { subject: dlqSubject(stream, f.consumer), msgID: `dlq:${f.stream}:${f.seq}`, headers: h, data: f.data }
+  return { subject: dlqSubject(stream, f.consumer), msgID: `dlq:${f.stream}:${f.consumer}:${f.seq}`, headers: h, data: f.data }
 }
 
 /** Publishes the entry and waits for the DLQ stream to store it; throws if it was not stored. */

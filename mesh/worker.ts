@@ -385,7 +385,10 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       await Promise.allSettled([...subscriptions].map((s) => s.close()))
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
       for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h.msg))
-      const finished = await Promise.race([work.idle().then(() => true), sleep(Math.max(0, deadline - Date.now())).then(() => false)])
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))))
+      // the timer is cleared either way: left running it would keep an embedding process alive until the deadline
+      const finished = await Promise.race([work.idle().then(() => true), expired]).finally(() => clearTimeout(timer))
       if (!finished) log.warn("drain deadline passed; unfinished messages will be redelivered", { inflight: held.size })
       flushAcks()
       clearInterval(heartbeat)

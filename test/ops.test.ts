@@ -101,7 +101,7 @@ test("advisory path - a worker SIGKILLed on its final delivery yields exactly on
   assert.is(detail.status, 200)
   assert.equal(JSON.parse(detail.body.payload), route(1))
   assert.is(detail.body.headers["logiflow-dlq-reason"], "max-deliveries")
-  assert.is(detail.body.headers["Nats-Msg-Id"], `dlq:ROUTING:${ack.seq}`)
+  assert.is(detail.body.headers["Nats-Msg-Id"], `dlq:ROUTING:invoice:${ack.seq}`)
 })
 
 test("ops down - failures while ops is down are filed once when it starts: a permanent one and a crash", async () => {

@@ -156,10 +156,28 @@ test("permanent error - exactly one DLQ entry, reason headers, the original body
   assert.is(entry!.headers[DLQ.subject], "routing.events.RouteCalculated")
   assert.is(entry!.headers[DLQ.deliveries], "1")
   assert.is(entry!.headers["ce-id"], "rc-7")
-  assert.is(entry!.headers["nats-msg-id"], `dlq:ROUTING:${ack.seq}`)
+  assert.is(entry!.headers["nats-msg-id"], `dlq:ROUTING:invoice:${ack.seq}`)
   assert.ok(!Number.isNaN(Date.parse(entry!.headers[DLQ.failedAt]!)))
   const ci = await consumerInfo()
   assert.is(ci.num_ack_pending, 0, "terminated, not pending")
+})
+
+test("two consumers failing one event - two DLQ entries, one per consumer, neither deduped away", async () => {
+  const fail = () => {
+    throw new PermanentError("no-tariff")
+  }
+  await startInvoice({ consumes: { RouteCalculated: fail } })
+  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail } }).start({ url: server.url, port: 0, drainTimeoutMs: 5000 })
+  running.push(tracking)
+  const ack = await send(3)
+  const entries = await waitUntil(async () => {
+    const e = await dlqEntries()
+    return e.length >= 2 ? e : null
+  })
+  await sleep(300)
+  assert.is((await dlqEntries()).length, 2)
+  assert.equal(entries.map((e) => e.subject).sort(), ["dlq.ROUTING.invoice", "dlq.ROUTING.tracking"])
+  assert.equal(entries.map((e) => e.headers["nats-msg-id"]).sort(), [`dlq:ROUTING:invoice:${ack.seq}`, `dlq:ROUTING:tracking:${ack.seq}`])
 })
 
 test("contract violations - bad JSON, a wrong field, an unknown version each go to the DLQ with a precise reason", async () => {
