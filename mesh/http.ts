@@ -100,3 +100,7 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
     throw new StatusError(400, `body is not valid JSON: ${(err as Error).message}`)
   }
 }
+
+/** 503 with Retry-After: the request was not taken, nothing was recorded, the same request may be sent again. */
+export const retryLater = (error: string, retryAfterSeconds = 2) =>
+  Response.json({ status: 503, error }, { status: 503, headers: { "retry-after": String(retryAfterSeconds) } })

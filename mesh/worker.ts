@@ -11,6 +11,7 @@ import { deliver, type DeliveryDeps, type Handlers, type HandlerContext, type Ou
 import { env, envInt } from "./env.ts"
 import { heartbeat as beating, heartbeatsBucket, instanceId } from "./heartbeat.ts"
 import { StartupError } from "./errors.ts"
+import { sleep, withTimeout } from "./time.ts"
 import { serve, type Server } from "./http.ts"
 import { once } from "./kv.ts"
 import { lanes } from "./lanes.ts"
@@ -404,15 +405,5 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   return { port: server.port, runtime: rt, stop }
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms)
-    p.then(
-      (v) => (clearTimeout(t), resolve(v)),
-      (e) => (clearTimeout(t), reject(e)),
-    )
-  })
-}
 

@@ -5,7 +5,8 @@ import { StatusError } from "itty-router"
 import * as v from "valibot"
 import { ContractError, issuesOf, type RouteCalculated, Stop } from "../contracts/mod.ts"
 import { env, envInt } from "../mesh/env.ts"
-import { readJson } from "../mesh/http.ts"
+import { readJson, retryLater } from "../mesh/http.ts"
+import { withTimeout } from "../mesh/time.ts"
 import { getJson, kvKey } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
 import { childTraceparent, newId } from "../mesh/publish.ts"
@@ -126,15 +127,6 @@ function unavailable(err: unknown): Unavailable {
   return new Unavailable(`NATS did not record the route: ${message}; retry later`)
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Unavailable(`NATS did not acknowledge the ${what} within ${ms} ms; retry later`)), ms)
-    p.then(
-      (x) => (clearTimeout(t), resolve(x)),
-      (e) => (clearTimeout(t), reject(e)),
-    )
-  })
-}
 
 async function publish(rt: Runtime, route: RouteCalculated, traceparent: string) {
   // the msg id is derived from the routeId, so a retried publish of the same route is stored once
@@ -182,8 +174,7 @@ async function record(rt: Runtime, req: RouteRequest, key: string | undefined, t
 
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
-const retryLater = (err: Unavailable) =>
-  Response.json({ status: 503, error: err.message }, { status: 503, headers: { "retry-after": String(err.retryAfterSeconds) } })
+const unavailableResponse = (err: Unavailable) => retryLater(err.message, err.retryAfterSeconds)
 
 type Counter = ReturnType<Runtime["metrics"]["counter"]>
 
@@ -197,11 +188,11 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
   }
   if (!rt.connected) {
     outcomes.inc({ outcome: "unavailable" })
-    return retryLater(new Unavailable("not connected to NATS; the route was not recorded, retry later"))
+    return unavailableResponse(new Unavailable("not connected to NATS; the route was not recorded, retry later"))
   }
   const traceparent = childTraceparent(request.headers.get("traceparent") ?? undefined)
   try {
-    const route = await withTimeout(record(rt, parsed.output, key, traceparent), config.publishTimeoutMs, "route")
+    const route = await withTimeout(record(rt, parsed.output, key, traceparent), config.publishTimeoutMs, () => new Unavailable(`NATS did not acknowledge the route within ${config.publishTimeoutMs} ms; retry later`))
     outcomes.inc({ outcome: "accepted" })
     return Response.json(accepted(route), { status: 202 })
   } catch (err) {
@@ -209,7 +200,7 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
     const u = unavailable(err)
     outcomes.inc({ outcome: "unavailable" })
     rt.log.warn("route not recorded", { truckId: parsed.output.truckId, error: u.message })
-    return retryLater(u)
+    return unavailableResponse(u)
   }
 }
 

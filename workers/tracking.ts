@@ -5,7 +5,8 @@ import { StatusError } from "itty-router"
 import * as v from "valibot"
 import { type EtaUpdated, issuesOf, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
 import { envInt } from "../mesh/env.ts"
-import { readJson } from "../mesh/http.ts"
+import { readJson, retryLater } from "../mesh/http.ts"
+import { withTimeout } from "../mesh/time.ts"
 import { updateJson } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
 import { childTraceparent, type Outgoing } from "../mesh/publish.ts"
@@ -134,18 +135,7 @@ export const PositionBatch = v.strictObject({
 /** Deterministic: a client retrying a batch (after a timeout, say) publishes the same ids, and the stream dedupes. */
 export const positionId = (p: PositionReported) => `pos:${p.truckId}:${p.at}`
 
-const retryLater = (error: string, seconds = 2) =>
-  Response.json({ status: 503, error }, { status: 503, headers: { "retry-after": String(seconds) } })
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no acknowledgement within ${ms} ms`)), ms)
-    p.then(
-      (x) => (clearTimeout(t), resolve(x)),
-      (e) => (clearTimeout(t), reject(e)),
-    )
-  })
-}
 
 type Counter = ReturnType<Runtime["metrics"]["counter"]>
 
@@ -163,6 +153,7 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
         positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), key: p.truckId, traceparent: childTraceparent(parent) })),
       ),
       config.publishTimeoutMs,
+      () => new Error(`no acknowledgement within ${config.publishTimeoutMs} ms`),
     )
   } catch (err) {
     rt.log.warn("position batch not recorded", { size: positions.length, error: err })
