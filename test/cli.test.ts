@@ -1,6 +1,6 @@
 // `logiflow` operator commands (mesh/cli-ops.ts), each run as its own process against a live nats-server,
 // with exact output and exit codes.
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
@@ -13,7 +13,7 @@ import { provision } from "../mesh/provision.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { type Running, worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { connectTo, freePort, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { freePort, natsFixture, spawnTs, type TestServer, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("cli")
@@ -24,10 +24,7 @@ let jsm: JetStreamManager
 const running: Running[] = []
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
 })
 test.after(async () => {
   await Promise.all(running.splice(0).map((r) => r.stop()))

@@ -2,7 +2,7 @@
 // every HTTP endpoint answers malformed, mistyped, out-of-range, oversized or wrongly typed bodies with a 4xx and a
 // JSON `error`, never a 5xx or a crash; every consumer dead-letters broken events with the precise reason and keeps
 // processing the valid ones behind them. Real workers as child processes, one real nats-server.
-import { jetstream, type JetStreamClient, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import fc from "fast-check"
 import { suite } from "uvu"
@@ -14,7 +14,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent, toHeaders } from "../mesh/publish.ts"
 import { invoiceCounts, type Proc, readStream, settled, spawnWorker, statusOf } from "./fixtures/chaos.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { natsFixture, type TestServer, waitUntil } from "./harness.ts"
 
 const test = suite("fuzz")
 const SEED = Number(process.env.FUZZ_SEED ?? 4242)
@@ -27,10 +27,7 @@ let jsm: JetStreamManager
 const w: Record<"routing" | "tracking" | "portal" | "ops" | "invoice", Proc> = {} as never
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
   await provision(nc, topology())
   const env = { NATS_URL: server.url, LOGIFLOW_OPS_TOKEN: TOKEN, LOG_LEVEL: "warn" }
   const names = ["routing", "tracking", "portal", "ops", "invoice"] as const

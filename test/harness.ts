@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join, resolve } from "node:path"
+import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node"
 import { freePort, type Natsd, startNatsd } from "../mesh/natsd.ts"
 
@@ -43,6 +44,13 @@ export async function startServer(opts: { auth?: boolean; args?: string[]; port?
       await rm(storeDir, { recursive: true, force: true })
     },
   })
+}
+
+/** A server, a connection and both JetStream clients: what most suites start with. */
+export async function natsFixture(opts: Parameters<typeof startServer>[0] = {}) {
+  const server = await startServer(opts)
+  const nc = await connectTo(server)
+  return { server, nc, js: jetstream(nc), jsm: await jetstreamManager(nc) }
 }
 
 export function connectTo(server: { url: string }, auth?: { user: string; pass: string }): Promise<NatsConnection> {

@@ -1,16 +1,16 @@
 // workers/invoice.ts as its own process against a real nats-server: exact cents, one invoice per routeId through
 // redeliveries, kill -9 and injected failures, and no-tariff routes dead-lettered without blocking the rest.
-import { jetstream, type JetStreamClient, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type InvoiceGenerated, type RouteCalculated, subjectOf, topology } from "../contracts/mod.ts"
+import { type InvoiceGenerated, type RouteCalculated, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
 import { getJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Child, connectTo, freePort, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, freePort, natsFixture, spawnTs, type TestServer, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("invoice")
@@ -31,10 +31,7 @@ async function startInvoice(env: Record<string, string> = {}): Promise<Child> {
 }
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
   await provision(nc, topology({ ackWaitSeconds: ACK_WAIT_SECONDS }))
   await startInvoice()
 })

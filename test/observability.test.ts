@@ -22,7 +22,7 @@ import invoice from "../workers/invoice.ts"
 import { opsWorker } from "../workers/ops.ts"
 import routing from "../workers/routing.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, natsFixture, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
 
 const test = suite("observability")
 let server: TestServer
@@ -32,10 +32,7 @@ let jsm: JetStreamManager
 const running: Running[] = []
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
 })
 test.after(async () => {
   await nc.close()

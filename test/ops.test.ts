@@ -1,6 +1,6 @@
 // The ops worker: the advisory safety net (rule 4), the DLQ entry index, replay/discard and its HTTP API,
 // against a real nats-server with ops and the failing worker as real child processes.
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import { jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
@@ -11,7 +11,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, natsFixture, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("ops")
@@ -24,10 +24,7 @@ const children: Child[] = []
 const running: Running[] = []
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
 })
 test.after(async () => {
   await nc.close()

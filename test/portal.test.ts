@@ -1,7 +1,7 @@
 // The portal against a real nats-server: its read model from RouteCalculated / EtaUpdated / InvoiceGenerated,
 // the JSON API, the HTML page (escaping, CSP, the browser script), staleness, and answering with nothing else running.
 import { createHash } from "node:crypto"
-import { jetstreamManager, type JetStreamManager, jetstream, type JetStreamClient } from "@nats-io/jetstream"
+import { type JetStreamManager, jetstream, type JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
@@ -10,7 +10,7 @@ import { type EtaUpdated, type EventData, type EventName, type InvoiceGenerated,
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { type Child, connectTo, freePort, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, natsFixture, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 // read when the worker module loads: the page refreshes every second, so the browser test need not wait long
@@ -27,10 +27,7 @@ let w: Running
 const children: Child[] = []
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
   await provision(nc, topology(), { consumers: () => false })
   invoicesKv = await new Kvm(nc).open("portal-invoices")
   w = await portal.start({ url: server.url, port: 0, drainTimeoutMs: 2000 })

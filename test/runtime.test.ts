@@ -1,5 +1,5 @@
 // The delivery rules of mesh/, against a real nats-server.
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
@@ -9,7 +9,7 @@ import { PermanentError } from "../mesh/errors.ts"
 import { provision, TopologyConflict } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker, type WorkerOptions } from "../mesh/worker.ts"
-import { connectTo, sleep, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("runtime")
@@ -20,10 +20,7 @@ let jsm: JetStreamManager
 const running: Running[] = []
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
 })
 test.after(async () => {
   await nc.close()

@@ -1,6 +1,6 @@
 // The tracking worker against a real nats-server: POST /positions → PositionReported, the per-truck projection,
 // EtaUpdated only past the threshold, dedupe, and 503 (never a hang) when NATS cannot take the batch.
-import { jetstreamManager, type JetStreamManager, jetstream, type JetStreamClient } from "@nats-io/jetstream"
+import { type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
@@ -10,7 +10,7 @@ import { getJson, updateJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { connectTo, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, natsFixture, type TestServer, waitUntil } from "./harness.ts"
 
 // read when the worker module loads: a short bound so the "NATS hangs" case answers quickly
 process.env.TRACKING_PUBLISH_TIMEOUT_MS = "1500"
@@ -61,10 +61,7 @@ async function tcpProxy(target: number) {
 }
 
 test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  js = jetstream(nc)
-  jsm = await jetstreamManager(nc)
+  ;({ server, nc, js, jsm } = await natsFixture())
   await provision(nc, topology(), { consumers: () => false })
   kv = await new Kvm(nc).open("tracking-trucks")
   proxy = await tcpProxy(server.port)
