@@ -4,7 +4,7 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type EventData, type EventName, type Meta } from "../contracts/mod.ts"
+import { ContractError, decode, type EventData, type EventName, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
 import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
@@ -146,6 +146,10 @@ async function handle(msg: JsMsg, header: (name: string) => string | undefined, 
       throw err
     }
     type = event.type
+    // the ce-type must match the subject it was stored under (a replay travels on replay.<worker>.<stream>)
+    if (d.stream !== REPLAY_STREAM && msg.subject !== subjectOf(event.name)) {
+      return await deadLetter("wrong-subject", `${event.name} arrived on ${msg.subject}; its subject is ${subjectOf(event.name)}`)
+    }
     const handler = d.handlers[event.name] as Handler<EventName> | undefined
     if (!handler) return await deadLetter("unhandled-type", `${d.worker} has no handler for ${event.name}`)
     const result = handler(event.data, d.context(msg, event.meta))

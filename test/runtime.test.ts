@@ -177,6 +177,17 @@ test("two consumers failing one event - two DLQ entries, one per consumer, neith
   assert.equal(entries.map((e) => e.headers["nats-msg-id"]).sort(), [`dlq:ROUTING:invoice:${ack.seq}`, `dlq:ROUTING:tracking:${ack.seq}`])
 })
 
+const anInvoice = {
+  invoiceId: "inv-1",
+  routeId: "route-1",
+  truckId: "truck-1",
+  customerId: "acme",
+  lines: [{ description: "Base fee", amountCents: 1000 }],
+  totalCents: 1000,
+  currency: "EUR",
+  issuedAt: "2026-11-25T10:00:00.000Z",
+}
+
 test("contract violations - bad JSON, a wrong field, an unknown version each go to the DLQ with a precise reason", async () => {
   let handled = 0
   await startInvoice({ consumes: { RouteCalculated: () => void handled++ } })
@@ -194,12 +205,13 @@ test("contract violations - bad JSON, a wrong field, an unknown version each go 
   await pub("logiflow.routing.RouteCalculated.v1", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] }), "b")
   await pub("logiflow.routing.RouteCalculated.v9", JSON.stringify(route(2)), "c")
   await pub(null, JSON.stringify(route(3)), "d")
+  await pub("logiflow.invoice.InvoiceGenerated.v1", JSON.stringify(anInvoice), "e")
   await send(4)
   const entries = await waitUntil(async () => {
     const e = await dlqEntries()
-    return e.length === 4 ? e : null
+    return e.length === 5 ? e : null
   })
-  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), ["invalid-event", "invalid-json", "missing-header", "unknown-version"])
+  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), ["invalid-event", "invalid-json", "missing-header", "unknown-version", "wrong-subject"])
   const invalid = entries.find((e) => e.headers[DLQ.reason] === "invalid-event")!
   assert.match(invalid.headers[DLQ.error]!, /stops\.0\.lat/)
   await waitUntil(() => handled === 1, { what: "the valid event behind them" })
