@@ -1,8 +1,9 @@
 // bench/cascade.ts — what a failing invoice does to routing, side by side: the synchronous chain (bench/sync-chain.ts:
 // routing calls invoice over HTTP with a 2 s timeout, as the old system did) and the mesh (routing → NATS → invoice).
 // Phases under the same open-loop load: healthy, invoice killed, invoice hung (takes work, never finishes), invoice
-// slow (1 s per event), then invoice back. For each: routing's success rate and latency. For the mesh, afterwards:
-// every accepted route has exactly one invoice (distinct routeIds in INVOICE).
+// slow (1 s per event), invoice back, with a healthy phase after each failure (the noise floor). For each: routing's
+// success rate and latency. For the mesh, afterwards: every accepted route has exactly one invoice (distinct
+// routeIds in INVOICE).
 //   npm run bench -- cascade [--quick]
 import { jetstream } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
@@ -11,27 +12,43 @@ import { isMain } from "../mesh/main.ts"
 import { freePort } from "../mesh/natsd.ts"
 import { provision } from "../mesh/provision.ts"
 import { post, routeRequest } from "./latency.ts"
-import { args, benchServer, type Child, histogram, type Latency, ms, type Opts, openLoop, print, progress, ratio, type Section, sleep, spawnTs, startWorker } from "./lib.ts"
+import { args, benchServer, type Child, histogram, type Latency, median, ms, type Opts, openLoop, print, progress, ratio, type Section, sleep, spawnTs, startWorker } from "./lib.ts"
 
 const RATE = 100
 const SLOW_MS = 1000
 const SYNC_TIMEOUT_MS = 2000
 // what a killed or hung invoice held comes back after ack_wait: 10 s instead of the default 30 s keeps recovery short
 const ACK_WAIT_SECONDS = 10
-const PHASES = ["healthy", "invoice killed", "invoice hung", "invoice slow", "invoice back"] as const
-type Phase = (typeof PHASES)[number]
+// the mesh's invoice runs at nice 10: on 2 shared cores a restarted invoice catching up would otherwise take CPU
+// from routing (co-location, not coupling). Only the mesh can do that: nobody waits on its invoice, while the sync
+// chain's routing waits on every answer, so a deprioritised sync invoice would slow routing itself.
+const INVOICE_NICE = 10
+type Mode = "ok" | "hang" | "slow" | "down"
+// healthy phases between the failures: on a shared machine routing's p99 moves between two healthy runs too, and
+// that spread is the floor any "p99 vs healthy" has to be read against
+const STEPS: { phase: string; invoice: Mode }[] = [
+  { phase: "healthy", invoice: "ok" },
+  { phase: "invoice killed", invoice: "down" },
+  { phase: "healthy (invoice restarted)", invoice: "ok" },
+  { phase: "invoice hung", invoice: "hang" },
+  { phase: "healthy (invoice restarted)", invoice: "ok" },
+  { phase: "invoice slow", invoice: "slow" },
+  { phase: "invoice back", invoice: "ok" },
+]
 
-type PhaseResult = { system: "sync" | "mesh"; phase: Phase; sent: number; ok: number; statuses: Record<string, number>; latency: Latency }
+type PhaseResult = { system: "sync" | "mesh"; phase: string; sent: number; ok: number; statuses: Record<string, number>; latency: Latency }
 
-async function load(system: "sync" | "mesh", phase: Phase | "warm-up", port: number, seconds: number, accepted?: string[]): Promise<PhaseResult> {
+let requests = 0
+
+async function load(system: "sync" | "mesh", phase: string, port: number, seconds: number, accepted?: string[]): Promise<PhaseResult> {
   const lat = histogram()
   const statuses: Record<string, number> = {}
   let ok = 0
   const { total } = await openLoop(
     RATE,
     seconds,
-    async (i, due) => {
-      const r = await post(port, "/routes", routeRequest(`${system}-${phase}-${i}`), 10_000)
+    async (_i, due) => {
+      const r = await post(port, "/routes", routeRequest(`${system}-${requests++}`), 10_000)
       lat.record(performance.now() - due)
       const status = r.status ? String(r.status) : `error: ${r.body}`
       statuses[status] = (statuses[status] ?? 0) + 1
@@ -42,38 +59,45 @@ async function load(system: "sync" | "mesh", phase: Phase | "warm-up", port: num
     },
     `cascade ${system}: ${phase}`,
   )
-  return { system, phase: phase as Phase, sent: total, ok, statuses, latency: lat.summary() }
+  return { system, phase, sent: total, ok, statuses, latency: lat.summary() }
+}
+
+/** Runs the steps against routing on `port`, switching invoice (kill -9, then start in the step's mode) between them. */
+async function phases(system: "sync" | "mesh", port: number, warmUp: number, seconds: number, invoice: (mode: Mode) => Promise<Child | undefined>, accepted?: string[]) {
+  const out: PhaseResult[] = []
+  let mode: Mode = "ok"
+  let current = await invoice("ok")
+  try {
+    await load(system, "warm-up", port, warmUp, accepted)
+    for (const step of STEPS) {
+      if (step.invoice !== mode) {
+        await current?.stop("SIGKILL")
+        current = await invoice((mode = step.invoice))
+      }
+      out.push(await load(system, step.phase, port, seconds, accepted))
+    }
+  } finally {
+    await current?.stop("SIGKILL")
+  }
+  return out
 }
 
 async function syncChain(seconds: number, warmUp: number): Promise<PhaseResult[]> {
   const routingPort = await freePort()
   const invoicePort = await freePort()
-  const startInvoice = async (mode: string) => {
+  const invoice = async (mode: Mode) => {
+    if (mode === "down") return undefined
     const c = spawnTs("bench/sync-chain.ts", {}, ["invoice", "--port", String(invoicePort), "--mode", mode, "--slow-ms", String(SLOW_MS)])
     await c.waitFor(/^listening/)
     return c
   }
-  let invoice = await startInvoice("ok")
   const routing = spawnTs("bench/sync-chain.ts", {}, ["routing", "--port", String(routingPort), "--invoice", `http://127.0.0.1:${invoicePort}`, "--timeout-ms", String(SYNC_TIMEOUT_MS)])
-  const out: PhaseResult[] = []
   try {
     await routing.waitFor(/^listening/)
-    await load("sync", "warm-up", routingPort, warmUp)
-    out.push(await load("sync", "healthy", routingPort, seconds))
-    await invoice.stop("SIGKILL")
-    out.push(await load("sync", "invoice killed", routingPort, seconds))
-    invoice = await startInvoice("hang")
-    out.push(await load("sync", "invoice hung", routingPort, seconds))
-    await invoice.stop("SIGKILL")
-    invoice = await startInvoice("slow")
-    out.push(await load("sync", "invoice slow", routingPort, seconds))
-    await invoice.stop("SIGKILL")
-    invoice = await startInvoice("ok")
-    out.push(await load("sync", "invoice back", routingPort, seconds))
+    return await phases("sync", routingPort, warmUp, seconds, invoice)
   } finally {
-    await Promise.allSettled([invoice.stop("SIGKILL"), routing.stop("SIGKILL")])
+    await routing.stop("SIGKILL")
   }
-  return out
 }
 
 /** routeIds of every InvoiceGenerated in the stream, read with an ordered consumer. */
@@ -95,30 +119,18 @@ async function invoicedRouteIds(url: string): Promise<string[]> {
 async function mesh(seconds: number, warmUp: number): Promise<{ phases: PhaseResult[]; accepted: number; invoiced: number; distinct: number; missing: number; extra: number; recoverySeconds: number }> {
   const server = await benchServer()
   const accepted: string[] = []
-  const out: PhaseResult[] = []
-  let invoice: Child | undefined
+  let settled: Child | undefined
   let routing: (Child & { port: number }) | undefined
   try {
     const nc = await connect({ servers: server.url })
     await provision(nc, topology({ ackWaitSeconds: ACK_WAIT_SECONDS }))
     await nc.close()
     routing = await startWorker("workers/routing.ts", server.url)
-    const startInvoice = (env: Record<string, string> = {}) => startWorker("workers/invoice.ts", server.url, env)
-    invoice = await startInvoice()
-    const port = routing.port
-    await load("mesh", "warm-up", port, warmUp, accepted)
-    out.push(await load("mesh", "healthy", port, seconds, accepted))
-    await invoice.stop("SIGKILL")
-    out.push(await load("mesh", "invoice killed", port, seconds, accepted))
-    invoice = await startInvoice({ INVOICE_HANG: "1" })
-    out.push(await load("mesh", "invoice hung", port, seconds, accepted))
-    await invoice.stop("SIGKILL")
-    invoice = await startInvoice({ INVOICE_SLOW_MS: String(SLOW_MS) })
-    out.push(await load("mesh", "invoice slow", port, seconds, accepted))
-    await invoice.stop("SIGKILL")
-    invoice = await startInvoice()
-    const back = performance.now()
-    out.push(await load("mesh", "invoice back", port, seconds, accepted))
+    const env: Record<Mode, Record<string, string>> = { ok: {}, hang: { INVOICE_HANG: "1" }, slow: { INVOICE_SLOW_MS: String(SLOW_MS) }, down: {} }
+    const invoice = (mode: Mode) => (mode === "down" ? Promise.resolve(undefined) : startWorker("workers/invoice.ts", server.url, env[mode], INVOICE_NICE))
+    const out = await phases("mesh", routing.port, warmUp, seconds, invoice, accepted)
+    const loadEnded = performance.now()
+    settled = await invoice("ok")
 
     // what a killed or hung process held comes back after ack_wait; wait for every accepted route
     const p = progress("cascade mesh: waiting until every accepted route is invoiced")
@@ -133,7 +145,7 @@ async function mesh(seconds: number, warmUp: number): Promise<{ phases: PhaseRes
       if (missing === 0) break
       await sleep(2000)
     }
-    const recoverySeconds = (performance.now() - back) / 1000
+    const recoverySeconds = (performance.now() - loadEnded) / 1000
     await sleep(3000) // a duplicate, if the mesh made one, would show up here
     ids = await invoicedRouteIds(server.url)
     const have = new Set(ids)
@@ -148,7 +160,7 @@ async function mesh(seconds: number, warmUp: number): Promise<{ phases: PhaseRes
       recoverySeconds,
     }
   } finally {
-    await Promise.allSettled([invoice?.stop("SIGKILL"), routing?.stop("SIGTERM")])
+    await Promise.allSettled([settled?.stop("SIGKILL"), routing?.stop("SIGTERM")])
     await server.close()
   }
 }
@@ -158,8 +170,9 @@ export async function cascade(o: Opts): Promise<Section> {
   const warmUp = o.quick ? 1 : 5
   const sync = await syncChain(seconds, warmUp)
   const m = await mesh(seconds, warmUp)
+  const healthyP99 = (rs: PhaseResult[]) => median(rs.filter((x) => x.phase.startsWith("healthy")).map((x) => x.latency.p99))
+  const base = { sync: healthyP99(sync), mesh: healthyP99(m.phases) }
   const rows = [...sync, ...m.phases].map((r) => {
-    const healthy = (r.system === "sync" ? sync : m.phases).find((x) => x.phase === "healthy")!
     const failures = Object.entries(r.statuses)
       .filter(([s]) => s !== "201" && s !== "202")
       .map(([s, n]) => `${n}× ${s}`)
@@ -172,11 +185,15 @@ export async function cascade(o: Opts): Promise<Section> {
       ms(r.latency.p50),
       ms(r.latency.p99),
       ms(r.latency.max),
-      ratio(r.latency.p99, healthy.latency.p99),
+      ratio(r.latency.p99, base[r.system]),
     ]
   })
-  const healthy = m.phases.find((x) => x.phase === "healthy")!
-  const worst = Math.max(...m.phases.map((x) => x.latency.p99 / healthy.latency.p99))
+  const spread = (rs: PhaseResult[]) => {
+    const p99s = rs.filter((x) => x.phase.startsWith("healthy")).map((x) => x.latency.p99)
+    return `${ms(Math.min(...p99s))}–${ms(Math.max(...p99s))} ms (${(Math.max(...p99s) / Math.min(...p99s)).toFixed(2)}×)`
+  }
+  const failing = m.phases.filter((x) => x.phase.startsWith("invoice"))
+  const worst = Math.max(...failing.map((x) => x.latency.p99 / base.mesh))
   const exact = m.missing === 0 && m.extra === 0 && m.invoiced === m.distinct && m.distinct === m.accepted
   return {
     name: "cascade",
@@ -184,14 +201,15 @@ export async function cascade(o: Opts): Promise<Section> {
     tables: [
       {
         title: `Routing under ${RATE} req/s open-loop, ${seconds} s per phase (latency in ms from when each request was due; 201/202 = success)`,
-        columns: ["system", "phase", "requests", "routing success", "p50", "p99", "max", "p99 vs healthy"],
+        columns: ["system", "phase", "requests", "routing success", "p50", "p99", "max", "p99 vs healthy (median of the healthy phases)"],
         rows,
       },
     ],
     notes: [
-      `Mesh goal — routing p99 ≤ 1.10× healthy in every phase: ${worst <= 1.1 ? "met" : "NOT met"} (worst ${worst.toFixed(2)}×).`,
+      `Mesh goal — routing p99 ≤ 1.10× healthy while invoice is killed, hung, slow or catching up: ${worst <= 1.1 ? "met" : "NOT met"} (worst ${worst.toFixed(2)}×). Read it against the noise floor: the mesh's healthy phases alone spread ${spread(m.phases)}, the sync chain's ${spread(sync)}. Success stayed at ${((100 * m.phases.reduce((a, x) => a + x.ok, 0)) / m.phases.reduce((a, x) => a + x.sent, 0)).toFixed(1)} % for the mesh throughout.`,
       `Mesh after recovery: ${m.accepted} routes accepted, ${m.invoiced} invoices for ${m.distinct} distinct routeIds; missing ${m.missing}, unexpected ${m.extra} — ${exact ? "every invoice exactly once" : "NOT exactly once"} (all invoiced ${m.recoverySeconds.toFixed(0)} s after invoice came back; what the killed and hung processes held returns after ack_wait, ${ACK_WAIT_SECONDS} s here).`,
       `Sync chain: killed → routing fails at once (502); hung → every request waits the ${SYNC_TIMEOUT_MS / 1000} s timeout and fails (504); slow (${SLOW_MS} ms per invoice) → routing answers, ${SLOW_MS} ms later. Nothing retries a failed request, so those routes have no invoice either.`,
+      `The mesh's invoice runs at nice ${INVOICE_NICE} so that a restarted invoice catching up does not take routing's CPU on this 2-core box (co-location, not coupling); the sync chain's invoice runs at normal priority, since its routing waits on every invoice answer.`,
       `Mesh: invoice hung = INVOICE_HANG=1 (handlers never return; the process holds PREFETCH events), slow = INVOICE_SLOW_MS=${SLOW_MS}; routing only waits for the RouteCalculated ack from the stream.`,
     ],
     data: { sync, mesh: m },

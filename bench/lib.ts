@@ -169,9 +169,13 @@ export type Child = {
   exited: Promise<number | null>
 }
 
-/** A .ts file as its own node process (one pid: signals and /proc/<pid> reach the worker itself). */
-export function spawnTs(file: string, env: Record<string, string> = {}, argv: string[] = [], nodeArgs: string[] = []): Child {
-  const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", resolve(ROOT, file), ...argv], {
+/**
+ * A .ts file as its own node process (one pid: signals and /proc/<pid> reach the worker itself). `nice` lowers its
+ * CPU priority (nice execs node, so the pid stays the worker's).
+ */
+export function spawnTs(file: string, env: Record<string, string> = {}, argv: string[] = [], nodeArgs: string[] = [], nice = 0): Child {
+  const cmd = [process.execPath, ...nodeArgs, "--import", "tsx", resolve(ROOT, file), ...argv]
+  const proc = spawn(nice ? "nice" : cmd[0]!, nice ? ["-n", String(nice), ...cmd] : cmd.slice(1), {
     cwd: ROOT,
     env: { ...process.env, LOG_LEVEL: "warn", ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -222,10 +226,10 @@ export function rssMiB(pid: number): number | undefined {
 }
 
 /** A worker file as a child process on free ports against `url`; resolves once it logged "ready". */
-export async function startWorker(file: string, url: string, env: Record<string, string> = {}): Promise<Child & { port: number }> {
+export async function startWorker(file: string, url: string, env: Record<string, string> = {}, nice = 0): Promise<Child & { port: number }> {
   const port = await freePort()
   const name = /workers\/(\w+)\.ts$/.exec(file)?.[1]?.toUpperCase() ?? "WORKER"
-  const child = spawnTs(file, { NATS_URL: url, [`${name}_PORT`]: String(port), LOG_LEVEL: "info", ...env })
+  const child = spawnTs(file, { NATS_URL: url, [`${name}_PORT`]: String(port), LOG_LEVEL: "info", ...env }, [], [], nice)
   await child.waitFor(/"msg":"ready"/, 60_000)
   return Object.assign(child, { port })
 }
