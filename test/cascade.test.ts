@@ -8,27 +8,30 @@ import * as assert from "uvu/assert"
 import { dlqSubject, type InvoiceGenerated, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
-import { type Child, connectTo, freePort, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
 
 const WARMUP = 50
 const HEALTHY = 200
 const OUTAGE = 500
 const CONCURRENCY = 8
 const CUSTOMERS = ["acme", "globex", "initech"] as const
-// the issue's bound: loose on purpose, it catches routing waiting on invoice (seconds), not jitter
+// the issue's bound, loose on purpose: routing waiting on invoice costs seconds, not a fraction of a p99
 const P99_BOUND = 1.5
+
+const WORKERS = ["routing", "invoice", "tracking", "portal"] as const
+type Name = (typeof WORKERS)[number]
 
 const test = suite("cascade")
 let server: TestServer
 let admin: NatsConnection
 let jsm: JetStreamManager
+const ports = {} as Record<Name, number>
 const children: Child[] = []
 let invoice: Child
-const WORKERS = ["routing", "invoice", "tracking", "portal"] as const
-type Name = (typeof WORKERS)[number]
-const ports = {} as Record<Name, number>
 
-/** mulberry32: the same request shapes every run. */
+// --- load -----------------------------------------------------------------------------------------------------
+
+/** mulberry32: the same request shapes in every run and in both phases. */
 function rng(seed: number): () => number {
   let a = seed >>> 0
   return () => {
@@ -40,11 +43,10 @@ function rng(seed: number): () => number {
   }
 }
 const random = rng(3)
-const pick = <T>(xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!
+let requests = 0
 
-let n = 0
-function routeRequest(customerId: string = pick(CUSTOMERS)) {
-  const i = n++
+function routeRequest(customerId: string = CUSTOMERS[Math.floor(random() * CUSTOMERS.length)]!) {
+  const i = requests++
   const stops = Array.from({ length: 1 + Math.floor(random() * 4) }, (_, s) => ({
     id: `r${i}-s${s}`,
     lat: 52.4 + random() * 0.2,
@@ -53,7 +55,7 @@ function routeRequest(customerId: string = pick(CUSTOMERS)) {
   return { truckId: `truck-${i % 20}`, customerId, depot: { lat: 52.52, lon: 13.405 }, stops }
 }
 
-type Answer = { status: number; routeId?: string; ms: number }
+type Answer = { status: number; routeId: string; ms: number }
 
 async function postRoute(body: object): Promise<Answer> {
   const started = performance.now()
@@ -63,10 +65,10 @@ async function postRoute(body: object): Promise<Answer> {
     body: JSON.stringify(body),
   })
   const json = (await res.json()) as { routeId?: string }
-  return { status: res.status, routeId: json.routeId, ms: performance.now() - started }
+  return { status: res.status, routeId: json.routeId ?? "", ms: performance.now() - started }
 }
 
-/** `count` route requests, `CONCURRENCY` at a time; answers in the order they were sent. */
+/** `count` route requests, `CONCURRENCY` in flight; answers in the order the requests were made. */
 async function drive(count: number): Promise<Answer[]> {
   const bodies = Array.from({ length: count }, () => routeRequest())
   const answers: Answer[] = new Array(count)
@@ -82,17 +84,14 @@ async function drive(count: number): Promise<Answer[]> {
 }
 
 /** nearest rank */
-function percentile(xs: number[], q: number): number {
-  const sorted = [...xs].sort((a, b) => a - b)
+function percentile(answers: Answer[], q: number): number {
+  const sorted = answers.map((a) => a.ms).sort((a, b) => a - b)
   return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)]!
 }
-const figures = (answers: Answer[]) => {
-  const ms = answers.map((a) => a.ms)
-  return { p50: percentile(ms, 0.5), p99: percentile(ms, 0.99), max: Math.max(...ms) }
-}
-const fmt = (x: number) => `${x.toFixed(1)} ms`
+const ms = (x: number) => `${x.toFixed(0)} ms`
+const figures = (answers: Answer[]) => `p50 ${ms(percentile(answers, 0.5))}, p99 ${ms(percentile(answers, 0.99))} (${answers.length} requests)`
 
-const get = (port: number, path: string) => fetch(`http://127.0.0.1:${port}${path}`)
+// --- processes and streams ------------------------------------------------------------------------------------
 
 function spawnWorker(name: Name): Child {
   const child = spawnTs(`workers/${name}.ts`, {
@@ -106,19 +105,25 @@ function spawnWorker(name: Name): Child {
   return child
 }
 
-const ready = (name: Name) =>
-  waitUntil(() => get(ports[name], "/readyz").then((r) => r.status === 200, () => false), { what: `${name} /readyz`, timeoutMs: 60_000 })
+const get = (name: Name, path: string) => fetch(`http://127.0.0.1:${ports[name]}${path}`)
 
+const ready = (name: Name) =>
+  waitUntil(() => get(name, "/readyz").then((r) => r.status === 200, () => false), { what: `${name} /readyz`, timeoutMs: 60_000, every: 100 })
+
+/** Routes the invoice consumer has not acked: not yet delivered, or delivered and not yet acked. */
 async function invoicePending(): Promise<number> {
   const info = await jsm.consumers.info("ROUTING", "invoice")
   return info.num_pending + info.num_ack_pending
 }
 
+const invoiceIdle = (timeoutMs: number) =>
+  waitUntil(async () => (await invoicePending()) === 0, { what: "the invoice consumer to have nothing pending", timeoutMs, every: 100 })
+
 /** Every InvoiceGenerated stored, read by sequence (the stream holds nothing else). */
 async function storedInvoices(): Promise<InvoiceGenerated[]> {
   const { state } = await jsm.streams.info("INVOICE")
   const out: InvoiceGenerated[] = []
-  for (let seq = state.first_seq; seq <= state.last_seq && state.messages > 0; seq++) {
+  for (let seq = state.first_seq; state.messages > 0 && seq <= state.last_seq; seq++) {
     out.push((await jsm.streams.getMessage("INVOICE", { seq }))!.json<InvoiceGenerated>())
   }
   return out
@@ -127,22 +132,24 @@ async function storedInvoices(): Promise<InvoiceGenerated[]> {
 async function portalRouteIds(): Promise<string[]> {
   const ids: string[] = []
   for (const c of CUSTOMERS) {
-    const res = await get(ports.portal, `/api/invoices?customerId=${c}`)
+    const res = await get("portal", `/api/invoices?customerId=${c}`)
+    assert.is(res.status, 200)
     const body = (await res.json()) as { invoices: { routeId: string; customerId: string }[] }
-    assert.ok(body.invoices.every((i) => i.customerId === c), `portal lists only ${c}'s invoices`)
+    assert.ok(body.invoices.every((i) => i.customerId === c), `portal lists only ${c}'s invoices for ${c}`)
     ids.push(...body.invoices.map((i) => i.routeId))
   }
   return ids
 }
 
-const sameSet = (a: Iterable<string>, b: Iterable<string>) => assert.equal([...new Set(a)].sort(), [...new Set(b)].sort())
+const sorted = (ids: Iterable<string>) => [...ids].sort()
 
-// shared by the tests below, which run in order, each on the state the previous one left
-const answered: string[] = []
-let healthy: Answer[] = []
-let outage: Answer[] = []
+// --- the story: each test continues from the state the previous one left -------------------------------------
+
+/** every route routing accepted, the poison included, in the order it answered them */
+const accepted: string[] = []
 let poisonId = ""
-let afterPoison: string[] = []
+let postedAfterPoison: string[] = []
+let outageDone = false
 
 test.before(async () => {
   server = await startServer({ auth: true })
@@ -151,93 +158,108 @@ test.before(async () => {
   await provision(admin, topology())
   for (const w of WORKERS) ports[w] = await freePort()
   invoice = spawnWorker("invoice")
-  for (const w of ["routing", "tracking", "portal"] as const) spawnWorker(w)
+  for (const w of WORKERS) if (w !== "invoice") spawnWorker(w)
   await Promise.all(WORKERS.map(ready))
 })
 
 test.after(async () => {
-  await Promise.allSettled(children.map((c) => c.stop("SIGKILL")))
+  // SIGTERM drains; a child that does not exit in time is killed, so a failed run leaves nothing behind
+  await Promise.allSettled(children.map((c) => Promise.race([c.stop("SIGTERM"), sleep(5_000).then(() => c.stop("SIGKILL"))])))
   await admin?.close().catch(() => {})
   await server?.close()
 })
 
-test("cascade - invoice killed with -9: routing answers every request with 202, as fast as when healthy; the backlog waits in ROUTING", async () => {
+test("cascade - invoice killed with -9: every route still answers 202 as fast as before, the portal still answers, the backlog waits in ROUTING", async () => {
   const warmup = await drive(WARMUP)
-  healthy = await drive(HEALTHY)
+  // warm-up done and its invoices written: the healthy phase measures steady work, not first-request costs
+  await invoiceIdle(30_000)
+  const healthy = await drive(HEALTHY)
   for (const a of [...warmup, ...healthy]) assert.is(a.status, 202)
-  answered.push(...[...warmup, ...healthy].map((a) => a.routeId!))
-  // killed idle, so "pending" and "not yet invoiced" are the same routes (a kill between publish and ack would
-  // count one route in both, and leave it for ack_wait before the new invoice gets it)
-  await waitUntil(async () => (await invoicePending()) === 0, { what: "invoice caught up before the kill", timeoutMs: 30_000 })
-  assert.is((await jsm.streams.info("INVOICE")).state.messages, answered.length)
+  accepted.push(...[...warmup, ...healthy].map((a) => a.routeId))
+
+  // killed idle, so "pending" and "not yet invoiced" are the same routes: a kill between publish and ack would count
+  // a route in both, and keep it from the next instance until ack_wait (30 s) ran out
+  await invoiceIdle(30_000)
+  assert.is((await jsm.streams.info("INVOICE")).state.messages, accepted.length)
   await invoice.stop("SIGKILL")
 
   const first = await drive(OUTAGE / 2)
   const poison = await postRoute(routeRequest("nobody"))
-  assert.is(poison.status, 202, "routing does not know about tariffs")
-  poisonId = poison.routeId!
-  for (const path of ["/api/trucks", "/api/invoices?customerId=acme"]) assert.is((await get(ports.portal, path)).status, 200, `portal ${path} during the outage`)
+  assert.is(poison.status, 202, "routing knows nothing of tariffs")
+  poisonId = poison.routeId
+  for (const path of ["/api/trucks", "/api/invoices?customerId=acme"]) {
+    assert.is((await get("portal", path)).status, 200, `portal ${path} with invoice down`)
+  }
   const second = await drive(OUTAGE / 2)
-  outage = [...first, ...second]
+  const outage = [...first, ...second]
+  // With 8 requests in flight, one stall of the machine (other sessions on these 2 shared cores) delays 8 answers at
+  // once, so a p99 is about the worst stall in its window, and 500 requests make a window 2.5× as long as 200: a
+  // whole-phase comparison failed about 1 run in 8 here, from stalls that routing's own handler times did not show.
+  // So the p99s compared are over the same number of requests, in windows of the same length either side of the kill.
+  const before = percentile(healthy, 0.99)
+  const after = percentile(outage.slice(0, HEALTHY), 0.99)
+  console.log(`\nhealthy:      ${figures(healthy)}`)
+  console.log(`invoice down: ${figures(outage)}; first ${HEALTHY} after the kill: p99 ${ms(after)} = ${(after / before).toFixed(2)}× healthy (bound ${P99_BOUND}×)`)
   for (const a of outage) assert.is(a.status, 202)
-  answered.push(...first.map((a) => a.routeId!), poisonId, ...second.map((a) => a.routeId!))
-  afterPoison = second.map((a) => a.routeId!)
+  accepted.push(...first.map((a) => a.routeId), poisonId, ...second.map((a) => a.routeId))
+  postedAfterPoison = second.map((a) => a.routeId)
 
-  const trucks = await get(ports.portal, "/api/trucks")
+  const trucks = await get("portal", "/api/trucks")
   assert.is(trucks.status, 200)
   assert.ok(((await trucks.json()) as { trucks: unknown[] }).trucks.length > 0, "portal still shows trucks")
-  const acme = await get(ports.portal, "/api/invoices?customerId=acme")
+  const acme = await get("portal", "/api/invoices?customerId=acme")
   assert.is(acme.status, 200)
+  assert.ok(((await acme.json()) as { invoices: unknown[] }).invoices.length > 0, "portal still shows the invoices issued before the kill")
 
-  const invoiced = (await storedInvoices()).length
+  const invoiced = new Set((await storedInvoices()).map((i) => i.routeId))
   const backlog = await invoicePending()
-  assert.is(backlog, answered.length - invoiced, "pending on the invoice consumer == routes not yet invoiced")
+  assert.is(backlog, accepted.filter((id) => !invoiced.has(id)).length, "pending on the invoice consumer == routes not yet invoiced")
   assert.is(backlog, OUTAGE + 1)
+  outageDone = true
 
-  const h = figures(healthy)
-  const o = figures(outage)
-  console.log(`healthy (${HEALTHY} req, c=${CONCURRENCY}): p50 ${fmt(h.p50)}, p99 ${fmt(h.p99)}, max ${fmt(h.max)}`)
-  console.log(`invoice down (${OUTAGE} req, c=${CONCURRENCY}): p50 ${fmt(o.p50)}, p99 ${fmt(o.p99)}, max ${fmt(o.max)} (${(o.p99 / h.p99).toFixed(2)}× healthy p99)`)
-  console.log(`backlog at the end of the outage: ${backlog} routes`)
-  assert.ok(o.p99 <= P99_BOUND * h.p99, `p99 with invoice down ${fmt(o.p99)} within ${P99_BOUND}× healthy ${fmt(h.p99)}`)
+  console.log(`backlog:      ${backlog} routes pending on the invoice consumer (${OUTAGE} + the poison)`)
+  assert.ok(after <= P99_BOUND * before, `p99 after the kill ${ms(after)} is within ${P99_BOUND}× the healthy p99 ${ms(before)}`)
 })
 
-test("cascade - a restarted invoice drains the backlog: exactly one InvoiceGenerated per route, all on the portal", async () => {
-  const started = performance.now()
+test("cascade - a restarted invoice drains the backlog: exactly one InvoiceGenerated per accepted route, all on the portal", async () => {
+  assert.ok(outageDone, "needs the outage test to have run to its end")
+  const restarted = performance.now()
   invoice = spawnWorker("invoice")
   await ready("invoice")
-  await waitUntil(async () => (await invoicePending()) === 0, { what: "the backlog drained", timeoutMs: 60_000 })
-  console.log(`backlog drained ${fmt(performance.now() - started)} after the restart (start-up included)`)
+  const readyAt = performance.now()
+  await invoiceIdle(60_000)
+  const drained = performance.now()
+  console.log(`drain:        ${ms(drained - restarted)} from restart to nothing pending (${ms(readyAt - restarted)} of it starting up)`)
 
-  const expected = answered.filter((id) => id !== poisonId)
+  const expected = sorted(accepted.filter((id) => id !== poisonId))
+  assert.is(expected.length, WARMUP + HEALTHY + OUTAGE)
   const invoices = await storedInvoices()
-  assert.is(invoices.length, expected.length, "one InvoiceGenerated per route, none twice")
-  assert.is(new Set(invoices.map((i) => i.routeId)).size, expected.length, "no route invoiced twice")
-  sameSet(invoices.map((i) => i.routeId), expected)
+  assert.is(invoices.length, expected.length, "as many InvoiceGenerated as routes")
+  assert.equal(sorted(invoices.map((i) => i.routeId)), expected, "one per route: none missing, none twice")
   assert.is(new Set(invoices.map((i) => i.invoiceId)).size, invoices.length)
 
-  let seen = 0
-  const listed = await waitUntil(async () => {
-    const ids = await portalRouteIds()
-    seen = ids.length
-    return ids.length >= expected.length ? ids : null
-  }, { what: "portal lists every invoice", timeoutMs: 30_000, every: 250 }).catch(async (err) => {
-    const c = await jsm.consumers.info("INVOICE", "portal")
-    throw new Error(`${(err as Error).message}; portal lists ${seen}, its INVOICE consumer: pending ${c.num_pending}, ack pending ${c.num_ack_pending}, redelivered ${c.num_redelivered}`)
-  })
-  assert.is(listed.length, expected.length)
-  sameSet(listed, expected)
+  let listed: string[] = []
+  await waitUntil(async () => (listed = await portalRouteIds()).length >= expected.length, { what: "the portal to list every invoice", timeoutMs: 30_000, every: 250 }).catch(
+    async (err) => {
+      const c = await jsm.consumers.info("INVOICE", "portal")
+      throw new Error(`${(err as Error).message}: it lists ${listed.length}; its INVOICE consumer has ${c.num_pending} pending, ${c.num_ack_pending} unacked`)
+    },
+  )
+  assert.equal(sorted(listed), expected)
 })
 
-test("cascade - the poison route is dead-lettered once as no-tariff and blocks none behind it", async () => {
-  const dlq = await jsm.streams.info("DLQ", { subjects_filter: dlqSubject("ROUTING", "invoice") })
-  assert.equal(dlq.state.subjects, { [dlqSubject("ROUTING", "invoice")]: 1 })
-  const entry = (await jsm.streams.getMessage("DLQ", { last_by_subj: dlqSubject("ROUTING", "invoice") }))!
+test("cascade - the poison route is dead-lettered once as no-tariff and holds up none of the routes behind it", async () => {
+  assert.ok(outageDone, "needs the outage test to have run to its end")
+  const subject = dlqSubject("ROUTING", "invoice")
+  const dlq = await jsm.streams.info("DLQ", { subjects_filter: subject })
+  assert.equal(dlq.state.subjects, { [subject]: 1 })
+  const entry = (await jsm.streams.getMessage("DLQ", { last_by_subj: subject }))!
   assert.is(entry.header.get(DLQ.reason), "no-tariff")
   assert.is(entry.json<{ routeId: string }>().routeId, poisonId)
-  assert.is(afterPoison.length, OUTAGE / 2)
+
+  assert.is(postedAfterPoison.length, OUTAGE / 2)
   const invoiced = new Set((await storedInvoices()).map((i) => i.routeId))
-  assert.ok(afterPoison.every((id) => invoiced.has(id)), "every route posted after the poison is invoiced")
+  assert.equal(postedAfterPoison.filter((id) => !invoiced.has(id)), [], "every route posted after the poison is invoiced")
   assert.not.ok(invoiced.has(poisonId))
 })
 
