@@ -2,20 +2,11 @@ import { test } from "uvu"
 import * as assert from "uvu/assert"
 import { type Stop } from "../contracts/events.ts"
 import { estimateEta, haversineKm, nearestNeighbour, pathKm, planRoute, twoOpt, type Point } from "../workers/plan.ts"
+// mulberry32, seeded: a failing instance can be replayed by its seed
+import { prng } from "../workers/fleet.ts"
 
 const KM_PER_EQUATOR_DEGREE = (6371.0088 * Math.PI) / 180
 
-// mulberry32: a seeded PRNG, so a failing instance can be replayed by its seed
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 // around Lyon, roughly a regional delivery area
 function randomStops(rand: () => number, n: number): Stop[] {
