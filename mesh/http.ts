@@ -33,24 +33,24 @@ export async function serve(fetch: FetchHandler, { port = 0, hostname = "0.0.0.0
     return { port: bound, close: () => close() }
   }
   const http = await import("node:http")
-  const { Readable } = await import("node:stream")
   const server = http.createServer(async (req, res) => {
     const url = `http://${req.headers.host ?? "localhost"}${req.url ?? "/"}`
     const hasBody = req.method !== "GET" && req.method !== "HEAD"
     const headers = new Headers()
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.set(k, Array.isArray(v) ? v.join(", ") : v)
+    const body = hasBody ? bodyOf(req) : undefined
     const request = new Request(url, {
       method: req.method,
       headers,
-      body: hasBody ? (Readable.toWeb(req) as ReadableStream) : undefined,
+      body: body?.stream,
       // @ts-expect-error Node's fetch needs `duplex` for a streamed body
       duplex: "half",
     })
     const response = await guarded(request)
     const head = Object.fromEntries(response.headers)
-    // a body the handler never read (413, 415) is still on the socket: a reused connection would hand those
-    // bytes to the next request and reset it, so this connection ends with the response
-    if (hasBody && !req.complete) head.connection = "close"
+    // a body the handler did not read to the end (413, 415) is drained first: answering (or closing) while the
+    // client is still uploading resets its connection before it reads the answer. Past 5 s, the connection ends.
+    if (body && !req.complete && !(body.discard(), await drained(req, 5_000))) head.connection = "close"
     res.writeHead(response.status, head)
     if (!response.body || req.method === "HEAD") return void res.end()
     res.end(Buffer.from(await response.arrayBuffer()))
@@ -69,6 +69,43 @@ export async function serve(fetch: FetchHandler, { port = 0, hostname = "0.0.0.0
         server.closeAllConnections()
       }),
   }
+}
+
+type NodeRequest = import("node:http").IncomingMessage
+
+/**
+ * The request body as a web stream. Unlike Readable.toWeb, cancelling it (a handler that stops at 413) does not
+ * destroy the socket mid-upload: the rest is read and dropped.
+ */
+function bodyOf(req: NodeRequest): { stream: ReadableStream<Uint8Array>; discard(): void } {
+  let cancelled = false
+  const discard = () => void ((cancelled = true), req.resume())
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      req.on("data", (chunk: Buffer) => {
+        if (cancelled) return
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+        if ((controller.desiredSize ?? 1) <= 0) req.pause()
+      })
+      req.on("end", () => cancelled || controller.close())
+      req.on("error", (err) => cancelled || controller.error(err))
+    },
+    pull: () => void req.resume(),
+    cancel: discard,
+  })
+  return { stream, discard }
+}
+
+/** Reads and drops what is left of a request body; false if it did not end within `ms`. */
+function drained(req: NodeRequest, ms: number): Promise<boolean> {
+  if (req.complete) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms)
+    req.once("end", () => (clearTimeout(t), resolve(true)))
+    req.once("error", () => (clearTimeout(t), resolve(false)))
+    req.on("data", () => {})
+    req.resume()
+  })
 }
 
 /**
