@@ -9,6 +9,7 @@ import { dlqSubject, type InvoiceGenerated, topology } from "../contracts/mod.ts
 import { DLQ } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
 import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { prng } from "../workers/fleet.ts"
 
 const WARMUP = 50
 const HEALTHY = 200
@@ -31,18 +32,8 @@ let invoice: Child
 
 // --- load -----------------------------------------------------------------------------------------------------
 
-/** mulberry32: the same request shapes in every run and in both phases. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-const random = rng(3)
+// the fleet simulator's mulberry32: the same request shapes in every run and in both phases
+const random = prng(3)
 let requests = 0
 
 function routeRequest(customerId: string = CUSTOMERS[Math.floor(random() * CUSTOMERS.length)]!) {
