@@ -1,6 +1,6 @@
 // mesh/worker.ts — `worker({...})`: binds a worker's durable consumers, feeds messages through per-key lanes into
 // delivery.ts, serves /healthz /readyz /metrics (+ the worker's own routes), and drains on SIGTERM (rule 8).
-import { type Consumer, type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck } from "@nats-io/jetstream"
+import { type Consumer, type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck, jetstreamManager } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { Subscription } from "@nats-io/transport-node"
 import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
@@ -228,6 +228,12 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     consumers: (c) => c.worker === name,
     buckets: (b) => own.includes(b.bucket),
   }).catch((err) => fail(`its streams, consumers or buckets are missing and could not be created (${(err as Error).message})`))
+  else {
+    // its buckets' info is the one look every worker user may take (nats.conf): a missing bucket stops the start here,
+    // not at the first event that needs it
+    const jsm = await jetstreamManager(nc, { checkAPI: false })
+    for (const b of own) await jsm.streams.info(`KV_${b}`).catch((err) => fail(`KV bucket ${b} is not usable (${(err as Error).message})`))
+  }
 
   const subscriptions = new Set<ConsumerMessages>()
   const ackWaitMs = new Map<string, number>()

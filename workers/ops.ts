@@ -2,7 +2,6 @@
 // hang on the final delivery, seen through the server's MAX_DELIVERIES advisory), indexes every DLQ entry in the
 // `dlq-entries` bucket, and serves the DLQ API and the dashboard (8084, OPS_PORT).
 import type { IRequest } from "itty-router"
-import { topology } from "../contracts/mod.ts"
 import {
   type Admin,
   allEntries,
@@ -18,7 +17,7 @@ import {
   status,
   toFilter,
 } from "../mesh/dlq-admin.ts"
-import { env, envInt, provision, readJson, type Runtime, runWhenMain, StartupError, worker, type Worker } from "../mesh/mod.ts"
+import { env, readJson, type Runtime, runWhenMain, worker, type Worker } from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
 
 export type OpsConfig = {
@@ -138,17 +137,6 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
       )
       router.post("/api/dlq/:id/replay", mutation(async ({ params }, a) => replayEntry(a, params.id!, "api")))
       router.post("/api/dlq/:id/discard", mutation(async ({ params }, a) => discardEntry(a, params.id!, "api")))
-    },
-    async onStart(runtime) {
-      const jsm = await runtime.js.jetstreamManager()
-      if (await jsm.streams.info(`KV_${ENTRIES}`).then(() => false, () => true)) {
-        try {
-          const only = { streams: () => false, consumers: () => false, buckets: (b: { bucket: string }) => b.bucket === ENTRIES }
-          await provision(runtime.nc, topology({ replicas: envInt("STREAM_REPLICAS", 1) }), only)
-        } catch (err) {
-          throw new StartupError(`ops: bucket ${ENTRIES} does not exist and could not be created (${(err as Error).message}). Run \`logiflow provision\` first.`)
-        }
-      }
     },
   })
 }
