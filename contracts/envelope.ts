@@ -97,16 +97,21 @@ export function parseType(type: string): { name: EventName; version: number } {
   return { name, version }
 }
 
+const known = new Map<string, { name: EventName; version: number }>()
+
+function need(header: (name: string) => string | undefined, name: string): string {
+  const value = header(name)
+  if (!value) throw new ContractError("missing-header", `missing header ${name}`)
+  return value
+}
+
 /** Headers + body → a validated event, or a ContractError saying exactly what is wrong. */
 export function decode(header: (name: string) => string | undefined, body: Uint8Array, subject = ""): Envelope {
-  const need = (h: string) => {
-    const value = header(h)
-    if (!value) throw new ContractError("missing-header", `missing header ${h}`)
-    return value
-  }
-  const type = need(CE.type)
-  const { name, version } = parseType(type)
-  const meta: Meta = { id: need(CE.id), source: need(CE.source), time: header(CE.time) ?? "" }
+  const type = need(header, CE.type)
+  // a type parsed once is remembered (only known ones: parseType throws for the rest, so the map stays small)
+  let t = known.get(type)
+  if (!t) known.set(type, (t = parseType(type)))
+  const meta: Meta = { id: need(header, CE.id), source: need(header, CE.source), time: header(CE.time) ?? "" }
   const key = header(CE.subject)
   if (key) meta.key = key
   const traceparent = header(CE.traceparent)
@@ -117,6 +122,6 @@ export function decode(header: (name: string) => string | undefined, body: Uint8
   } catch (err) {
     throw new ContractError("invalid-json", `body is not JSON: ${(err as Error).message}`)
   }
-  const data = validate(name, json, version)
-  return { name, version, type, subject, meta, data } as Envelope
+  const data = validate(t.name, json, t.version)
+  return { name: t.name, version: t.version, type, subject, meta, data } as Envelope
 }

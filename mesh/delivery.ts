@@ -4,13 +4,14 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type EventData, type EventName, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
+import { ContractError, decode, type Envelope, type EventData, type EventName, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
 import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
 import type { Logger } from "./log.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
-import { type Context, contextOf, eventNameOf, type PublishObserver, publishing, type Span, SpanKind, SpanStatusCode, tracer, trace } from "./tracing.ts"
+import { PulledMsg } from "./pull.ts"
+import { type Context, contextOf, eventNameOf, type PublishObserver, publishing, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, spansOn, tracer, trace } from "./tracing.ts"
 
 export type HandlerContext = {
   worker: string
@@ -51,8 +52,12 @@ export type DeliveryDeps = {
   ack?(msg: JsMsg): void
 }
 
-// one pass over the headers: each MsgHdrs.get() copies and filters the key list, and a delivery reads eight of them
-function headerOf(msg: JsMsg): (name: string) => string | undefined {
+type Header = (name: string) => string | undefined
+
+// one pass over the headers: each MsgHdrs.get() copies and filters the key list, and a delivery reads six of them.
+// A message from mesh/pull.ts reads them straight from the raw header block instead.
+function headerOf(msg: JsMsg): Header {
+  if (msg instanceof PulledMsg) return msg.header.bind(msg)
   const values = new Map<string, string>()
   if (msg.headers) for (const [k, v] of msg.headers) if (v[0]) values.set(k, v[0])
   return (name) => values.get(name)
@@ -61,11 +66,14 @@ function headerOf(msg: JsMsg): (name: string) => string | undefined {
 const ack = (msg: JsMsg, d: DeliveryDeps) => (d.ack ? d.ack(msg) : msg.ack())
 
 /**
- * Handles one message inside a `<worker> handle <Event>` consumer span whose parent is the span named by the
- * message's traceparent; the events it publishes are children of that span.
+ * Handles one message. When spans are recorded (spansOn), inside a `<worker> handle <Event>` consumer span whose
+ * parent is the span named by the message's traceparent; the events it publishes are children of that span.
+ * Without an SDK no span is made at all: on every message it was a measurable share of the runtime's cost.
+ * Synchronous when it can be (a handler that returns plainly and publishes nothing): no promise, no microtask.
  */
-export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
+export function deliver(msg: JsMsg, d: DeliveryDeps): Outcome | Promise<Outcome> {
   const header = headerOf(msg)
+  if (!spansOn()) return handle(msg, header, d, undefined, undefined)
   const type = header("ce-type")
   const id = header("ce-id")
   const parent = contextOf(header("traceparent"))
@@ -87,103 +95,151 @@ export async function deliver(msg: JsMsg, d: DeliveryDeps): Promise<Outcome> {
     },
     parent,
   )
-  try {
-    const outcome = await handle(msg, header, d, span, trace.setSpan(parent, span))
+  const end = (outcome: Outcome) => {
     span.setAttribute("logiflow.outcome", outcome)
-    return outcome
-  } finally {
     span.end()
+    return outcome
+  }
+  let outcome: Outcome | Promise<Outcome>
+  try {
+    outcome = handle(msg, header, d, span, trace.setSpan(parent, span))
+  } catch (err) {
+    span.end()
+    throw err
+  }
+  return outcome instanceof Promise ? outcome.then(end, (err) => (span.end(), Promise.reject(err))) : end(outcome)
+}
+
+const finish = (d: DeliveryDeps, outcome: Outcome, type: string, started: number) => (d.observe(outcome, type, (performance.now() - started) / 1000), outcome)
+
+async function deadLetter(
+  msg: JsMsg,
+  d: DeliveryDeps,
+  span: Span | undefined,
+  parent: Context | undefined,
+  type: string,
+  started: number,
+  reason: string,
+  error: string,
+): Promise<Outcome> {
+  span?.setAttribute("logiflow.dlq_reason", reason)
+  span?.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
+  const deliveries = msg.info.deliveryCount
+  try {
+    const failed = {
+      stream: d.stream,
+      seq: msg.seq,
+      consumer: d.consumer,
+      subject: msg.subject,
+      headers: msg.headers,
+      data: msg.data,
+      deliveries,
+      reason,
+      error,
+    }
+    // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
+    const entry = await publishing(dlqEntry(failed).subject, { parent: parent ?? ROOT_CONTEXT, observe: d.observePublish }, () => publishDeadLetter(d.js, failed))
+    // no reason string: 2.9.10 ignores term(reason) and redelivers; the reason lives in the entry's headers
+    msg.term()
+    d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type, reason, error, deliveries, dlqSeq: entry.seq })
+    return finish(d, "dlq", type, started)
+  } catch (err) {
+    msg.nak(backoffDelay(deliveries, d.backoff))
+    d.log.error("dead-letter publish failed; message handed back to the server", { stream: d.stream, seq: msg.seq, reason, error: err })
+    return finish(d, "nak", type, started)
   }
 }
 
-async function handle(msg: JsMsg, header: (name: string) => string | undefined, d: DeliveryDeps, span: Span, spanContext: Context): Promise<Outcome> {
-  const started = performance.now()
+/** what happens once a handler threw or rejected: rules 2 and 3 */
+function failed(err: unknown, msg: JsMsg, d: DeliveryDeps, span: Span | undefined, parent: Context | undefined, type: string, started: number): Outcome | Promise<Outcome> {
+  if (err instanceof PermanentError) return deadLetter(msg, d, span, parent, type, started, err.reason, err.message)
+  // the handler produced an event that breaks its contract: a bug that retrying cannot fix
+  if (err instanceof ContractError) return deadLetter(msg, d, span, parent, type, started, "invalid-output", err.message)
+  const error = (err as Error)?.message ?? String(err)
   const deliveries = msg.info.deliveryCount
-  const final = deliveries >= d.maxDeliver
-  let type = header("ce-type") || "unknown"
+  if (deliveries >= d.maxDeliver) return deadLetter(msg, d, span, parent, type, started, "max-deliveries", error)
+  const delay = backoffDelay(deliveries, d.backoff)
+  span?.setStatus({ code: SpanStatusCode.ERROR, message: error })
+  msg.nak(delay)
+  d.log.warn("handler failed; will retry", { stream: d.stream, seq: msg.seq, type, deliveries, delayMs: delay, error })
+  return finish(d, "nak", type, started)
+}
 
-  const done = (outcome: Outcome) => (d.observe(outcome, type, (performance.now() - started) / 1000), outcome)
-
-  const deadLetter = async (reason: string, error: string): Promise<Outcome> => {
-    span.setAttribute("logiflow.dlq_reason", reason)
-    span.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
-    try {
-      const failed = {
-        stream: d.stream,
-        seq: msg.seq,
-        consumer: d.consumer,
-        subject: msg.subject,
-        headers: msg.headers,
-        data: msg.data,
-        deliveries,
-        reason,
-        error,
-      }
-      // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
-      const entry = await publishing(dlqEntry(failed).subject, { parent: spanContext, observe: d.observePublish }, () => publishDeadLetter(d.js, failed))
-      // no reason string: 2.9.10 ignores term(reason) and redelivers; the reason lives in the entry's headers
-      msg.term()
-      d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type, reason, error, deliveries, dlqSeq: entry.seq })
-      return done("dlq")
-    } catch (err) {
-      msg.nak(backoffDelay(deliveries, d.backoff))
-      d.log.error("dead-letter publish failed; message handed back to the server", { stream: d.stream, seq: msg.seq, reason, error: err })
-      return done("nak")
-    }
-  }
-
-  try {
-    if (d.raw) {
-      await d.raw(msg, d.context(msg, { id: `${d.stream}:${msg.seq}`, source: "", time: msg.time.toISOString() }))
-      ack(msg, d)
-      return done("ack")
-    }
-    let event
-    try {
-      event = decode(header, msg.data, msg.subject)
-    } catch (err) {
-      if (err instanceof ContractError) return await deadLetter(err.reason, err.message)
-      throw err
-    }
-    type = event.type
-    // the ce-type must match the subject it was stored under (a replay travels on replay.<worker>.<stream>)
-    if (d.stream !== REPLAY_STREAM && msg.subject !== subjectOf(event.name)) {
-      return await deadLetter("wrong-subject", `${event.name} arrived on ${msg.subject}; its subject is ${subjectOf(event.name)}`)
-    }
-    const handler = d.handlers[event.name] as Handler<EventName> | undefined
-    if (!handler) return await deadLetter("unhandled-type", `${d.worker} has no handler for ${event.name}`)
-    const result = handler(event.data, d.context(msg, event.meta))
-    // no await for a handler that returned plainly, none for no events: each costs a promise and a microtask
-    const out = (result instanceof Promise ? await result : result) ?? []
-    if (out.length) await Promise.all(
-      out.map((o, i) =>
-        publishTraced(
-          d.js,
-          o.name,
-          o.data,
-          {
-            id: o.id ?? `${d.worker}:${event.meta.id}:${i}`,
-            source: `logiflow/${d.worker}`,
-            key: o.key ?? event.meta.key,
-            traceparent: childTraceparent(event.meta.traceparent),
-          },
-          spanContext,
-          d.observePublish,
-        ),
-      ),
-    )
+/** rule 1: the handler returned; its events are published (acks awaited) before the input is acked */
+function handled(
+  out: Outgoing[] | void,
+  event: Envelope,
+  msg: JsMsg,
+  d: DeliveryDeps,
+  span: Span | undefined,
+  spanContext: Context | undefined,
+  started: number,
+): Outcome | Promise<Outcome> {
+  if (!out || !out.length) {
     ack(msg, d)
-    return done("ack")
-  } catch (err) {
-    if (err instanceof PermanentError) return deadLetter(err.reason, err.message)
-    // the handler produced an event that breaks its contract: a bug that retrying cannot fix
-    if (err instanceof ContractError) return deadLetter("invalid-output", err.message)
-    const error = (err as Error)?.message ?? String(err)
-    if (final) return deadLetter("max-deliveries", error)
-    const delay = backoffDelay(deliveries, d.backoff)
-    span.setStatus({ code: SpanStatusCode.ERROR, message: error })
-    msg.nak(delay)
-    d.log.warn("handler failed; will retry", { stream: d.stream, seq: msg.seq, type, deliveries, delayMs: delay, error })
-    return done("nak")
+    return finish(d, "ack", event.type, started)
   }
+  const parent = spanContext ?? contextOf(event.meta.traceparent)
+  const meta = event.meta
+  // a handler that returned something other than an array of events is a bug: retried like any other failure
+  if (!Array.isArray(out)) return failed(new TypeError(`handler returned ${typeof out}, not an array of events`), msg, d, span, spanContext, event.type, started)
+  return Promise.all(
+    out.map((o, i) =>
+      publishTraced(
+        d.js,
+        o.name,
+        o.data,
+        { id: o.id ?? `${d.worker}:${meta.id}:${i}`, source: `logiflow/${d.worker}`, key: o.key ?? meta.key, traceparent: childTraceparent(meta.traceparent) },
+        parent,
+        d.observePublish,
+      ),
+    ),
+  ).then(
+    () => {
+      ack(msg, d)
+      return finish(d, "ack", event.type, started)
+    },
+    (err) => failed(err, msg, d, span, spanContext, event.type, started),
+  )
+}
+
+async function handleRaw(msg: JsMsg, d: DeliveryDeps, span: Span | undefined, spanContext: Context | undefined, type: string, started: number): Promise<Outcome> {
+  try {
+    await d.raw!(msg, d.context(msg, { id: `${d.stream}:${msg.seq}`, source: "", time: msg.time.toISOString() }))
+  } catch (err) {
+    return failed(err, msg, d, span, spanContext, type, started)
+  }
+  ack(msg, d)
+  return finish(d, "ack", type, started)
+}
+
+function handle(msg: JsMsg, header: Header, d: DeliveryDeps, span: Span | undefined, spanContext: Context | undefined): Outcome | Promise<Outcome> {
+  const started = performance.now()
+  const type = header("ce-type") || "unknown"
+  if (d.raw) return handleRaw(msg, d, span, spanContext, type, started)
+  let event: Envelope
+  try {
+    event = decode(header, msg.data, msg.subject)
+  } catch (err) {
+    if (err instanceof ContractError) return deadLetter(msg, d, span, spanContext, type, started, err.reason, err.message)
+    return failed(err, msg, d, span, spanContext, type, started)
+  }
+  // the ce-type must match the subject it was stored under (a replay travels on replay.<worker>.<stream>)
+  if (d.stream !== REPLAY_STREAM && msg.subject !== subjectOf(event.name)) {
+    const why = `${event.name} arrived on ${msg.subject}; its subject is ${subjectOf(event.name)}`
+    return deadLetter(msg, d, span, spanContext, event.type, started, "wrong-subject", why)
+  }
+  const handler = d.handlers[event.name] as Handler<EventName> | undefined
+  if (!handler) return deadLetter(msg, d, span, spanContext, event.type, started, "unhandled-type", `${d.worker} has no handler for ${event.name}`)
+  let result: ReturnType<Handler<EventName>>
+  try {
+    result = handler(event.data, d.context(msg, event.meta))
+  } catch (err) {
+    return failed(err, msg, d, span, spanContext, event.type, started)
+  }
+  if (!(result instanceof Promise)) return handled(result, event, msg, d, span, spanContext, started)
+  return result.then(
+    (out) => handled(out, event, msg, d, span, spanContext, started),
+    (err) => failed(err, msg, d, span, spanContext, event.type, started),
+  )
 }

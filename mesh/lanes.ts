@@ -11,7 +11,12 @@ export type Lanes<T> = {
   readonly size: number
 }
 
-export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undefined, run: (item: T) => Promise<void>): Lanes<T> {
+/**
+ * `run(item, done)` starts an item; it calls `done` when the item no longer holds its lane (finished, or given up
+ * on). A callback rather than a promise: a handler that finishes synchronously costs no promise and no microtask,
+ * and `done` may be called inside `run` itself. Extra calls of one item's `done` are ignored.
+ */
+export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undefined, run: (item: T, done: () => void) => void): Lanes<T> {
   if (!(concurrency >= 1)) throw new Error(`concurrency must be ≥ 1, got ${concurrency}`)
   const queues = new Map<string, T[]>()
   const ready: string[] = []
@@ -19,6 +24,7 @@ export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undef
   let size = 0
   let unkeyed = 0
   let waiters: (() => void)[] = []
+  let pumping = false
 
   const settle = () => {
     if (size > 0) return
@@ -27,25 +33,46 @@ export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undef
     for (const f of w) f()
   }
 
-  const pump = () => {
-    while (running < concurrency && ready.length > 0) {
-      const key = ready.shift()!
-      const queue = queues.get(key)!
-      running++
-      run(queue[0]!)
-        .catch(() => {}) // run() owns its errors; a rejection must not stall the lane
-        .finally(() => {
-          running--
-          size--
-          queue.shift()
-          if (queue.length > 0) ready.push(key)
-          else queues.delete(key)
-          pump()
-          settle()
-        })
+  const complete = (key: string, queue: T[]) => {
+    running--
+    size--
+    queue.shift()
+    if (queue.length > 0) ready.push(key)
+    else queues.delete(key)
+    pump()
+    settle()
+  }
+
+  // returned, not assigned: a named closure per item would cost a defineProperty under tsx (esbuild keepNames)
+  const doneFor = (key: string, queue: T[]) => {
+    let finished = false
+    return () => {
+      if (finished) return
+      finished = true
+      complete(key, queue)
     }
   }
 
+  // not re-entered: an item that completes inside run() frees its slot for this same loop instead of a nested one
+  const pump = () => {
+    if (pumping) return
+    pumping = true
+    try {
+      while (running < concurrency && ready.length > 0) {
+        const key = ready.shift()!
+        const queue = queues.get(key)!
+        running++
+        const done = doneFor(key, queue)
+        try {
+          run(queue[0]!, done)
+        } catch {
+          done() // run() owns its errors; a throw must not stall the lane
+        }
+      }
+    } finally {
+      pumping = false
+    }
+  }
   return {
     push(item) {
       const key = keyOf(item) ?? `\u0000${unkeyed++}`

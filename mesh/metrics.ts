@@ -5,9 +5,18 @@
 import client from "prom-client"
 
 export type Labels = Record<string, string>
-export type Counter = { inc(labels?: Labels, by?: number): void; get(labels?: Labels): number }
+export type Counter = {
+  inc(labels?: Labels, by?: number): void
+  get(labels?: Labels): number
+  /** the series for `labels`, checked once: for a hot path (one call per message) */
+  bind(labels: Labels): { inc(by?: number): void }
+}
 export type Gauge = { set(value: number, labels?: Labels): void }
-export type Histogram = { observe(value: number, labels?: Labels): void }
+export type Histogram = {
+  observe(value: number, labels?: Labels): void
+  /** the series for `labels`, checked once: for a hot path (one call per message) */
+  bind(labels: Labels): { observe(value: number): void }
+}
 /** sampled at each scrape; rows replace whatever the gauge held */
 export type Collect = () => number | [Labels, number][] | Promise<number | [Labels, number][]>
 
@@ -24,7 +33,7 @@ export type Registry = {
 
 export const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
-const keyOf = (l: Labels) => JSON.stringify(Object.entries(l).sort(([a], [b]) => a.localeCompare(b)))
+const keyOf = (l: Labels) => Object.keys(l).sort().map((k) => `${k}=${l[k]}`).join("\u0000")
 
 export function registry({ defaults = true } = {}): Registry {
   const prom = new client.Registry()
@@ -56,14 +65,48 @@ export function registry({ defaults = true } = {}): Registry {
     prom,
     contentType: prom.contentType,
     counter(name, help, labelNames) {
-      const tally = new Map<string, number>()
-      const call = guarded(name, labelNames, (ln) => new client.Counter({ name, help, labelNames: ln, registers: [prom] }))
+      // counted here and handed to prom-client when it is scraped: an inc on the hot path is an addition, not a
+      // label check and a hash (prom-client's own inc costs both, every call)
+      type Series = { total: number; pending: number; labels?: Labels; metric?: client.Counter }
+      const series = new Map<string, Series>()
+      const call = guarded(name, labelNames, (ln) =>
+        new client.Counter({
+          name,
+          help,
+          labelNames: ln,
+          registers: [prom],
+          collect() {
+            for (const x of series.values()) {
+              if (!x.pending || !x.metric) continue
+              const by = x.pending
+              x.pending = 0
+              x.metric.inc(x.labels!, by)
+            }
+          },
+        }),
+      )
+      const seriesOf = (labels: Labels): Series => {
+        const key = keyOf(labels)
+        let x = series.get(key)
+        if (!x) {
+          series.set(key, (x = { total: 0, pending: 0 }))
+          const found = x
+          call(labels, (m, l) => ((found.metric = m), (found.labels = l)))
+        }
+        return x
+      }
+      const add = (x: Series, by: number) => {
+        if (!(by >= 0) || by === Infinity) return // prom-client would throw at the scrape; a metric call never throws
+        x.total += by
+        x.pending += by
+      }
       return {
-        inc(labels = {}, by = 1) {
-          call(labels, (m, l) => m.inc(l, by))
-          tally.set(keyOf(labels), (tally.get(keyOf(labels)) ?? 0) + by)
+        inc: (labels = {}, by = 1) => add(seriesOf(labels), by),
+        get: (labels = {}) => series.get(keyOf(labels))?.total ?? 0,
+        bind(labels) {
+          const x = seriesOf(labels)
+          return { inc: (by = 1) => add(x, by) }
         },
-        get: (labels = {}) => tally.get(keyOf(labels)) ?? 0,
       }
     },
     gauge(name, help, { labelNames, collect } = {}) {
@@ -88,7 +131,25 @@ export function registry({ defaults = true } = {}): Registry {
     },
     histogram(name, help, { labelNames, buckets = SECONDS } = {}) {
       const call = guarded(name, labelNames, (ln) => new client.Histogram({ name, help, labelNames: ln, buckets, registers: [prom] }))
-      return { observe: (value, labels = {}) => call(labels, (m, l) => m.observe(l, value)) }
+      return {
+        observe: (value, labels = {}) => call(labels, (m, l) => m.observe(l, value)),
+        bind(labels) {
+          let bound: ((value: number) => void) | undefined
+          return {
+            observe(value) {
+              if (bound) return bound(value)
+              call(labels, (m, l) => {
+                const child = m.labels(l)
+                bound = (v) => {
+                  // a NaN must not throw out of a hot path (the facade's promise: a metric call never throws)
+                  if (Number.isFinite(v)) child.observe(v)
+                }
+                bound(value)
+              })
+            },
+          }
+        },
+      }
     },
     render: () => prom.metrics(),
   }

@@ -3,7 +3,7 @@
 // Without a registered SDK the API is a no-op, and events carry the manual child traceparent (publish.ts) as before.
 // Contexts are passed explicitly, never through the active context: that needs a context manager, which a bare
 // provider (and Deno) does not install, and a span parented through it would quietly start a new trace.
-import { type Attributes, type Context, isSpanContextValid, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
+import { type Attributes, type Context, isSpanContextValid, ProxyTracerProvider, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
 import { env } from "./env.ts"
 import type { Logger } from "./log.ts"
 
@@ -12,6 +12,18 @@ export { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/
 
 export const tracer = () => trace.getTracer("logiflow")
+
+// the provider the API hands out while no SDK is registered (a fresh proxy's delegate is that singleton)
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate()
+/**
+ * Whether an SDK is registered, so spans can be recorded. Without one a consumer span is pure cost on every
+ * message, so deliveries skip it; events still carry a child traceparent (publish.ts). Looked up on every call
+ * (two property reads): an SDK registered at any time is used from the next message on.
+ */
+export function spansOn(): boolean {
+  const p = trace.getTracerProvider()
+  return (p instanceof ProxyTracerProvider ? p.getDelegate() : p) !== NOOP_PROVIDER
+}
 
 /** The remote span a traceparent names, as a parent context; ROOT_CONTEXT (a new trace) when absent or malformed. */
 export function contextOf(traceparent?: string): Context {

@@ -1,8 +1,7 @@
 // mesh/worker.ts — `worker({...})`: binds a worker's durable consumers, feeds messages through per-key lanes into
 // delivery.ts, serves /healthz /readyz /metrics (+ the worker's own routes), and drains on SIGTERM (rule 8).
-import { type Consumer, type ConsumerMessages, type JetStreamClient, jetstream, type JsMsg, type PubAck, jetstreamManager } from "@nats-io/jetstream"
+import { type Consumer, type JetStreamClient, jetstream, type JsMsg, type PubAck, jetstreamManager } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
-import type { Subscription } from "@nats-io/transport-node"
 import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
 import { type EventData, type EventName, type Meta, consumersOf, streamOf, topology, type TopologyOptions, workers, type WorkerSpec } from "../contracts/mod.ts"
 import { type Backoff, defaultBackoff } from "./backoff.ts"
@@ -18,6 +17,8 @@ import { lanes } from "./lanes.ts"
 import { type Logger, logger } from "./log.ts"
 import { type Registry, registry } from "./metrics.ts"
 import { provision } from "./provision.ts"
+import { rateLimit } from "./rate.ts"
+import { type PulledMsg, type Puller, puller } from "./pull.ts"
 import { childTraceparent, newId, publishTraced } from "./publish.ts"
 import { contextOf, exportSpans, type PublishObserver } from "./tracing.ts"
 
@@ -51,6 +52,10 @@ export type WorkerOptions = {
   port?: number
   /** handlers running at once (default CONCURRENCY or 16); one key never runs twice at once */
   concurrency?: number
+  /** messages this process holds at most, running or waiting for their key (default PREFETCH or 4 × concurrency) */
+  prefetch?: number
+  /** events per second this process pulls at most, all its consumers together (default MAX_RATE; 0 = no limit) */
+  maxRate?: number
   backoff?: Partial<Backoff>
   topology?: TopologyOptions
   /** runs after NATS is connected and consumers are bound, before the worker reports ready */
@@ -77,7 +82,7 @@ export function worker(options: WorkerOptions): Worker {
 }
 
 /** `deadline`: when a running handler has outlived ack_wait (the sweep then lets its lane move on) */
-type Held = { msg: JsMsg; started: boolean; stream: string; deadline: number; abandon?: () => void }
+type Held = { msg: PulledMsg; started: boolean; stream: string; deadline: number; abandon?: () => void }
 
 async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> {
   const name = o.name
@@ -121,6 +126,8 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   let nc: Connection | undefined
   let js: JetStreamClient | undefined
   let bound = false
+  /** `<stream>/<durable>` → why the server refuses it (deleted at runtime, JetStream unavailable): /readyz says 503 */
+  const unbound = new Map<string, string>()
   let stopping = false
   const buckets = new Map<string, Promise<KV>>()
 
@@ -140,7 +147,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       return !!nc?.connected
     },
     get ready() {
-      return !!nc?.connected && bound && !stopping
+      return !!nc?.connected && bound && unbound.size === 0 && !stopping
     },
     instance,
     publish(event, data, meta = {}) {
@@ -171,7 +178,10 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   router.get("/readyz", () =>
     rt.ready
       ? { status: "ready", worker: name }
-      : Response.json({ status: "not-ready", worker: name, connected: rt.connected, bound, stopping }, { status: 503 }),
+      : Response.json(
+          { status: "not-ready", worker: name, connected: rt.connected, bound: bound && unbound.size === 0, stopping, ...(unbound.size ? { consumers: Object.fromEntries(unbound) } : {}) },
+          { status: 503 },
+        ),
   )
   router.get("/metrics", async () => new Response(await metrics.render(), { headers: { "content-type": metrics.contentType } }))
   o.routes?.(router, rt)
@@ -199,18 +209,26 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     for await (const s of nc.status()) if (s.type === "disconnect" || s.type === "reconnect") natsEvents.inc({ event: s.type })
   })().catch(() => {})
 
-  const context = (msg: JsMsg, meta: Meta, h: Held): HandlerContext => ({
-    worker: name,
-    meta,
-    deliveries: msg.info.deliveryCount,
-    log,
-    working: () => {
-      msg.working()
-      h.deadline = Date.now() + (ackWaitMs.get(h.stream) ?? 30_000)
-    },
-    once: async (key, fn) => once(await rt.kv(`${name}-once`), key, fn),
-    kv: rt.kv,
-  })
+  // a class, not an object literal: one per message, and a literal's arrow functions were a closure each
+  class Context implements HandlerContext {
+    readonly worker = name
+    readonly log = log
+    readonly kv = rt.kv
+    constructor(
+      readonly meta: Meta,
+      private readonly h: Held,
+    ) {}
+    get deliveries() {
+      return this.h.msg.info.deliveryCount
+    }
+    working() {
+      this.h.msg.working()
+      this.h.deadline = Date.now() + (ackWaitMs.get(this.h.stream) ?? 30_000)
+    }
+    async once<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
+      return once(await rt.kv(`${name}-once`), key, fn)
+    }
+  }
 
   // what this worker needs is created here only where its user may (a dev server without auth); with least-privilege
   // users `logiflow provision` (admin) must have run, and a missing piece stops the start with that advice
@@ -235,7 +253,6 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     for (const b of own) await jsm.streams.info(`KV_${b}`).catch((err) => fail(`KV bucket ${b} is not usable (${(err as Error).message})`))
   }
 
-  const subscriptions = new Set<ConsumerMessages>()
   const ackWaitMs = new Map<string, number>()
   const maxDeliver = new Map<string, number>()
   const consumers: { spec: (typeof specs)[number]; consumer: Consumer; maxAckPending: number }[] = []
@@ -252,28 +269,43 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   // The server charges a delivery to every message a process holds when it dies: holding the consumer's whole
   // max_ack_pending (1000) at once, a few crashes in a row used up max_deliver of events that never ran, and the
   // server then drops them from the consumer (test/chaos.test.ts, crash loop). consume() cannot be held back — it
-  // pulls again as messages arrive, not as they finish — so each pull is a fetch sized to the room that is free.
-  const prefetch = Math.max(1, Math.min(envInt("PREFETCH", concurrency * 4), ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity))))
-  let asked = 0
-  let sleepers: (() => void)[] = []
-  function roomFreed() {
-    const s = sleepers
-    sleepers = []
-    for (const wake of s) wake()
-  }
-
-  // the client writes its buffer out in a microtask, and handlers finish in different microtasks (a fetch hands
-  // messages over one per tick): acked one by one, each ack was its own socket write; collected, a burst is one
+  // pulls again as messages arrive, not as they finish — so mesh/pull.ts asks for the room that is free.
+  const prefetch = Math.max(1, Math.min(o.prefetch ?? envInt("PREFETCH", concurrency * 4), ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity))))
+  const pullers: Puller[] = []
+  // the client writes its buffer out in a microtask, and handlers finish in different microtasks: acked one by one,
+  // each ack was its own socket write. Acks are collected and leave once per turn of the event loop, together with
+  // the pull requests for the room they freed: one write, and one request sized to everything that finished.
   let acks: JsMsg[] = []
   const flushAcks = () => {
     const batch = acks
     acks = []
     for (const m of batch) m.ack()
   }
+  const later: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
+  let turnQueued = false
+  const turn = () => {
+    turnQueued = false
+    flushAcks()
+    for (const p of pullers) p.wake()
+  }
+  function roomFreed() {
+    if (!turnQueued) (turnQueued = true), later(turn)
+  }
   const ack = (msg: JsMsg) => {
-    const n = acks.push(msg)
-    if (n === 1) setTimeout(flushAcks, 0)
-    else if (n >= 64) flushAcks()
+    if (acks.push(msg) >= 256) flushAcks()
+  }
+
+  // the metric series of each (stream, type, outcome), bound once: labels are checked and hashed on first use only
+  const observer = (stream: string) => {
+    const seconds = handlerSeconds.bind({ stream })
+    const counts = new Map<string, { inc(by?: number): void }>()
+    return (outcome: Outcome, type: string, s: number) => {
+      const key = `${type} ${outcome}`
+      let c = counts.get(key)
+      if (!c) counts.set(key, (c = events.bind({ stream, type, outcome })))
+      c.inc()
+      seconds.observe(s)
+    }
   }
 
   // one set of delivery deps per stream, not a fresh object and closures per message
@@ -289,29 +321,34 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       raw: o.raw?.[c.stream],
       backoff,
       log,
-      context: (msg, meta) => context(msg, meta, held.get(msg)!),
-      observe: (outcome: Outcome, type: string, seconds: number) => {
-        events.inc({ stream: c.stream, type, outcome })
-        handlerSeconds.observe(seconds, { stream: c.stream })
-      },
+      context: (msg, meta) => new Context(meta, held.get(msg)!),
+      observe: observer(c.stream),
       observePublish,
       ack,
     })
   }
 
-  const run = (h: Held) =>
-    new Promise<void>((resolve) => {
-      h.started = true
-      h.deadline = Date.now() + (ackWaitMs.get(h.stream) ?? 30_000)
-      h.abandon = resolve
-      deliver(h.msg, deps.get(h.stream)!).finally(() => {
-        held.delete(h.msg)
-        roomFreed()
-        resolve()
-      })
-    })
+  // done() frees the message's lane: when delivery ends, or when the sweep gives up on a handler past ack_wait
+  const finished = (h: Held, done: () => void) => {
+    held.delete(h.msg)
+    roomFreed()
+    done()
+  }
+  const run = (h: Held, done: () => void) => {
+    h.started = true
+    h.deadline = Date.now() + (ackWaitMs.get(h.stream) ?? 30_000)
+    h.abandon = done
+    let outcome
+    try {
+      outcome = deliver(h.msg, deps.get(h.stream)!)
+    } catch (err) {
+      log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, error: err })
+    }
+    if (outcome instanceof Promise) outcome.then(() => finished(h, done), () => finished(h, done))
+    else finished(h, done)
+  }
 
-  const work = lanes<Held>(concurrency, (h) => h.msg.headers?.get("ce-subject") || undefined, run)
+  const work = lanes<Held>(concurrency, (h) => h.msg.header("ce-subject"), run)
 
   // messages waiting for their key's turn are not the handler's fault: keep the server from redelivering them
   const minAckWait = Math.min(...ackWaitMs.values(), 30_000)
@@ -330,43 +367,46 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     }
   }, Math.min(1000, Math.max(100, Math.floor(minAckWait / 4))))
 
-  const pull = async (stream: string, consumer: Consumer) => {
-    let failing = false
-    while (!stopping) {
-      // each consumer pulls at most its share: with the whole prefetch, the first consumer's long-poll fetch left no
-      // room for the others (tracking's TRACKING, portal's INVOICE), which then waited for that fetch to expire
-      const share = Math.max(1, Math.floor(prefetch / consumers.length))
-      const room = Math.min(share, prefetch - held.size - asked)
-      if (room < Math.ceil(share / 4)) {
-        await new Promise<void>((r) => sleepers.push(r))
-        continue
-      }
-      asked += room
-      let arrived = 0
-      try {
-        const batch = await consumer.fetch({ max_messages: room, expires: 30_000 })
-        subscriptions.add(batch)
-        try {
-          for await (const msg of batch) {
-            if (arrived < room) (arrived++, asked--)
-            const h: Held = { msg, started: false, stream, deadline: Infinity }
-            held.set(msg, h)
-            work.push(h)
-          }
-        } finally {
-          subscriptions.delete(batch)
-        }
-        failing = false
-      } catch (err) {
-        if (!failing) log.warn("pull failed; pulling again", { stream, error: err })
-        failing = true
-        await sleep(500)
-      } finally {
-        asked -= room - arrived
-      }
-    }
+  const maxRate = o.maxRate ?? envInt("MAX_RATE", 0)
+  const rate = maxRate > 0 ? rateLimit(maxRate) : undefined
+  let rateTimer: ReturnType<typeof setTimeout> | undefined
+  // a pull smaller than this waits for more room (a request per freed message would cost a round trip each); it is
+  // also what an idle consumer's long poll reserves, so a worker's quiet consumers (its REPLAY) take little room
+  // from its busy one
+  const minBatch = Math.max(1, Math.min(Math.ceil(prefetch / (4 * Math.max(1, consumers.length))), rate?.burst ?? Infinity))
+  for (const { spec } of consumers) {
+    const stream = spec.stream
+    pullers.push(
+      puller(nc, {
+        stream,
+        durable: spec.durable,
+        log,
+        minBatch,
+        room: () => {
+          let asked = 0
+          for (const p of pullers) asked += p.outstanding
+          const room = prefetch - held.size - asked
+          if (!rate || room < minBatch) return room
+          const allowed = rate.available()
+          // held back by the rate alone: pull again when enough has accrued
+          if (allowed < minBatch && !rateTimer) rateTimer = setTimeout(() => ((rateTimer = undefined), roomFreed()), rate.msUntil(minBatch))
+          return Math.min(room, allowed)
+        },
+        deliver(msg) {
+          rate?.take(1)
+          const h: Held = { msg, started: false, stream, deadline: Infinity }
+          held.set(msg, h)
+          work.push(h)
+        },
+        bound(ok, why) {
+          if (ok) unbound.delete(`${stream}/${spec.durable}`)
+          else unbound.set(`${stream}/${spec.durable}`, why)
+          if (ok) log.info("consumer bound again", { stream, consumer: spec.durable })
+          else log.error("consumer not usable; pulling again every second", { stream, consumer: spec.durable, why })
+        },
+      }),
+    )
   }
-  for (const { spec, consumer } of consumers) void pull(spec.stream, consumer)
   bound = true
   await o.onStart?.(rt)
   const beats = beating({
@@ -387,9 +427,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       const deadline = Date.now() + drainTimeoutMs
       // stop pulling without losing what is already on the wire: drain (UNSUB + flush round trip) delivers every
       // message the server sent before it saw the UNSUB; a plain unsubscribe would strand those until ack_wait
-      roomFreed()
-      await Promise.allSettled([...subscriptions].map((s) => (s as unknown as { sub?: Subscription }).sub?.drain()))
-      await Promise.allSettled([...subscriptions].map((s) => s.close()))
+      await Promise.allSettled(pullers.map((p) => p.stop()))
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
       for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h.msg))
       let timer: ReturnType<typeof setTimeout> | undefined
@@ -400,6 +438,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       flushAcks()
       clearInterval(heartbeat)
       clearInterval(sweep)
+      clearTimeout(rateTimer)
       await beats.stop()
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())

@@ -271,6 +271,76 @@ test("per-key order - concurrency 8, 1000 events over 10 keys, each key's order 
   assert.ok(maxActive > 1 && maxActive <= 8, `ran ${maxActive} at once`)
 })
 
+test("bounded prefetch - handlers that never finish: of 100 events the process holds no more than PREFETCH, then takes the rest as they finish", async () => {
+  let release!: () => void
+  const gate = new Promise<void>((r) => (release = r))
+  let started = 0
+  let finished = 0
+  await startInvoice({
+    concurrency: 2,
+    prefetch: 6,
+    consumes: {
+      RouteCalculated: async () => {
+        started++
+        await gate
+        finished++
+      },
+    },
+  })
+  await Promise.all(Array.from({ length: 100 }, (_, i) => send(i)))
+  // invoice has two consumers: its REPLAY one, idle, keeps a long poll open for the smallest batch (1 here, a
+  // quarter of its even share), which counts against the prefetch as what may still arrive
+  await waitUntil(async () => (await consumerInfo()).num_ack_pending === 5, { what: "5 held" })
+  await sleep(500) // room for a wrong extra pull to show
+  const held = await consumerInfo()
+  assert.is(held.num_ack_pending, 5, "held: the prefetch less the idle REPLAY consumer's open request")
+  assert.is(held.num_pending, 95, "the rest stays on the server, for other instances")
+  assert.is((await jsm.consumers.info("REPLAY", "invoice")).num_waiting, 1, "the REPLAY consumer's request is open")
+  assert.is(started, 2, "running: exactly the concurrency")
+  release()
+  await waitUntil(async () => (await consumerInfo()).ack_floor.stream_seq === 100, { timeoutMs: 20_000, what: "all 100 acked" })
+  const after = await consumerInfo()
+  assert.is(finished, 100)
+  assert.is(after.num_ack_pending, 0)
+  assert.is(after.num_redelivered, 0, "nothing redelivered: held messages never outlived ack_wait")
+})
+
+test("consumer deleted at runtime - /readyz says 503 and names it; once it is back the worker is ready and consuming again", async () => {
+  const handled: string[] = []
+  const r = await startInvoice({ consumes: { RouteCalculated: (e) => void handled.push(e.routeId) } })
+  const readyz = async () => {
+    const res = await fetch(`http://127.0.0.1:${r.port}/readyz`)
+    return { status: res.status, body: (await res.json()) as { consumers?: Record<string, string> } }
+  }
+  assert.is((await readyz()).status, 200)
+  await jsm.consumers.delete("ROUTING", "invoice")
+  const down = await waitUntil(async () => {
+    const x = await readyz()
+    return x.status === 503 ? x : undefined
+  }, { timeoutMs: 20_000, what: "/readyz 503" })
+  assert.ok(down.body.consumers?.["ROUTING/invoice"], `names the consumer: ${JSON.stringify(down.body)}`)
+  await provision(nc, topology(), { createMissing: true, streams: () => false, consumers: (c) => c.worker === "invoice" })
+  await send(1)
+  await waitUntil(() => handled.includes("route-1"), { timeoutMs: 20_000, what: "route-1 handled after the consumer is back" })
+  assert.is((await readyz()).status, 200)
+})
+
+test("MAX_RATE - a backlog of 60 drains at 20 events/s, not all at once", async () => {
+  for (let i = 0; i < 60; i++) await send(i)
+  const at: number[] = []
+  const t0 = performance.now()
+  await startInvoice({ maxRate: 20, consumes: { RouteCalculated: () => void at.push(performance.now() - t0) } })
+  await waitUntil(() => at.length === 60, { timeoutMs: 20_000, what: "60 handled" })
+  const first = at[0]!
+  // the limit is a ceiling: 60 events at 20/s with a burst of 2 cannot take less than (60 - 2) / 20 s
+  assert.ok(at[59]! - first >= 2800, `drained in ${Math.round(at[59]! - first)} ms`)
+  for (const t of at) {
+    const inSecond = at.filter((x) => x >= t && x < t + 1000).length
+    assert.ok(inSecond <= 23, `${inSecond} events in one second`)
+  }
+  assert.is((await consumerInfo()).num_redelivered, 0)
+})
+
 test("provision - twice changes nothing; an incompatible existing stream is reported, not ignored", async () => {
   const t = topology()
   await provision(nc, t)
