@@ -124,7 +124,7 @@ export async function drain(o: Opts): Promise<Section> {
       title: "Backlog drain",
       tables: [
         {
-          title: "invoice (child process, defaults: concurrency 16, PREFETCH 64) draining a backlog of RouteCalculated",
+          title: "invoice (child process, defaults: concurrency 16, PREFETCH 256) draining a backlog of RouteCalculated",
           columns: ["backlog", "events", "s from spawn", "s from ready", "events/s", "events/s after warm-up (quarters 2–4)", "vs baseline", "events/s per quarter", "RSS MiB first / max / last", "RSS MiB after the first quarter"],
           rows: [row(`${int(short)}: the baseline`, steady), row(`${int(n)}`, full)],
         },

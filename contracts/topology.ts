@@ -172,7 +172,8 @@ export function topology(opts: TopologyOptions = {}): Topology {
       replicas,
       streams: streams.filter((s) => atEdge.has(s.name)).map((s) => ({ ...s, name: edgeStream(s.name) })),
       consumers: [],
-      buckets: buckets.filter((b) => EDGE_WORKERS.some((w) => workers[w].buckets.includes(b.bucket))),
+      // heartbeats too: an edge site's status (logiflow status against it) lists its own workers
+      buckets: buckets.filter((b) => b.bucket === HEARTBEATS || EDGE_WORKERS.some((w) => workers[w].buckets.includes(b.bucket))),
     }
   }
   const edgeDomain = opts.edge.domain ?? EDGE_DOMAIN

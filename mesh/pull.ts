@@ -62,6 +62,9 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   let paused: ReturnType<typeof setTimeout> | undefined
   let complaint = ""
   let refused = false
+  /** while disconnected nothing is asked: the client would buffer the request and send it, for the old inbox, on
+   * reconnect — its messages would then wait out ack_wait */
+  let disconnected = false
 
   const subscribe = () => {
     sub?.unsubscribe()
@@ -77,7 +80,7 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   }
 
   const pull = () => {
-    if (stopping || open || paused || nc.isClosed()) return
+    if (stopping || open || paused || disconnected || nc.isClosed()) return
     const batch = Math.min(o.room(), size)
     if (batch < o.minBatch || batch <= 0) return
     open = { batch, left: batch }
@@ -152,7 +155,9 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   void (async () => {
     for await (const s of nc.status()) {
       if (stopping) break
-      if (s.type === "reconnect") {
+      if (s.type === "disconnect") disconnected = true
+      else if (s.type === "reconnect") {
+        disconnected = false
         subscribe()
         pull()
       }

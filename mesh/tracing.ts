@@ -43,6 +43,35 @@ export function traceparentOf(span: Span, parent: Context, fallback: string): st
   return `00-${sc.traceId}-${sc.spanId}-0${sc.traceFlags & 1}`
 }
 
+/**
+ * The HTTP server span of a request, child of its `traceparent` header; its own traceparent goes on the request,
+ * where requestTraceparent(request) finds it. Named `<METHOD> <route pattern>` when it ends.
+ */
+export function serverSpan(request: Request): Span {
+  const parent = contextOf(request.headers.get("traceparent") ?? undefined)
+  const url = new URL(request.url)
+  const span = tracer().startSpan(
+    request.method,
+    { kind: SpanKind.SERVER, attributes: { "http.request.method": request.method, "url.path": url.pathname, "url.scheme": url.protocol.replace(":", "") } },
+    parent,
+  )
+  ;(request as { traceparent?: string }).traceparent = traceparentOf(span, parent, request.headers.get("traceparent") ?? "") || undefined
+  return span
+}
+
+export function endServerSpan(span: Span, method: string, route: string, status: number): void {
+  span.updateName(`${method} ${route}`)
+  span.setAttribute("http.route", route)
+  span.setAttribute("http.response.status_code", status)
+  if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR })
+  span.end()
+}
+
+/** What a route should parent its work on: the server span (when spans are recorded), else the caller's header. */
+export function requestTraceparent(request: Request): string | undefined {
+  return (request as { traceparent?: string }).traceparent ?? request.headers.get("traceparent") ?? undefined
+}
+
 /** `logiflow.invoice.InvoiceGenerated.v1` → `InvoiceGenerated` (span names stay readable for unknown types too) */
 export const eventNameOf = (ceType: string) => /^logiflow\.[a-z]+\.([A-Za-z]+)\.v\d+$/.exec(ceType)?.[1] ?? ceType
 

@@ -20,7 +20,7 @@ import { provision } from "./provision.ts"
 import { rateLimit } from "./rate.ts"
 import { type PulledMsg, type Puller, puller } from "./pull.ts"
 import { childTraceparent, newId, publishTraced } from "./publish.ts"
-import { contextOf, exportSpans, type PublishObserver } from "./tracing.ts"
+import { contextOf, endServerSpan, exportSpans, type PublishObserver, serverSpan, spansOn } from "./tracing.ts"
 
 export type Runtime = {
   readonly name: string
@@ -52,7 +52,7 @@ export type WorkerOptions = {
   port?: number
   /** handlers running at once (default CONCURRENCY or 16); one key never runs twice at once */
   concurrency?: number
-  /** messages this process holds at most, running or waiting for their key (default PREFETCH or 4 × concurrency) */
+  /** messages this process holds at most, running or waiting for their key (default PREFETCH or 16 × concurrency) */
   prefetch?: number
   /** events per second this process pulls at most, all its consumers together (default MAX_RATE; 0 = no limit) */
   maxRate?: number
@@ -152,7 +152,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     instance,
     publish(event, data, meta = {}) {
       const id = meta.id ?? newId(env("SITE_ID") ?? "")
-      const traceparent = meta.traceparent ?? childTraceparent()
+      // the event carries the publish span's traceparent when an SDK records spans, else a new span id under the
+      // caller's (never the caller's own: two hops would look like one span)
+      const traceparent = childTraceparent(meta.traceparent)
       return publishTraced(rt.js, event, data, { id, source: `logiflow/${name}`, key: meta.key, traceparent }, contextOf(meta.traceparent), observePublish)
     },
     kv(bucket) {
@@ -189,14 +191,19 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const fetch = async (request: Request) => {
     const started = performance.now()
     let status = 500
+    // with an SDK, a server span (child of the caller's traceparent) is the parent of whatever the route publishes:
+    // routes read it with requestTraceparent(request)
+    const span = spansOn() ? serverSpan(request) : undefined
     try {
       const response: Response = await router.fetch(request)
       status = response.status
       return response
     } finally {
-      const labels = { method: request.method, route: (request as IRequest).route ?? "unmatched", status: String(status) }
+      const route = (request as IRequest).route ?? "unmatched"
+      const labels = { method: request.method, route, status: String(status) }
       httpRequests.inc(labels)
       httpSeconds.observe((performance.now() - started) / 1000, labels)
+      if (span) endServerSpan(span, request.method, route, status)
     }
   }
   const port = so.port ?? envInt(`${name.toUpperCase()}_PORT`, o.port ?? 0)
@@ -270,7 +277,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   // max_ack_pending (1000) at once, a few crashes in a row used up max_deliver of events that never ran, and the
   // server then drops them from the consumer (test/chaos.test.ts, crash loop). consume() cannot be held back — it
   // pulls again as messages arrive, not as they finish — so mesh/pull.ts asks for the room that is free.
-  const prefetch = Math.max(1, Math.min(o.prefetch ?? envInt("PREFETCH", concurrency * 4), ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity))))
+  const prefetch = Math.max(1, Math.min(o.prefetch ?? envInt("PREFETCH", concurrency * 16), ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity))))
   const pullers: Puller[] = []
   // the client writes its buffer out in a microtask, and handlers finish in different microtasks: acked one by one,
   // each ack was its own socket write. Acks are collected and leave once per turn of the event loop, together with

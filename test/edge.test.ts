@@ -107,12 +107,12 @@ async function provisionCli(role: string, server: Natsd): Promise<string[]> {
   return out
 }
 
-test("topology - edge: EDGE_ROUTING and routing's bucket, no consumers; hub: as without edge, ROUTING also sourcing EDGE_ROUTING", () => {
+test("topology - edge: EDGE_ROUTING, routing's bucket and heartbeats, no consumers; hub: as without edge, ROUTING also sourcing EDGE_ROUTING", () => {
   const plain = topology()
   const atEdge = topology({ edge: { role: "edge" } })
   assert.equal(atEdge.streams.map((s) => [s.name, s.subjects]), [[EDGE_ROUTING, ["routing.events.>"]]])
   assert.equal(atEdge.consumers, [])
-  assert.equal(atEdge.buckets.map((b) => b.bucket), ["routing-requests"])
+  assert.equal(atEdge.buckets.map((b) => b.bucket), ["routing-requests", "heartbeats"])
   const hubSide = topology({ edge: { role: "hub" } })
   assert.equal(hubSide.streams.find((s) => s.name === "ROUTING")!.sources, [{ name: EDGE_ROUTING, domain: "edge" }])
   assert.equal(hubSide.streams.map(({ sources: _, ...s }) => s), plain.streams)
@@ -121,14 +121,14 @@ test("topology - edge: EDGE_ROUTING and routing's bucket, no consumers; hub: as 
 })
 
 test("provisioning: the edge holds EDGE_ROUTING and routing's bucket only; the hub's ROUTING sources it from domain edge", async () => {
-  assert.equal(await provisionCli("edge", edge), ["created   stream   EDGE_ROUTING", "created   bucket   routing-requests", "2 resources, 2 changed"])
+  assert.equal(await provisionCli("edge", edge), ["created   stream   EDGE_ROUTING", "created   bucket   routing-requests", "created   bucket   heartbeats", "3 resources, 3 changed"])
   const hubOut = await provisionCli("hub", hub)
   assert.ok(hubOut.includes("created   stream   ROUTING"), hubOut.join("\n"))
   const routingConfig = (await hubJsm.streams.info("ROUTING")).config
   assert.equal(routingConfig.subjects, ["routing.events.>"])
   assert.equal(routingConfig.sources, [{ name: EDGE_ROUTING, external: { api: "$JS.edge.API", deliver: "" } }])
   // idempotent on both sides, sources included
-  assert.equal((await provisionCli("edge", edge)).at(-1), "2 resources, 0 changed")
+  assert.equal((await provisionCli("edge", edge)).at(-1), "3 resources, 0 changed")
   assert.match((await provisionCli("hub", hub)).at(-1)!, / 0 changed$/)
   try {
     await provisionCli("moon", edge)
@@ -170,6 +170,9 @@ test("routes posted at the edge reach the hub's ROUTING through the source only,
   // the idempotency record stayed at the edge (2.9 keeps $KV.> within a JetStream domain); the hub's bucket is empty
   assert.is(await count(edgeJsm, "KV_routing-requests"), 1)
   assert.is(await count(hubJsm, "KV_routing-requests"), 0)
+  // the edge site has its own heartbeats bucket: its routing shows up there (and logged no heartbeat warning)
+  assert.ok((await count(edgeJsm, "KV_heartbeats")) >= 1, "routing's heartbeat at the edge")
+  assert.not.ok(routing.lines.some((l) => l.includes("cannot write heartbeats")), "no heartbeat warning")
 })
 
 test("link cut: the hub stopped, the edge answers 202 to every route; back on the same ports and store, the hub gets each once", async () => {

@@ -6,7 +6,7 @@ import { join } from "node:path"
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { trace } from "@opentelemetry/api"
+import { SpanKind, trace } from "@opentelemetry/api"
 import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { StatusError } from "itty-router"
 import { suite } from "uvu"
@@ -150,8 +150,7 @@ test("metrics - events by stream/type/outcome, handler and publish latency move 
 })
 
 test("metrics - in-flight and consumer ack-pending are sampled at scrape time", async () => {
-  // handlers that never return: two run, the third waits for a slot (and the prefetch, 4 × concurrency shared by
-  // ROUTING and REPLAY, has room for all three)
+  // handlers that never return: two run, the third waits for a slot (the prefetch, 16 × concurrency, has room for all)
   const probe = await start(worker({ name: "invoice", consumes: { RouteCalculated: () => new Promise<never>(() => {}) }, concurrency: 2 }), 300)
   for (let i = 1; i <= 3; i++) await send(i)
   const m = await waitUntil(async () => {
@@ -360,11 +359,18 @@ test("tracing - with an SDK registered, handle spans are children of the incomin
     const inv = await lastHeader("INVOICE", "invoice.events.InvoiceGenerated")
     const rc = await lastHeader("ROUTING", "routing.events.RouteCalculated")
     const find = (name: string) => waitUntil(() => spans.getFinishedSpans().find((s) => s.name === name), { what: `span ${name}` })
+    const served = await find("POST /routes")
     const routed = await find("publish routing.events.RouteCalculated")
     const handled = await find("invoice handle RouteCalculated")
     const published = await find("publish invoice.events.InvoiceGenerated")
     const id = (s: ReadableSpan) => s.spanContext().spanId
-    for (const s of [routed, handled, published]) assert.is(s.spanContext().traceId, TRACE, s.name)
+    for (const s of [served, routed, handled, published]) assert.is(s.spanContext().traceId, TRACE, s.name)
+    // the HTTP server span is the root of what routing does, under the caller's span
+    assert.is(served.kind, SpanKind.SERVER)
+    assert.is(served.parentSpanContext?.spanId, CALLER)
+    assert.is(served.attributes["http.route"], "/routes")
+    assert.is(served.attributes["http.response.status_code"], 202)
+    assert.is(routed.parentSpanContext?.spanId, id(served))
     // the event carries its publish span: a consumer's handle span hangs under it
     assert.equal(idsOf(rc("traceparent")), [TRACE, id(routed)])
     assert.is(handled.parentSpanContext?.spanId, id(routed))

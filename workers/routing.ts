@@ -9,7 +9,8 @@ import { readJson, retryLater } from "../mesh/http.ts"
 import { withTimeout } from "../mesh/time.ts"
 import { getJson, kvKey } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
-import { childTraceparent, newId } from "../mesh/publish.ts"
+import { newId } from "../mesh/publish.ts"
+import { requestTraceparent } from "../mesh/tracing.ts"
 import { type Runtime, worker } from "../mesh/worker.ts"
 import { estimateEta, planRoute } from "./plan.ts"
 
@@ -128,7 +129,7 @@ function unavailable(err: unknown): Unavailable {
 }
 
 
-async function publish(rt: Runtime, route: RouteCalculated, traceparent: string) {
+async function publish(rt: Runtime, route: RouteCalculated, traceparent: string | undefined) {
   // the msg id is derived from the routeId, so a retried publish of the same route is stored once
   await rt.publish("RouteCalculated", route, { id: `routing:${route.routeId}`, key: route.truckId, traceparent })
 }
@@ -150,7 +151,7 @@ async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
  * published after: a retry finds it and republishes only if the mark is missing (deduped by msg id), so a crash
  * between the two steps cannot lose the event, and a retry a day later still gets the same answer.
  */
-async function record(rt: Runtime, req: RouteRequest, key: string | undefined, traceparent: string): Promise<RouteCalculated> {
+async function record(rt: Runtime, req: RouteRequest, key: string | undefined, traceparent: string | undefined): Promise<RouteCalculated> {
   if (!key) {
     const route = calculateRoute(req, newId(config.site), new Date())
     await publish(rt, route, traceparent)
@@ -190,7 +191,7 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
     outcomes.inc({ outcome: "unavailable" })
     return unavailableResponse(new Unavailable("not connected to NATS; the route was not recorded, retry later"))
   }
-  const traceparent = childTraceparent(request.headers.get("traceparent") ?? undefined)
+  const traceparent = requestTraceparent(request)
   try {
     const route = await withTimeout(record(rt, parsed.output, key, traceparent), config.publishTimeoutMs, () => new Unavailable(`NATS did not acknowledge the route within ${config.publishTimeoutMs} ms; retry later`))
     outcomes.inc({ outcome: "accepted" })

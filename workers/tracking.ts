@@ -9,7 +9,8 @@ import { readJson, retryLater } from "../mesh/http.ts"
 import { withTimeout } from "../mesh/time.ts"
 import { updateJson } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
-import { childTraceparent, type Outgoing } from "../mesh/publish.ts"
+import type { Outgoing } from "../mesh/publish.ts"
+import { requestTraceparent } from "../mesh/tracing.ts"
 import { type Runtime, worker } from "../mesh/worker.ts"
 import { estimateEta, haversineKm, pathKm } from "./plan.ts"
 
@@ -145,12 +146,12 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
   if (!parsed.success) throw new StatusError(400, { error: "invalid position batch", issues: issuesOf(parsed.issues) })
   if (!rt.connected) return retryLater("not connected to NATS; no position was recorded, retry later")
   const { positions } = parsed.output
-  const parent = request.headers.get("traceparent") ?? undefined
+  const parent = requestTraceparent(request)
   try {
     // publishes still in flight when the timeout fires may land later; the client's retry is deduped by id
     await withTimeout(
       Promise.all(
-        positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), key: p.truckId, traceparent: childTraceparent(parent) })),
+        positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), key: p.truckId, traceparent: parent })),
       ),
       config.publishTimeoutMs,
       () => new Error(`no acknowledgement within ${config.publishTimeoutMs} ms`),
