@@ -293,7 +293,7 @@ export class PulledMsg implements JsMsg {
  * headers and body in one buffer with the body a view into it, and `size()` counts subject, reply, headers and body:
  * the block is the bytes just before the body. It must start with `NATS/1.` and end with a blank line, or it is not.
  */
-function rawHeaders(msg: Msg): string | null {
+export function rawHeaders(msg: Msg): string | null {
   const size = (msg as { size?: () => number }).size?.()
   if (size === undefined) return null
   const body = msg.data
