@@ -7,6 +7,7 @@ import { type KV, Kvm } from "@nats-io/kv"
 import { type BucketSpec, HEARTBEAT_TTL_SECONDS, HEARTBEATS } from "../contracts/mod.ts"
 import { env } from "./env.ts"
 import type { Logger } from "./log.ts"
+import { hex } from "./publish.ts"
 
 export type Beat = {
   worker: string
@@ -27,7 +28,7 @@ export const HEARTBEAT_EVERY_MS = 5_000
 /** `<HOSTNAME>-<random>`: the pod name in Kubernetes, and still unique for instances sharing a host. */
 export function instanceId(): string {
   const host = (env("HOSTNAME") ?? "").replace(/[^A-Za-z0-9_-]/g, "-").slice(0, 48)
-  const rand = Array.from(crypto.getRandomValues(new Uint8Array(4)), (b) => b.toString(16).padStart(2, "0")).join("")
+  const rand = hex(crypto.getRandomValues(new Uint8Array(4)))
   return host ? `${host}-${rand}` : rand
 }
 

@@ -9,7 +9,7 @@ import { readJson, retryLater } from "../mesh/http.ts"
 import { withTimeout } from "../mesh/time.ts"
 import { getJson, kvKey } from "../mesh/kv.ts"
 import { runWhenMain } from "../mesh/main.ts"
-import { newId } from "../mesh/publish.ts"
+import { hex, newId } from "../mesh/publish.ts"
 import { requestTraceparent } from "../mesh/tracing.ts"
 import { type Runtime, worker } from "../mesh/worker.ts"
 import { estimateEta, planRoute } from "./plan.ts"
@@ -79,7 +79,6 @@ export function calculateRoute(req: RouteRequest, routeId: string, now: Date, op
 export const accepted = (r: RouteCalculated): RouteAccepted => ({ routeId: r.routeId, eta: r.eta, distanceKm: r.distanceKm, stops: r.stops })
 
 const bytes = (s: string) => new TextEncoder().encode(s)
-const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")
 
 // fixed namespace for routing's name-based ids; changing it changes every idempotent routeId
 const NAMESPACE = "6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b"
