@@ -9,7 +9,7 @@ import { connect, nanos } from "@nats-io/transport-node"
 import { decode, topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { worker } from "../mesh/worker.ts"
-import { args, benchServer, type Cpu, int, median, type Opts, preload, print, progress, round, type Section, spawnTs, stopwatch } from "./lib.ts"
+import { args, benchServer, type Cpu, int, median, type Opts, preload, print, progress, round, type Section, spawnTs, stopwatch, variantChild } from "./lib.ts"
 
 const STREAM = "ROUTING"
 const SUBJECT = "routing.events.RouteCalculated"
@@ -232,13 +232,6 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
 
 if (isMain(import.meta)) {
   const { quick, flags } = args()
-  const variant = flags.get("variant")
-  if (variant) {
-    const v = VARIANTS.find((x) => x.id === variant)
-    if (!v) throw new Error(`unknown variant ${variant}; one of ${VARIANTS.map((x) => x.id).join(", ")}`)
-    const res = await runVariant(v, flags.get("url")!, Number(flags.get("n") ?? 20_000))
-    console.log(`RESULT ${JSON.stringify(res)}`)
-    process.exit(0)
-  }
+  await variantChild(VARIANTS, flags, (v) => runVariant(v, flags.get("url")!, Number(flags.get("n") ?? 20_000)))
   print([await consume({ quick }, flags.has("n") ? Number(flags.get("n")) : undefined, flags.has("rounds") ? Number(flags.get("rounds")) : undefined)])
 }

@@ -1,7 +1,7 @@
 // bench/lib.ts — what every scenario shares: its own nats-server, args, child processes, open-loop load, progress
 // lines, percentiles and the result shape run.ts turns into markdown. Machines here are shared and noisy, so a
 // figure is only worth printing as a ratio to a baseline measured in the same run on the same server.
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { availableParallelism, loadavg, tmpdir } from "node:os"
 import { join, resolve } from "node:path"
@@ -9,6 +9,7 @@ import type { JetStreamClient } from "@nats-io/jetstream"
 import * as hdr from "hdr-histogram-js"
 import { findNatsServer, freePort, type Natsd, startNatsd } from "../mesh/natsd.ts"
 import { publishEvent } from "../mesh/publish.ts"
+import { type Child, spawnTs as spawnChildTs } from "../test/child.ts"
 import { route } from "../test/fixtures/events.ts"
 
 export const ROOT = resolve(import.meta.dirname, "..")
@@ -31,6 +32,19 @@ export function args(argv = process.argv.slice(2)): { quick: boolean; names: str
     else flags.set(a.slice(2), "1")
   }
   return { quick: flags.has("quick"), names, flags }
+}
+
+/**
+ * The child side of a scenario that measures each variant in a fresh process: with `--variant <id>` it runs that
+ * variant, prints `RESULT <json>` (the line the parent looks for) and exits; without `--variant` it returns.
+ */
+export async function variantChild<V extends { id: string }>(variants: V[], flags: Map<string, string>, run: (v: V) => Promise<unknown>): Promise<void> {
+  const id = flags.get("variant")
+  if (!id) return
+  const v = variants.find((x) => x.id === id)
+  if (!v) throw new Error(`unknown variant ${id}; one of ${variants.map((x) => x.id).join(", ")}`)
+  console.log(`RESULT ${JSON.stringify(await run(v))}`)
+  process.exit(0)
 }
 
 export function machine() {
@@ -160,59 +174,23 @@ export async function openLoop(rate: number, seconds: number, send: (i: number, 
   return { total, achievedRate: total / Math.max(sentIn, seconds), lagMs }
 }
 
-export type Child = {
-  proc: ChildProcess
-  pid: number
-  lines: string[]
-  waitFor(re: RegExp, timeoutMs?: number): Promise<string>
-  stop(signal?: NodeJS.Signals): Promise<number | null>
-  exited: Promise<number | null>
-}
+export type { Child }
 
 /**
  * A .ts file as its own node process (one pid: signals and /proc/<pid> reach the worker itself). `nice` lowers its
- * CPU priority (nice execs node, so the pid stays the worker's).
+ * CPU priority (nice execs node, so the pid stays the worker's). LOG_LEVEL warn unless `env` says otherwise; the
+ * last 1000-2000 lines kept; BENCH_VERBOSE echoes every line to stderr.
  */
 export function spawnTs(file: string, env: Record<string, string> = {}, argv: string[] = [], nodeArgs: string[] = [], nice = 0): Child {
-  const cmd = [process.execPath, ...nodeArgs, "--import", "tsx", resolve(ROOT, file), ...argv]
-  const proc = spawn(nice ? "nice" : cmd[0]!, nice ? ["-n", String(nice), ...cmd] : cmd.slice(1), {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: "warn", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  const lines: string[] = []
-  let waiters: { re: RegExp; resolve: (l: string) => void }[] = []
-  const onData = (b: Buffer) => {
-    for (const line of b.toString().split("\n")) {
-      if (!line) continue
-      lines.push(line)
-      if (lines.length > 2000) lines.splice(0, 1000)
+  return spawnChildTs(file, { LOG_LEVEL: "warn", ...env }, argv, {
+    nodeArgs,
+    nice,
+    maxLines: 2000,
+    waitMs: 30_000,
+    echo: (line) => {
       if (process.env.BENCH_VERBOSE) process.stderr.write(`[${file}] ${line}\n`)
-      waiters = waiters.filter((w) => (w.re.test(line) ? (w.resolve(line), false) : true))
-    }
-  }
-  proc.stdout!.on("data", onData)
-  proc.stderr!.on("data", onData)
-  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)))
-  return {
-    proc,
-    pid: proc.pid!,
-    lines,
-    exited,
-    waitFor(re, timeoutMs = 30_000) {
-      const seen = lines.find((l) => re.test(l))
-      if (seen) return Promise.resolve(seen)
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`${file}: no line matching ${re} within ${timeoutMs} ms; last: ${lines.slice(-5).join(" | ")}`)), timeoutMs)
-        waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) })
-      })
     },
-    stop(signal = "SIGTERM") {
-      if (proc.exitCode !== null || proc.signalCode !== null) return exited
-      proc.kill(signal)
-      return exited
-    },
-  }
+  })
 }
 
 /** VmRSS of a process in MiB, from /proc (Linux); undefined once it is gone. */

@@ -9,7 +9,7 @@ import { subjectOf, topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { childTraceparent, publishEvent } from "../mesh/publish.ts"
 import { route } from "../test/fixtures/events.ts"
-import { args, benchServer, int, median, type Opts, print, progress, round, type Section, spawnTs, stopwatch } from "./lib.ts"
+import { args, benchServer, int, median, type Opts, print, progress, round, type Section, spawnTs, stopwatch, variantChild } from "./lib.ts"
 
 const WINDOW = 256
 const SUBJECT = subjectOf("RouteCalculated")
@@ -118,12 +118,6 @@ export async function publish(o: Opts): Promise<Section> {
 
 if (isMain(import.meta)) {
   const { quick, flags } = args()
-  const variant = flags.get("variant")
-  if (variant) {
-    const v = VARIANTS.find((x) => x.id === variant)
-    if (!v) throw new Error(`unknown variant ${variant}; one of ${VARIANTS.map((x) => x.id).join(", ")}`)
-    console.log(`RESULT ${JSON.stringify(await runVariant(v, flags.get("url")!, Number(flags.get("n") ?? 1000), flags.get("tag") ?? "x"))}`)
-    process.exit(0)
-  }
+  await variantChild(VARIANTS, flags, (v) => runVariant(v, flags.get("url")!, Number(flags.get("n") ?? 1000), flags.get("tag") ?? "x"))
   print([await publish({ quick })])
 }

@@ -1,7 +1,5 @@
 // `logiflow` operator commands (mesh/cli-ops.ts), each run as its own process against a live nats-server,
 // with exact output and exit codes.
-import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
-import type { NatsConnection } from "@nats-io/transport-node"
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { suite } from "uvu"
@@ -9,39 +7,20 @@ import * as assert from "uvu/assert"
 import { type RouteCalculated, topology } from "../contracts/mod.ts"
 import { allEntries, type DlqEntry } from "../mesh/dlq-admin.ts"
 import { PermanentError } from "../mesh/errors.ts"
-import { provision } from "../mesh/provision.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
-import { type Running, worker } from "../mesh/worker.ts"
+import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { freePort, natsFixture, spawnTs, type TestServer, waitUntil } from "./harness.ts"
+import { freePort, natsSuite, spawnTs, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("cli")
-let server: TestServer
-let nc: NatsConnection
-let js: JetStreamClient
-let jsm: JetStreamManager
-const running: Running[] = []
-
-test.before(async () => {
-  ;({ server, nc, js, jsm } = await natsFixture())
-})
-test.after(async () => {
-  await Promise.all(running.splice(0).map((r) => r.stop()))
-  await nc.close()
-  await server.close()
-})
-test.before.each(async () => {
-  await Promise.all(running.splice(0).map((r) => r.stop()))
-  for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
-  await provision(nc, topology())
-})
+const f = natsSuite(test)
 
 type Run = { code: number | null; out: string[]; err: string[] }
 
 /** Runs `logiflow <args>` as a process; stdout and stderr apart, so the exact output can be checked. */
 function logiflow(args: string[], env: Record<string, string> = {}): Promise<Run> & { err: string[] } {
-  const child = spawnTs("mesh/cli.ts", { NATS_URL: server.url, LOGIFLOW_OPS_TOKEN: "", ...env }, args)
+  const child = spawnTs("mesh/cli.ts", { NATS_URL: f.server.url, LOGIFLOW_OPS_TOKEN: "", ...env }, args)
   const out: string[] = []
   const err: string[] = []
   const collect = (into: string[]) => {
@@ -58,19 +37,19 @@ function logiflow(args: string[], env: Record<string, string> = {}): Promise<Run
   return Object.assign(done, { err })
 }
 
-const send = (r: RouteCalculated) => publishEvent(js, "RouteCalculated", r, { id: newId(), source: "logiflow/test", key: r.truckId })
+const send = (r: RouteCalculated) => publishEvent(f.js, "RouteCalculated", r, { id: newId(), source: "logiflow/test", key: r.truckId })
 
 const cells = (line: string) => line.split(/\s{2,}/)
 
 const routeLine = async (seq: number) => {
-  const m = (await jsm.streams.getMessage("ROUTING", { seq }))!
+  const m = (await f.jsm.streams.getMessage("ROUTING", { seq }))!
   return `${m.header.get("ce-time")} RouteCalculated ${m.header.get("ce-subject")} ${m.header.get("ce-id")} ${new TextDecoder().decode(m.data)}`
 }
 
 test("publish → tail - a live tail prints each published event as one line, and exits after --count", async () => {
   const tail = logiflow(["tail", "routing.events.>", "--count", "2"])
   await waitUntil(() => tail.err.some((l) => l === "tail: listening on routing.events.> (Ctrl-C to stop)"), { what: "tail listening" })
-  const file = join(server.storeDir, "route.json")
+  const file = join(f.server.storeDir, "route.json")
   await writeFile(file, JSON.stringify(route(2)))
   const p1 = await logiflow(["publish", "RouteCalculated", JSON.stringify(route(1))])
   const p2 = await logiflow(["publish", "RouteCalculated", `@${file}`])
@@ -78,7 +57,7 @@ test("publish → tail - a live tail prints each published event as one line, an
     assert.is(p.code, 0, p.err.join("\n"))
     assert.is(p.out.length, 1)
     assert.match(p.out[0]!, new RegExp(`^published RouteCalculated [0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12} to ROUTING seq ${seq}$`))
-    const stored = (await jsm.streams.getMessage("ROUTING", { seq }))!
+    const stored = (await f.jsm.streams.getMessage("ROUTING", { seq }))!
     assert.is(p.out[0]!.split(" ")[2], stored.header.get("ce-id"))
     assert.is(stored.header.get("Nats-Msg-Id"), stored.header.get("ce-id"))
     assert.is(stored.header.get("ce-source"), "logiflow/cli")
@@ -90,7 +69,7 @@ test("publish → tail - a live tail prints each published event as one line, an
   assert.equal(JSON.parse(t.out[1]!.split(" ").slice(4).join(" ")), route(2))
 
   // without --count it runs until Ctrl-C, then exits 0
-  const child = spawnTs("mesh/cli.ts", { NATS_URL: server.url }, ["tail", "invoice.events.>"])
+  const child = spawnTs("mesh/cli.ts", { NATS_URL: f.server.url }, ["tail", "invoice.events.>"])
   await child.waitFor(/^tail: listening on invoice\.events\.>/)
   assert.is(await child.stop("SIGINT"), 0)
   assert.equal(child.lines, ["tail: listening on invoice.events.> (Ctrl-C to stop)"])
@@ -104,7 +83,7 @@ test("tail --since - starts from the stream with an ordered consumer; --raw prin
   assert.equal(t.out, [await routeLine(1), await routeLine(2)])
   assert.match(t.err[0]!, /^tail: listening on \*\.events\.RouteCalculated since \d{4}-\d\d-\d\dT/)
   const raw = await logiflow(["tail", "routing.events.RouteCalculated", "--since", new Date(Date.now() - 60_000).toISOString(), "--count", "1", "--raw"])
-  const m = (await jsm.streams.getMessage("ROUTING", { seq: 1 }))!
+  const m = (await f.jsm.streams.getMessage("ROUTING", { seq: 1 }))!
   const headerLines = [...m.header].flatMap(([k, vs]) => vs.map((v) => `${k}: ${v}`))
   assert.equal(raw.out, ["routing.events.RouteCalculated", ...headerLines, "", new TextDecoder().decode(m.data), ""])
   assert.ok(headerLines.some((l) => l.startsWith("ce-type: logiflow.routing.RouteCalculated.v1")))
@@ -148,7 +127,7 @@ test("status - streams, consumers with their lag, open DLQ entries by consumer a
 })
 
 async function startOps(token = "") {
-  running.push(await opsWorker({ token: token || undefined }).start({ url: server.url, port: 0, drainTimeoutMs: 1000 }))
+  f.running.push(await opsWorker({ token: token || undefined }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }))
 }
 async function startNoTariff() {
   const w = worker({
@@ -159,11 +138,11 @@ async function startNoTariff() {
       },
     },
   })
-  running.push(await w.start({ url: server.url, port: 0, drainTimeoutMs: 1000 }))
+  f.running.push(await w.start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }))
 }
 const untilEntries = (n: number) =>
   waitUntil(async () => {
-    const e = await allEntries({ js })
+    const e = await allEntries({ js: f.js })
     return e.length >= n ? e : null
   }, { what: `${n} entries` })
 
@@ -183,7 +162,7 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
 
   const show = await logiflow(["dlq", "show", e1.id])
   assert.is(show.code, 0)
-  const dlqMsg = (await jsm.streams.getMessage("DLQ", { seq: e1.dlqSeq }))!
+  const dlqMsg = (await f.jsm.streams.getMessage("DLQ", { seq: e1.dlqSeq }))!
   assert.equal(show.out, [
     `id:          ${e1.id}`,
     "state:       open",
@@ -225,7 +204,7 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
   assert.match(shown.out.at(-2)!, /^ {2}\S+ replayed by cli:alice$/)
   assert.match(shown.out.at(-1)!, /^ {2}\S+ discarded by cli:alice$/)
   const open = await logiflow(["dlq", "list", "--state", "open"])
-  assert.equal(open.out.slice(1, -1).map((l) => cells(l)[0]), (await allEntries({ js })).filter((e) => e.state === "open").map((e) => e.id))
+  assert.equal(open.out.slice(1, -1).map((l) => cells(l)[0]), (await allEntries({ js: f.js })).filter((e) => e.state === "open").map((e) => e.id))
   assert.ok(!open.out.some((l) => l.startsWith(`${e2.id} `)))
 })
 

@@ -1,6 +1,5 @@
 // Every worker file runs unchanged on Deno 2 (the npm package `deno`): bare imports resolve through package.json +
 // node_modules without a deno.json, HTTP is Deno.serve, env is Deno.env, SIGTERM drains through Deno's signal listener.
-import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
@@ -8,7 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { InvoiceGenerated } from "../contracts/mod.ts"
-import { connectTo, freePort, ROOT, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, ROOT, spawnChild, startServer, type TestServer, waitUntil } from "./harness.ts"
 
 /**
  * The native binary, not node_modules/.bin/deno: when npm skipped deno's postinstall that is bin.cjs, a node process
@@ -25,32 +24,11 @@ function denoBinary(): string {
   return found
 }
 
-type DenoChild = { proc: ChildProcess; lines: string[]; port: number; exited: Promise<number | null>; stop(): Promise<number | null> }
+type DenoChild = Child & { port: number }
 
 function runDeno(file: string, port: number, env: Record<string, string>): DenoChild {
-  const proc = spawn(denoBinary(), ["run", "-A", file], {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: "info", DENO_NO_UPDATE_CHECK: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  const lines: string[] = []
-  const onData = (b: Buffer) => {
-    for (const line of b.toString().split("\n")) if (line) lines.push(line)
-    if (process.env.TEST_VERBOSE) process.stdout.write(`[deno ${file}] ${b}`)
-  }
-  proc.stdout!.on("data", onData)
-  proc.stderr!.on("data", onData)
-  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)))
-  return {
-    proc,
-    lines,
-    port,
-    exited,
-    stop() {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM")
-      return exited
-    },
-  }
+  const child = spawnChild(denoBinary(), ["run", "-A", file], { LOG_LEVEL: "info", DENO_NO_UPDATE_CHECK: "1", ...env }, { name: `deno ${file}` })
+  return Object.assign(child, { port })
 }
 
 const status = (port: number, path: string) => fetch(`http://127.0.0.1:${port}${path}`).then((r) => (r.body?.cancel(), r.status), () => 0)

@@ -1,15 +1,19 @@
 // test/harness.ts — every suite gets its own nats-server on free ports with a temp store, and real child processes.
 // Never the system server on 4222.
-import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
-import { join, resolve } from "node:path"
+import { join } from "node:path"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node"
+import type { Test } from "uvu"
+import { topology } from "../contracts/mod.ts"
 import { freePort, type Natsd, startNatsd } from "../mesh/natsd.ts"
+import { provision, type ProvisionScope } from "../mesh/provision.ts"
+import type { Running } from "../mesh/worker.ts"
+import { ROOT } from "./child.ts"
 
-export const ROOT = resolve(import.meta.dirname, "..")
+export { type Child, ROOT, spawnChild, spawnTs } from "./child.ts"
 
 // in-process workers log at the level the test run asks for; quiet by default
 process.env.LOG_LEVEL ??= "error"
@@ -53,58 +57,38 @@ export async function natsFixture(opts: Parameters<typeof startServer>[0] = {}) 
   return { server, nc, js: jetstream(nc), jsm: await jetstreamManager(nc) }
 }
 
+export type NatsFixture = Awaited<ReturnType<typeof natsFixture>>
+
+/**
+ * A suite on its own server (`natsFixture`, started before the first test, closed after the last) with a clean slate
+ * per test: every stream deleted, the topology provisioned (within `provision`), then `reset`. Workers pushed to
+ * `running` are stopped after each test. The fields are set once the suite has started.
+ */
+export function natsSuite(
+  test: Test,
+  opts: { provision?: ProvisionScope; reset?: (f: NatsFixture) => Promise<unknown> } = {},
+): NatsFixture & { running: Running[] } {
+  const f = { running: [] as Running[] } as NatsFixture & { running: Running[] }
+  test.before(async () => {
+    Object.assign(f, await natsFixture())
+  })
+  test.after(async () => {
+    await f.nc.close()
+    await f.server.close()
+  })
+  test.before.each(async () => {
+    for await (const s of f.jsm.streams.list()) await f.jsm.streams.delete(s.config.name)
+    await provision(f.nc, topology(), opts.provision)
+    await opts.reset?.(f)
+  })
+  test.after.each(async () => {
+    await Promise.all(f.running.splice(0).map((r) => r.stop()))
+  })
+  return f
+}
+
 export function connectTo(server: { url: string }, auth?: { user: string; pass: string }): Promise<NatsConnection> {
   return natsConnect({ servers: server.url, ...(auth ?? {}), maxReconnectAttempts: -1, reconnectTimeWait: 200 })
-}
-
-export type Child = {
-  proc: ChildProcess
-  lines: string[]
-  /** resolves with the first output line matching `re` (already seen lines count) */
-  waitFor(re: RegExp, timeoutMs?: number): Promise<string>
-  /** sends `signal` and resolves with the exit code */
-  stop(signal?: NodeJS.Signals): Promise<number | null>
-  exited: Promise<number | null>
-}
-
-/** Runs a TypeScript file as its own node process (node --import tsx: one pid, so signals reach it). */
-export function spawnTs(file: string, env: Record<string, string | undefined> = {}, args: string[] = []): Child {
-  const proc = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, file), ...args], {
-    cwd: ROOT,
-    env: { ...process.env, LOG_LEVEL: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  })
-  const lines: string[] = []
-  let waiters: { re: RegExp; resolve: (l: string) => void }[] = []
-  const onData = (b: Buffer) => {
-    for (const line of b.toString().split("\n")) {
-      if (!line) continue
-      lines.push(line)
-      if (process.env.TEST_VERBOSE) console.log(`[${file}] ${line}`)
-      waiters = waiters.filter((w) => (w.re.test(line) ? (w.resolve(line), false) : true))
-    }
-  }
-  proc.stdout!.on("data", onData)
-  proc.stderr!.on("data", onData)
-  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)))
-  return {
-    proc,
-    lines,
-    exited,
-    waitFor(re, timeoutMs = 20_000) {
-      const seen = lines.find((l) => re.test(l))
-      if (seen) return Promise.resolve(seen)
-      return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`${file}: no line matching ${re} within ${timeoutMs} ms; last: ${lines.slice(-5).join(" | ")}`)), timeoutMs)
-        waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) })
-      })
-    },
-    stop(signal = "SIGTERM") {
-      if (proc.exitCode !== null || proc.signalCode !== null) return exited
-      proc.kill(signal)
-      return exited
-    },
-  }
 }
 
 export async function waitUntil<T>(fn: () => T | Promise<T>, { timeoutMs = 20_000, every = 50, what = "condition" } = {}): Promise<NonNullable<T>> {

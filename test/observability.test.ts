@@ -3,9 +3,8 @@
 import { createServer, type IncomingMessage } from "node:http"
 import { readFile, writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
-import type { NatsConnection } from "@nats-io/transport-node"
 import { SpanKind, trace } from "@opentelemetry/api"
 import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { StatusError } from "itty-router"
@@ -17,48 +16,29 @@ import { HEARTBEATS, type Beat } from "../mesh/heartbeat.ts"
 import { freePort, startNatsd } from "../mesh/natsd.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Running, type Worker, worker } from "../mesh/worker.ts"
+import { type Worker, worker } from "../mesh/worker.ts"
 import invoice from "../workers/invoice.ts"
 import { opsWorker } from "../workers/ops.ts"
 import routing from "../workers/routing.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, natsFixture, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, natsSuite, sleep, spawnTs, startServer, waitUntil } from "./harness.ts"
 
 const test = suite("observability")
-let server: TestServer
-let nc: NatsConnection
-let js: JetStreamClient
-let jsm: JetStreamManager
-const running: Running[] = []
-
-test.before(async () => {
-  ;({ server, nc, js, jsm } = await natsFixture())
-})
-test.after(async () => {
-  await nc.close()
-  await server.close()
-})
-test.before.each(async () => {
-  for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
-  await provision(nc, topology(), { consumers: () => false })
-})
-test.after.each(async () => {
-  await Promise.all(running.splice(0).map((r) => r.stop()))
-})
+const f = natsSuite(test, { provision: { consumers: () => false } })
 
 const start = async (w: Worker, drainTimeoutMs = 5000) => {
-  const r = await w.start({ url: server.url, port: 0, drainTimeoutMs })
-  running.push(r)
+  const r = await w.start({ url: f.server.url, port: 0, drainTimeoutMs })
+  f.running.push(r)
   return r
 }
 
 const send = (i: number, over = {}, traceparent?: string) =>
-  publishEvent(js, "RouteCalculated", route(i, over), { id: `rc-${i}`, source: "logiflow/test", key: route(i, over).truckId, traceparent })
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}`, source: "logiflow/test", key: route(i, over).truckId, traceparent })
 
 const settled = (n: number) =>
   waitUntil(
     async () => {
-      const c = await jsm.consumers.info("ROUTING", "invoice")
+      const c = await f.jsm.consumers.info("ROUTING", "invoice")
       return c.ack_floor.stream_seq === n && c.num_ack_pending === 0 && c.num_pending === 0
     },
     { what: `invoice consumer acked/termed ${n}` },
@@ -257,7 +237,7 @@ async function captured<T>(fn: () => Promise<T>): Promise<{ result: T; lines: Re
 
 test("logs - at info, one JSON line per lifecycle event and none per successful event", async () => {
   const { lines } = await captured(async () => {
-    const w = await invoice.start({ url: server.url, port: 0, drainTimeoutMs: 5000 })
+    const w = await invoice.start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
     for (let i = 1; i <= 48; i++) await send(i)
     await send(49, { customerId: "nobody" })
     await send(50, { customerId: "nobody" })
@@ -278,21 +258,21 @@ test("logs - at info, one JSON line per lifecycle event and none per successful 
 
 test("readiness and logs - /readyz is 503 while NATS is down and 200 again after it returns; one line each way", async () => {
   const { lines } = await captured(async () => {
-    const w = await invoice.start({ url: server.url, port: 0, drainTimeoutMs: 5000 })
-    running.push(w)
+    const w = await invoice.start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
+    f.running.push(w)
     const ready = () => fetch(`http://127.0.0.1:${w.port}/readyz`).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }))
     assert.equal(await ready(), { status: 200, body: { status: "ready", worker: "invoice" } })
-    await nc.close()
-    await server.stop()
+    await f.nc.close()
+    await f.server.stop()
     const down = await waitUntil(async () => ((await ready()).status === 503 ? ready() : null), { what: "readyz 503" })
     assert.equal(down.body, { status: "not-ready", worker: "invoice", connected: false, bound: true, stopping: false })
     assert.is((await fetch(`http://127.0.0.1:${w.port}/healthz`)).status, 200, "the process is still alive")
     const scraped = await scrape(w.port)
     assert.is(value(scraped, "logiflow_nats_connected"), 0)
-    await server.restart()
-    nc = await connectTo(server)
-    js = jetstream(nc)
-    jsm = await jetstreamManager(nc)
+    await f.server.restart()
+    f.nc = await connectTo(f.server)
+    f.js = jetstream(f.nc)
+    f.jsm = await jetstreamManager(f.nc)
     await waitUntil(async () => (await ready()).status === 200, { what: "readyz 200 again" })
     // and it works again: the durable consumer survived in the server's store
     await send(1)
@@ -317,7 +297,7 @@ const CALLER = "00f067aa0ba902b7"
 const idsOf = (tp: string | undefined) => /^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$/.exec(tp ?? "")?.slice(1) ?? []
 
 async function lastHeader(stream: string, subject: string) {
-  const m = await waitUntil(() => jsm.streams.getMessage(stream, { last_by_subj: subject }).catch(() => null), { what: `a message on ${subject}` })
+  const m = await waitUntil(() => f.jsm.streams.getMessage(stream, { last_by_subj: subject }).catch(() => null), { what: `a message on ${subject}` })
   return (h: string) => m.header.get(h)
 }
 
@@ -398,7 +378,7 @@ test("tracing - with an SDK registered, handle spans are children of the incomin
     const dlq = await lastHeader("DLQ", "dlq.ROUTING.invoice")
     assert.is(dlq("traceparent"), `00-${TRACE}-${direct}-01`)
   } finally {
-    await Promise.all(running.splice(0).map((w) => w.stop()))
+    await Promise.all(f.running.splice(0).map((w) => w.stop()))
     trace.disable()
     await provider.shutdown()
   }
@@ -425,7 +405,7 @@ type OtlpTraces = {
 
 test("tracing - with OTEL_EXPORTER_OTLP_ENDPOINT set, a worker process exports its spans over OTLP/HTTP (flushed on SIGTERM)", async () => {
   const otlp = await collector()
-  const child = spawnTs("workers/invoice.ts", { NATS_URL: server.url, INVOICE_PORT: "0", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url })
+  const child = spawnTs("workers/invoice.ts", { NATS_URL: f.server.url, INVOICE_PORT: "0", OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url })
   try {
     await child.waitFor(/"msg":"exporting spans over OTLP\/HTTP"/)
     await child.waitFor(/"msg":"ready"/)
@@ -451,7 +431,7 @@ test("tracing - with OTEL_EXPORTER_OTLP_ENDPOINT set, a worker process exports i
 
 test("heartbeats - a running worker keeps <worker>.<instance> in the heartbeats bucket; stopping removes it", async () => {
   const w = await start(invoice)
-  const kv = await new Kvm(js).open(HEARTBEATS)
+  const kv = await new Kvm(f.js).open(HEARTBEATS)
   const key = `invoice.${w.runtime.instance}`
   const beat = await waitUntil(async () => (await kv.get(key).catch(() => null))?.json<Beat>(), { what: "a heartbeat" })
   assert.equal(Object.keys(beat).sort(), ["at", "inflight", "instance", "ready", "startedAt", "version", "worker"])
@@ -459,17 +439,17 @@ test("heartbeats - a running worker keeps <worker>.<instance> in the heartbeats 
   assert.is(beat.instance, w.runtime.instance)
   assert.is(beat.ready, true)
   assert.is(beat.inflight, 0)
-  const status = await jsm.streams.info(`KV_${HEARTBEATS}`)
+  const status = await f.jsm.streams.info(`KV_${HEARTBEATS}`)
   assert.is(status.config.max_age, 15e9, "a dead instance's key ages out in 15 s")
   await w.stop()
-  running.length = 0
+  f.running.length = 0
   const after = await kv.get(key)
   assert.ok(!after || after.operation !== "PUT", "the key is gone at stop")
 })
 
 test("heartbeats - a worker whose user may not write heartbeats starts, works, and says so once", async () => {
   // a server whose only user may do anything but write the heartbeats bucket
-  const dir = server.storeDir
+  const dir = f.server.storeDir
   const conf = join(dir, "deny-heartbeats.conf")
   await writeFile(
     conf,

@@ -1,6 +1,6 @@
 // The ops worker: the advisory safety net (rule 4), the DLQ entry index, replay/discard and its HTTP API,
 // against a real nats-server with ops and the failing worker as real child processes.
-import { jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import { jetstream } from "@nats-io/jetstream"
 import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
@@ -9,55 +9,40 @@ import { type DlqEntry, ORIGINAL_GONE } from "../mesh/dlq-admin.ts"
 import { publishDeadLetter } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Running, worker } from "../mesh/worker.ts"
+import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { type Child, connectTo, freePort, natsFixture, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, natsSuite, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("ops")
 const TOKEN = `tok-${crypto.randomUUID()}`
-let server: TestServer
-let nc: NatsConnection
-let js: JetStreamClient
-let jsm: JetStreamManager
 const children: Child[] = []
-const running: Running[] = []
-
-test.before(async () => {
-  ;({ server, nc, js, jsm } = await natsFixture())
-})
-test.after(async () => {
-  await nc.close()
-  await server.close()
-})
-test.before.each(async () => {
-  for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
-  await provision(nc, topology())
-  // two deliveries, 1 s apart at most: the final delivery comes quickly
-  await jsm.consumers.update("ROUTING", "invoice", { max_deliver: 2, ack_wait: nanos(1000) })
-})
+// registered before natsSuite's hooks, so after each test the child processes are killed before the workers stop
 test.after.each(async () => {
   await Promise.all(children.splice(0).map((c) => c.stop("SIGKILL")))
-  await Promise.all(running.splice(0).map((r) => r.stop()))
+})
+const f = natsSuite(test, {
+  // two deliveries, 1 s apart at most: the final delivery comes quickly
+  reset: ({ jsm }) => jsm.consumers.update("ROUTING", "invoice", { max_deliver: 2, ack_wait: nanos(1000) }),
 })
 
 async function startOps(): Promise<{ child: Child; url: string }> {
   const port = await freePort()
-  const child = spawnTs("workers/ops.ts", { NATS_URL: server.url, OPS_PORT: String(port), LOGIFLOW_OPS_TOKEN: TOKEN })
+  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port), LOGIFLOW_OPS_TOKEN: TOKEN })
   children.push(child)
   await child.waitFor(/"msg":"ready"/)
   return { child, url: `http://127.0.0.1:${port}` }
 }
 
 async function startFailing(env: Record<string, string> = {}): Promise<Child> {
-  const child = spawnTs("test/fixtures/failing-worker.ts", { NATS_URL: server.url, INVOICE_PORT: String(await freePort()), ...env })
+  const child = spawnTs("test/fixtures/failing-worker.ts", { NATS_URL: f.server.url, INVOICE_PORT: String(await freePort()), ...env })
   children.push(child)
   await child.waitFor(/"msg":"ready"/)
   return child
 }
 
 const send = (i: number, over = {}) =>
-  publishEvent(js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test", key: route(i, over).truckId })
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test", key: route(i, over).truckId })
 
 type Api = { status: number; body: any; headers: Headers }
 async function api(base: string, path: string, o: { method?: string; token?: string; body?: unknown } = {}): Promise<Api> {
@@ -74,7 +59,7 @@ const untilEntries = (base: string, n: number, query = "") =>
     const e = await entriesVia(base, query)
     return e.length >= n ? e : null
   }, { what: `${n} DLQ entries${query}` })
-const dlqMessages = async () => (await jsm.streams.info("DLQ")).state.messages
+const dlqMessages = async () => (await f.jsm.streams.info("DLQ")).state.messages
 
 test("advisory path - a worker SIGKILLed on its final delivery yields exactly one entry, reason max-deliveries", async () => {
   const ops = await startOps()
@@ -110,7 +95,7 @@ test("ops down - failures while ops is down are filed once when it starts: a per
   await w.stop("SIGKILL")
   await startFailing()
   // both advisories (MSG_TERMINATED from the worker's own dead letter, MAX_DELIVERIES from the crash) wait in the stream
-  await waitUntil(async () => (await jsm.streams.info("ADVISORIES")).state.messages === 2, { what: "two stored advisories" })
+  await waitUntil(async () => (await f.jsm.streams.info("ADVISORIES")).state.messages === 2, { what: "two stored advisories" })
   assert.is(await dlqMessages(), 1)
   const ops = await startOps()
   const entries = await untilEntries(ops.url, 2)
@@ -128,7 +113,7 @@ test("both paths racing - worker and advisory file the same failure: one DLQ mes
   const ack = await send(1)
   await w.waitFor(/"msg":"dead-lettered"/, 15_000)
   await waitUntil(async () => {
-    const [s, c] = await Promise.all([jsm.streams.info("ADVISORIES"), jsm.consumers.info("ADVISORIES", "ops")])
+    const [s, c] = await Promise.all([f.jsm.streams.info("ADVISORIES"), f.jsm.consumers.info("ADVISORIES", "ops")])
     return s.state.messages >= 1 && c.ack_floor.stream_seq === s.state.last_seq
   }, { what: "the advisory handled" })
   const [entry] = await untilEntries(ops.url, 1)
@@ -141,7 +126,7 @@ test("both paths racing - worker and advisory file the same failure: one DLQ mes
 })
 
 test("dedupe window - past it, the index still keeps one entry per failure", async () => {
-  await jsm.streams.update("DLQ", { duplicate_window: nanos(1000) })
+  await f.jsm.streams.update("DLQ", { duplicate_window: nanos(1000) })
   const ops = await startOps()
   await startFailing({ NO_TARIFF: "nobody" })
   const ack = await send(1, { customerId: "nobody" })
@@ -149,18 +134,18 @@ test("dedupe window - past it, the index still keeps one entry per failure", asy
   await sleep(1200)
   // a late MAX_DELIVERIES advisory for the same message: the bucket, not the expired dedupe, says it is filed
   const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "invoice", stream_seq: ack.seq, deliveries: 2 }
-  await js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
+  await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
   await ops.child.waitFor(/"msg":"ready"/)
-  await waitUntil(async () => (await jsm.consumers.info("ADVISORIES", "ops")).num_ack_pending + (await jsm.consumers.info("ADVISORIES", "ops")).num_pending === 0, {
+  await waitUntil(async () => (await f.jsm.consumers.info("ADVISORIES", "ops")).num_ack_pending + (await f.jsm.consumers.info("ADVISORIES", "ops")).num_pending === 0, {
     what: "advisories handled",
   })
   // and a duplicate DLQ message published past the window is stored, but indexed as the same entry
-  const original = (await jsm.streams.getMessage("ROUTING", { seq: ack.seq }))!
-  const dup = await publishDeadLetter(js, {
+  const original = (await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq }))!
+  const dup = await publishDeadLetter(f.js, {
     stream: "ROUTING", seq: ack.seq, consumer: "invoice", subject: original.subject, headers: original.header, data: original.data, deliveries: 1, reason: "no-tariff",
   })
   assert.is(dup.duplicate, false)
-  await waitUntil(async () => (await jsm.consumers.info("DLQ", "ops")).ack_floor.stream_seq === dup.seq, { what: "duplicate indexed" })
+  await waitUntil(async () => (await f.jsm.consumers.info("DLQ", "ops")).ack_floor.stream_seq === dup.seq, { what: "duplicate indexed" })
   const entries = await entriesVia(ops.url)
   assert.is(entries.length, 1)
   assert.equal(entries[0], entry)
@@ -170,9 +155,9 @@ test("dedupe window - past it, the index still keeps one entry per failure", asy
 test("original gone - an advisory for a message no longer in its stream is still filed, and cannot be replayed", async () => {
   const ops = await startOps()
   const ack = await send(3)
-  await jsm.streams.deleteMessage("ROUTING", ack.seq)
+  await f.jsm.streams.deleteMessage("ROUTING", ack.seq)
   const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "invoice", stream_seq: ack.seq, deliveries: 2 }
-  await js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
+  await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
   const [entry] = await untilEntries(ops.url, 1)
   assert.is(entry!.id, `ROUTING.invoice.${ack.seq}`)
   assert.is(entry!.reason, "max-deliveries")
@@ -185,8 +170,8 @@ test("original gone - an advisory for a message no longer in its stream is still
 test("replay - only the consumer that failed sees it again, and the effect happens once", async () => {
   const ops = await startOps()
   const seenByPortal: string[] = []
-  running.push(
-    await worker({ name: "portal", consumes: { RouteCalculated: (r) => void seenByPortal.push(r.routeId) } }).start({ url: server.url, port: 0, drainTimeoutMs: 1000 }),
+  f.running.push(
+    await worker({ name: "portal", consumes: { RouteCalculated: (r) => void seenByPortal.push(r.routeId) } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }),
   )
   const w = await startFailing({ NO_TARIFF: "nobody" })
   await send(5, { customerId: "nobody" })
@@ -204,11 +189,11 @@ test("replay - only the consumer that failed sees it again, and the effect happe
   assert.is(r2.body.replays, 2)
   await waitUntil(() => fixed.lines.filter((l) => l.includes('"msg":"invoiced"')).length === 2, { what: "second replay handled" })
   await sleep(500)
-  const invoices = await jsm.streams.info("INVOICE")
+  const invoices = await f.jsm.streams.info("INVOICE")
   assert.is(invoices.state.messages, 1, "two replays, one invoice")
-  assert.is((await jsm.streams.getMessage("INVOICE", { seq: invoices.state.last_seq }))!.header.get("Nats-Msg-Id"), "invoice:route-5")
+  assert.is((await f.jsm.streams.getMessage("INVOICE", { seq: invoices.state.last_seq }))!.header.get("Nats-Msg-Id"), "invoice:route-5")
   assert.equal(seenByPortal, ["route-5"], "portal saw the route once")
-  const portalReplay = await jsm.consumers.info("REPLAY", "portal")
+  const portalReplay = await f.jsm.consumers.info("REPLAY", "portal")
   assert.is(portalReplay.delivered.stream_seq, 0)
   assert.is(portalReplay.num_pending, 0)
   const replayed = (await api(ops.url, `/api/dlq/${entry!.id}`)).body.entry as DlqEntry
@@ -256,8 +241,8 @@ test("discard and auth - 401 without or with a wrong token, 503 when ops has non
   assert.is(missing.headers.get("www-authenticate"), 'Bearer realm="logiflow-ops"')
   assert.is((await api(ops.url, path, { method: "POST", token: `${TOKEN}x` })).status, 401)
   assert.is((await api(ops.url, path, { method: "POST", token: TOKEN.slice(0, -1) })).status, 401)
-  const tokenless = await opsWorker({}).start({ url: server.url, port: 0, drainTimeoutMs: 1000 })
-  running.push(tokenless)
+  const tokenless = await opsWorker({}).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 })
+  f.running.push(tokenless)
   const refused = await api(`http://127.0.0.1:${tokenless.port}`, path, { method: "POST", token: TOKEN })
   assert.is(refused.status, 503)
   assert.match(refused.body.error, /set LOGIFLOW_OPS_TOKEN/)

@@ -28,7 +28,7 @@ import { getJson, kvKey } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker } from "../mesh/worker.ts"
-import { route } from "./fixtures/events.ts"
+import { invoice, route } from "./fixtures/events.ts"
 import { passwords, ROOT, startServer, type TestServer, waitUntil } from "./harness.ts"
 
 const test = suite("permissions")
@@ -92,16 +92,7 @@ const apiRequest = (nc: Connection, subject: string) => nc.request(subject, "{}"
 
 const EVENT_DATA: { [N in EventName]: unknown } = {
   RouteCalculated: route(1),
-  InvoiceGenerated: {
-    invoiceId: "inv-1",
-    routeId: "route-1",
-    truckId: "truck-1",
-    customerId: "acme",
-    lines: [{ description: "Base fee", amountCents: 1000 }],
-    totalCents: 1000,
-    currency: "EUR",
-    issuedAt: "2026-11-25T10:00:00.000Z",
-  },
+  InvoiceGenerated: invoice(),
   PositionReported: { truckId: "truck-1", lat: 52.5, lon: 13.4, at: "2026-11-25T10:00:00.000Z" },
   EtaUpdated: {
     truckId: "truck-1",

@@ -1,6 +1,4 @@
 // The delivery rules of mesh/, against a real nats-server.
-import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
-import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { subjectOf, topology } from "../contracts/mod.ts"
@@ -9,46 +7,27 @@ import { PermanentError } from "../mesh/errors.ts"
 import { provision, TopologyConflict } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker, type WorkerOptions } from "../mesh/worker.ts"
-import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
-import { route } from "./fixtures/events.ts"
+import { natsSuite, sleep, waitUntil } from "./harness.ts"
+import { invoice, route } from "./fixtures/events.ts"
 
 const test = suite("runtime")
-let server: TestServer
-let nc: NatsConnection
-let js: JetStreamClient
-let jsm: JetStreamManager
-const running: Running[] = []
-
-test.before(async () => {
-  ;({ server, nc, js, jsm } = await natsFixture())
-})
-test.after(async () => {
-  await nc.close()
-  await server.close()
-})
 // a clean slate per test: no streams, no consumers; workers provision what they bind to (dev server, no auth)
-test.before.each(async () => {
-  for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
-  await provision(nc, topology(), { consumers: () => false })
-})
-test.after.each(async () => {
-  await Promise.all(running.splice(0).map((r) => r.stop()))
-})
+const f = natsSuite(test, { provision: { consumers: () => false } })
 
 async function startInvoice(o: Partial<WorkerOptions>): Promise<Running> {
-  const r = await worker({ name: "invoice", port: 0, ...o }).start({ url: server.url, port: 0, drainTimeoutMs: 5000 })
-  running.push(r)
+  const r = await worker({ name: "invoice", port: 0, ...o }).start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
+  f.running.push(r)
   return r
 }
 
 const send = (i: number, over = {}, id = `rc-${i}`) =>
-  publishEvent(js, "RouteCalculated", route(i, over), { id, source: "logiflow/test", key: route(i, over).truckId })
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id, source: "logiflow/test", key: route(i, over).truckId })
 
 async function dlqEntries(): Promise<{ subject: string; headers: Record<string, string>; data: Uint8Array }[]> {
-  const info = await jsm.streams.info("DLQ")
+  const info = await f.jsm.streams.info("DLQ")
   const out = []
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
-    const m = await jsm.streams.getMessage("DLQ", { seq })
+    const m = await f.jsm.streams.getMessage("DLQ", { seq })
     if (!m) continue
     const headers: Record<string, string> = {}
     for (const [k, v] of m.header) headers[k.toLowerCase()] = v[0]!
@@ -57,7 +36,7 @@ async function dlqEntries(): Promise<{ subject: string; headers: Record<string, 
   return out
 }
 
-const consumerInfo = () => jsm.consumers.info("ROUTING", "invoice")
+const consumerInfo = () => f.jsm.consumers.info("ROUTING", "invoice")
 
 test("happy path - the returned event is published with derived msg id and headers, then the input is acked", async () => {
   await startInvoice({
@@ -81,7 +60,7 @@ test("happy path - the returned event is published with derived msg id and heade
     },
   })
   await send(1, {}, "rc-1")
-  const inv = await waitUntil(() => jsm.streams.getMessage("INVOICE", { seq: 1 }).catch(() => null), { what: "InvoiceGenerated" })
+  const inv = await waitUntil(() => f.jsm.streams.getMessage("INVOICE", { seq: 1 }).catch(() => null), { what: "InvoiceGenerated" })
   assert.is(inv.subject, subjectOf("InvoiceGenerated"))
   assert.is(inv.header.get("Nats-Msg-Id"), "invoice:route-1")
   assert.is(inv.header.get("ce-id"), "invoice:route-1")
@@ -135,7 +114,7 @@ test("permanent error - exactly one DLQ entry, reason headers, the original body
     },
   })
   const ack = await send(7, { customerId: "nobody" })
-  const original = await jsm.streams.getMessage("ROUTING", { seq: ack.seq })
+  const original = await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq })
   const [entry] = await waitUntil(async () => {
     const e = await dlqEntries()
     return e.length ? e : null
@@ -164,8 +143,8 @@ test("two consumers failing one event - two DLQ entries, one per consumer, neith
     throw new PermanentError("no-tariff")
   }
   await startInvoice({ consumes: { RouteCalculated: fail } })
-  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail } }).start({ url: server.url, port: 0, drainTimeoutMs: 5000 })
-  running.push(tracking)
+  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
+  f.running.push(tracking)
   const ack = await send(3)
   const entries = await waitUntil(async () => {
     const e = await dlqEntries()
@@ -176,17 +155,6 @@ test("two consumers failing one event - two DLQ entries, one per consumer, neith
   assert.equal(entries.map((e) => e.subject).sort(), ["dlq.ROUTING.invoice", "dlq.ROUTING.tracking"])
   assert.equal(entries.map((e) => e.headers["nats-msg-id"]).sort(), [`dlq:ROUTING:invoice:${ack.seq}`, `dlq:ROUTING:tracking:${ack.seq}`])
 })
-
-const anInvoice = {
-  invoiceId: "inv-1",
-  routeId: "route-1",
-  truckId: "truck-1",
-  customerId: "acme",
-  lines: [{ description: "Base fee", amountCents: 1000 }],
-  totalCents: 1000,
-  currency: "EUR",
-  issuedAt: "2026-11-25T10:00:00.000Z",
-}
 
 test("contract violations - bad JSON, a wrong field, an unknown version each go to the DLQ with a precise reason", async () => {
   let handled = 0
@@ -199,13 +167,13 @@ test("contract violations - bad JSON, a wrong field, an unknown version each go 
   const pub = async (type: string | null, body: string, id: string) => {
     const hd = headers()
     if (type) for (const [k, v] of h(type)) hd.set(k, v)
-    await js.publish("routing.events.RouteCalculated", new TextEncoder().encode(body), { headers: hd, msgID: id })
+    await f.js.publish("routing.events.RouteCalculated", new TextEncoder().encode(body), { headers: hd, msgID: id })
   }
   await pub("logiflow.routing.RouteCalculated.v1", "{not json", "a")
   await pub("logiflow.routing.RouteCalculated.v1", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] }), "b")
   await pub("logiflow.routing.RouteCalculated.v9", JSON.stringify(route(2)), "c")
   await pub(null, JSON.stringify(route(3)), "d")
-  await pub("logiflow.invoice.InvoiceGenerated.v1", JSON.stringify(anInvoice), "e")
+  await pub("logiflow.invoice.InvoiceGenerated.v1", JSON.stringify(invoice()), "e")
   await send(4)
   const entries = await waitUntil(async () => {
     const e = await dlqEntries()
@@ -229,12 +197,12 @@ test("DLQ publish failure - the message is handed back, never dropped, and dead-
     },
   })
   // after the start: a worker creates a missing DLQ stream on a dev server
-  await jsm.streams.delete("DLQ")
+  await f.jsm.streams.delete("DLQ")
   await send(1)
   await waitUntil(() => calls >= 3, { what: "three deliveries while the DLQ is missing" })
   const ci = await consumerInfo()
   assert.is(ci.num_ack_pending + ci.num_pending, 1, "still pending on the server")
-  await provision(nc, topology(), { streams: (s) => s.name === "DLQ", consumers: () => false, buckets: () => false })
+  await provision(f.nc, topology(), { streams: (s) => s.name === "DLQ", consumers: () => false, buckets: () => false })
   const entries = await waitUntil(async () => {
     const e = await dlqEntries()
     return e.length === 1 ? e : null
@@ -295,7 +263,7 @@ test("bounded prefetch - handlers that never finish: of 100 events the process h
   const held = await consumerInfo()
   assert.is(held.num_ack_pending, 5, "held: the prefetch less the idle REPLAY consumer's open request")
   assert.is(held.num_pending, 95, "the rest stays on the server, for other instances")
-  assert.is((await jsm.consumers.info("REPLAY", "invoice")).num_waiting, 1, "the REPLAY consumer's request is open")
+  assert.is((await f.jsm.consumers.info("REPLAY", "invoice")).num_waiting, 1, "the REPLAY consumer's request is open")
   assert.is(started, 2, "running: exactly the concurrency")
   release()
   await waitUntil(async () => (await consumerInfo()).ack_floor.stream_seq === 100, { timeoutMs: 20_000, what: "all 100 acked" })
@@ -313,13 +281,13 @@ test("consumer deleted at runtime - /readyz says 503 and names it; once it is ba
     return { status: res.status, body: (await res.json()) as { consumers?: Record<string, string> } }
   }
   assert.is((await readyz()).status, 200)
-  await jsm.consumers.delete("ROUTING", "invoice")
+  await f.jsm.consumers.delete("ROUTING", "invoice")
   const down = await waitUntil(async () => {
     const x = await readyz()
     return x.status === 503 ? x : undefined
   }, { timeoutMs: 20_000, what: "/readyz 503" })
   assert.ok(down.body.consumers?.["ROUTING/invoice"], `names the consumer: ${JSON.stringify(down.body)}`)
-  await provision(nc, topology(), { createMissing: true, streams: () => false, consumers: (c) => c.worker === "invoice" })
+  await provision(f.nc, topology(), { createMissing: true, streams: () => false, consumers: (c) => c.worker === "invoice" })
   await send(1)
   await waitUntil(() => handled.includes("route-1"), { timeoutMs: 20_000, what: "route-1 handled after the consumer is back" })
   assert.is((await readyz()).status, 200)
@@ -343,22 +311,22 @@ test("MAX_RATE - a backlog of 60 drains at 20 events/s, not all at once", async 
 
 test("provision - twice changes nothing; an incompatible existing stream is reported, not ignored", async () => {
   const t = topology()
-  await provision(nc, t)
-  const again = await provision(nc, t)
+  await provision(f.nc, t)
+  const again = await provision(f.nc, t)
   assert.ok(again.length > 10)
   assert.equal(again.filter((a) => a.action !== "unchanged"), [])
-  await jsm.streams.delete("INVOICE")
+  await f.jsm.streams.delete("INVOICE")
   const { StorageType } = await import("@nats-io/jetstream")
-  await jsm.streams.add({ name: "INVOICE", subjects: ["invoice.events.>"], storage: StorageType.Memory })
+  await f.jsm.streams.add({ name: "INVOICE", subjects: ["invoice.events.>"], storage: StorageType.Memory })
   try {
-    await provision(nc, t)
+    await provision(f.nc, t)
     assert.unreachable("should refuse")
   } catch (err) {
     assert.instance(err, TopologyConflict)
     assert.match((err as Error).message, /stream INVOICE exists with a different storage/)
   }
-  await jsm.consumers.update("ROUTING", "invoice", { max_deliver: 9 })
-  const fixed = await provision(nc, t, { streams: (s) => s.name !== "INVOICE" })
+  await f.jsm.consumers.update("ROUTING", "invoice", { max_deliver: 9 })
+  const fixed = await provision(f.nc, t, { streams: (s) => s.name !== "INVOICE" })
   assert.equal(fixed.filter((a) => a.action === "updated").map((a) => a.name), ["ROUTING/invoice"])
 })
 

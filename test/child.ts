@@ -1,0 +1,84 @@
+// test/child.ts — child processes whose output lines can be awaited: the one implementation behind the tests'
+// spawnTs (harness.ts), the benches' spawnTs (bench/lib.ts) and the Deno workers (deno.test.ts). Kept apart from
+// harness.ts so a bench importing it does not take the harness's LOG_LEVEL default.
+import { type ChildProcess, spawn } from "node:child_process"
+import { resolve } from "node:path"
+
+export const ROOT = resolve(import.meta.dirname, "..")
+
+export type Child = {
+  proc: ChildProcess
+  pid: number
+  lines: string[]
+  /** resolves with the first output line matching `re` (already seen lines count) */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>
+  /** sends `signal` and resolves with the exit code */
+  stop(signal?: NodeJS.Signals): Promise<number | null>
+  exited: Promise<number | null>
+}
+
+export type ChildOptions = {
+  /** names the child in waitFor's timeout error */
+  name: string
+  /** gets every output line as it arrives; by default TEST_VERBOSE echoes it to stdout as `[name] line` */
+  echo?: (line: string) => void
+  /** past this many lines, the oldest half is dropped (long-running bench children) */
+  maxLines?: number
+  /** waitFor's default timeout */
+  waitMs?: number
+}
+
+/** Runs `command args` in ROOT with `env` on top of this process's env; stdout and stderr become `lines`. */
+export function spawnChild(command: string, args: string[], env: Record<string, string | undefined>, o: ChildOptions): Child {
+  const proc = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
+  const echo = o.echo ?? ((line: string) => process.env.TEST_VERBOSE && console.log(`[${o.name}] ${line}`))
+  const lines: string[] = []
+  let waiters: { re: RegExp; resolve: (l: string) => void }[] = []
+  const onData = (b: Buffer) => {
+    for (const line of b.toString().split("\n")) {
+      if (!line) continue
+      lines.push(line)
+      if (o.maxLines && lines.length > o.maxLines) lines.splice(0, Math.floor(o.maxLines / 2))
+      echo(line)
+      waiters = waiters.filter((w) => (w.re.test(line) ? (w.resolve(line), false) : true))
+    }
+  }
+  proc.stdout!.on("data", onData)
+  proc.stderr!.on("data", onData)
+  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)))
+  return {
+    proc,
+    pid: proc.pid!,
+    lines,
+    exited,
+    waitFor(re, timeoutMs = o.waitMs ?? 20_000) {
+      const seen = lines.find((l) => re.test(l))
+      if (seen) return Promise.resolve(seen)
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`${o.name}: no line matching ${re} within ${timeoutMs} ms; last: ${lines.slice(-5).join(" | ")}`)), timeoutMs)
+        waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) })
+      })
+    },
+    stop(signal = "SIGTERM") {
+      if (proc.exitCode !== null || proc.signalCode !== null) return exited
+      proc.kill(signal)
+      return exited
+    },
+  }
+}
+
+/**
+ * Runs a TypeScript file as its own node process (node [nodeArgs] --import tsx: one pid, so signals and
+ * /proc/<pid> reach it), LOG_LEVEL info unless `env` says otherwise. `nice` lowers its CPU priority (nice execs
+ * node, so the pid stays the file's).
+ */
+export function spawnTs(
+  file: string,
+  env: Record<string, string | undefined> = {},
+  args: string[] = [],
+  o: Partial<ChildOptions> & { nodeArgs?: string[]; nice?: number } = {},
+): Child {
+  const cmd = [process.execPath, ...(o.nodeArgs ?? []), "--import", "tsx", resolve(ROOT, file), ...args]
+  const [command, ...argv] = o.nice ? ["nice", "-n", String(o.nice), ...cmd] : cmd
+  return spawnChild(command!, argv, { LOG_LEVEL: "info", ...env }, { name: file, ...o })
+}
