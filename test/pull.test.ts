@@ -7,7 +7,7 @@ import fc from "fast-check"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { logger } from "../mesh/log.ts"
-import { PulledMsg, puller, rawHeaders } from "../mesh/pull.ts"
+import { PulledMsg, type Puller, puller, rawHeaders } from "../mesh/pull.ts"
 import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
 
 const test = suite("pull")
@@ -60,38 +60,42 @@ test("puller - holds no more than its room, accounts for requests that expire, a
   await jsm.consumers.add("PULLTEST", { durable_name: "c", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All })
   const held: PulledMsg[] = []
   let room = 5
-  const p = puller(nc, {
+  let p: Puller | undefined
+  p = puller(nc, {
     stream: "PULLTEST",
     durable: "c",
     minBatch: 1,
-    room: () => room - held.length, // asked only when no request is open
+    room: () => room - held.length - (p?.outstanding ?? 0),
     deliver: (m) => held.push(m),
     log: logger({ worker: "pulltest" }),
     expiresMs: 1000, // requests expire while the stream is empty: each 408 must give its room back
     heartbeatMs: 500,
   })
-  await sleep(2500)
-  assert.is(held.length, 0)
-  for (let i = 0; i < 20; i++) await js.publish(`pulltest.${i}`, new Uint8Array([i]))
-  await waitUntil(() => held.length === 5, { what: "5 held" })
-  await sleep(300)
-  assert.is(held.length, 5, "no more than the room")
-  assert.is((await jsm.consumers.info("PULLTEST", "c")).num_ack_pending, 5)
-  // ack them one at a time: each freed slot is pulled again
-  let acked = 0
-  while (acked < 20) {
-    const m = held.shift()
-    if (!m) {
-      await sleep(20)
-      continue
+  try {
+    await sleep(2500)
+    assert.is(held.length, 0)
+    for (let i = 0; i < 20; i++) await js.publish(`pulltest.${i}`, new Uint8Array([i]))
+    await waitUntil(() => held.length === 5, { what: "5 held" })
+    await sleep(300)
+    assert.is(held.length, 5, "no more than the room")
+    assert.is((await jsm.consumers.info("PULLTEST", "c")).num_ack_pending, 5)
+    // ack them one at a time: each freed slot is pulled again
+    let acked = 0
+    while (acked < 20) {
+      const m = held.shift()
+      if (!m) {
+        await sleep(20)
+        continue
+      }
+      m.ack()
+      acked++
+      p.wake()
     }
-    m.ack()
-    acked++
-    p.wake()
+    await waitUntil(async () => (await jsm.consumers.info("PULLTEST", "c")).ack_floor.stream_seq === 20, { what: "20 acked" })
+    room = 0
+  } finally {
+    await p.stop()
   }
-  await waitUntil(async () => (await jsm.consumers.info("PULLTEST", "c")).ack_floor.stream_seq === 20, { what: "20 acked" })
-  room = 0
-  await p.stop()
   const info = await jsm.consumers.info("PULLTEST", "c")
   assert.is(info.num_redelivered, 0)
   assert.is(info.num_ack_pending, 0)
