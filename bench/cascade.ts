@@ -166,8 +166,8 @@ async function mesh(seconds: number, warmUp: number): Promise<{ phases: PhaseRes
 }
 
 export async function cascade(o: Opts): Promise<Section> {
-  const seconds = o.quick ? 2 : 8
-  const warmUp = o.quick ? 1 : 5
+  const seconds = o.quick ? 2 : 15
+  const warmUp = o.quick ? 1 : 10
   const sync = await syncChain(seconds, warmUp)
   const m = await mesh(seconds, warmUp)
   const healthyP99 = (rs: PhaseResult[]) => median(rs.filter((x) => x.phase.startsWith("healthy")).map((x) => x.latency.p99))
