@@ -4,7 +4,7 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type Envelope, type EventData, type EventName, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
+import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
 import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
@@ -175,26 +175,36 @@ function handled(
   spanContext: Context | undefined,
   started: number,
 ): Outcome | Promise<Outcome> {
-  if (!out || !out.length) {
+  if (out === undefined || out === null || (Array.isArray(out) && out.length === 0)) {
     ack(msg, d)
     return finish(d, "ack", event.type, started)
   }
+  // a handler that returned something other than an array of events broke its output contract: retrying repeats it
+  let wrong = Array.isArray(out) ? "" : `${typeof out}, not an array of events`
+  const at = wrong ? -1 : out.findIndex((o) => typeof o !== "object" || o === null || !isEventName((o as { name?: unknown }).name as string))
+  if (at >= 0) wrong = `${JSON.stringify(out[at]) ?? String(out[at])} at [${at}], not an event`
+  if (wrong) return failed(new ContractError("invalid-event", `${d.worker} handler for ${event.name} returned ${wrong}`), msg, d, span, spanContext, event.type, started)
   const parent = spanContext ?? contextOf(event.meta.traceparent)
   const meta = event.meta
-  // a handler that returned something other than an array of events is a bug: retried like any other failure
-  if (!Array.isArray(out)) return failed(new TypeError(`handler returned ${typeof out}, not an array of events`), msg, d, span, spanContext, event.type, started)
-  return Promise.all(
-    out.map((o, i) =>
-      publishTraced(
-        d.js,
-        o.name,
-        o.data,
-        { id: o.id ?? `${d.worker}:${meta.id}:${i}`, source: `logiflow/${d.worker}`, key: o.key ?? meta.key, traceparent: childTraceparent(meta.traceparent) },
-        parent,
-        d.observePublish,
+  let published: Promise<unknown>
+  try {
+    // anything publishTraced throws before its promise exists must not escape the delivery
+    published = Promise.all(
+      out.map((o, i) =>
+        publishTraced(
+          d.js,
+          o.name,
+          o.data,
+          { id: o.id ?? `${d.worker}:${meta.id}:${i}`, source: `logiflow/${d.worker}`, key: o.key ?? meta.key, traceparent: childTraceparent(meta.traceparent) },
+          parent,
+          d.observePublish,
+        ),
       ),
-    ),
-  ).then(
+    )
+  } catch (err) {
+    return failed(err, msg, d, span, spanContext, event.type, started)
+  }
+  return published.then(
     () => {
       ack(msg, d)
       return finish(d, "ack", event.type, started)

@@ -6,8 +6,8 @@
 // ran (test/chaos.test.ts). Why not fetch() per batch: a subscribe, a pull and an unsubscribe for every 16–64
 // messages was the largest cost left in the profile (bench/consume.ts). Here one subscription lives as long as the
 // connection. A pull request asks for room that is free then; it ends when its batch has arrived or the server ends
-// it (408 expired, saying how much was left; 409 …). Once half of it has arrived a second one may go out, so the
-// server is not left waiting a round trip for the next request (+7 % msgs/s); never a third, and an idle consumer
+// it (408 expired, saying how much was left; 409 …). Once at most half a batch is still to come another one may go
+// out, so the server is not left waiting a round trip for the next request (+7 % msgs/s), and an idle consumer
 // keeps only one long poll open. What the process holds plus what may still arrive never exceeds its room. A lost
 // request (server restart) is noticed by its missing heartbeats.
 import type { DeliveryInfo, JsMsg, PullOptions } from "@nats-io/jetstream"
@@ -52,13 +52,20 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix
   let sub: Subscription | undefined
   let inbox = ""
-  /** the open requests, oldest first (the server fills them in that order): batch, and what each may still bring */
-  let open: { batch: number; left: number }[] = []
+  // Each request replies to `<inbox>.<n>`, so a status names the request it ends. Stored messages do not say which
+  // request they fill (the server moves a partly served request to the back of its queue, so two open requests are
+  // filled in turns), so the count is kept as a total: -1 per message, -(what the server says was left) per end.
+  /** open requests by token: their batch, and when they expire at the latest */
+  let open = new Map<number, { batch: number; until: number }>()
+  let token = 0
+  /** what the open requests may still bring, together */
   let outstanding = 0
   /** how much the next request asks for, at most: doubles while requests fill, falls back to what came when one
    * expires. An idle consumer (a REPLAY that is empty nearly always) then reserves only `minBatch` of the room
    * while its long poll waits, and a busy one gets the rest */
   let size = o.minBatch
+  /** the newest request's batch: another may go out once no more than half of that is still to come */
+  let lastBatch = 0
   let lastHeard = 0
   let stopping = false
   let paused: ReturnType<typeof setTimeout> | undefined
@@ -68,45 +75,49 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
    * reconnect — its messages would then wait out ack_wait */
   let disconnected = false
 
+  // a fresh inbox whenever the count may be wrong (reconnect, a lost request): whatever still arrives for the old
+  // one finds no subscriber, and the server, seeing no interest, keeps it for the next request (or ack_wait)
   const subscribe = () => {
     sub?.unsubscribe()
     inbox = createInbox(inboxPrefix)
     const mine = inbox
-    sub = nc.subscribe(inbox, {
+    sub = nc.subscribe(`${inbox}.*`, {
       callback: (err, msg) => {
         if (err) return void o.log.error("pull subscription failed", { stream: o.stream, consumer: o.durable, error: err })
         if (mine === inbox) onMessage(msg)
       },
     })
-    forget()
-  }
-
-  const forget = () => {
-    open = []
+    open = new Map()
     outstanding = 0
   }
 
   const pull = () => {
     if (stopping || paused || disconnected || nc.isClosed()) return
-    // a second request goes out while the first's last messages arrive, so the server never waits for the next
-    // one (a round trip of idle time per batch); never a third
-    if (open.length >= 2 || (open.length === 1 && open[0]!.left > open[0]!.batch / 2)) return
-    const batch = Math.min(o.room(), size)
+    // another request goes out once at most half of the newest one is still to come, so the server never waits a
+    // round trip for the next one; an idle consumer's one long poll is never joined by another
+    if (open.size > 0 && outstanding > lastBatch / 2) return
+    // messages are flowing (half of what was asked has come while a request is open): ask for more each time
+    const want = open.size > 0 ? Math.min(size * 2, 1 << 16) : size
+    const batch = Math.min(o.room(), want)
     if (batch < o.minBatch || batch <= 0) return
-    open.push({ batch, left: batch })
+    size = want
+    lastBatch = batch
+    const n = ++token
+    open.set(n, { batch, until: Date.now() + expiresMs + 2 * heartbeatMs })
     outstanding += batch
-    if (open.length === 1) lastHeard = Date.now()
+    if (open.size === 1) lastHeard = Date.now()
     const req: Partial<PullOptions> = { batch, expires: nanos(expiresMs), idle_heartbeat: nanos(heartbeatMs) }
     try {
-      nc.publish(next, JSON.stringify(req), { reply: inbox })
+      nc.publish(next, JSON.stringify(req), { reply: `${inbox}.${n}` })
     } catch (err) {
-      open.pop()
+      open.delete(n)
       outstanding -= batch
       pauseThenPull(`pull request not sent: ${(err as Error).message}`)
     }
   }
 
   const pauseThenPull = (why: string) => {
+    if (stopping) return
     if (why !== complaint) o.log.warn("pulling again shortly", { stream: o.stream, consumer: o.durable, why })
     complaint = why
     paused ??= setTimeout(() => {
@@ -120,42 +131,44 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
     if (refused) (refused = false), o.bound?.(true, "the server takes pull requests again")
   }
 
+  /** request `n` is over with `left` of its batch undelivered (undefined: the server did not say — all of it) */
+  const ended = (n: number, left: number | undefined) => {
+    const r = open.get(n)
+    if (!r) return
+    open.delete(n)
+    const l = left === undefined || !Number.isFinite(left) ? r.batch : Math.min(left, r.batch)
+    outstanding = Math.max(0, outstanding - l)
+    size = Math.max(o.minBatch, r.batch - l)
+  }
+
   function onMessage(msg: Msg) {
     lastHeard = Date.now()
     if (msg.reply) {
-      // a stored message (its reply subject is its ack subject)
-      const head = open[0]
-      if (head) {
-        outstanding--
-        if (--head.left <= 0) {
-          size = Math.min(head.batch * 2, 1 << 16)
-          open.shift()
-        }
+      // a stored message (its reply subject is its ack subject), for one of the open requests
+      if (outstanding > 0 && --outstanding === 0) {
+        // everything asked for has come: the requests were filled, ask for more next time
+        const asked = Math.max(0, ...[...open.values()].map((r) => r.batch))
+        open.clear()
+        size = Math.min(Math.max(size, asked) * 2, 1 << 16)
       }
       if (complaint) accepted()
       o.deliver(new PulledMsg(msg, nc))
       pull()
       return
     }
-    // a status from the server about the open request
+    // a status from the server about the request it names
+    const n = Number(msg.subject.slice(msg.subject.lastIndexOf(".") + 1))
     const h = msg.headers
     const code = h?.code ?? 0
-    if (code === 100 || code === 404 || code === 408) {
-      if (complaint) accepted()
-      if (code === 100) return // idle heartbeat: the request is alive
+    if (code === 100) return void (complaint && accepted()) // idle heartbeat: the request is alive
+    const left = h?.get("Nats-Pending-Messages") ? Number(h.get("Nats-Pending-Messages")) : undefined
+    if (code === 404 || code === 408) {
       // expired (408) or nothing there (404): the request is over; the next asks for what this one brought
-      // which request: the one with exactly that much left, else the oldest
-      const left = Number(h?.get("Nats-Pending-Messages"))
-      const i = Math.max(0, open.findIndex((r) => r.left === left))
-      const ended = open[i]
-      if (ended) {
-        size = Math.max(o.minBatch, ended.batch - ended.left)
-        outstanding -= ended.left
-        open.splice(i, 1)
-      }
+      if (complaint) accepted()
+      ended(n, left)
       return pull()
     }
-    forget()
+    ended(n, left)
     const description = h?.description || `status ${code}`
     // 409 consumer deleted; 503: nothing answers the pull subject (no such consumer, or JetStream unavailable)
     if (code === 503 || /consumer deleted/i.test(description)) {
@@ -165,10 +178,16 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
     pauseThenPull(`${code} ${description}`)
   }
 
-  // a request the server no longer knows (restarted, consumer moved) sends nothing, not even heartbeats
   const watchdog = setInterval(() => {
-    if (open.length && Date.now() - lastHeard > 2 * heartbeatMs + 1000) {
-      forget()
+    const now = Date.now()
+    // a request past its expiry that never said so was filled (its end is silent) or is lost: forget it
+    for (const [n, r] of open) if (now > r.until) open.delete(n)
+    let asked = 0
+    for (const r of open.values()) asked += r.batch
+    outstanding = Math.min(outstanding, asked)
+    // a request the server no longer knows (restarted, consumer moved) sends nothing, not even heartbeats
+    if (open.size > 0 && now - lastHeard > 2 * heartbeatMs + 1000) {
+      subscribe()
       pauseThenPull("no heartbeat from the open pull request")
     } else pull()
   }, heartbeatMs)

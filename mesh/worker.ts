@@ -286,14 +286,25 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const flushAcks = () => {
     const batch = acks
     acks = []
-    for (const m of batch) m.ack()
+    // an ack after the connection closed (a handler the drain deadline gave up on) must not throw out of a timer:
+    // that message is redelivered, as intended
+    for (const m of batch) {
+      try {
+        m.ack()
+      } catch (err) {
+        log.warn("ack not sent; the server redelivers after ack_wait", { seq: m.seq, error: err })
+      }
+    }
   }
   const later: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
   let turnQueued = false
+  let first = 0
   const turn = () => {
     turnQueued = false
     flushAcks()
-    for (const p of pullers) p.wake()
+    // the consumer asked first gets the room first: take turns, or a backlog on one starves the others
+    first = (first + 1) % Math.max(1, pullers.length)
+    for (let i = 0; i < pullers.length; i++) pullers[(first + i) % pullers.length]!.wake()
   }
   function roomFreed() {
     if (!turnQueued) (turnQueued = true), later(turn)
@@ -351,7 +362,14 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     } catch (err) {
       log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, error: err })
     }
-    if (outcome instanceof Promise) outcome.then(() => finished(h, done), () => finished(h, done))
+    if (outcome instanceof Promise)
+      outcome.then(
+        () => finished(h, done),
+        (err) => {
+          log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, error: err })
+          finished(h, done)
+        },
+      )
     else finished(h, done)
   }
 

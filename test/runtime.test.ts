@@ -138,6 +138,35 @@ test("permanent error - exactly one DLQ entry, reason headers, the original body
   assert.is(ci.num_ack_pending, 0, "terminated, not pending")
 })
 
+test("invalid output - a handler returning a non-array, a `false` element or an event that breaks its schema: one DLQ entry each, invalid-output, nothing published", async () => {
+  const calls = new Map<string, number>()
+  await startInvoice({
+    consumes: {
+      RouteCalculated: (r) => {
+        calls.set(r.routeId, (calls.get(r.routeId) ?? 0) + 1)
+        if (r.routeId === "route-1") return { name: "InvoiceGenerated" } as never
+        if (r.routeId === "route-2") return [false] as never
+        return [{ name: "InvoiceGenerated", data: { invoiceId: "" } as never }]
+      },
+    },
+  })
+  for (let i = 1; i <= 3; i++) await send(i)
+  const entries = await waitUntil(async () => {
+    const e = await dlqEntries()
+    return e.length === 3 ? e : null
+  })
+  await sleep(500)
+  assert.is((await dlqEntries()).length, 3, "one entry each, no retries")
+  const byId = new Map(entries.map((e) => [e.headers["ce-id"], e.headers]))
+  for (const id of ["rc-1", "rc-2", "rc-3"]) assert.is(byId.get(id)?.[DLQ.reason], "invalid-output", id)
+  assert.match(byId.get("rc-1")![DLQ.error]!, /returned object, not an array of events/)
+  assert.match(byId.get("rc-2")![DLQ.error]!, /returned false at \[0\], not an event/)
+  assert.match(byId.get("rc-3")![DLQ.error]!, /invoiceId/)
+  assert.equal([...calls.values()], [1, 1, 1], "each handled once: a contract bug is not retried")
+  assert.is((await f.jsm.streams.info("INVOICE")).state.messages, 0, "nothing published")
+  assert.is((await consumerInfo()).num_ack_pending, 0)
+})
+
 test("two consumers failing one event - two DLQ entries, one per consumer, neither deduped away", async () => {
   const fail = () => {
     throw new PermanentError("no-tariff")
