@@ -347,7 +347,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   }
 
   // done() frees the message's lane: when delivery ends, or when the sweep gives up on a handler past ack_wait
-  const finished = (h: Held, done: () => void) => {
+  // deliver() settles every message itself; a throw out of it is a runtime bug, and the server redelivers
+  const finished = (h: Held, done: () => void, err?: unknown) => {
+    if (err !== undefined) log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, seq: h.msg.seq, error: err })
     held.delete(h.msg)
     roomFreed()
     done()
@@ -360,16 +362,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     try {
       outcome = deliver(h.msg, deps.get(h.stream)!)
     } catch (err) {
-      log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, error: err })
+      return finished(h, done, err ?? "thrown undefined")
     }
-    if (outcome instanceof Promise)
-      outcome.then(
-        () => finished(h, done),
-        (err) => {
-          log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, error: err })
-          finished(h, done)
-        },
-      )
+    if (outcome instanceof Promise) outcome.then(() => finished(h, done), (err) => finished(h, done, err ?? "rejected with undefined"))
     else finished(h, done)
   }
 
