@@ -10,7 +10,7 @@ import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
 import type { Logger } from "./log.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
-import { PulledMsg } from "./pull.ts"
+import type { PulledMsg } from "./pull.ts"
 import { type Context, contextOf, eventNameOf, type PublishObserver, publishing, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, spansOn, tracer, trace } from "./tracing.ts"
 
 export type HandlerContext = {
@@ -54,15 +54,6 @@ export type DeliveryDeps = {
 
 type Header = (name: string) => string | undefined
 
-// one pass over the headers: each MsgHdrs.get() copies and filters the key list, and a delivery reads six of them.
-// A message from mesh/pull.ts reads them straight from the raw header block instead.
-function headerOf(msg: JsMsg): Header {
-  if (msg instanceof PulledMsg) return msg.header.bind(msg)
-  const values = new Map<string, string>()
-  if (msg.headers) for (const [k, v] of msg.headers) if (v[0]) values.set(k, v[0])
-  return (name) => values.get(name)
-}
-
 const ack = (msg: JsMsg, d: DeliveryDeps) => (d.ack ? d.ack(msg) : msg.ack())
 
 /**
@@ -71,8 +62,9 @@ const ack = (msg: JsMsg, d: DeliveryDeps) => (d.ack ? d.ack(msg) : msg.ack())
  * Without an SDK no span is made at all: on every message it was a measurable share of the runtime's cost.
  * Synchronous when it can be (a handler that returns plainly and publishes nothing): no promise, no microtask.
  */
-export function deliver(msg: JsMsg, d: DeliveryDeps): Outcome | Promise<Outcome> {
-  const header = headerOf(msg)
+export function deliver(msg: PulledMsg, d: DeliveryDeps): Outcome | Promise<Outcome> {
+  // a delivery reads six headers: PulledMsg reads each straight from the raw header block (mesh/pull.ts)
+  const header: Header = msg.header.bind(msg)
   if (!spansOn()) return handle(msg, header, d, undefined, undefined)
   const type = header("ce-type")
   const id = header("ce-id")

@@ -276,8 +276,7 @@ export class PulledMsg implements JsMsg {
     return this.time.toISOString()
   }
   get timestampNanos() {
-    const t = this.reply.split(".")
-    return BigInt(t[t.length === 9 ? 7 : 9] ?? 0)
+    return BigInt(ackTokens(this.reply)[9]!)
   }
 
   /** the first value of header `name` (exact case), without decoding the others */
@@ -347,11 +346,17 @@ export function rawHeaders(msg: Msg): string | null {
   return TD.decode(block)
 }
 
-/** `$JS.ACK[.<domain>.<account>].<stream>.<consumer>.<deliveries>.<sseq>.<dseq>.<nanos>.<pending>[.<random>]` */
-export function parseInfo(reply: string): DeliveryInfo {
+/** the ack subject's tokens in the long form (the short one gets `_` and an empty account inserted) */
+function ackTokens(reply: string): string[] {
   const t = reply.split(".")
   if (t.length === 9) t.splice(2, 0, "_", "")
   if (t.length < 11 || t[0] !== "$JS" || t[1] !== "ACK") throw new Error(`not a JetStream message: ${reply}`)
+  return t
+}
+
+/** `$JS.ACK[.<domain>.<account>].<stream>.<consumer>.<deliveries>.<sseq>.<dseq>.<nanos>.<pending>[.<random>]` */
+export function parseInfo(reply: string): DeliveryInfo {
+  const t = ackTokens(reply)
   const deliveryCount = parseInt(t[6]!, 10)
   return {
     domain: t[2] === "_" ? "" : t[2]!,
