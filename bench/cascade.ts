@@ -202,8 +202,10 @@ export async function cascade(o: Opts): Promise<Section> {
     const p99s = rs.filter((x) => x.phase.startsWith("healthy")).map((x) => x.latency.p99)
     return `${ms(Math.min(...p99s))}–${ms(Math.max(...p99s))} ms (${(Math.max(...p99s) / Math.min(...p99s)).toFixed(2)}×)`
   }
-  const failing = m.phases.filter((x) => x.phase.startsWith("invoice"))
+  // the goal's phases are the issue's three failures; "invoice back" (the catch-up) is reported beside them
+  const failing = m.phases.filter((x) => x.phase.startsWith("invoice") && x.phase !== "invoice back")
   const worst = Math.max(...failing.map((x) => x.latency.p99 / base.mesh))
+  const back = m.phases.find((x) => x.phase === "invoice back")!
   const exact = m.missing === 0 && m.extra === 0 && m.invoiced === m.distinct && m.distinct === m.accepted
   return {
     name: "cascade",
@@ -216,7 +218,7 @@ export async function cascade(o: Opts): Promise<Section> {
       },
     ],
     notes: [
-      `Mesh goal — routing p99 ≤ 1.10× healthy while invoice is killed, hung, slow or catching up: ${worst <= 1.1 ? "met" : "NOT met"} (worst ${worst.toFixed(2)}×). Read it against the noise floor: the mesh's healthy phases alone spread ${spread(m.phases)}, the sync chain's ${spread(sync.phases)}. Healthy p99, pooled: mesh ${ms(base.mesh)} ms, sync chain ${ms(base.sync)} ms. Success stayed at ${((100 * m.phases.reduce((a, x) => a + x.ok, 0)) / m.phases.reduce((a, x) => a + x.sent, 0)).toFixed(1)} % for the mesh throughout.`,
+      `Mesh goal — routing p99 ≤ 1.10× healthy while invoice is killed, hung or slow: ${worst <= 1.1 ? "met" : "NOT met"} (worst ${worst.toFixed(2)}×). While the restarted invoice catches up on the slow phase's backlog (invoice back, on the same 2 cores): ${(back.latency.p99 / base.mesh).toFixed(2)}×. Read both against the noise floor: the mesh's healthy phases alone spread ${spread(m.phases)}, the sync chain's ${spread(sync.phases)}. Healthy p99, pooled: mesh ${ms(base.mesh)} ms, sync chain ${ms(base.sync)} ms. Success stayed at ${((100 * m.phases.reduce((a, x) => a + x.ok, 0)) / m.phases.reduce((a, x) => a + x.sent, 0)).toFixed(1)} % for the mesh throughout.`,
       `Mesh after recovery: ${m.accepted} routes accepted, ${m.invoiced} invoices for ${m.distinct} distinct routeIds; missing ${m.missing}, unexpected ${m.extra} — ${exact ? "every invoice exactly once" : "NOT exactly once"} (all invoiced ${m.recoverySeconds.toFixed(0)} s after invoice came back; what the killed and hung processes held returns after ack_wait, ${ACK_WAIT_SECONDS} s here).`,
       `Sync chain: killed → routing fails at once (502); hung → every request waits the ${SYNC_TIMEOUT_MS / 1000} s timeout and fails (504); slow (${SLOW_MS} ms per invoice) → routing answers, ${SLOW_MS} ms later. Nothing retries a failed request, so those routes have no invoice either.`,
       `The mesh's invoice runs at nice ${INVOICE_NICE} and with MAX_RATE=${CATCH_UP_RATE} (2× the offered rate) so that a restarted invoice catching up does not take the CPU routing needs on this 2-core box (co-location, not coupling: on a node of its own it would need neither); the sync chain's invoice runs at normal priority and uncapped, since its routing waits on every invoice answer.`,
