@@ -97,7 +97,12 @@ export function parseType(type: string): { name: EventName; version: number } {
   return { name, version }
 }
 
-const known = new Map<string, { name: EventName; version: number }>()
+/** `type`: one string per known type, so what keys maps by it downstream (metrics) hashes it once, not per message */
+const known = new Map<string, { name: EventName; version: number; type: string }>()
+// the type of the message before: a stream's messages are nearly always of one type, and comparing two strings is
+// cheaper than hashing a fresh one for the map
+let lastType = ""
+let lastParsed: { name: EventName; version: number; type: string } | undefined
 
 function need(header: (name: string) => string | undefined, name: string): string {
   const value = header(name)
@@ -109,8 +114,9 @@ function need(header: (name: string) => string | undefined, name: string): strin
 export function decode(header: (name: string) => string | undefined, body: Uint8Array, subject = ""): Envelope {
   const type = need(header, CE.type)
   // a type parsed once is remembered (only known ones: parseType throws for the rest, so the map stays small)
-  let t = known.get(type)
-  if (!t) known.set(type, (t = parseType(type)))
+  let t = type === lastType ? lastParsed : known.get(type)
+  if (!t) known.set(type, (t = { ...parseType(type), type }))
+  ;(lastType = type), (lastParsed = t)
   const meta: Meta = { id: need(header, CE.id), source: need(header, CE.source), time: header(CE.time) ?? "" }
   const key = header(CE.subject)
   if (key) meta.key = key
@@ -123,5 +129,5 @@ export function decode(header: (name: string) => string | undefined, body: Uint8
     throw new ContractError("invalid-json", `body is not JSON: ${(err as Error).message}`)
   }
   const data = validate(t.name, json, t.version)
-  return { name: t.name, version: t.version, type, subject, meta, data } as Envelope
+  return { name: t.name, version: t.version, type: t.type, subject, meta, data } as Envelope
 }

@@ -75,8 +75,9 @@ export type Domain = (typeof events)[EventName]["domain"]
 export const eventNames = Object.keys(events) as EventName[]
 export const isEventName = (s: string): s is EventName => Object.hasOwn(events, s)
 
-/** `routing.events.RouteCalculated` */
-export const subjectOf = (name: EventName): string => `${events[name].domain}.events.${name}`
+const subjects = Object.fromEntries(eventNames.map((n) => [n, `${events[n].domain}.events.${n}`])) as Record<EventName, string>
+/** `routing.events.RouteCalculated` (made once per event: a consumer compares it with every message's subject) */
+export const subjectOf = (name: EventName): string => subjects[name]
 /** The stream a domain's events live in: `ROUTING`, `INVOICE`, `TRACKING`. */
 export const streamOf = (name: EventName): string => events[name].domain.toUpperCase()
 /** `logiflow.routing.RouteCalculated.v1` */

@@ -67,6 +67,8 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   /** the newest request's batch: another may go out once no more than half of that is still to come */
   let lastBatch = 0
   let lastHeard = 0
+  /** something arrived since the watchdog last looked (a clock read per message showed in the profile) */
+  let heard = false
   let stopping = false
   let paused: ReturnType<typeof setTimeout> | undefined
   let complaint = ""
@@ -142,7 +144,7 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   }
 
   function onMessage(msg: Msg) {
-    lastHeard = Date.now()
+    heard = true
     if (msg.reply) {
       // a stored message (its reply subject is its ack subject), for one of the open requests
       if (outstanding > 0 && --outstanding === 0) {
@@ -180,6 +182,7 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
 
   const watchdog = setInterval(() => {
     const now = Date.now()
+    if (heard) (heard = false), (lastHeard = now)
     // a request past its expiry that never said so was filled (its end is silent) or is lost: forget it
     for (const [n, r] of open) if (now > r.until) open.delete(n)
     let asked = 0
@@ -289,8 +292,12 @@ export class PulledMsg implements JsMsg {
     const at = s.indexOf(needle)
     if (at < 0) return undefined
     const from = at + needle.length
-    const end = s.indexOf("\r\n", from)
-    return s.slice(from, end < 0 ? s.length : end).trim() || undefined
+    let end = s.indexOf("\r\n", from)
+    if (end < 0) end = s.length
+    // the usual `name: value`: one slice, where slice().trim() made two strings
+    const a = s.charCodeAt(from) === 32 ? from + 1 : from
+    if (a < end && visible(s.charCodeAt(a)) && visible(s.charCodeAt(end - 1))) return s.slice(a, end)
+    return s.slice(from, end).trim() || undefined
   }
 
   #respond(payload: Uint8Array, final = true) {
@@ -328,6 +335,9 @@ export class PulledMsg implements JsMsg {
     return this.msg.string()
   }
 }
+
+/** printable ASCII other than space: nothing trim() would remove */
+const visible = (c: number) => c > 32 && c < 127
 
 /**
  * The header block of `msg` as text, or null when it cannot be found safely (then MsgHdrs is used). The client keeps

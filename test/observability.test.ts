@@ -13,6 +13,7 @@ import * as assert from "uvu/assert"
 import { topology, workerNames } from "../contracts/mod.ts"
 import { connect } from "../mesh/connect.ts"
 import { HEARTBEATS, type Beat } from "../mesh/heartbeat.ts"
+import { registry } from "../mesh/metrics.ts"
 import { freePort, startNatsd } from "../mesh/natsd.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
@@ -178,6 +179,26 @@ test("metrics - HTTP requests by method, route pattern (not the raw path) and st
   assertCumulative(m, "logiflow_http_request_seconds")
   const next = await scrape(w.port)
   assert.is(value(next, "logiflow_http_requests_total", { method: "GET", route: "/metrics", status: "200" }), 1)
+})
+
+test("metrics - a histogram counts each value in the first bucket whose le it does not exceed, skips NaN and ∞, and renders as prom-client's do", async () => {
+  const r = registry({ defaults: false })
+  const h = r.histogram("demo_seconds", "demo", { labelNames: ["stream"], buckets: [0.1, 0.01, 1] })
+  const bound = h.bind({ stream: 'A"1' })
+  for (const v of [0.01, 0.0100001, 0.5, 1, 7, Number.NaN, Number.POSITIVE_INFINITY]) bound.observe(v)
+  h.observe(0.001, { stream: "B" })
+  const text = await r.render()
+  assert.match(text, "# TYPE demo_seconds histogram")
+  const m = parse(text)
+  const a = { stream: 'A"1' } // parse() unescapes what the exposition format escaped
+  assert.equal(
+    ["0.01", "0.1", "1", "+Inf"].map((le) => value(m, "demo_seconds_bucket", { ...a, le })),
+    [1, 2, 4, 5],
+  )
+  assert.is(value(m, "demo_seconds_count", a), 5)
+  assert.is(Math.round(value(m, "demo_seconds_sum", a)! * 1e7), Math.round((0.01 + 0.0100001 + 0.5 + 1 + 7) * 1e7))
+  assert.equal(["0.01", "+Inf"].map((le) => value(m, "demo_seconds_bucket", { stream: "B", le })), [1, 1])
+  assertCumulative(m, "demo_seconds")
 })
 
 test("metrics - a label the metric was not declared with is dropped, never thrown into the handler", async () => {
