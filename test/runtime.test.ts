@@ -302,6 +302,36 @@ test("bounded prefetch - handlers that never finish: of 100 events the process h
   assert.is(after.num_redelivered, 0, "nothing redelivered: held messages never outlived ack_wait")
 })
 
+test("ack_wait outlived - a handler that never returns holds its key's lane until ack_wait, then the lane moves on and the redelivery runs after the next event", async () => {
+  const seen: string[] = []
+  await startInvoice({
+    topology: { ackWaitSeconds: 2 },
+    consumes: {
+      RouteCalculated: (r, ctx) => {
+        // the first delivery of route-1 hangs; everything else is recorded and acked
+        if (r.routeId === "route-1" && ctx.deliveries === 1) return new Promise<never>(() => {})
+        seen.push(`${r.routeId}#${ctx.deliveries}`)
+      },
+    },
+  })
+  await send(1) // truck-1
+  await waitUntil(async () => (await consumerInfo()).num_ack_pending === 1, { what: "route-1 running" })
+  const sent = Date.now()
+  await send(11) // truck-1 too: waits for route-1's lane
+  await send(2) // truck-2: a lane of its own
+  await waitUntil(() => seen.includes("route-2#1") || null, { what: "route-2 beside the hung handler" })
+  await sleep(1200)
+  assert.equal(seen, ["route-2#1"], "route-11 waits while route-1 is within its ack_wait")
+  await waitUntil(() => seen.length === 3 || null, { timeoutMs: 10_000, what: "route-11 and route-1's redelivery" })
+  assert.ok(Date.now() - sent >= 1800, "not before ack_wait (2 s)")
+  assert.equal(seen, ["route-2#1", "route-11#1", "route-1#2"], "the lane moved on to route-11, then the redelivery of route-1")
+  const c = await waitUntil(async () => {
+    const i = await consumerInfo()
+    return i.ack_floor.stream_seq === 3 && i.num_ack_pending === 0 ? i : null
+  }, { what: "all acked" })
+  assert.is(c.num_redelivered, 0, "the redelivered message was acked; none is still pending redelivery")
+})
+
 test("consumer deleted at runtime - /readyz says 503 and names it; once it is back the worker is ready and consuming again", async () => {
   const handled: string[] = []
   const r = await startInvoice({ consumes: { RouteCalculated: (e) => void handled.push(e.routeId) } })
