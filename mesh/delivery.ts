@@ -215,17 +215,18 @@ async function handleRaw(msg: JsMsg, d: DeliveryDeps, span: Span | undefined, sp
   return finish(d, "ack", type, started)
 }
 
+/** the ce-type as sent, read only where decode() failed: on the way that succeeds the envelope has it */
+const typeOf = (header: Header) => header("ce-type") || "unknown"
+
 function handle(msg: JsMsg, header: Header, d: DeliveryDeps, span: Span | undefined, spanContext: Context | undefined): Outcome | Promise<Outcome> {
   const started = performance.now()
-  // read again only where decode() failed: on the way that succeeds the envelope has it
-  const typeHeader = () => header("ce-type") || "unknown"
-  if (d.raw) return handleRaw(msg, d, span, spanContext, typeHeader(), started)
+  if (d.raw) return handleRaw(msg, d, span, spanContext, typeOf(header), started)
   let event: Envelope
   try {
     event = decode(header, msg.data, msg.subject)
   } catch (err) {
-    if (err instanceof ContractError) return deadLetter(msg, d, span, spanContext, typeHeader(), started, err.reason, err.message)
-    return failed(err, msg, d, span, spanContext, typeHeader(), started)
+    if (err instanceof ContractError) return deadLetter(msg, d, span, spanContext, typeOf(header), started, err.reason, err.message)
+    return failed(err, msg, d, span, spanContext, typeOf(header), started)
   }
   // the ce-type must match the subject it was stored under (a replay travels on replay.<worker>.<stream>)
   if (d.stream !== REPLAY_STREAM && msg.subject !== subjectOf(event.name)) {
