@@ -54,8 +54,9 @@ async function load(system: "sync" | "mesh", phase: string, port: number, second
     seconds,
     async (_i, due) => {
       const r = await post(port, "/routes", routeRequest(`${system}-${requests++}`), 10_000)
-      lat.record(performance.now() - due)
-      healthy?.record(performance.now() - due)
+      const took = performance.now() - due
+      lat.record(took)
+      healthy?.record(took)
       const status = r.status ? String(r.status) : `error: ${r.body}`
       statuses[status] = (statuses[status] ?? 0) + 1
       if (r.status === 201 || r.status === 202) {
