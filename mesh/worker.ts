@@ -196,9 +196,14 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   // HTTP first: /healthz answers while NATS is still being dialled, /readyz says 503 until bound
   const router = AutoRouter({
     catch: (err: unknown) => {
-      const status = (err as StatusError).status ?? 500
-      const body = { status, error: (err as Error).message, ...((err as { issues?: unknown }).issues ? { issues: (err as { issues: unknown }).issues } : {}) }
-      if (status >= 500) log.error("http handler failed", { error: err })
+      // a StatusError is an answer a route chose; anything else is a bug, logged here and never shown to the client
+      if (!(err instanceof StatusError)) {
+        log.error("http handler failed", { error: err, stack: (err as Error)?.stack })
+        return Response.json({ status: 500, error: "internal error" }, { status: 500 })
+      }
+      const status = err.status
+      const issues = (err as unknown as { issues?: unknown }).issues
+      const body = { status, error: err.message, ...(issues ? { issues } : {}) }
       return Response.json(body, { status })
     },
   })
@@ -233,7 +238,13 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     }
   }
   const port = so.port ?? envInt(`${name.toUpperCase()}_PORT`, o.port ?? 0)
-  const server: Server = await serve(fetch, { port, hostname: so.hostname ?? env("HTTP_HOST") ?? "0.0.0.0" })
+  const refused = metrics.counter("logiflow_http_refused_total", "Requests refused before routing (malformed, too large, too slow), by status", ["status"])
+  const server: Server = await serve(fetch, {
+    port,
+    hostname: so.hostname ?? env("HTTP_HOST") ?? "0.0.0.0",
+    onRefused: (status, why) => (refused.inc({ status: String(status) }), log.debug("http request refused", { status, why })),
+    onError: (err) => log.error("http handler failed", { error: err }),
+  })
   log.info("http listening", { port: server.port, instance })
 
   nc = await connect({ name, url: so.url, user: so.user, pass: so.pass, waitForServer: true, log })
