@@ -9,7 +9,7 @@ import { topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { provision } from "../mesh/provision.ts"
 import { args, benchServer, type Child, int, type Opts, preload, print, progress, rssMiB, type Section, sleep, spawnTs } from "./lib.ts"
-import { freePort } from "../mesh/natsd.ts"
+import { freePort } from "../mesh/cli/natsd.ts"
 
 type Drain = {
   events: number

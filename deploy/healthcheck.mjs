@@ -1,6 +1,6 @@
 // deploy/healthcheck.mjs — the images' HEALTHCHECK: exit 0 when the worker named by WORKER answers 200 on /readyz.
 // Plain JavaScript, so neither tsx nor a type check runs every few seconds; works under `node` and `deno run`.
-// The defaults are mesh/supervisor.ts DEFAULT_PORTS (test/deploy.test.ts keeps them equal); `<NAME>_PORT` wins,
+// The defaults are mesh/cli/up.ts DEFAULT_PORTS (test/deploy.test.ts keeps them equal); `<NAME>_PORT` wins,
 // exactly as mesh/worker.ts reads it.
 const DEFAULT_PORTS = { portal: 8080, routing: 8081, tracking: 8082, invoice: 8083, ops: 8084, fleet: 8085 }
 

@@ -4,26 +4,9 @@
 // as first designed, the second one was deduped away — and then termed: lost).
 import type { JetStreamClient } from "@nats-io/jetstream"
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
-import { dlqSubject, REPLAY_STREAM } from "../contracts/topology.ts"
+import { DLQ, dlqSubject, REPLAY, REPLAY_STREAM } from "../contracts/mod.ts"
 
-export const DLQ = {
-  stream: "logiflow-dlq-stream",
-  consumer: "logiflow-dlq-consumer",
-  seq: "logiflow-dlq-seq",
-  subject: "logiflow-dlq-subject",
-  deliveries: "logiflow-dlq-deliveries",
-  reason: "logiflow-dlq-reason",
-  error: "logiflow-dlq-error",
-  failedAt: "logiflow-dlq-failed-at",
-} as const
-
-/** Set on a replayed event: the DLQ entry it came from, and where the original was stored. */
-export const REPLAY = {
-  of: "logiflow-replay-of",
-  stream: "logiflow-replay-stream",
-  seq: "logiflow-replay-seq",
-  subject: "logiflow-replay-subject",
-} as const
+export { DLQ, REPLAY }
 
 export type Failed = {
   /** the stream and sequence the failing delivery came from (REPLAY for a replayed event) */

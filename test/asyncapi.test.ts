@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises"
 import { Parser } from "@asyncapi/parser"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { ASYNCAPI_FILE, render } from "../contracts/asyncapi.ts"
+import { ASYNCAPI_FILE, render } from "../mesh/cli/asyncapi.ts"
 import { ceTypeOf, eventNames, subjectOf, workerNames, workers } from "../contracts/mod.ts"
 
 const test = suite("asyncapi")

@@ -1,11 +1,11 @@
-// `logiflow` operator commands (mesh/cli-ops.ts), each run as its own process against a live nats-server,
+// `logiflow` operator commands (mesh/cli/ops.ts), each run as its own process against a live nats-server,
 // with exact output and exit codes.
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type RouteCalculated, topology } from "../contracts/mod.ts"
-import { allEntries, type DlqEntry } from "../mesh/dlq-admin.ts"
+import { allEntries, type DlqEntry } from "../mesh/admin/mod.ts"
 import { PermanentError } from "../mesh/errors.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { worker } from "../mesh/worker.ts"
@@ -20,7 +20,7 @@ type Run = { code: number | null; out: string[]; err: string[] }
 
 /** Runs `logiflow <args>` as a process; stdout and stderr apart, so the exact output can be checked. */
 function logiflow(args: string[], env: Record<string, string> = {}): Promise<Run> & { err: string[] } {
-  const child = spawnTs("mesh/cli.ts", { NATS_URL: f.server.url, LOGIFLOW_OPS_TOKEN: "", ...env }, args)
+  const child = spawnTs("mesh/cli/main.ts", { NATS_URL: f.server.url, LOGIFLOW_OPS_TOKEN: "", ...env }, args)
   const out: string[] = []
   const err: string[] = []
   const collect = (into: string[]) => {
@@ -69,7 +69,7 @@ test("publish → tail - a live tail prints each published event as one line, an
   assert.equal(JSON.parse(t.out[1]!.split(" ").slice(4).join(" ")), route(2))
 
   // without --count it runs until Ctrl-C, then exits 0
-  const child = spawnTs("mesh/cli.ts", { NATS_URL: f.server.url }, ["tail", "invoice.events.>"])
+  const child = spawnTs("mesh/cli/main.ts", { NATS_URL: f.server.url }, ["tail", "invoice.events.>"])
   await child.waitFor(/^tail: listening on invoice\.events\.>/)
   assert.is(await child.stop("SIGINT"), 0)
   assert.equal(child.lines, ["tail: listening on invoice.events.> (Ctrl-C to stop)"])

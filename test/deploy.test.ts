@@ -11,12 +11,12 @@ import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { parse as parseYaml, parseAllDocuments } from "yaml"
 import { topology, type WorkerName, workerNames } from "../contracts/topology.ts"
-import { type Cluster, DEFAULT_BASE_PORTS, startCluster } from "../mesh/cluster.ts"
+import { type Cluster, DEFAULT_BASE_PORTS, startCluster } from "../mesh/cli/cluster.ts"
 import { type Connection, connect } from "../mesh/connect.ts"
-import { findNatsServer, freePort } from "../mesh/natsd.ts"
+import { findNatsServer, freePort } from "../mesh/cli/natsd.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { DEFAULT_PORTS } from "../mesh/supervisor.ts"
+import { DEFAULT_PORTS } from "../mesh/cli/up.ts"
 import { route } from "./fixtures/events.ts"
 import { passwords, ROOT, spawnTs, waitUntil } from "./harness.ts"
 
@@ -127,7 +127,7 @@ files("compose - every worker is a service of the one image, under its own user,
 
 files("compose - provision runs once as admin at R3, after all three NATS nodes are healthy", () => {
   const p = services.provision
-  assert.equal(p.command, ["node", "--import", "tsx", "mesh/cli.ts", "provision", "--replicas", "3"])
+  assert.equal(p.command, ["node", "--import", "tsx", "mesh/cli/main.ts", "provision", "--replicas", "3"])
   assert.is(p.environment.NATS_USER, "admin")
   assert.match(p.environment.NATS_PASSWORD, /^\$\{ADMIN_PASSWORD:\?/)
   assert.is(p.restart, "no")
@@ -226,7 +226,7 @@ files("k8s - a Deployment and a Service per worker: probes, ports, user, secrets
 files("k8s - the provision Job runs `logiflow provision --replicas 3` as admin", () => {
   const job = kind("Job", "logiflow-provision")
   const c = job.spec.template.spec.containers[0]
-  assert.equal(c.command, ["node", "--import", "tsx", "mesh/cli.ts", "provision", "--replicas", "3"])
+  assert.equal(c.command, ["node", "--import", "tsx", "mesh/cli/main.ts", "provision", "--replicas", "3"])
   const env = Object.fromEntries(c.env.map((e: Json) => [e.name, e]))
   assert.is(env.NATS_USER.value, "admin")
   assert.equal(env.NATS_PASSWORD.valueFrom.secretKeyRef, { name: "logiflow-nats-users", key: "ADMIN_PASSWORD" })
@@ -321,7 +321,7 @@ files("Dockerfile - every package a worker or `logiflow provision` imports is a 
   const pkgOf = (spec: string) => spec.split("/").slice(0, spec.startsWith("@") ? 2 : 1).join("/")
   // follow the relative imports from what the containers run; build scripts beside them (npm run asyncapi) may use dev tools
   const seen = new Set<string>()
-  const queue = [...workerNames.map((w) => `workers/${w}.ts`), "mesh/cli.ts"]
+  const queue = [...workerNames.map((w) => `workers/${w}.ts`), "mesh/cli/main.ts"]
   while (queue.length) {
     const f = queue.pop()!
     if (seen.has(f)) continue

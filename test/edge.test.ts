@@ -9,9 +9,9 @@ import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { edgeStream, type InvoiceGenerated, type RouteCalculated, topology } from "../contracts/mod.ts"
-import { commands } from "../mesh/cli.ts"
+import { commands } from "../mesh/cli/main.ts"
 import { connect } from "../mesh/connect.ts"
-import { type Natsd, startNatsd } from "../mesh/natsd.ts"
+import { type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
 import { type Child, connectTo, freePort, ROOT, spawnTs, waitUntil } from "./harness.ts"
 
 const EDGE_ROUTING = edgeStream("ROUTING")

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { portInUse } from "../mesh/natsd.ts"
+import { portInUse } from "../mesh/cli/natsd.ts"
 import { freePort, spawnTs, waitUntil } from "./harness.ts"
 
 const test = suite("up")
@@ -29,7 +29,7 @@ test("up - nats-server + every worker, a route becomes an invoice on the portal,
     LOG_LEVEL: "info",
     ...Object.fromEntries(workers.map((w) => [`${w.toUpperCase()}_PORT`, String(ports[w])])),
   }
-  const up = spawnTs("mesh/cli.ts", env, ["up", "--no-fleet", "--data-dir", dir])
+  const up = spawnTs("mesh/cli/main.ts", env, ["up", "--no-fleet", "--data-dir", dir])
   try {
     await up.waitFor(/ops token/, 60_000)
     assert.ok(up.lines.some((l) => l.includes(`nats-server on nats://127.0.0.1:${natsPort}`)), "started its own server on the given port")
@@ -63,7 +63,7 @@ test("up - nats-server + every worker, a route becomes an invoice on the portal,
 })
 
 test("up - without a nats-server binary or NATS_URL: one line saying how to get one, exit 1", async () => {
-  const up = spawnTs("mesh/cli.ts", { NATS_URL: undefined, NATS_SERVER_BIN: join(dir, "missing", "nats-server") }, ["up", "--data-dir", dir])
+  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: undefined, NATS_SERVER_BIN: join(dir, "missing", "nats-server") }, ["up", "--data-dir", dir])
   const code = await up.exited
   assert.is(code, 1)
   const out = up.lines.filter((l) => l.trim())

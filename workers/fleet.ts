@@ -1,11 +1,7 @@
 // workers/fleet.ts — a truck simulator for demos and benches: trucks around Berlin ask routing for routes over HTTP
 // and report their positions to tracking, like real trucks would. The simulation is pure; only the loop does I/O.
 import { type PositionReported, type Stop } from "../contracts/mod.ts"
-import { env, envInt } from "../mesh/env.ts"
-import type { Logger } from "../mesh/log.ts"
-import { runWhenMain } from "../mesh/main.ts"
-import { newId } from "../mesh/publish.ts"
-import { type Runtime, worker } from "../mesh/worker.ts"
+import { env, envInt, type Logger, newId, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
 import { haversineKm, type Point } from "./plan.ts"
 
 const config = {

@@ -1,12 +1,7 @@
 // workers/invoice.ts — prices each calculated route with its customer's tariff, once per routeId, whatever the
 // redeliveries, crashes and instances. No routes of its own: /healthz, /readyz, /metrics only.
 import { type RouteCalculated } from "../contracts/mod.ts"
-import { env, envInt } from "../mesh/env.ts"
-import { PermanentError, StartupError } from "../mesh/errors.ts"
-import { runWhenMain } from "../mesh/main.ts"
-import { type HandlerContext } from "../mesh/delivery.ts"
-import { newId, type Outgoing } from "../mesh/publish.ts"
-import { type Worker, worker } from "../mesh/worker.ts"
+import { env, envInt, type HandlerContext, newId, type Outgoing, PermanentError, runWhenMain, StartupError, type Worker, worker } from "../mesh/mod.ts"
 import { priceRoute, type Tariff, tariffsFromEnv } from "./pricing.ts"
 
 function probability(name: string): number {

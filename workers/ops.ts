@@ -16,7 +16,7 @@ import {
   showEntry,
   status,
   toFilter,
-} from "../mesh/dlq-admin.ts"
+} from "../mesh/admin/mod.ts"
 import { env, readJson, type Runtime, runWhenMain, worker, type Worker } from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
 

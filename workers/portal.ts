@@ -4,11 +4,7 @@
 import type { KV } from "@nats-io/kv"
 import { type IRequest, type RouterType, StatusError } from "itty-router"
 import type { EtaUpdated, InvoiceGenerated, RouteCalculated, Stop } from "../contracts/mod.ts"
-import { envInt } from "../mesh/env.ts"
-import { kvKey, updateJson } from "../mesh/kv.ts"
-import type { Logger } from "../mesh/log.ts"
-import { runWhenMain } from "../mesh/main.ts"
-import { type Runtime, worker } from "../mesh/worker.ts"
+import { envInt, kvKey, type Logger, type Runtime, runWhenMain, updateJson, worker } from "../mesh/mod.ts"
 
 const config = {
   staleSeconds: envInt("PORTAL_STALE_SECONDS", 300),

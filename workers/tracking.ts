@@ -4,14 +4,7 @@
 import { StatusError } from "itty-router"
 import * as v from "valibot"
 import { type EtaUpdated, issuesOf, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
-import { envInt } from "../mesh/env.ts"
-import { readJson, retryLater } from "../mesh/http.ts"
-import { withTimeout } from "../mesh/time.ts"
-import { updateJson } from "../mesh/kv.ts"
-import { runWhenMain } from "../mesh/main.ts"
-import type { Outgoing } from "../mesh/publish.ts"
-import { requestTraceparent } from "../mesh/tracing.ts"
-import { type Runtime, worker } from "../mesh/worker.ts"
+import { envInt, type Outgoing, readJson, requestTraceparent, retryLater, type Runtime, runWhenMain, updateJson, withTimeout, worker } from "../mesh/mod.ts"
 import { estimateEta, haversineKm, pathKm } from "./plan.ts"
 
 export type TrackingConfig = {

@@ -1,4 +1,4 @@
-// mesh/cluster.ts — a 3-node JetStream cluster on one machine, from the same deploy/nats/node.conf the containers
+// mesh/cli/cluster.ts — a 3-node JetStream cluster on one machine, from the same deploy/nats/node.conf the containers
 // use (`logiflow up --cluster`, test/deploy.test.ts). Loopback only: it shows R3 streams, leader election and a
 // node going away, not what a network between machines does.
 import { mkdir } from "node:fs/promises"
@@ -6,7 +6,7 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type Natsd, startNatsd } from "./natsd.ts"
 
-export const NODE_CONF = resolve(dirname(fileURLToPath(import.meta.url)), "../deploy/nats/node.conf")
+export const NODE_CONF = resolve(dirname(fileURLToPath(import.meta.url)), "../../deploy/nats/node.conf")
 
 export type NodePorts = { client: number; cluster: number; monitor: number }
 

@@ -1,4 +1,4 @@
-// mesh/supervisor.ts — `logiflow up` (= npm start): the whole mesh on one machine. A nats-server from nats.conf
+// mesh/cli/up.ts — `logiflow up` (= npm start): the whole mesh on one machine. A nats-server from nats.conf
 // (unless NATS_URL points at one), the topology provisioned as admin, then every worker as its own child process
 // under its own NATS user, restarted with backoff when it crashes. Ctrl-C drains the workers, then stops the server.
 import { type ChildProcess, spawn } from "node:child_process"
@@ -7,14 +7,14 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { topology } from "../contracts/topology.ts"
-import { CliError, type Io, SESSION_FILE } from "./cli.ts"
+import { topology } from "../../contracts/mod.ts"
+import { CliError, type Io, SESSION_FILE } from "./io.ts"
 import { type Cluster, startCluster } from "./cluster.ts"
-import { connect } from "./connect.ts"
+import { connect } from "../connect.ts"
 import { findNatsServer, INSTALL_HINT, type Natsd, portInUse, startNatsd } from "./natsd.ts"
-import { provision } from "./provision.ts"
+import { provision } from "../provision.ts"
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
 const USERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet", "admin", "sys"] as const
 const WORKERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet"] as const
 /** ARCHITECTURE.md's defaults; each worker reads `<NAME>_PORT` first */

@@ -1,12 +1,12 @@
-// mesh/cli-ops.ts — the operator commands of `logiflow` (tail, status, dlq, publish). They talk to NATS as the
-// admin user (io.connect()); the DLQ operations are the ops worker's own (mesh/dlq-admin.ts), so the CLI and the
+// mesh/cli/ops.ts — the operator commands of `logiflow` (tail, status, dlq, publish). They talk to NATS as the
+// admin user (io.connect()); the DLQ operations are the ops worker's own (mesh/admin/), so the CLI and the
 // HTTP API cannot drift apart.
 import { readFile } from "node:fs/promises"
 import { parseArgs } from "node:util"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
-import { ContractError, decode, eventNames, isEventName, validate } from "../contracts/mod.ts"
-import { CliError, type Command, type Io } from "./cli.ts"
+import { ContractError, decode, eventNames, isEventName, validate } from "../../contracts/mod.ts"
+import { CliError, type Command, type Io } from "./io.ts"
 import {
   adminFor,
   type DlqEntry,
@@ -18,10 +18,10 @@ import {
   showEntry,
   status,
   toFilter,
-} from "./dlq-admin.ts"
-import { env } from "./env.ts"
-import { childTraceparent, newId, publishEvent } from "./publish.ts"
-import { replaySubject } from "../contracts/topology.ts"
+} from "../admin/mod.ts"
+import { env } from "../env.ts"
+import { childTraceparent, newId, publishEvent } from "../publish.ts"
+import { replaySubject } from "../../contracts/mod.ts"
 
 // ---- helpers
 

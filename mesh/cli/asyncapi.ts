@@ -1,18 +1,29 @@
-// contracts/asyncapi.ts — `npm run asyncapi`: the AsyncAPI 3.0 description of the mesh, derived from contracts/
+// mesh/cli/asyncapi.ts — `npm run asyncapi`: the AsyncAPI 3.0 description of the mesh, derived from contracts/
 // (events, envelope, topology) and written to contracts/asyncapi.json. The JSON is committed; test/asyncapi.test.ts
 // fails when it is stale, so a contract change ships with its document. Dev-time only: nothing at run time imports
 // this file (it pulls @valibot/to-json-schema); the ops worker serves the JSON.
 import { readFile, writeFile } from "node:fs/promises"
 import { toJsonSchema } from "@valibot/to-json-schema"
-import { DLQ, REPLAY } from "../mesh/dlq.ts"
-import { isMain } from "../mesh/main.ts"
-import { CE } from "./envelope.ts"
-import { ceTypeOf, type EventName, eventNames, events, streamOf, subjectOf } from "./events.ts"
-import { REPLAY_STREAM, topology, workerNames, workers } from "./topology.ts"
+import {
+  CE,
+  ceTypeOf,
+  DLQ,
+  type EventName,
+  eventNames,
+  events,
+  REPLAY,
+  REPLAY_STREAM,
+  streamOf,
+  subjectOf,
+  topology,
+  workerNames,
+  workers,
+} from "../../contracts/mod.ts"
+import { isMain } from "../main.ts"
 
 type Json = Record<string, unknown>
 
-export const ASYNCAPI_FILE = new URL("./asyncapi.json", import.meta.url)
+export const ASYNCAPI_FILE = new URL("../../contracts/asyncapi.json", import.meta.url)
 
 const ref = (path: string) => ({ $ref: `#/${path}` })
 
@@ -198,7 +209,7 @@ export function asyncapi(version: string): Json {
 }
 
 export const packageVersion = async () =>
-  (JSON.parse(await readFile(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version
+  (JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version
 
 /** The file as committed: stable key order, two-space indent, trailing newline. */
 export const render = async () => JSON.stringify(asyncapi(await packageVersion()), null, 2) + "\n"

@@ -1,4 +1,4 @@
-// mesh/natsd.ts — finding and running a local nats-server (used by `logiflow up` and the test harness).
+// mesh/cli/natsd.ts — finding and running a local nats-server (used by `logiflow up` and the test harness).
 import { type ChildProcess, spawn } from "node:child_process"
 import { existsSync } from "node:fs"
 import { createServer } from "node:net"

@@ -1,4 +1,4 @@
-// mesh/dlq-admin.ts — the DLQ entry lifecycle, shared by the ops worker (HTTP API, dashboard) and `logiflow dlq`:
+// mesh/admin/entries.ts — the DLQ entry lifecycle, shared by the ops worker (HTTP API, dashboard) and `logiflow dlq`:
 // indexing DLQ messages into the `dlq-entries` bucket, the advisory safety net, list/show/replay/discard, status.
 // The DLQ stream stays append-only; an entry's state lives only in the bucket, and the bucket is the authority on
 // "is this failure already filed" (the DLQ stream's dedupe forgets after its duplicate window).
@@ -6,10 +6,10 @@ import { DeliverPolicy, jetstream, type JetStreamClient, jetstreamManager, type 
 import { type KV, Kvm } from "@nats-io/kv"
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
-import { REPLAY_STREAM, replaySubject } from "../contracts/topology.ts"
-import { DLQ, deadLetter, type Failed, publishDeadLetter, REPLAY } from "./dlq.ts"
-import { HEARTBEATS } from "./heartbeat.ts"
-import { getJson, kvKey } from "./kv.ts"
+import { REPLAY_STREAM, replaySubject } from "../../contracts/mod.ts"
+import { DLQ, deadLetter, type Failed, publishDeadLetter, REPLAY } from "../dlq.ts"
+import { HEARTBEATS } from "../heartbeat.ts"
+import { getJson, kvKey } from "../kv.ts"
 
 export const ENTRIES = "dlq-entries"
 /** error of an entry whose original had left its stream (age, limits) before ops could copy it */

@@ -1,0 +1,3 @@
+// mesh/admin — the operator's library: the DLQ entry lifecycle, the advisory safety net, status. Used by the ops
+// worker (HTTP API, dashboard) and by `logiflow` (mesh/cli/), so the two cannot drift apart.
+export * from "./entries.ts"
