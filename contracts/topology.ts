@@ -6,25 +6,35 @@ import { type EventName, events, streamOf, subjectOf } from "./events.ts"
 export type WorkerName = "routing" | "invoice" | "tracking" | "portal" | "ops" | "fleet"
 
 export type WorkerSpec = {
+  /** its HTTP port (health, metrics and its own routes); `<NAME>_PORT` overrides */
+  port: number
   /** events this worker handles (each through a durable consumer named after the worker) */
   consumes: EventName[]
   /** events this worker may publish (nats.conf allows exactly these subjects) */
   publishes: EventName[]
-  /** KV buckets this worker reads and writes */
-  buckets: string[]
+  /** KV buckets this worker reads and writes, each with how long a key lives unless written again (0: until deleted) */
+  buckets: Record<string, { ttlSeconds: number }>
 }
 
+/** Every worker, declared once: the runtime, the supervisor, the images and the permissions test read it from here. */
 export const workers: Record<WorkerName, WorkerSpec> = {
-  routing: { consumes: [], publishes: ["RouteCalculated"], buckets: ["routing-requests"] },
-  invoice: { consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: ["invoice-once"] },
+  portal: {
+    port: 8080,
+    consumes: ["RouteCalculated", "EtaUpdated", "InvoiceGenerated"],
+    publishes: [],
+    buckets: { "portal-trucks": { ttlSeconds: 0 }, "portal-invoices": { ttlSeconds: 0 } },
+  },
+  // a retry with the same Idempotency-Key gets the same answer for a day
+  routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } } },
   tracking: {
+    port: 8082,
     consumes: ["RouteCalculated", "PositionReported"],
     publishes: ["PositionReported", "EtaUpdated"],
-    buckets: ["tracking-trucks"],
+    buckets: { "tracking-trucks": { ttlSeconds: 0 } },
   },
-  portal: { consumes: ["RouteCalculated", "EtaUpdated", "InvoiceGenerated"], publishes: [], buckets: ["portal-trucks", "portal-invoices"] },
-  ops: { consumes: [], publishes: [], buckets: ["dlq-entries"] },
-  fleet: { consumes: [], publishes: [], buckets: [] },
+  invoice: { port: 8083, consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: { "invoice-once": { ttlSeconds: 0 } } },
+  ops: { port: 8084, consumes: [], publishes: [], buckets: { "dlq-entries": { ttlSeconds: 0 } } },
+  fleet: { port: 8085, consumes: [], publishes: [], buckets: {} },
 }
 
 export const workerNames = Object.keys(workers) as WorkerName[]
@@ -157,11 +167,7 @@ export function topology(opts: TopologyOptions = {}): Topology {
   consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubject: ">", events: [], ...base })
 
   const buckets: BucketSpec[] = [
-    ...[...new Set(workerNames.flatMap((w) => workers[w].buckets))].map((bucket) => ({
-      bucket,
-      history: 1,
-      ttlSeconds: bucket === "routing-requests" ? DAY : 0,
-    })),
+    ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: b.ttlSeconds }))),
     { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
   ]
 
@@ -173,7 +179,7 @@ export function topology(opts: TopologyOptions = {}): Topology {
       streams: streams.filter((s) => atEdge.has(s.name)).map((s) => ({ ...s, name: edgeStream(s.name) })),
       consumers: [],
       // heartbeats too: an edge site's status (logiflow status against it) lists its own workers
-      buckets: buckets.filter((b) => b.bucket === HEARTBEATS || EDGE_WORKERS.some((w) => workers[w].buckets.includes(b.bucket))),
+      buckets: buckets.filter((b) => b.bucket === HEARTBEATS || EDGE_WORKERS.some((w) => Object.hasOwn(workers[w].buckets, b.bucket))),
     }
   }
   const edgeDomain = opts.edge.domain ?? EDGE_DOMAIN

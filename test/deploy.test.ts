@@ -1,8 +1,10 @@
 // deploy/ against the code it deploys: every worker everywhere, ports, env names, probes, grace periods, the
 // NATS configs (validated by nats-server itself), and the 3-node cluster for real. No Docker engine here: images
 // are not built; `docker compose config` runs only where the compose plugin exists.
-import { spawnSync } from "node:child_process"
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs"
+import { spawn, spawnSync } from "node:child_process"
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -10,13 +12,12 @@ import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jet
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { parse as parseYaml, parseAllDocuments } from "yaml"
-import { topology, type WorkerName, workerNames } from "../contracts/topology.ts"
+import { topology, type WorkerName, workerNames, workers } from "../contracts/topology.ts"
 import { type Cluster, DEFAULT_BASE_PORTS, startCluster } from "../mesh/cli/cluster.ts"
 import { type Connection, connect } from "../mesh/connect.ts"
 import { findNatsServer, freePort } from "../mesh/cli/natsd.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { DEFAULT_PORTS } from "../mesh/cli/up.ts"
 import { route } from "./fixtures/events.ts"
 import { passwords, ROOT, spawnTs, waitUntil } from "./harness.ts"
 
@@ -85,19 +86,12 @@ const opsToken = "t0ken"
 const files = suite("deploy files")
 const compose = yamlFile("deploy/compose.yaml")
 const services: Record<string, Json> = compose.services
+const DEFAULT_PORTS = Object.fromEntries(workerNames.map((w) => [w, workers[w].port])) as Record<WorkerName, number>
+
 const natsServices = Object.keys(services).filter((s) => /^nats-\d$/.test(s))
 
-files("workers - every worker in contracts/topology.ts has a file that names itself and keeps the default port", () => {
-  assert.ok(/envInt\(`\$\{name\.toUpperCase\(\)\}_PORT`/.test(read("mesh/worker.ts")), "mesh/worker.ts reads <NAME>_PORT")
-  assert.ok(/router\.get\("\/healthz"/.test(read("mesh/worker.ts")), "mesh/worker.ts serves /healthz for every worker")
-  assert.ok(/router\.get\("\/readyz"/.test(read("mesh/worker.ts")), "mesh/worker.ts serves /readyz for every worker")
-  assert.equal(Object.keys(DEFAULT_PORTS).sort(), [...workerNames].sort())
-  for (const w of workerNames) {
-    const src = read(`workers/${w}.ts`)
-    assert.ok(src.includes(`name: "${w}"`), `workers/${w}.ts declares name "${w}"`)
-    const port = /^\s+port: (\d+),/m.exec(src)?.[1]
-    if (port) assert.is(Number(port), DEFAULT_PORTS[w], `workers/${w}.ts default port`)
-  }
+files("workers - every worker in contracts/topology.ts has a file that names itself", () => {
+  for (const w of workerNames) assert.ok(read(`workers/${w}.ts`).includes(`name: "${w}"`), `workers/${w}.ts declares name "${w}"`)
 })
 
 files("compose - every worker is a service of the one image, under its own user, on its default port", () => {
@@ -349,10 +343,34 @@ files("Dockerfile.deno - Deno 2, non-root, the same workers and health check", (
   checkCopies("deploy/Dockerfile.deno")
 })
 
-files("healthcheck.mjs - its default ports are the supervisor's", () => {
-  const m = /const DEFAULT_PORTS = (\{[^}]*\})/.exec(read("deploy/healthcheck.mjs"))
-  assert.ok(m)
-  assert.equal(JSON.parse(m![1]!.replace(/(\w+):/g, '"$1":')), DEFAULT_PORTS)
+files("healthcheck.mjs - without <NAME>_PORT it asks the port of the worker's spec, from the ports.json the image build writes", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "logiflow-health-"))
+  try {
+    copyFileSync(join(DEPLOY, "healthcheck.mjs"), join(dir, "healthcheck.mjs"))
+    const ports = spawnSync(process.execPath, ["--import", "tsx", join(DEPLOY, "ports.ts")], { encoding: "utf8" })
+    assert.is(ports.status, 0, ports.stderr)
+    writeFileSync(join(dir, "ports.json"), ports.stdout)
+    assert.equal(JSON.parse(ports.stdout), DEFAULT_PORTS)
+    // a server that answers /readyz 200 on a free port, named by <NAME>_PORT: healthy; without it the spec's port
+    const server = createServer((_q, r) => r.end("{}")).listen(0, "127.0.0.1")
+    await new Promise((r) => server.once("listening", r))
+    const port = (server.address() as AddressInfo).port
+    const run = (env: Record<string, string>) =>
+      new Promise<{ status: number | null; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, [join(dir, "healthcheck.mjs")], { env: { PATH: process.env.PATH!, ...env } })
+        let stderr = ""
+        c.stderr.on("data", (b) => (stderr += b))
+        c.on("exit", (status) => resolve({ status, stderr }))
+      })
+    assert.is((await run({ WORKER: "invoice", INVOICE_PORT: String(port) })).status, 0)
+    const fallback = await run({ WORKER: "invoice", INVOICE_PORT: "" })
+    server.close()
+    assert.is(fallback.status, 1)
+    assert.match(fallback.stderr, new RegExp(`:${DEFAULT_PORTS.invoice}/readyz`))
+    assert.match((await run({ WORKER: "nobody" })).stderr, /unknown WORKER "nobody"/)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 // ---- NATS configs ------------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ test("replay - only the consumer that failed sees it again, and the effect happe
   const ops = await startOps()
   const seenByPortal: string[] = []
   f.running.push(
-    await worker({ name: "portal", consumes: { RouteCalculated: (r) => void seenByPortal.push(r.routeId) } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }),
+    await worker({ name: "portal", consumes: { RouteCalculated: (r) => void seenByPortal.push(r.routeId), EtaUpdated: () => {}, InvoiceGenerated: () => {} } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }),
   )
   const w = await startFailing({ NO_TARIFF: "nobody" })
   await send(5, { customerId: "nobody" })

@@ -240,7 +240,7 @@ test("KV - each worker can get/put/create/delete/keys/watch its own buckets, and
   for (const w of workerNames) {
     const kvm = new Kvm(jetstream(users[w]))
     denials[w]!.length = 0
-    for (const bucket of workers[w].buckets) {
+    for (const bucket of Object.keys(workers[w].buckets)) {
       const kv = await kvm.open(bucket)
       await kv.put("a", "1")
       assert.is((await kv.get("a"))?.string(), "1", `${w}/${bucket} get`)
@@ -269,7 +269,7 @@ test("KV - each worker can get/put/create/delete/keys/watch its own buckets, and
       await users[w].flush()
       assert.equal(denials[w], [], `${w}/${bucket}: no permissions violation`)
     }
-    const foreign = allBuckets.find((b) => !workers[w].buckets.includes(b))!
+    const foreign = allBuckets.find((b) => !Object.hasOwn(workers[w].buckets, b))!
     const other = await kvm.open(foreign)
     await denied(other.get("a"), `$JS.API.STREAM.MSG.GET.KV_${foreign}`, `${w} reads ${foreign}`)
     await denied(other.put("a", "x"), `$KV.${foreign}.a`, `${w} writes ${foreign}`)

@@ -1,5 +1,6 @@
 // workers/routing.ts over real HTTP against a real nats-server: validation, the event it records, idempotency,
 // and what a client sees when NATS is down, stalled or full.
+import { readFileSync } from "node:fs"
 import { DiscardPolicy, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import { nanos, type NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
@@ -238,6 +239,8 @@ test("fresh dev server - routing provisions its own stream and bucket at start, 
 
 test("NATS stalled - a publish nobody acknowledges is a 503 after ROUTING_PUBLISH_TIMEOUT_MS, not a hang", async () => {
   server.process.kill("SIGSTOP")
+  // kill() returns before the kernel has stopped it: wait until /proc says so, or a quick server still acks
+  await waitUntil(() => readFileSync(`/proc/${server.process.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T"), { what: "nats-server stopped" })
   try {
     const t0 = Date.now()
     const res = await post(request())

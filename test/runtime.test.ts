@@ -172,7 +172,7 @@ test("two consumers failing one event - two DLQ entries, one per consumer, neith
     throw new PermanentError("no-tariff")
   }
   await startInvoice({ consumes: { RouteCalculated: fail } })
-  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
+  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail, PositionReported: () => {} } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
   f.running.push(tracking)
   const ack = await send(3)
   const entries = await waitUntil(async () => {
@@ -387,6 +387,20 @@ test("provision - twice changes nothing; an incompatible existing stream is repo
   await f.jsm.consumers.update("ROUTING", "invoice", { max_deliver: 9 })
   const fixed = await provision(f.nc, t, { streams: (s) => s.name !== "INVOICE" })
   assert.equal(fixed.filter((a) => a.action === "updated").map((a) => a.name), ["ROUTING/invoice"])
+})
+
+
+test("start - handlers that do not fit the topology stop the start with a message naming the event and the fix", async () => {
+  const stray = await worker({ name: "invoice", consumes: { RouteCalculated: () => {}, EtaUpdated: () => {} } })
+    .start({ url: f.server.url, port: 0 })
+    .then(() => "started", (err: Error) => err.message)
+  assert.is(stray, "invoice: handler for EtaUpdated would never run: contracts/topology.ts does not route it to invoice (add it to workers.invoice.consumes)")
+  const missing = await worker({ name: "tracking", consumes: { RouteCalculated: () => {} } })
+    .start({ url: f.server.url, port: 0 })
+    .then(() => "started", (err: Error) => err.message)
+  assert.is(missing, "tracking: contracts/topology.ts routes PositionReported to tracking, which has no handler for it: every such event would be dead-lettered")
+  // nothing was bound or listened: the consumers do not exist yet on this clean slate
+  assert.is(await f.jsm.consumers.info("ROUTING", "invoice").then(() => "bound", () => "absent"), "absent")
 })
 
 test.run()

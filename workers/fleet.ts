@@ -242,7 +242,6 @@ const running = new WeakMap<Runtime, ReturnType<typeof simulator>>()
 
 const fleet = worker({
   name: "fleet",
-  port: 8085,
   routes: (router, rt) => {
     router.get("/fleet", () => ({ trucks: running.get(rt)?.fleet.trucks ?? [] }))
   },

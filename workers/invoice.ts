@@ -51,7 +51,6 @@ export async function onRouteCalculated(route: RouteCalculated, ctx: HandlerCont
 
 const invoice = worker({
   name: "invoice",
-  port: 8083,
   consumes: { RouteCalculated: onRouteCalculated },
 })
 

@@ -71,7 +71,6 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
 
   return worker({
     name: "ops",
-    port: 8084,
     raw: {
       ADVISORIES: async (msg, ctx) => {
         const adv = parseAdvisory(msg.data)

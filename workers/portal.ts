@@ -398,7 +398,6 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
 // function ignores what it has already seen, so a redelivery or replay writes the same state, or nothing.
 const portal = worker({
   name: "portal",
-  port: 8080,
   consumes: {
     RouteCalculated: async (r, ctx) => void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), r.truckId, (prev) => applyRoute(prev, r))),
     EtaUpdated: async (e, ctx) => void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), e.truckId, (prev) => applyEta(prev, e))),

@@ -199,7 +199,6 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
 
 const routing = worker({
   name: "routing",
-  port: 8081,
   routes: (router, rt) => {
     const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes answered with 202 (accepted) or 503 (unavailable)")
     router.post("/routes", (request) => postRoute(request, rt, outcomes))

@@ -161,7 +161,6 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
 
 const tracking = worker({
   name: "tracking",
-  port: 8082,
   consumes: {
     // Both handlers read–modify–write the truck's record with a revision check (updateJson), not just relying on
     // per-key lanes: lanes order one truck's events within one process, but two instances on the same durable can

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { topology } from "../../contracts/mod.ts"
+import { topology, type WorkerName, workers } from "../../contracts/mod.ts"
 import { CliError, type Io, SESSION_FILE } from "./io.ts"
 import { type Cluster, startCluster } from "./cluster.ts"
 import { connect } from "../connect.ts"
@@ -16,9 +16,7 @@ import { provision } from "../provision.ts"
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..")
 const USERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet", "admin", "sys"] as const
-const WORKERS = ["routing", "invoice", "tracking", "portal", "ops", "fleet"] as const
-/** ARCHITECTURE.md's defaults; each worker reads `<NAME>_PORT` first */
-export const DEFAULT_PORTS: Record<string, number> = { portal: 8080, routing: 8081, tracking: 8082, invoice: 8083, ops: 8084, fleet: 8085 }
+const WORKERS: WorkerName[] = ["routing", "invoice", "tracking", "portal", "ops", "fleet"]
 
 async function nextFree(port: number): Promise<number> {
   while (await portInUse(port)) port++
@@ -145,7 +143,7 @@ export async function up(args: string[], io: Io): Promise<number> {
     })
   }
   supervised.forEach(launch)
-  const port = (w: string) => process.env[`${w.toUpperCase()}_PORT`] ?? DEFAULT_PORTS[w]
+  const port = (w: WorkerName) => process.env[`${w.toUpperCase()}_PORT`] ?? workers[w].port
   say(`workers: ${names.map((w) => `${w} :${port(w)}`).join(", ")}`)
   if (names.includes("portal")) say(`customer portal: http://127.0.0.1:${port("portal")}/`)
   if (names.includes("ops")) say(`ops dashboard:   http://127.0.0.1:${port("ops")}/`)

@@ -1,0 +1,249 @@
+// mesh/consume.ts — the consume engine of one worker process: pulls its bound consumers by credit (mesh/pull.ts),
+// feeds each message through per-key lanes (mesh/lanes.ts) into delivery (mesh/delivery.ts), batches the acks,
+// keeps waiting messages alive, lets a lane move on once its handler outlives ack_wait, and drains on stop.
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
+import type { KV } from "@nats-io/kv"
+import type { Meta } from "../contracts/mod.ts"
+import type { Backoff } from "./backoff.ts"
+import type { Connection } from "./connect.ts"
+import { deliver, type DeliveryDeps, type HandlerContext, type Handlers, type Outcome, type RawHandler } from "./delivery.ts"
+import { type Held, held as holding, HeldSet } from "./held.ts"
+import { once } from "./kv.ts"
+import { lanes } from "./lanes.ts"
+import type { Logger } from "./log.ts"
+import type { Counter, Histogram } from "./metrics.ts"
+import { type PulledMsg, type Puller, puller } from "./pull.ts"
+import type { Rate } from "./rate.ts"
+import type { PublishObserver } from "./tracing.ts"
+
+/** A durable consumer this worker is bound to, with the settings the server reported for it. */
+export type BoundConsumer = { stream: string; durable: string; ackWaitMs: number; maxDeliver: number; maxAckPending: number }
+
+export type ConsumeOptions = {
+  worker: string
+  nc: Connection
+  js: JetStreamClient
+  log: Logger
+  consumers: BoundConsumer[]
+  handlers: Handlers
+  raw: Record<string, RawHandler>
+  backoff: Backoff
+  concurrency: number
+  /** messages held at most, running or waiting for their key */
+  prefetch: number
+  rate?: Rate
+  kv(bucket: string): Promise<KV>
+  metrics: { events: Counter; handlerSeconds: Histogram; observePublish: PublishObserver }
+  /** the server refuses a consumer (deleted at runtime, JetStream unavailable), or takes requests for it again */
+  onBound(consumer: BoundConsumer, ok: boolean, why: string): void
+}
+
+export type Consuming = {
+  readonly held: number
+  /** stops pulling, hands back what has not started, waits for what runs until `deadline`; false if it had to give up */
+  drain(deadline: number): Promise<boolean>
+}
+
+// a class, not an object literal: one per message, and a literal's arrow functions were a closure each
+class Context implements HandlerContext {
+  constructor(
+    readonly worker: string,
+    readonly meta: Meta,
+    readonly log: Logger,
+    readonly kv: (bucket: string) => Promise<KV>,
+    private readonly h: Held,
+    private readonly ackWaitMs: number,
+  ) {}
+  get deliveries() {
+    return this.h.msg.info.deliveryCount
+  }
+  working() {
+    this.h.msg.working()
+    this.h.deadline = Date.now() + this.ackWaitMs
+  }
+  async once<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
+    return once(await this.kv(`${this.worker}-once`), key, fn)
+  }
+}
+
+export function consume(o: ConsumeOptions): Consuming {
+  const { log } = o
+  const held = new HeldSet()
+  const ackWaitMs = new Map(o.consumers.map((c) => [c.stream, c.ackWaitMs]))
+  const pullers: Puller[] = []
+
+  // the client writes its buffer out in a microtask, and handlers finish in different microtasks: acked one by one,
+  // each ack was its own socket write. Acks are collected and leave once per turn of the event loop, together with
+  // the pull requests for the room they freed: one write, and one request sized to everything that finished.
+  let acks: JsMsg[] = []
+  const flushAcks = () => {
+    const batch = acks
+    acks = []
+    // an ack after the connection closed (a handler the drain deadline gave up on) must not throw out of a timer:
+    // that message is redelivered, as intended
+    for (const m of batch) {
+      try {
+        m.ack()
+      } catch (err) {
+        log.warn("ack not sent; the server redelivers after ack_wait", { seq: m.seq, error: err })
+      }
+    }
+  }
+  const later: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
+  let turnQueued = false
+  let first = 0
+  const turn = () => {
+    turnQueued = false
+    flushAcks()
+    // the consumer asked first gets the room first: take turns, or a backlog on one starves the others
+    first = (first + 1) % Math.max(1, pullers.length)
+    for (let i = 0; i < pullers.length; i++) pullers[(first + i) % pullers.length]!.wake()
+  }
+  const roomFreed = () => {
+    if (!turnQueued) (turnQueued = true), later(turn)
+  }
+  const ack = (msg: JsMsg) => {
+    if (acks.push(msg) >= 256) flushAcks()
+  }
+
+  // the metric series of each (stream, type, outcome), bound once: labels are checked and hashed on first use only
+  const observer = (stream: string) => {
+    const seconds = o.metrics.handlerSeconds.bind({ stream })
+    // by type, then outcome: a key built per message (`${type} ${outcome}`) had to be flattened and hashed each time
+    const counts = new Map<string, Partial<Record<Outcome, { inc(by?: number): void }>>>()
+    return (outcome: Outcome, type: string, s: number) => {
+      let byOutcome = counts.get(type)
+      if (!byOutcome) counts.set(type, (byOutcome = {}))
+      ;(byOutcome[outcome] ??= o.metrics.events.bind({ stream, type, outcome })).inc()
+      seconds.observe(s)
+    }
+  }
+
+  /** the Held whose message deliver() is handling right now (synchronously, inside run()) */
+  let current: Held | undefined
+  // one set of delivery deps per stream, not a fresh object and closures per message
+  const deps = new Map<string, DeliveryDeps>()
+  for (const c of o.consumers) {
+    deps.set(c.stream, {
+      worker: o.worker,
+      js: o.js,
+      stream: c.stream,
+      consumer: o.worker,
+      maxDeliver: c.maxDeliver,
+      handlers: o.handlers,
+      raw: o.raw[c.stream],
+      backoff: o.backoff,
+      log,
+      // context() is called inside deliver(), while run() has the message's Held in `current`
+      context: (msg, meta) => new Context(o.worker, meta, log, o.kv, current?.msg === msg ? current : { ...holding(msg as PulledMsg, c.stream), started: true }, c.ackWaitMs),
+      observe: observer(c.stream),
+      observePublish: o.metrics.observePublish,
+      ack,
+    })
+  }
+
+  // done() frees the message's lane: when delivery ends, or when the sweep gives up on a handler past ack_wait.
+  // deliver() settles every message itself; a throw out of it is a runtime bug, and the server redelivers
+  const finished = (h: Held, done: () => void, err?: unknown) => {
+    if (err !== undefined) log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, seq: h.msg.seq, error: err })
+    held.delete(h)
+    roomFreed()
+    done()
+  }
+  const run = (h: Held, done: () => void) => {
+    h.started = true
+    // set by the next sweep (at most one sweep interval late): a clock read per message showed in the profile
+    h.deadline = 0
+    h.abandon = done
+    let outcome
+    const outer = current
+    current = h
+    try {
+      outcome = deliver(h.msg, deps.get(h.stream)!)
+    } catch (err) {
+      return finished(h, done, err ?? "thrown undefined")
+    } finally {
+      current = outer
+    }
+    if (outcome instanceof Promise) outcome.then(() => finished(h, done), (err) => finished(h, done, err ?? "rejected with undefined"))
+    else finished(h, done)
+  }
+
+  const work = lanes<Held>(o.concurrency, (h) => h.msg.header("ce-subject"), run)
+
+  // messages waiting for their key's turn are not the handler's fault: "work in progress" keeps the server from
+  // redelivering them
+  const minAckWait = Math.min(...ackWaitMs.values(), 30_000)
+  const inProgress = setInterval(() => {
+    for (const h of held.values()) if (!h.started) h.msg.working()
+  }, Math.max(1000, Math.floor(minAckWait / 3)))
+  // a handler still running after ack_wait is redelivered by the server, so its lane moves on: checked here rather
+  // than by a timer per message
+  const sweep = setInterval(() => {
+    const now = Date.now()
+    for (const h of held.values()) {
+      if (h.started && h.deadline === 0) h.deadline = now + (ackWaitMs.get(h.stream) ?? 30_000)
+      if (!h.started || now <= h.deadline) continue
+      h.deadline = Infinity
+      log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
+      h.abandon?.()
+    }
+  }, Math.min(1000, Math.max(100, Math.floor(minAckWait / 4))))
+
+  const { rate, prefetch } = o
+  let rateTimer: ReturnType<typeof setTimeout> | undefined
+  // a pull smaller than this waits for more room (a request per freed message would cost a round trip each); it is
+  // also what an idle consumer's long poll reserves, so a worker's quiet consumers (its REPLAY) take little room
+  // from its busy one
+  const minBatch = Math.max(1, Math.min(Math.ceil(prefetch / (4 * Math.max(1, o.consumers.length))), rate?.burst ?? Infinity))
+  for (const c of o.consumers) {
+    pullers.push(
+      puller(o.nc, {
+        stream: c.stream,
+        durable: c.durable,
+        log,
+        minBatch,
+        room: () => {
+          let asked = 0
+          for (const p of pullers) asked += p.outstanding
+          const room = prefetch - held.size - asked
+          if (!rate || room < minBatch) return room
+          const allowed = rate.available()
+          // held back by the rate alone: pull again when enough has accrued
+          if (allowed < minBatch && !rateTimer) rateTimer = setTimeout(() => ((rateTimer = undefined), roomFreed()), rate.msUntil(minBatch))
+          return Math.min(room, allowed)
+        },
+        deliver(msg) {
+          rate?.take(1)
+          const h = holding(msg, c.stream)
+          held.add(h)
+          work.push(h)
+        },
+        bound: (ok, why) => o.onBound(c, ok, why),
+      }),
+    )
+  }
+
+  return {
+    get held() {
+      return held.size
+    },
+    async drain(deadline) {
+      // stop pulling without losing what is already on the wire: drain (UNSUB + flush round trip) delivers every
+      // message the server sent before it saw the UNSUB; a plain unsubscribe would strand those until ack_wait
+      await Promise.allSettled(pullers.map((p) => p.stop()))
+      // not started yet: hand back at once so another instance can take them now, not after ack_wait
+      for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))))
+      // the timer is cleared either way: left running it would keep an embedding process alive until the deadline
+      const done = await Promise.race([work.idle().then(() => true), expired]).finally(() => clearTimeout(timer))
+      if (!done) log.warn("drain deadline passed; unfinished messages will be redelivered", { inflight: held.size })
+      flushAcks()
+      clearInterval(inProgress)
+      clearInterval(sweep)
+      clearTimeout(rateTimer)
+      return done
+    },
+  }
+}
