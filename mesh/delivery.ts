@@ -34,6 +34,7 @@ export type RawHandler = (msg: JsMsg, ctx: HandlerContext) => void | Promise<voi
 
 export type Outcome = "ack" | "nak" | "dlq"
 
+/** What delivery needs of its consumer: one per consumer, shared by all its messages. */
 export type DeliveryDeps = {
   worker: string
   js: JetStreamClient
@@ -52,9 +53,34 @@ export type DeliveryDeps = {
   ack?(msg: JsMsg): void
 }
 
-type Header = (name: string) => string | undefined
-
-const ack = (msg: JsMsg, d: DeliveryDeps) => (d.ack ? d.ack(msg) : msg.ack())
+/** One message on its way through the rules: what every step needs, in one object. */
+class Delivery {
+  readonly started = performance.now()
+  /** the ce-type as sent; read from the header only where decoding failed (on the way that succeeds the envelope has it) */
+  type = ""
+  constructor(
+    readonly msg: PulledMsg,
+    readonly d: DeliveryDeps,
+    /** the consumer span, when spans are recorded, and the context whose parent it is for what this publishes */
+    readonly span?: Span,
+    readonly spanContext?: Context,
+  ) {}
+  // a delivery reads six headers: PulledMsg reads each straight from the raw header block (mesh/pull.ts)
+  header(name: string) {
+    return this.msg.header(name)
+  }
+  typeAsSent() {
+    return (this.type ||= this.header("ce-type") || "unknown")
+  }
+  finish(outcome: Outcome): Outcome {
+    this.d.observe(outcome, this.typeAsSent(), (performance.now() - this.started) / 1000)
+    return outcome
+  }
+  ack(): Outcome {
+    this.d.ack ? this.d.ack(this.msg) : this.msg.ack()
+    return this.finish("ack")
+  }
+}
 
 /**
  * Handles one message. When spans are recorded (spansOn), inside a `<worker> handle <Event>` consumer span whose
@@ -63,12 +89,10 @@ const ack = (msg: JsMsg, d: DeliveryDeps) => (d.ack ? d.ack(msg) : msg.ack())
  * Synchronous when it can be (a handler that returns plainly and publishes nothing): no promise, no microtask.
  */
 export function deliver(msg: PulledMsg, d: DeliveryDeps): Outcome | Promise<Outcome> {
-  // a delivery reads six headers: PulledMsg reads each straight from the raw header block (mesh/pull.ts)
-  const header: Header = msg.header.bind(msg)
-  if (!spansOn()) return handle(msg, header, d, undefined, undefined)
-  const type = header("ce-type")
-  const id = header("ce-id")
-  const parent = contextOf(header("traceparent"))
+  if (!spansOn()) return handle(new Delivery(msg, d))
+  const type = msg.header("ce-type")
+  const id = msg.header("ce-id")
+  const parent = contextOf(msg.header("traceparent"))
   const span = tracer().startSpan(
     `${d.worker} handle ${d.raw ? d.stream : eventNameOf(type || "unknown")}`,
     {
@@ -94,7 +118,7 @@ export function deliver(msg: PulledMsg, d: DeliveryDeps): Outcome | Promise<Outc
   }
   let outcome: Outcome | Promise<Outcome>
   try {
-    outcome = handle(msg, header, d, span, trace.setSpan(parent, span))
+    outcome = handle(new Delivery(msg, d, span, trace.setSpan(parent, span)))
   } catch (err) {
     span.end()
     throw err
@@ -102,81 +126,58 @@ export function deliver(msg: PulledMsg, d: DeliveryDeps): Outcome | Promise<Outc
   return outcome instanceof Promise ? outcome.then(end, (err) => (span.end(), Promise.reject(err))) : end(outcome)
 }
 
-const finish = (d: DeliveryDeps, outcome: Outcome, type: string, started: number) => (d.observe(outcome, type, (performance.now() - started) / 1000), outcome)
-
-async function deadLetter(
-  msg: JsMsg,
-  d: DeliveryDeps,
-  span: Span | undefined,
-  parent: Context | undefined,
-  type: string,
-  started: number,
-  reason: string,
-  error: string,
-): Promise<Outcome> {
-  span?.setAttribute("logiflow.dlq_reason", reason)
-  span?.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
+/** rule 2 (and 3's last step): the entry is stored before the message is terminated; if it is not, nak */
+async function deadLetter(x: Delivery, reason: string, error: string): Promise<Outcome> {
+  const { msg, d } = x
+  x.span?.setAttribute("logiflow.dlq_reason", reason)
+  x.span?.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
   const deliveries = msg.info.deliveryCount
   try {
-    const failed = {
-      stream: d.stream,
-      seq: msg.seq,
-      consumer: d.consumer,
-      subject: msg.subject,
-      headers: msg.headers,
-      data: msg.data,
-      deliveries,
-      reason,
-      error,
-    }
+    const failed = { stream: d.stream, seq: msg.seq, consumer: d.consumer, subject: msg.subject, headers: msg.headers, data: msg.data, deliveries, reason, error }
     // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
-    const entry = await publishing(dlqEntry(failed).subject, { parent: parent ?? ROOT_CONTEXT, observe: d.observePublish }, () => publishDeadLetter(d.js, failed))
+    const entry = await publishing(dlqEntry(failed).subject, { parent: x.spanContext ?? ROOT_CONTEXT, observe: d.observePublish }, () => publishDeadLetter(d.js, failed))
     // no reason string: 2.9.10 ignores term(reason) and redelivers; the reason lives in the entry's headers
     msg.term()
-    d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type, reason, error, deliveries, dlqSeq: entry.seq })
-    return finish(d, "dlq", type, started)
+    d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), reason, error, deliveries, dlqSeq: entry.seq })
+    return x.finish("dlq")
   } catch (err) {
     msg.nak(backoffDelay(deliveries, d.backoff))
     d.log.error("dead-letter publish failed; message handed back to the server", { stream: d.stream, seq: msg.seq, reason, error: err })
-    return finish(d, "nak", type, started)
+    return x.finish("nak")
   }
 }
 
 /** what happens once a handler threw or rejected: rules 2 and 3 */
-function failed(err: unknown, msg: JsMsg, d: DeliveryDeps, span: Span | undefined, parent: Context | undefined, type: string, started: number): Outcome | Promise<Outcome> {
-  if (err instanceof PermanentError) return deadLetter(msg, d, span, parent, type, started, err.reason, err.message)
+function failed(x: Delivery, err: unknown): Outcome | Promise<Outcome> {
+  if (err instanceof PermanentError) return deadLetter(x, err.reason, err.message)
   // the handler produced an event that breaks its contract: a bug that retrying cannot fix
-  if (err instanceof ContractError) return deadLetter(msg, d, span, parent, type, started, "invalid-output", err.message)
+  if (err instanceof ContractError) return deadLetter(x, "invalid-output", err.message)
+  const { msg, d } = x
   const error = (err as Error)?.message ?? String(err)
   const deliveries = msg.info.deliveryCount
-  if (deliveries >= d.maxDeliver) return deadLetter(msg, d, span, parent, type, started, "max-deliveries", error)
+  if (deliveries >= d.maxDeliver) return deadLetter(x, "max-deliveries", error)
   const delay = backoffDelay(deliveries, d.backoff)
-  span?.setStatus({ code: SpanStatusCode.ERROR, message: error })
+  x.span?.setStatus({ code: SpanStatusCode.ERROR, message: error })
   msg.nak(delay)
-  d.log.warn("handler failed; will retry", { stream: d.stream, seq: msg.seq, type, deliveries, delayMs: delay, error })
-  return finish(d, "nak", type, started)
+  d.log.warn("handler failed; will retry", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), deliveries, delayMs: delay, error })
+  return x.finish("nak")
+}
+
+/** what a handler returned, checked: undefined when it is a list of events, else why it is not */
+function wrongOutput(out: unknown): string | undefined {
+  if (!Array.isArray(out)) return `${typeof out}, not an array of events`
+  const at = out.findIndex((o) => typeof o !== "object" || o === null || !isEventName((o as { name?: unknown }).name as string))
+  return at < 0 ? undefined : `${JSON.stringify(out[at]) ?? String(out[at])} at [${at}], not an event`
 }
 
 /** rule 1: the handler returned; its events are published (acks awaited) before the input is acked */
-function handled(
-  out: Outgoing[] | void,
-  event: Envelope,
-  msg: JsMsg,
-  d: DeliveryDeps,
-  span: Span | undefined,
-  spanContext: Context | undefined,
-  started: number,
-): Outcome | Promise<Outcome> {
-  if (out === undefined || out === null || (Array.isArray(out) && out.length === 0)) {
-    ack(msg, d)
-    return finish(d, "ack", event.type, started)
-  }
+function handled(x: Delivery, event: Envelope, out: Outgoing[] | void): Outcome | Promise<Outcome> {
+  if (out === undefined || out === null || (Array.isArray(out) && out.length === 0)) return x.ack()
+  const { d } = x
   // a handler that returned something other than an array of events broke its output contract: retrying repeats it
-  let wrong = Array.isArray(out) ? "" : `${typeof out}, not an array of events`
-  const at = wrong ? -1 : out.findIndex((o) => typeof o !== "object" || o === null || !isEventName((o as { name?: unknown }).name as string))
-  if (at >= 0) wrong = `${JSON.stringify(out[at]) ?? String(out[at])} at [${at}], not an event`
-  if (wrong) return failed(new ContractError("invalid-event", `${d.worker} handler for ${event.name} returned ${wrong}`), msg, d, span, spanContext, event.type, started)
-  const parent = spanContext ?? contextOf(event.meta.traceparent)
+  const wrong = wrongOutput(out)
+  if (wrong) return failed(x, new ContractError("invalid-event", `${d.worker} handler for ${event.name} returned ${wrong}`))
+  const parent = x.spanContext ?? contextOf(event.meta.traceparent)
   const meta = event.meta
   let published: Promise<unknown>
   try {
@@ -194,56 +195,50 @@ function handled(
       ),
     )
   } catch (err) {
-    return failed(err, msg, d, span, spanContext, event.type, started)
+    return failed(x, err)
   }
   return published.then(
-    () => {
-      ack(msg, d)
-      return finish(d, "ack", event.type, started)
-    },
-    (err) => failed(err, msg, d, span, spanContext, event.type, started),
+    () => x.ack(),
+    (err) => failed(x, err),
   )
 }
 
-async function handleRaw(msg: JsMsg, d: DeliveryDeps, span: Span | undefined, spanContext: Context | undefined, type: string, started: number): Promise<Outcome> {
+async function handleRaw(x: Delivery): Promise<Outcome> {
+  const { msg, d } = x
   try {
     await d.raw!(msg, d.context(msg, { id: `${d.stream}:${msg.seq}`, source: "", time: msg.time.toISOString() }))
   } catch (err) {
-    return failed(err, msg, d, span, spanContext, type, started)
+    return failed(x, err)
   }
-  ack(msg, d)
-  return finish(d, "ack", type, started)
+  return x.ack()
 }
 
-/** the ce-type as sent, read only where decode() failed: on the way that succeeds the envelope has it */
-const typeOf = (header: Header) => header("ce-type") || "unknown"
-
-function handle(msg: JsMsg, header: Header, d: DeliveryDeps, span: Span | undefined, spanContext: Context | undefined): Outcome | Promise<Outcome> {
-  const started = performance.now()
-  if (d.raw) return handleRaw(msg, d, span, spanContext, typeOf(header), started)
+function handle(x: Delivery): Outcome | Promise<Outcome> {
+  const { msg, d } = x
+  if (d.raw) return handleRaw(x)
   let event: Envelope
   try {
-    event = decode(header, msg.data, msg.subject)
+    event = decode((name) => x.header(name), msg.data, msg.subject)
   } catch (err) {
-    if (err instanceof ContractError) return deadLetter(msg, d, span, spanContext, typeOf(header), started, err.reason, err.message)
-    return failed(err, msg, d, span, spanContext, typeOf(header), started)
+    if (err instanceof ContractError) return deadLetter(x, err.reason, err.message)
+    return failed(x, err)
   }
+  x.type = event.type
   // the ce-type must match the subject it was stored under (a replay travels on replay.<worker>.<stream>)
   if (d.stream !== REPLAY_STREAM && msg.subject !== subjectOf(event.name)) {
-    const why = `${event.name} arrived on ${msg.subject}; its subject is ${subjectOf(event.name)}`
-    return deadLetter(msg, d, span, spanContext, event.type, started, "wrong-subject", why)
+    return deadLetter(x, "wrong-subject", `${event.name} arrived on ${msg.subject}; its subject is ${subjectOf(event.name)}`)
   }
   const handler = d.handlers[event.name] as Handler<EventName> | undefined
-  if (!handler) return deadLetter(msg, d, span, spanContext, event.type, started, "unhandled-type", `${d.worker} has no handler for ${event.name}`)
+  if (!handler) return deadLetter(x, "unhandled-type", `${d.worker} has no handler for ${event.name}`)
   let result: ReturnType<Handler<EventName>>
   try {
     result = handler(event.data, d.context(msg, event.meta))
   } catch (err) {
-    return failed(err, msg, d, span, spanContext, event.type, started)
+    return failed(x, err)
   }
-  if (!(result instanceof Promise)) return handled(result, event, msg, d, span, spanContext, started)
+  if (!(result instanceof Promise)) return handled(x, event, result)
   return result.then(
-    (out) => handled(out, event, msg, d, span, spanContext, started),
-    (err) => failed(err, msg, d, span, spanContext, event.type, started),
+    (out) => handled(x, event, out),
+    (err) => failed(x, err),
   )
 }

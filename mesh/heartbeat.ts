@@ -6,6 +6,7 @@ import type { JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import { type BucketSpec, HEARTBEAT_TTL_SECONDS, HEARTBEATS } from "../contracts/mod.ts"
 import { env } from "./env.ts"
+import { isNoResponders, isNotFound, isPermissionDenied } from "./errors.ts"
 import type { Logger } from "./log.ts"
 import { hex } from "./publish.ts"
 
@@ -64,14 +65,14 @@ export function heartbeat(o: HeartbeatOptions): { beat(): Promise<boolean>; stop
       return true
     } catch (err) {
       kv = undefined
-      const missing = /no responders|stream not found|not enabled|503/i.test((err as Error)?.message ?? "")
+      const missing = isNoResponders(err) || isNotFound(err)
       if (missing && o.provision && !provisioned) {
         provisioned = true
         const created = await o.provision().then(() => true, () => false)
         if (created) return beat()
       }
       // a permission will not appear by itself, and each denied publish is also a server error line: stop trying
-      const denied = /permission/i.test((err as Error)?.message ?? "")
+      const denied = isPermissionDenied(err)
       if (!failing) o.log.warn("cannot write heartbeats; the worker runs on without them", { bucket: HEARTBEATS, key, error: err, retrying: !denied })
       failing = true
       if (denied) clearInterval(timer)

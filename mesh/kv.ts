@@ -1,5 +1,6 @@
 // mesh/kv.ts — KV helpers: safe keys, JSON values, and `once` (first writer wins, everyone gets its value).
 import type { KV } from "@nats-io/kv"
+import { ApiCode, apiCode } from "./errors.ts"
 
 const ALLOWED = /^[-/_=.a-zA-Z0-9]+$/
 
@@ -17,10 +18,8 @@ export async function getJson<T>(kv: KV, key: string): Promise<T | undefined> {
   return e && e.operation === "PUT" && e.length > 0 ? (e.json() as T) : undefined
 }
 
-const exists = (err: unknown) => {
-  const e = err as { code?: number; api_error?: { err_code?: number }; message?: string }
-  return e.code === 10071 || e.api_error?.err_code === 10071 || /wrong last sequence|key exists/i.test(String(e.message))
-}
+/** a create on a key that exists, or an update on a revision someone else moved past */
+const exists = (err: unknown) => apiCode(err) === ApiCode.WrongLastSequence
 
 /**
  * Computes `fn()` at most once per key (KV create: the first writer wins) and returns the stored value.

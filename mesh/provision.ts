@@ -13,7 +13,8 @@ import {
 } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import { type NatsConnection, nanos } from "@nats-io/transport-node"
-import type { BucketSpec, ConsumerSpec, StreamSpec, Topology } from "../contracts/topology.ts"
+import type { BucketSpec, ConsumerSpec, StreamSpec, Topology } from "../contracts/mod.ts"
+import { ApiCode, apiCode, isNotFound, isPermissionDenied } from "./errors.ts"
 
 export type Action = { kind: "stream" | "consumer" | "bucket"; name: string; action: "created" | "updated" | "unchanged" }
 
@@ -46,13 +47,8 @@ export const consumerConfig = (c: ConsumerSpec): Partial<ConsumerConfig> & { dur
   max_ack_pending: c.maxAckPending,
 })
 
-const notFound = (err: unknown) => {
-  const code = (err as { code?: number }).code
-  return code === 10059 || code === 10014 || /not found/i.test(String((err as Error).message))
-}
-const denied = (err: unknown) => /permissions? violation/i.test(String((err as Error).message))
-// 10065: another stream already stores these subjects (at an edge site, EDGE_ROUTING holds routing.events.>)
-const overlaps = (err: unknown) => (err as { code?: number }).code === 10065 || /subjects overlap/i.test(String((err as Error).message))
+// another stream already stores these subjects (at an edge site, EDGE_ROUTING holds routing.events.>)
+const overlaps = (err: unknown) => apiCode(err) === ApiCode.SubjectsOverlap
 
 /** Fields that differ between what exists and what is wanted (only the wanted fields are compared). */
 function diff(existing: Record<string, unknown>, wanted: Record<string, unknown>): string[] {
@@ -75,9 +71,9 @@ type Resource = {
 
 async function apply(r: Resource, createMissing: boolean): Promise<Action> {
   const info = await r.info().catch((err) => {
-    if (notFound(err)) return null
+    if (isNotFound(err)) return null
     // a worker user may not be allowed to look: its bind will say clearly if the thing is really missing
-    if (createMissing && denied(err)) return undefined
+    if (createMissing && isPermissionDenied(err)) return undefined
     throw err
   })
   if (info === undefined) return { kind: r.kind, name: r.name, action: "unchanged" }

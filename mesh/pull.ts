@@ -11,6 +11,8 @@
 // keeps only one long poll open. What the process holds plus what may still arrive never exceeds its room. A lost
 // request (server restart) is noticed by its missing heartbeats.
 import type { DeliveryInfo, JsMsg, PullOptions } from "@nats-io/jetstream"
+// the client's own reading of a pull status (409 Consumer Deleted, …), not a second copy of its strings
+import { JetStreamStatus } from "@nats-io/jetstream/internal"
 import { createInbox, type Msg, type MsgHdrs, nanos, type NatsConnection, type Subscription } from "@nats-io/transport-node"
 import type { Logger } from "./log.ts"
 
@@ -171,9 +173,10 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
       return pull()
     }
     ended(n, left)
-    const description = h?.description || `status ${code}`
+    const status = new JetStreamStatus(msg)
+    const description = status.description || `status ${code}`
     // 409 consumer deleted; 503: nothing answers the pull subject (no such consumer, or JetStream unavailable)
-    if (code === 503 || /consumer deleted/i.test(description)) {
+    if (code === 503 || status.isConsumerDeleted()) {
       if (!refused) (refused = true), o.bound?.(false, `${code} ${description}`)
     }
     // and 409 max waiting, leadership change…: retry after a pause

@@ -4,7 +4,7 @@ import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
 import * as v from "valibot"
 import { ContractError, issuesOf, type RouteCalculated, Stop } from "../contracts/mod.ts"
-import { env, envInt, getJson, hex, kvKey, newId, readJson, requestTraceparent, retryLater, type Runtime, runWhenMain, withTimeout, worker } from "../mesh/mod.ts"
+import { ApiCode, apiCode, env, envInt, isNoResponders, isNotFound, getJson, hex, kvKey, newId, readJson, requestTraceparent, retryLater, type Runtime, runWhenMain, withTimeout, worker } from "../mesh/mod.ts"
 import { estimateEta, planRoute } from "./plan.ts"
 
 const config = {
@@ -111,10 +111,10 @@ class Unavailable extends Error {
 function unavailable(err: unknown): Unavailable {
   if (err instanceof Unavailable) return err
   const message = (err as Error)?.message ?? String(err)
-  if (/maximum (bytes|messages) exceeded/i.test(message)) {
+  if (apiCode(err) === ApiCode.StoreFull) {
     return new Unavailable(`the routing log is full (${message}); routes cannot be recorded until an operator raises its limits`, 60)
   }
-  if (/no responders|stream not found/i.test(message)) {
+  if (isNoResponders(err) || isNotFound(err)) {
     return new Unavailable(`the routing stream or the ${REQUESTS_BUCKET} bucket is missing (${message}); run \`logiflow provision\``, 30)
   }
   return new Unavailable(`NATS did not record the route: ${message}; retry later`)

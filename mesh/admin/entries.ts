@@ -9,6 +9,7 @@ import { StatusError } from "itty-router"
 import { REPLAY_STREAM, replaySubject } from "../../contracts/mod.ts"
 import { DLQ, deadLetter, type Failed, publishDeadLetter, REPLAY } from "../dlq.ts"
 import { HEARTBEATS } from "../heartbeat.ts"
+import { isNotFound as notFound } from "../errors.ts"
 import { getJson, kvKey } from "../kv.ts"
 
 export const ENTRIES = "dlq-entries"
@@ -126,7 +127,6 @@ export function parseAdvisory(data: Uint8Array): Advisory | undefined {
   }
 }
 
-const notFound = (err: unknown) => (err as { code?: number }).code === 10059 || /not found/i.test(String((err as Error)?.message))
 
 /**
  * Delivery rule 4: a message that hit max deliveries without anyone dead-lettering it (the worker crashed or hung on
