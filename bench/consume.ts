@@ -8,7 +8,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamMa
 import { connect, type Msg, nanos } from "@nats-io/transport-node"
 import { decode, topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
-import { PulledMsg } from "../mesh/pull.ts"
+import { PulledMsg } from "../mesh/pulled.ts"
 import { worker } from "../mesh/worker.ts"
 import { args, benchServer, type Cpu, int, median, type Opts, preload, print, progress, round, type Section, spawnTs, stopwatch, variantChild } from "./lib.ts"
 

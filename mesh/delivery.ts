@@ -10,7 +10,7 @@ import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
 import type { Logger } from "./log.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
-import type { PulledMsg } from "./pull.ts"
+import type { PulledMsg } from "./pulled.ts"
 import { type Context, contextOf, eventNameOf, type PublishObserver, publishing, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, spansOn, tracer, trace } from "./tracing.ts"
 
 export type HandlerContext = {

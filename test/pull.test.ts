@@ -7,7 +7,8 @@ import fc from "fast-check"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { logger } from "../mesh/log.ts"
-import { PulledMsg, type Puller, puller, rawHeaders } from "../mesh/pull.ts"
+import { type Puller, puller } from "../mesh/pull.ts"
+import { PulledMsg, rawHeaders } from "../mesh/pulled.ts"
 import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
 
 const test = suite("pull")

@@ -1,0 +1,185 @@
+// mesh/http-node.ts — the Node side of `serve()`: node:http with its parser's refusals, timeouts and limits turned
+// into JSON 4xx answers, and each request handed to the worker's fetch handler as a web Request.
+import { type FetchHandler, type HttpLimits, hostProblem, requestTarget, type Server, type ServeOptions } from "./http-rules.ts"
+
+type NodeRequest = import("node:http").IncomingMessage
+type NodeResponse = import("node:http").ServerResponse
+type Socket = import("node:stream").Duplex
+
+const REASONS: Record<number, string> = { 400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large" }
+
+/** A whole answer written straight to the socket, for requests the HTTP parser refused (no response object exists). */
+function rawAnswer(socket: Socket, status: number, error: string) {
+  const body = JSON.stringify({ status, error })
+  socket.end(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Bad Request"}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  )
+}
+
+/** What the parser's error codes mean for the client. */
+function clientErrorStatus(code: string | undefined): { status: number; why: string } {
+  if (code === "HPE_HEADER_OVERFLOW") return { status: 431, why: "request line and headers too large" }
+  if (code === "ERR_HTTP_REQUEST_TIMEOUT" || code === "HPE_HEADERS_TIMEOUT") return { status: 408, why: "request not received in time" }
+  if (code === "HPE_INVALID_METHOD") return { status: 400, why: "unknown method" }
+  if (code === "HPE_INVALID_VERSION") return { status: 400, why: "unsupported HTTP version" }
+  if (code === "HPE_UNEXPECTED_CONTENT_LENGTH" || code === "HPE_INVALID_CONTENT_LENGTH" || code === "HPE_INVALID_TRANSFER_ENCODING") {
+    return { status: 400, why: "conflicting or invalid Content-Length / Transfer-Encoding" }
+  }
+  return { status: 400, why: `malformed request (${code ?? "parse error"})` }
+}
+
+export async function serveNode(guarded: FetchHandler, port: number, hostname: string, limits: HttpLimits, o: ServeOptions): Promise<Server> {
+  const http = await import("node:http")
+  const refuse = (res: NodeResponse, status: number, why: string, headers: Record<string, string> = {}) => {
+    o.onRefused?.(status, why)
+    const body = JSON.stringify({ status, error: why })
+    res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), connection: "close", ...headers })
+    res.end(body)
+  }
+
+  const handle = async (req: NodeRequest, res: NodeResponse) => {
+    // a request or response stream that errors (the client went away mid-body) must not become an uncaught 'error'
+    req.on("error", () => {})
+    res.on("error", () => {})
+    // the parser takes any 1.x and also a textual "HTTP/2.0": HTTP/2 proper starts with a binary preface instead
+    if (req.httpVersionMajor !== 1) return refuse(res, 400, `unsupported HTTP version ${req.httpVersion}`)
+    const target = requestTarget(req.url ?? "")
+    if ("status" in target) return refuse(res, target.status, target.error)
+    const badHost = hostProblem(req.headersDistinct.host)
+    if (badHost) return refuse(res, 400, badHost)
+    const hasBody = req.method !== "GET" && req.method !== "HEAD"
+    const body = hasBody ? bodyOf(req) : undefined
+    let request: Request
+    try {
+      const headers = new Headers()
+      for (const [k, v] of Object.entries(req.headersDistinct)) if (v) for (const x of v) headers.append(k, x)
+      // the URL's host is never the client's Host header: routes read paths and queries only
+      request = new Request(`http://localhost${target.path}`, {
+        method: req.method,
+        headers,
+        body: body?.stream,
+        // @ts-expect-error Node's fetch needs `duplex` for a streamed body
+        duplex: "half",
+      })
+    } catch (err) {
+      body?.discard()
+      // fetch refuses some methods outright (TRACE, TRACK) and some header values the HTTP parser let through
+      const forbidden = /method/i.test((err as Error).message)
+      return refuse(res, forbidden ? 405 : 400, forbidden ? `method ${req.method} is not allowed` : `request not acceptable: ${(err as Error).message}`)
+    }
+    const response = await guarded(request)
+    const head: Record<string, string | string[]> = {}
+    for (const [k, v] of response.headers) head[k] = k === "set-cookie" ? response.headers.getSetCookie() : v
+    // a body the handler did not read to the end (413, 415) is drained first: answering (or closing) while the
+    // client is still uploading resets its connection before it reads the answer. Past 5 s, the connection ends.
+    if (body && !req.complete && !(body.discard(), await drained(req, 5_000))) head.connection = "close"
+    const bytes = response.body && req.method !== "HEAD" ? Buffer.from(await response.arrayBuffer()) : undefined
+    if (res.destroyed) return
+    res.writeHead(response.status, head)
+    res.end(bytes)
+  }
+
+  const server = http.createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      maxHeaderSize: limits.maxHeaderBytes,
+      // the timeouts above are enforced by this periodic check (Node's default: every 30 s)
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+      requireHostHeader: false, // checked above, with a JSON answer
+    },
+    (req, res) =>
+      void handle(req, res).catch((err) => {
+        o.onError?.(err)
+        try {
+          if (!res.headersSent) refuse(res, 500, "internal error")
+          else res.destroy()
+        } catch {
+          res.destroy()
+        }
+      }),
+  )
+  server.maxHeadersCount = 200
+  server.maxConnections = limits.maxConnections
+  // requests the parser refused (bad framing, unknown method or version, TLS on the plain port, header overflow,
+  // timeouts): answered here, since no response object exists for them
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    const { status, why } = clientErrorStatus(err.code)
+    o.onRefused?.(status, why)
+    const msg = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage
+    if (err.code !== "ECONNRESET" && socket.writable && !msg?.headersSent) rawAnswer(socket, status, why)
+    socket.destroy()
+  })
+  // CONNECT (authority-form) and Upgrade requests bypass the request handler: answer them too, never leave them hanging
+  server.on("connect", (_req: NodeRequest, socket: Socket) => {
+    socket.on("error", () => {})
+    o.onRefused?.(405, "CONNECT is not supported")
+    rawAnswer(socket, 405, "CONNECT is not supported: this is not a proxy")
+  })
+  server.on("upgrade", (_req: NodeRequest, socket: Socket) => {
+    socket.on("error", () => {})
+    o.onRefused?.(400, "protocol upgrade is not supported")
+    rawAnswer(socket, 400, "protocol upgrade is not supported")
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(port, hostname, () => (server.off("error", reject), resolve()))
+  })
+  // after listening, a server error (EMFILE on accept, say) is logged by the caller's guard, never thrown
+  server.on("error", (err) => o.onError?.(err))
+  const addr = server.address()
+  return {
+    port: typeof addr === "object" && addr ? addr.port : port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
+  }
+}
+
+/**
+ * The request body as a web stream. Unlike Readable.toWeb, cancelling it (a handler that stops at 413) does not
+ * destroy the socket mid-upload: the rest is read and dropped.
+ */
+function bodyOf(req: NodeRequest): { stream: ReadableStream<Uint8Array>; discard(): void } {
+  let cancelled = false
+  const discard = () => void ((cancelled = true), req.resume())
+  const stream = new ReadableStream<Uint8Array>({
+    start(controller) {
+      req.on("data", (chunk: Buffer) => {
+        if (cancelled) return
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+        if ((controller.desiredSize ?? 1) <= 0) req.pause()
+      })
+      req.on("end", () => cancelled || controller.close())
+      // a client that closes before sending what it announced ends the body with an error, once
+      const fail = (err: Error) => {
+        if (cancelled) return
+        cancelled = true
+        controller.error(err)
+      }
+      req.on("error", fail)
+      req.on("aborted", () => fail(new Error("the client closed the connection before the body was complete")))
+    },
+    pull: () => void req.resume(),
+    cancel: discard,
+  })
+  return { stream, discard }
+}
+
+/** Reads and drops what is left of a request body; false if it did not end within `ms`. */
+function drained(req: NodeRequest, ms: number): Promise<boolean> {
+  if (req.complete) return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms)
+    req.once("end", () => (clearTimeout(t), resolve(true)))
+    req.once("error", () => (clearTimeout(t), resolve(false)))
+    req.once("close", () => (clearTimeout(t), resolve(req.complete)))
+    req.on("data", () => {})
+    req.resume()
+  })
+}
+
