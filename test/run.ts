@@ -1,6 +1,8 @@
-// test/run.ts — `npm test`: each test file in its own process (a hung file is killed with its whole process
-// group after TEST_FILE_TIMEOUT_MS, servers included), then one closing line: `N passed, N failed`.
-// `npm test -- runtime shutdown` runs only the files whose names contain those words.
+// test/run.ts — `npm test`: each test file in its own process, TEST_JOBS (default 2) at a time (a hung file is killed
+// with its whole process group after TEST_FILE_TIMEOUT_MS, servers included), each file's output printed whole when
+// it ends, then one closing line: `N passed, N failed`. `npm test -- runtime shutdown` runs only the files whose
+// names contain those words. The fault suites that measure recovery times run alone, so a neighbour's load does not
+// stretch what they measure.
 import { spawn } from "node:child_process"
 import { readdirSync } from "node:fs"
 import { join } from "node:path"
@@ -11,6 +13,8 @@ const files = readdirSync(dir)
   .filter((f) => f.endsWith(".test.ts") && (filters.length === 0 || filters.some((w) => f.includes(w))))
   .sort()
 const timeoutMs = Number(process.env.TEST_FILE_TIMEOUT_MS ?? 300_000)
+const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 2))
+const ALONE = new Set(["chaos.test.ts", "cascade.test.ts"])
 const strip = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, "")
 
 let passed = 0
@@ -18,13 +22,12 @@ let failed = 0
 let skipped = 0
 const broken: string[] = []
 
-for (const file of files) {
+async function runFile(file: string): Promise<void> {
   const started = Date.now()
-  console.log(`\n── ${file}`)
   const child = spawn(process.execPath, ["--import", "tsx", join(dir, file)], { stdio: ["ignore", "pipe", "pipe"], detached: true })
   let out = ""
-  child.stdout.on("data", (b: Buffer) => (process.stdout.write(b), (out += b.toString())))
-  child.stderr.on("data", (b: Buffer) => (process.stderr.write(b), (out += b.toString())))
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()))
+  child.stderr.on("data", (b: Buffer) => (out += b.toString()))
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
@@ -46,10 +49,20 @@ for (const file of files) {
     broken.push(`${file}: ${timedOut ? `killed after ${timeoutMs} ms` : total === 0 ? `ran no test (exit ${code})` : `exit ${code}`}`)
     if (total === ok) failed++ // a crash outside any test still counts as a failure
   }
-  console.log(`── ${file}: ${ok}/${total} in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  process.stdout.write(`\n── ${file}\n${out}── ${file}: ${ok}/${total} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
 }
+
+const started = Date.now()
+// the lone suites first, one at a time; then the rest, `jobs` at a time
+for (const f of files.filter((f) => ALONE.has(f))) await runFile(f)
+const queue = files.filter((f) => !ALONE.has(f))
+await Promise.all(
+  Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+    for (let f = queue.shift(); f !== undefined; f = queue.shift()) await runFile(f)
+  }),
+)
 
 console.log("")
 for (const b of broken) console.log(`FAILED ${b}`)
-console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`)
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""} (${files.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s)`)
 process.exitCode = failed > 0 || broken.length > 0 ? 1 : 0
