@@ -68,7 +68,7 @@ test("up - without a nats-server binary or NATS_URL: one line saying how to get 
   assert.is(code, 1)
   const out = up.lines.filter((l) => l.trim())
   assert.is(out.length, 1, out.join("\n"))
-  assert.match(out[0]!, /^logiflow up: no nats-server found: install it \(Debian\/Ubuntu: apt-get install nats-server; macOS: brew install nats-server/)
+  assert.match(out[0]!, /^logiflow up: no nats-server found: build the pinned newest one with Go \(bash deploy\/nats\/install.sh\), or install one \(Debian\/Ubuntu: apt-get install nats-server/)
 })
 
 test.run()

@@ -1,21 +1,59 @@
 // mesh/cli/natsd.ts — finding and running a local nats-server (used by `logiflow up` and the test harness).
-import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync } from "node:fs"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { existsSync, realpathSync } from "node:fs"
 import { createServer } from "node:net"
 import { delimiter, join } from "node:path"
 
 export const INSTALL_HINT =
-  "no nats-server found: install it (Debian/Ubuntu: apt-get install nats-server; macOS: brew install nats-server; " +
+  "no nats-server found: build the pinned newest one with Go (bash deploy/nats/install.sh), or install one " +
+  "(Debian/Ubuntu: apt-get install nats-server, 2.9: the core only; macOS: brew install nats-server; " +
   "or run the official image: docker run -p 4222:4222 nats -js), or set NATS_URL to an existing server"
 
-/** NATS_SERVER_BIN, else nats-server on PATH or in Debian's /usr/sbin; undefined if none. */
+/** `[2, 15, 3]` from `nats-server: v2.15.3`; undefined when it does not say. */
+export function parseVersion(text: string): [number, number, number] | undefined {
+  const m = /v?(\d+)\.(\d+)\.(\d+)/.exec(text)
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined
+}
+
+export const compareVersions = (a: readonly number[], b: readonly number[]) => a[0]! - b[0]! || a[1]! - b[1]! || a[2]! - b[2]!
+
+const versions = new Map<string, [number, number, number] | undefined>()
+/** What `bin --version` reports (asked once per binary). */
+export function natsServerVersion(bin: string): [number, number, number] | undefined {
+  if (!versions.has(bin)) {
+    const r = spawnSync(bin, ["--version"], { encoding: "utf8", timeout: 5000 })
+    versions.set(bin, parseVersion(`${r.stdout ?? ""}${r.stderr ?? ""}`))
+  }
+  return versions.get(bin)
+}
+
+/** Where a nats-server may be: PATH, then where deploy/nats/install.sh, Debian and Go put one. */
+export function natsServerCandidates(): string[] {
+  const home = process.env.HOME ?? ""
+  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/bin", join(home, ".local", "bin"), join(home, "go", "bin"), "/usr/sbin", "/usr/local/sbin"]
+  const found: string[] = []
+  for (const d of dirs) {
+    const bin = d && join(d, "nats-server")
+    // /sbin and /usr/sbin are often one directory: the same binary once
+    if (bin && existsSync(bin) && !found.some((f) => realpathSync(f) === realpathSync(bin))) found.push(bin)
+  }
+  return found
+}
+
+/**
+ * NATS_SERVER_BIN, else the newest nats-server found (by what each reports with --version); undefined if none.
+ * The newest is the primary target: an older one (Debian's 2.9.10) runs the core, without what needs a newer server.
+ */
 export function findNatsServer(): string | undefined {
-  // NATS_SERVER_BIN names the binary outright (a build of your own, or a path to check the install hint with)
+  // NATS_SERVER_BIN names the binary outright (a build of your own, an older release to test against)
   const pinned = process.env.NATS_SERVER_BIN
   if (pinned) return existsSync(pinned) ? pinned : undefined
-  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin", "/usr/local/bin"]
-  for (const d of dirs) if (d && existsSync(join(d, "nats-server"))) return join(d, "nats-server")
-  return undefined
+  let best: { bin: string; v: [number, number, number] } | undefined
+  for (const bin of natsServerCandidates()) {
+    const v = natsServerVersion(bin) ?? [0, 0, 0]
+    if (!best || compareVersions(v, best.v) > 0) best = { bin, v }
+  }
+  return best?.bin
 }
 
 /** A port that was free a moment ago (bind to 0, read, close). */
