@@ -6,7 +6,7 @@
 import http from "node:http"
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
-import { subjectOf } from "../contracts/mod.ts"
+import { subjectsOf } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { route } from "../test/fixtures/events.ts"
 import { args, benchServer, cpuMsOf, histogram, type Latency, ms, type Opts, openLoop, print, progress, ratio, type Section, sleep, startWorker } from "./lib.ts"
@@ -86,7 +86,7 @@ export async function latency(o: Opts): Promise<Section> {
     const due = new Map<string, number>()
     let onInvoice: (truckId: string, at: number) => void = () => {}
     const dec = new TextDecoder()
-    nc.subscribe(subjectOf("InvoiceGenerated"), { callback: (_e, m) => onInvoice((JSON.parse(dec.decode(m.data)) as { truckId: string }).truckId, performance.now()) })
+    nc.subscribe(subjectsOf("InvoiceGenerated"), { callback: (_e, m) => onInvoice((JSON.parse(dec.decode(m.data)) as { truckId: string }).truckId, performance.now()) })
 
     const mesh = async (rate: number, secs: number, label: string, record: boolean) => {
       const e2e = histogram()

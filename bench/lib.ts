@@ -82,7 +82,7 @@ export async function preload(js: JetStreamClient, n: number, { from = 0, window
     while (next < end) {
       const i = next++
       const r = route(i)
-      await publishEvent(js, "RouteCalculated", r, { id: `bench:${r.routeId}`, source: "logiflow/bench", key: r.truckId })
+      await publishEvent(js, "RouteCalculated", r, { id: `bench:${r.routeId}`, source: "logiflow/bench"})
       if ((i - from) % 5000 === 0) p.update(`${i - from}/${n}`)
     }
   }

@@ -12,7 +12,8 @@ import { route } from "../test/fixtures/events.ts"
 import { args, benchServer, int, median, type Opts, print, progress, round, type Section, spawnTs, stopwatch, variantChild } from "./lib.ts"
 
 const WINDOW = 256
-const SUBJECT = subjectOf("RouteCalculated")
+// the raw loop publishes on one truck's subject: the same subject shape as the mesh's, one token longer
+const SUBJECT = subjectOf("RouteCalculated", "truck-0")
 
 type Variant = { id: string; label: string; mesh: boolean; window: number }
 const VARIANTS: Variant[] = [
@@ -33,7 +34,7 @@ async function runVariant(v: Variant, url: string, n: number, tag: string): Prom
     const r = route(i)
     const id = `${tag}:${r.routeId}`
     const ack = v.mesh
-      ? await publishEvent(js, "RouteCalculated", r, { id, source: "logiflow/routing", key: r.truckId, traceparent: childTraceparent() })
+      ? await publishEvent(js, "RouteCalculated", r, { id, source: "logiflow/routing", traceparent: childTraceparent() })
       : await js.publish(SUBJECT, enc.encode(JSON.stringify(r)), { msgID: id })
     if (ack.duplicate) duplicates++
   }

@@ -1,6 +1,6 @@
 // contracts/envelope.ts — CloudEvents 1.0 binary mode over NATS headers: metadata in `ce-*` headers, data as the JSON body.
 import * as v from "valibot"
-import { ceTypeOf, type EventData, type EventName, events, isEventName, subjectOf } from "./events.ts"
+import { ceTypeOf, type EventData, type EventName, events, isEventName, keyOf, subjectOf } from "./events.ts"
 
 export type ContractReason = "missing-header" | "unknown-type" | "unknown-version" | "invalid-json" | "invalid-event"
 
@@ -65,9 +65,11 @@ export function validate<N extends EventName>(name: N, data: unknown, version = 
 export function encode<N extends EventName>(
   name: N,
   data: EventData<N>,
-  meta: Omit<Meta, "time"> & { time?: string },
-): { subject: string; headers: Record<string, string>; body: Uint8Array } {
+  meta: Omit<Meta, "time" | "key"> & { time?: string },
+): { subject: string; key: string; headers: Record<string, string>; body: Uint8Array } {
   validate(name, data)
+  // the key is the contract's (keyOf), never the producer's choice: subject, ordering and guards all follow from it
+  const key = keyOf(name, data)
   const headers: Record<string, string> = {
     [CE.specversion]: "1.0",
     [CE.id]: meta.id,
@@ -76,9 +78,9 @@ export function encode<N extends EventName>(
     [CE.time]: meta.time ?? new Date().toISOString(),
     [CE.contentType]: "application/json",
   }
-  if (meta.key) headers[CE.subject] = meta.key
+  headers[CE.subject] = key
   if (meta.traceparent) headers[CE.traceparent] = meta.traceparent
-  return { subject: subjectOf(name), headers, body: enc.encode(JSON.stringify(data)) }
+  return { subject: subjectOf(name, key), key, headers, body: enc.encode(JSON.stringify(data)) }
 }
 
 const TYPE = /^logiflow\.([a-z]+)\.([A-Za-z]+)\.v(\d+)$/

@@ -58,14 +58,16 @@ export const EtaUpdated = v.strictObject({
 export type EtaUpdated = v.InferOutput<typeof EtaUpdated>
 
 /**
- * Every event the mesh knows: its domain (which fixes subject and stream) and the schema of each version.
- * A new version is a new entry in `versions`; consumers dead-letter versions they do not list (`unknown-version`).
+ * Every event the mesh knows: its domain (the first token of its subject), the stream that stores it, and the schema
+ * of each version. A new version is a new entry in `versions`; consumers dead-letter versions they do not list
+ * (`unknown-version`). Positions are telemetry and live apart (POSITIONS drops old ones to make room); everything
+ * else is a business event that is never dropped.
  */
 export const events = {
-  RouteCalculated: { domain: "routing", versions: { 1: RouteCalculated } },
-  InvoiceGenerated: { domain: "invoice", versions: { 1: InvoiceGenerated } },
-  PositionReported: { domain: "tracking", versions: { 1: PositionReported } },
-  EtaUpdated: { domain: "tracking", versions: { 1: EtaUpdated } },
+  RouteCalculated: { domain: "routing", stream: "ROUTING", versions: { 1: RouteCalculated } },
+  InvoiceGenerated: { domain: "invoice", stream: "INVOICE", versions: { 1: InvoiceGenerated } },
+  PositionReported: { domain: "tracking", stream: "POSITIONS", versions: { 1: PositionReported } },
+  EtaUpdated: { domain: "tracking", stream: "TRACKING", versions: { 1: EtaUpdated } },
 } as const
 
 export type EventName = keyof typeof events
@@ -75,10 +77,47 @@ export type Domain = (typeof events)[EventName]["domain"]
 export const eventNames = Object.keys(events) as EventName[]
 export const isEventName = (s: string): s is EventName => Object.hasOwn(events, s)
 
-const subjects = Object.fromEntries(eventNames.map((n) => [n, `${events[n].domain}.events.${n}`])) as Record<EventName, string>
-/** `routing.events.RouteCalculated` (made once per event: a consumer compares it with every message's subject) */
-export const subjectOf = (name: EventName): string => subjects[name]
-/** The stream a domain's events live in: `ROUTING`, `INVOICE`, `TRACKING`. */
-export const streamOf = (name: EventName): string => events[name].domain.toUpperCase()
+/**
+ * Each event's key: its ordering key (the CloudEvents `subject`, `ce-subject`: one key's events are handled in order)
+ * and the last token of its NATS subject, so that per-key limits, guards and partitions can act on it. A truck for
+ * what happens to a truck; the route for an invoice, because a route is billed once (a second InvoiceGenerated on
+ * the route's subject is refused at publish).
+ */
+const keys: { [N in EventName]: (data: EventData<N>) => string } = {
+  RouteCalculated: (d) => d.truckId,
+  InvoiceGenerated: (d) => d.routeId,
+  PositionReported: (d) => d.truckId,
+  EtaUpdated: (d) => d.truckId,
+}
+export const keyOf = <N extends EventName>(name: N, data: EventData<N>): string => keys[name](data)
+
+const PLAIN = /^[A-Za-z0-9_-]{1,128}$/
+/**
+ * A key as one subject token: letters, digits, `-` and `_` as they are; every other byte (`.`, `*`, `>`, space, `=`,
+ * non-ASCII) as `=XX`, so that two keys never share a token and no key can add tokens or wildcards to a subject.
+ */
+export function subjectToken(key: string): string {
+  if (PLAIN.test(key)) return key
+  let out = ""
+  for (const b of new TextEncoder().encode(key)) {
+    const c = String.fromCharCode(b)
+    out += /[A-Za-z0-9_-]/.test(c) ? c : `=${b.toString(16).toUpperCase().padStart(2, "0")}`
+  }
+  return out || "="
+}
+
+const prefixes = Object.fromEntries(eventNames.map((n) => [n, `${events[n].domain}.events.${n}.`])) as Record<EventName, string>
+/** `routing.events.RouteCalculated.truck-7`: where an event with this key is published. */
+export const subjectOf = (name: EventName, key: string): string => prefixes[name] + subjectToken(key)
+/** `routing.events.RouteCalculated.*`: every subject of one event type (a consumer's filter, a tail). */
+export const subjectsOf = (name: EventName): string => `${prefixes[name]}*`
+/** The event a subject belongs to, from its prefix; undefined for any other subject. */
+export function eventOfSubject(subject: string): EventName | undefined {
+  const last = subject.lastIndexOf(".")
+  const name = subject.slice(subject.lastIndexOf(".", last - 1) + 1, last)
+  return isEventName(name) && subject.startsWith(prefixes[name]) && subject.length > prefixes[name].length ? name : undefined
+}
+/** The stream an event lives in: `ROUTING`, `INVOICE`, `TRACKING`, `POSITIONS`. */
+export const streamOf = (name: EventName): string => events[name].stream
 /** `logiflow.routing.RouteCalculated.v1` */
 export const ceTypeOf = (name: EventName, version = 1): string => `logiflow.${events[name].domain}.${name}.v${version}`

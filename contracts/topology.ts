@@ -1,7 +1,8 @@
 // contracts/topology.ts — every stream, consumer and KV bucket, as plain data.
 // `logiflow provision` applies it idempotently; workers bind to the consumers named here.
 // Renaming a consumer creates a new durable that starts from the beginning of its stream: it replays history.
-import { type EventName, events, streamOf, subjectOf } from "./events.ts"
+import { type Capacity, limits, REFERENCE_FLEET } from "./capacity.ts"
+import { type EventName, eventNames, streamOf, subjectsOf } from "./events.ts"
 
 export type WorkerName = "routing" | "invoice" | "tracking" | "portal" | "ops" | "fleet"
 
@@ -32,7 +33,7 @@ export const workers: Record<WorkerName, WorkerSpec> = {
     publishes: ["PositionReported", "EtaUpdated"],
     buckets: { "tracking-trucks": { ttlSeconds: 0 } },
   },
-  invoice: { port: 8083, consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: { "invoice-once": { ttlSeconds: 0 } } },
+  invoice: { port: 8083, consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: {} },
   ops: { port: 8084, consumes: [], publishes: [], buckets: { "dlq-entries": { ttlSeconds: 0 } } },
   fleet: { port: 8085, consumes: [], publishes: [], buckets: {} },
 }
@@ -54,6 +55,11 @@ export type StreamSpec = {
   maxAgeSeconds: number
   /** -1 = unlimited */
   maxBytes: number
+  maxMsgs: number
+  /** the largest message the stream stores (the server refuses bigger ones) */
+  maxMsgSize: number
+  /** -1 = unlimited; positions keep at most this many per truck */
+  maxMsgsPerSubject: number
   /** "new": a full stream refuses publishes (the publisher sees the error); "old": drops the oldest */
   discard: "new" | "old"
   duplicateWindowSeconds: number
@@ -66,7 +72,8 @@ export type ConsumerSpec = {
   /** the durable name: the worker's name */
   durable: string
   worker: WorkerName
-  filterSubject: string
+  /** what it reads of its stream: one subject pattern, or several (a server ≥ 2.10 takes them as filter_subjects) */
+  filterSubjects: string[]
   /** events arriving on this consumer */
   events: EventName[]
   ackWaitSeconds: number
@@ -78,8 +85,8 @@ export type BucketSpec = { bucket: string; history: number; ttlSeconds: number }
 
 export type TopologyOptions = {
   replicas?: number
-  /** cap for each domain stream; at the cap, publishes are refused rather than old events dropped */
-  maxBytes?: number
+  /** the fleet the limits of every stream are sized for (default: the reference fleet, contracts/capacity.ts) */
+  capacity?: Partial<Capacity>
   maxDeliver?: number
   ackWaitSeconds?: number
   maxAckPending?: number
@@ -116,23 +123,27 @@ export const replaySubject = (worker: string, stream: string) => `replay.${worke
 export const REPLAY_STREAM = "REPLAY"
 
 export function topology(opts: TopologyOptions = {}): Topology {
-  const { replicas = 1, maxBytes = 1024 ** 3, maxDeliver = 5, ackWaitSeconds = 30, maxAckPending = 1000 } = opts
-  const domain = (name: string, prefix: string): StreamSpec => ({
+  const { replicas = 1, maxDeliver = 5, ackWaitSeconds = 30, maxAckPending = 1000 } = opts
+  const l = limits({ ...REFERENCE_FLEET, ...opts.capacity })
+  const events_ = (stream: string) => eventNames.filter((e) => streamOf(e) === stream)
+  const stored = (name: "ROUTING" | "INVOICE" | "TRACKING" | "POSITIONS", discard: "new" | "old"): StreamSpec => ({
     name,
-    subjects: [`${prefix}.events.>`],
-    maxAgeSeconds: 7 * DAY,
-    maxBytes,
-    discard: "new",
+    subjects: events_(name).map(subjectsOf),
+    ...l[name],
+    discard,
     duplicateWindowSeconds: 120,
   })
   const streams: StreamSpec[] = [
-    domain("ROUTING", "routing"),
-    domain("INVOICE", "invoice"),
-    domain("TRACKING", "tracking"),
+    // business events: never dropped; refused only when the outage budget is used up
+    stored("ROUTING", "new"),
+    stored("INVOICE", "new"),
+    stored("TRACKING", "new"),
+    // telemetry: old positions make room, and each truck is capped at its own share
+    stored("POSITIONS", "old"),
     // append-only: entries are never consumed away; their state lives in the dlq-entries bucket
-    { name: "DLQ", subjects: ["dlq.>"], maxAgeSeconds: 90 * DAY, maxBytes: -1, discard: "old", duplicateWindowSeconds: 600 },
-    { name: "ADVISORIES", subjects: ADVISORY_SUBJECTS, maxAgeSeconds: 30 * DAY, maxBytes: -1, discard: "old", duplicateWindowSeconds: 120 },
-    { name: REPLAY_STREAM, subjects: ["replay.>"], maxAgeSeconds: 30 * DAY, maxBytes: -1, discard: "old", duplicateWindowSeconds: 120 },
+    { name: "DLQ", subjects: ["dlq.>"], ...l.DLQ, discard: "new", duplicateWindowSeconds: 600 },
+    { name: "ADVISORIES", subjects: ADVISORY_SUBJECTS, ...l.ADVISORIES, discard: "old", duplicateWindowSeconds: 120 },
+    { name: REPLAY_STREAM, subjects: ["replay.>"], ...l.REPLAY, discard: "new", duplicateWindowSeconds: 120 },
   ]
 
   const consumers: ConsumerSpec[] = []
@@ -140,31 +151,13 @@ export function topology(opts: TopologyOptions = {}): Topology {
   for (const worker of workerNames) {
     const byStream = new Map<string, EventName[]>()
     for (const e of workers[worker].consumes) byStream.set(streamOf(e), [...(byStream.get(streamOf(e)) ?? []), e])
-    for (const [stream, evs] of byStream) {
-      // 2.9 servers take one filter subject per consumer: one event, or the whole domain
-      const filterSubject = evs.length === 1 ? subjectOf(evs[0]!) : `${events[evs[0]!].domain}.events.>`
-      consumers.push({ stream, durable: worker, worker, filterSubject, events: evs, ...base })
-    }
+    for (const [stream, evs] of byStream) consumers.push({ stream, durable: worker, worker, filterSubjects: evs.map(subjectsOf), events: evs, ...base })
     if (byStream.size > 0) {
-      consumers.push({
-        stream: REPLAY_STREAM,
-        durable: worker,
-        worker,
-        filterSubject: `replay.${worker}.>`,
-        events: workers[worker].consumes,
-        ...base,
-      })
+      consumers.push({ stream: REPLAY_STREAM, durable: worker, worker, filterSubjects: [`replay.${worker}.>`], events: workers[worker].consumes, ...base })
     }
   }
-  consumers.push({
-    stream: "ADVISORIES",
-    durable: "ops",
-    worker: "ops",
-    filterSubject: ">",
-    events: [],
-    ...base,
-  })
-  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubject: ">", events: [], ...base })
+  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...base })
+  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...base })
 
   const buckets: BucketSpec[] = [
     ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: b.ttlSeconds }))),

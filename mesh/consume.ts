@@ -8,7 +8,6 @@ import type { Backoff } from "./backoff.ts"
 import type { Connection } from "./connect.ts"
 import { deliver, type DeliveryDeps, type HandlerContext, type Handlers, type Outcome, type RawHandler } from "./delivery.ts"
 import { type Held, held as holding, HeldSet } from "./held.ts"
-import { once } from "./kv.ts"
 import { lanes } from "./lanes.ts"
 import type { Logger } from "./log.ts"
 import type { Counter, Histogram } from "./metrics.ts"
@@ -61,9 +60,6 @@ class Context implements HandlerContext {
   working() {
     this.h.msg.working()
     this.h.deadline = Date.now() + this.ackWaitMs
-  }
-  async once<T>(key: string, fn: () => T | Promise<T>): Promise<T> {
-    return once(await this.kv(`${this.worker}-once`), key, fn)
   }
 }
 

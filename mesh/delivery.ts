@@ -4,7 +4,7 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
+import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
 import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
@@ -22,8 +22,6 @@ export type HandlerContext = {
   log: Logger
   /** tells the server the handler is still busy, so it does not redeliver after ack_wait */
   working(): void
-  /** runs `fn` once per key across redeliveries, crashes and instances; later calls get the stored result */
-  once<T>(key: string, fn: () => T | Promise<T>): Promise<T>
   kv(bucket: string): Promise<KV>
 }
 
@@ -188,7 +186,7 @@ function handled(x: Delivery, event: Envelope, out: Outgoing[] | void): Outcome 
           d.js,
           o.name,
           o.data,
-          { id: o.id ?? `${d.worker}:${meta.id}:${i}`, source: `logiflow/${d.worker}`, key: o.key ?? meta.key, traceparent: childTraceparent(meta.traceparent) },
+          { id: o.id ?? `${d.worker}:${meta.id}:${i}`, source: `logiflow/${d.worker}`, traceparent: childTraceparent(meta.traceparent), once: o.once },
           parent,
           d.observePublish,
         ),
@@ -224,9 +222,15 @@ function handle(x: Delivery): Outcome | Promise<Outcome> {
     return failed(x, err)
   }
   x.type = event.type
-  // the ce-type must match the subject it was stored under (a replay travels on replay.<worker>.<stream>)
-  if (d.stream !== REPLAY_STREAM && msg.subject !== subjectOf(event.name)) {
-    return deadLetter(x, "wrong-subject", `${event.name} arrived on ${msg.subject}; its subject is ${subjectOf(event.name)}`)
+  // the ce-type and the event's key must match the subject it was stored under (a replay travels on
+  // replay.<worker>.<stream>), and the ce-subject its lane was chosen by must be that key
+  const key = keyOf(event.name, event.data)
+  const subject = subjectOf(event.name, key)
+  if (d.stream !== REPLAY_STREAM && msg.subject !== subject) {
+    return deadLetter(x, "wrong-subject", `${event.name} with key ${key} arrived on ${msg.subject}; its subject is ${subject}`)
+  }
+  if (event.meta.key !== key) {
+    return deadLetter(x, "wrong-subject", `${event.name}'s ce-subject is ${event.meta.key === undefined ? "missing" : `"${event.meta.key}"`}; its key is "${key}"`)
   }
   const handler = d.handlers[event.name] as Handler<EventName> | undefined
   if (!handler) return deadLetter(x, "unhandled-type", `${d.worker} has no handler for ${event.name}`)

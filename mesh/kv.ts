@@ -1,4 +1,4 @@
-// mesh/kv.ts — KV helpers: safe keys, JSON values, and `once` (first writer wins, everyone gets its value).
+// mesh/kv.ts — KV helpers: safe keys, JSON values, revision-checked read–modify–write.
 import type { KV } from "@nats-io/kv"
 import { ApiCode, apiCode } from "./errors.ts"
 
@@ -20,25 +20,6 @@ export async function getJson<T>(kv: KV, key: string): Promise<T | undefined> {
 
 /** a create on a key that exists, or an update on a revision someone else moved past */
 const exists = (err: unknown) => apiCode(err) === ApiCode.WrongLastSequence
-
-/**
- * Computes `fn()` at most once per key (KV create: the first writer wins) and returns the stored value.
- * A second caller, or a redelivery after a crash, gets the first result, so effects keyed by it stay single.
- */
-export async function once<T>(kv: KV, key: string, fn: () => T | Promise<T>): Promise<T> {
-  const hit = await getJson<T>(kv, key)
-  if (hit !== undefined) return hit
-  const value = await fn()
-  try {
-    await kv.create(kvKey(key), JSON.stringify(value))
-    return value
-  } catch (err) {
-    if (!exists(err)) throw err
-    const stored = await getJson<T>(kv, key)
-    if (stored === undefined) throw err
-    return stored
-  }
-}
 
 /**
  * Read–modify–write of one JSON value, guarded by the entry's revision: if another writer got in between, the write

@@ -15,6 +15,7 @@ import { Kvm } from "@nats-io/kv"
 import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import type { BucketSpec, ConsumerSpec, StreamSpec, Topology } from "../contracts/mod.ts"
 import { ApiCode, apiCode, isNotFound, isPermissionDenied } from "./errors.ts"
+import { requireFeature, supports } from "./features.ts"
 
 export type Action = { kind: "stream" | "consumer" | "bucket"; name: string; action: "created" | "updated" | "unchanged" }
 
@@ -31,15 +32,19 @@ export const streamConfig = (s: StreamSpec, replicas: number): Partial<StreamCon
   num_replicas: replicas,
   max_age: nanos(s.maxAgeSeconds * 1000),
   max_bytes: s.maxBytes,
+  max_msgs: s.maxMsgs,
+  max_msg_size: s.maxMsgSize,
+  max_msgs_per_subject: s.maxMsgsPerSubject,
   discard: s.discard === "new" ? DiscardPolicy.New : DiscardPolicy.Old,
   duplicate_window: nanos(s.duplicateWindowSeconds * 1000),
   // in the form the server reports back (what the client makes of `domain`), so a second provision sees no change
   ...(s.sources ? { sources: s.sources.map((x) => ({ name: x.name, external: { api: `$JS.${x.domain}.API`, deliver: "" } })) } : {}),
 })
 
+/** One filter as `filter_subject` (what every server takes, and reports back), several as `filter_subjects` (2.10+). */
 export const consumerConfig = (c: ConsumerSpec): Partial<ConsumerConfig> & { durable_name: string } => ({
   durable_name: c.durable,
-  filter_subject: c.filterSubject,
+  ...(c.filterSubjects.length === 1 ? { filter_subject: c.filterSubjects[0] } : { filter_subjects: c.filterSubjects }),
   ack_policy: AckPolicy.Explicit,
   deliver_policy: DeliverPolicy.All,
   ack_wait: nanos(c.ackWaitSeconds * 1000),
@@ -114,8 +119,11 @@ const streamResource = (jsm: JetStreamManager, s: StreamSpec, replicas: number):
   }
 }
 
-const consumerResource = (jsm: JetStreamManager, c: ConsumerSpec): Resource => {
+const consumerResource = (nc: NatsConnection, jsm: JetStreamManager, c: ConsumerSpec): Resource => {
+  if (c.filterSubjects.length > 1) requireFeature(nc, "filterSubjects")
   const wanted = consumerConfig(c)
+  // 2.10 and newer change a consumer's filter in place; 2.9 cannot
+  const movable = supports(nc, "filterSubjects")
   return {
     kind: "consumer",
     name: `${c.stream}/${c.durable}`,
@@ -123,7 +131,7 @@ const consumerResource = (jsm: JetStreamManager, c: ConsumerSpec): Resource => {
     info: () => jsm.consumers.info(c.stream, c.durable),
     create: () => jsm.consumers.add(c.stream, wanted),
     update: () => jsm.consumers.update(c.stream, c.durable, wanted),
-    fixed: /^(ack_policy|deliver_policy|filter_subject):/,
+    fixed: movable ? /^(ack_policy|deliver_policy):/ : /^(ack_policy|deliver_policy|filter_subjects?):/,
     conflict:
       "it cannot be changed in place on this server. " +
       `Deleting it (nats consumer rm ${c.stream} ${c.durable}) loses its position: the worker would replay the stream.`,
@@ -159,7 +167,7 @@ export async function provision(nc: NatsConnection, t: Topology, scope: Provisio
   const all = () => true
   const resources = [
     ...t.streams.filter(scope.streams ?? all).map((s) => streamResource(jsm, s, t.replicas)),
-    ...t.consumers.filter(scope.consumers ?? all).map((c) => consumerResource(jsm, c)),
+    ...t.consumers.filter(scope.consumers ?? all).map((c) => consumerResource(nc, jsm, c)),
     ...t.buckets.filter(scope.buckets ?? all).map((b) => bucketResource(nc, jsm, b, t.replicas)),
   ]
   const actions: Action[] = []

@@ -1,12 +1,18 @@
 // mesh/publish.ts — every event leaves through here: encoded by the contract, msg id = ce-id, JetStream ack awaited.
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
-import { ceTypeOf, encode, type EventData, type EventName, subjectOf } from "../contracts/mod.ts"
+import { ceTypeOf, encode, type EventData, type EventName, keyOf, streamOf, subjectsOf } from "../contracts/mod.ts"
+import { ApiCode, apiCode } from "./errors.ts"
 import { type Context, type PublishObserver, publishing } from "./tracing.ts"
 
-export type Outgoing = { [N in EventName]: { name: N; data: EventData<N>; key?: string; id?: string } }[EventName]
+/**
+ * An event a handler returns. `once`: the event is the one effect of its key for the stream's lifetime (an invoice
+ * for a route): it is stored only if nothing was stored on its subject yet, and a refusal means it already was —
+ * so a redelivery, a retry or a replay days later, past the duplicate window, cannot store a second one.
+ */
+export type Outgoing = { [N in EventName]: { name: N; data: EventData<N>; id?: string; once?: boolean } }[EventName]
 
-export type PublishMeta = { id: string; source: string; key?: string; traceparent?: string }
+export type PublishMeta = { id: string; source: string; traceparent?: string; once?: boolean }
 
 export function toHeaders(record: Record<string, string>): MsgHdrs {
   const h = natsHeaders()
@@ -44,11 +50,19 @@ export function childTraceparent(parent?: string): string {
 
 /**
  * Publishes one event and waits for the stream to store it. The ce-id doubles as `Nats-Msg-Id`, so publishing
- * the same event again within the stream's duplicate window is stored once (PubAck.duplicate = true).
+ * the same event again within the stream's duplicate window is stored once (PubAck.duplicate = true). With `once`,
+ * the server also refuses it when its subject holds any message (`Nats-Expected-Last-Subject-Sequence: 0`), at any
+ * age; that refusal is answered as a duplicate.
  */
 export async function publishEvent<N extends EventName>(js: JetStreamClient, name: N, data: EventData<N>, meta: PublishMeta): Promise<PubAck> {
   const { subject, headers, body } = encode(name, data, meta)
-  return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
+  if (!meta.once) return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
+  try {
+    return await js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect: { lastSubjectSequence: 0 } })
+  } catch (err) {
+    if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
+    return { stream: streamOf(name), seq: 0, duplicate: true, domain: "" } as PubAck
+  }
 }
 
 /**
@@ -68,10 +82,12 @@ export function publishTraced<N extends EventName>(
     "cloudevents.event_id": meta.id,
     "cloudevents.event_type": ceTypeOf(name),
     "cloudevents.event_source": meta.source,
-    ...(meta.key ? { "cloudevents.event_subject": meta.key } : {}),
+    "cloudevents.event_subject": keyOf(name, data),
   }
   const fallback = meta.traceparent ?? childTraceparent()
-  return publishing(subjectOf(name), { parent, fallback, attributes, observe }, (traceparent) => publishEvent(js, name, data, { ...meta, traceparent }))
+  // spans and the publish metric are named by the event's subjects (`….RouteCalculated.*`), never one key's subject:
+  // a series per truck would grow without bound
+  return publishing(subjectsOf(name), { parent, fallback, attributes, observe }, (traceparent) => publishEvent(js, name, data, { ...meta, traceparent }))
 }
 
 /** A UUIDv7: time-ordered, globally unique; `prefix` (an edge site) keeps ids from different sites apart. */

@@ -37,7 +37,7 @@ function logiflow(args: string[], env: Record<string, string> = {}): Promise<Run
   return Object.assign(done, { err })
 }
 
-const send = (r: RouteCalculated) => publishEvent(f.js, "RouteCalculated", r, { id: newId(), source: "logiflow/test", key: r.truckId })
+const send = (r: RouteCalculated) => publishEvent(f.js, "RouteCalculated", r, { id: newId(), source: "logiflow/test"})
 
 const cells = (line: string) => line.split(/\s{2,}/)
 
@@ -56,7 +56,7 @@ test("publish → tail - a live tail prints each published event as one line, an
   for (const [p, seq] of [[p1, 1], [p2, 2]] as const) {
     assert.is(p.code, 0, p.err.join("\n"))
     assert.is(p.out.length, 1)
-    assert.match(p.out[0]!, new RegExp(`^published RouteCalculated [0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12} to ROUTING seq ${seq}$`))
+    assert.match(p.out[0]!, new RegExp(`^published RouteCalculated [0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12} \\(key truck-${seq}\\) to ROUTING seq ${seq}$`))
     const stored = (await f.jsm.streams.getMessage("ROUTING", { seq }))!
     assert.is(p.out[0]!.split(" ")[2], stored.header.get("ce-id"))
     assert.is(stored.header.get("Nats-Msg-Id"), stored.header.get("ce-id"))
@@ -81,11 +81,12 @@ test("tail --since - starts from the stream with an ordered consumer; --raw prin
   const t = await logiflow(["tail", "*.events.RouteCalculated", "--since", "10m", "--count", "2"])
   assert.is(t.code, 0, t.err.join("\n"))
   assert.equal(t.out, [await routeLine(1), await routeLine(2)])
-  assert.match(t.err[0]!, /^tail: listening on \*\.events\.RouteCalculated since \d{4}-\d\d-\d\dT/)
+  // an event type without a key means every key: the pattern is widened by one token
+  assert.match(t.err[0]!, /^tail: listening on \*\.events\.RouteCalculated\.\* since \d{4}-\d\d-\d\dT/)
   const raw = await logiflow(["tail", "routing.events.RouteCalculated", "--since", new Date(Date.now() - 60_000).toISOString(), "--count", "1", "--raw"])
   const m = (await f.jsm.streams.getMessage("ROUTING", { seq: 1 }))!
   const headerLines = [...m.header].flatMap(([k, vs]) => vs.map((v) => `${k}: ${v}`))
-  assert.equal(raw.out, ["routing.events.RouteCalculated", ...headerLines, "", new TextDecoder().decode(m.data), ""])
+  assert.equal(raw.out, ["routing.events.RouteCalculated.truck-1", ...headerLines, "", new TextDecoder().decode(m.data), ""])
   assert.ok(headerLines.some((l) => l.startsWith("ce-type: logiflow.routing.RouteCalculated.v1")))
 })
 
@@ -97,7 +98,7 @@ test("status - streams, consumers with their lag, open DLQ entries by consumer a
   assert.equal(workers, ["WORKERS: no heartbeats (none running, or the heartbeats bucket is missing)"])
   assert.equal(cells(streams![0]!), ["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "SUBJECTS"])
   const routing = streams!.map(cells).find((r) => r[0] === "ROUTING")!
-  assert.equal([routing[1], routing[3], routing[4]], ["1", "3", "routing.events.>"])
+  assert.equal([routing[1], routing[3], routing[4]], ["1", "3", "routing.events.RouteCalculated.*"])
   assert.match(routing[2]!, /^\d+ B$/)
   assert.equal(
     streams!.slice(1).map((r) => cells(r)[0]),
@@ -168,7 +169,7 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
     "state:       open",
     "consumer:    invoice",
     `stream:      ROUTING seq ${e1.seq}`,
-    "subject:     routing.events.RouteCalculated",
+    "subject:     routing.events.RouteCalculated.truck-1",
     "reason:      no-tariff",
     "error:       no tariff for customer nobody",
     "deliveries:  1",
@@ -216,7 +217,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
     [["publish", "RouteCalculated", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] })], /^logiflow publish: breaks the contract: RouteCalculated: stops\.0\.lat: /],
     [["publish", "RouteCalculated", "@/nonexistent/route.json"], "logiflow publish: cannot read /nonexistent/route.json: ENOENT"],
     [["tail", "routing..RouteCalculated"], /^logiflow tail: "routing\.\.RouteCalculated" is not a valid subject pattern/],
-    [["tail", "routing.RouteCalculated"], /^logiflow tail: no stream stores "routing\.RouteCalculated"; stored subjects: .*routing\.events\.>/],
+    [["tail", "routing.RouteCalculated"], /^logiflow tail: no stream stores "routing\.RouteCalculated"; stored subjects: .*routing\.events\.RouteCalculated\.\*/],
     [["tail", "routing.events.>", "--since", "bogus"], 'logiflow tail: "bogus" is neither a duration (5m, 2h, 1d) nor an ISO time'],
     [["dlq", "show", "ROUTING.invoice.404"], 'logiflow dlq: no DLQ entry "ROUTING.invoice.404"'],
     [["dlq", "list", "--state", "bogus"], "logiflow dlq: state must be one of open, replayed, discarded"],

@@ -1,8 +1,8 @@
 // contracts/: CloudEvents binary mode round trip, and rejections that name the wrong field.
 import { test } from "uvu"
 import * as assert from "uvu/assert"
-import { ceTypeOf, ContractError, decode, encode, eventNames, parseType, streamOf, subjectOf, topology, validate, workers } from "../contracts/mod.ts"
-import { route } from "./fixtures/events.ts"
+import { ceTypeOf, ContractError, decode, encode, eventNames, eventOfSubject, keyOf, parseType, streamOf, subjectOf, subjectsOf, topology, validate, workers } from "../contracts/mod.ts"
+import { invoice, route } from "./fixtures/events.ts"
 
 const headerFn = (h: Record<string, string>) => (k: string) => h[k]
 
@@ -16,12 +16,18 @@ const rejects = (fn: () => unknown): ContractError => {
   throw new assert.Assertion({ message: "expected a ContractError", generated: false, operator: "throws", expects: "throw", actual: "none" })
 }
 
-test("contracts - subjects, streams and ce-types follow <domain>.events.<Name>", () => {
-  assert.is(subjectOf("RouteCalculated"), "routing.events.RouteCalculated")
-  assert.is(subjectOf("InvoiceGenerated"), "invoice.events.InvoiceGenerated")
-  assert.is(subjectOf("PositionReported"), "tracking.events.PositionReported")
-  assert.is(subjectOf("EtaUpdated"), "tracking.events.EtaUpdated")
+test("contracts - subjects, streams and ce-types follow <domain>.events.<Name>.<key>", () => {
+  assert.is(subjectOf("RouteCalculated", "truck-7"), "routing.events.RouteCalculated.truck-7")
+  assert.is(subjectOf("InvoiceGenerated", "route_1"), "invoice.events.InvoiceGenerated.route_1")
+  assert.is(subjectsOf("PositionReported"), "tracking.events.PositionReported.*")
+  assert.is(subjectsOf("EtaUpdated"), "tracking.events.EtaUpdated.*")
   assert.is(streamOf("EtaUpdated"), "TRACKING")
+  assert.is(streamOf("PositionReported"), "POSITIONS")
+  assert.is(keyOf("InvoiceGenerated", invoice({ routeId: "r-9" })), "r-9")
+  assert.is(keyOf("RouteCalculated", route(3)), "truck-3")
+  assert.is(eventOfSubject("routing.events.RouteCalculated.truck-7"), "RouteCalculated")
+  assert.is(eventOfSubject("routing.events.RouteCalculated"), undefined)
+  assert.is(eventOfSubject("routing.events.Nope.x"), undefined)
   assert.is(ceTypeOf("RouteCalculated"), "logiflow.routing.RouteCalculated.v1")
   assert.equal(eventNames, ["RouteCalculated", "InvoiceGenerated", "PositionReported", "EtaUpdated"])
 })
@@ -29,8 +35,8 @@ test("contracts - subjects, streams and ce-types follow <domain>.events.<Name>",
 test("envelope - encode then decode gives back the same event, metadata in ce-* headers", () => {
   const data = route(1)
   const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-  const e = encode("RouteCalculated", data, { id: "id-1", source: "logiflow/routing", key: "truck-1", time: "2026-11-25T10:00:00.000Z", traceparent: tp })
-  assert.is(e.subject, "routing.events.RouteCalculated")
+  const e = encode("RouteCalculated", data, { id: "id-1", source: "logiflow/routing", time: "2026-11-25T10:00:00.000Z", traceparent: tp })
+  assert.is(e.subject, "routing.events.RouteCalculated.truck-1")
   assert.equal(e.headers, {
     "ce-specversion": "1.0",
     "ce-id": "id-1",
@@ -103,25 +109,27 @@ test("decode - missing headers, unknown types and versions, bad JSON each have t
 
 test("topology - one durable per worker per stream, plus its replay consumer; nothing consumes work-queue style", () => {
   const t = topology()
-  const names = t.consumers.map((c) => `${c.stream}/${c.durable}:${c.filterSubject}`).sort()
+  const names = t.consumers.map((c) => `${c.stream}/${c.durable}:${c.filterSubjects.join(",")}`).sort()
   assert.equal(names, [
     "ADVISORIES/ops:>",
     "DLQ/ops:>",
-    "INVOICE/portal:invoice.events.InvoiceGenerated",
+    "INVOICE/portal:invoice.events.InvoiceGenerated.*",
+    "POSITIONS/tracking:tracking.events.PositionReported.*",
     "REPLAY/invoice:replay.invoice.>",
     "REPLAY/portal:replay.portal.>",
     "REPLAY/tracking:replay.tracking.>",
-    "ROUTING/invoice:routing.events.RouteCalculated",
-    "ROUTING/portal:routing.events.RouteCalculated",
-    "ROUTING/tracking:routing.events.RouteCalculated",
-    "TRACKING/portal:tracking.events.EtaUpdated",
-    "TRACKING/tracking:tracking.events.PositionReported",
+    "ROUTING/invoice:routing.events.RouteCalculated.*",
+    "ROUTING/portal:routing.events.RouteCalculated.*",
+    "ROUTING/tracking:routing.events.RouteCalculated.*",
+    "TRACKING/portal:tracking.events.EtaUpdated.*",
   ])
   for (const c of t.consumers) assert.is(c.maxDeliver, 5)
-  assert.equal(t.streams.map((s) => s.name), ["ROUTING", "INVOICE", "TRACKING", "DLQ", "ADVISORIES", "REPLAY"])
-  assert.is(t.streams.find((s) => s.name === "DLQ")!.discard, "old")
+  assert.equal(t.streams.map((s) => s.name), ["ROUTING", "INVOICE", "TRACKING", "POSITIONS", "DLQ", "ADVISORIES", "REPLAY"])
+  // business events and dead letters are refused when full, never dropped; positions make room
+  for (const s of ["ROUTING", "INVOICE", "TRACKING", "DLQ"]) assert.is(t.streams.find((x) => x.name === s)!.discard, "new", s)
+  assert.is(t.streams.find((s) => s.name === "POSITIONS")!.discard, "old")
   assert.is(topology({ replicas: 3 }).replicas, 3)
-  for (const w of Object.values(workers)) for (const e of w.publishes) assert.ok(t.streams.some((s) => s.subjects.includes(`${subjectOf(e).split(".")[0]}.events.>`)))
+  for (const w of Object.values(workers)) for (const e of w.publishes) assert.ok(t.streams.some((s) => s.name === streamOf(e) && s.subjects.includes(subjectsOf(e))))
 })
 
 test.run()

@@ -235,16 +235,16 @@ test("consumers - broken events land in each consumer's DLQ with the precise rea
   for (let i = 0; i < bad.length; i++) {
     const b = bad[i]!
     // ce-id is also the msg id the server dedupes on; a dropped ce-id still needs a unique one
-    const ack = await js.publish(subjectOf("RouteCalculated"), b.body, { headers: toHeaders(b.headers), msgID: `fuzz-bad-${SEED}-${i}` })
+    const ack = await js.publish(subjectOf("RouteCalculated", "fuzz"), b.body, { headers: toHeaders(b.headers), msgID: `fuzz-bad-${SEED}-${i}` })
     expected.set(ack.seq, b.reason)
     if (i % 3 === 0 && v < valid) {
       const r = good(v++)
-      await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz", key: r.truckId })
+      await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz"})
     }
   }
   while (v < valid) {
     const r = good(v++)
-    await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz", key: r.truckId })
+    await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz"})
   }
   const consumers = ["invoice", "tracking", "portal"]
   await Promise.all(consumers.map((c) => settled(jsm, "ROUTING", c, 60_000)))

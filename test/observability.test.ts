@@ -34,7 +34,7 @@ const start = async (w: Worker, drainTimeoutMs = 5000) => {
 }
 
 const send = (i: number, over = {}, traceparent?: string) =>
-  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}`, source: "logiflow/test", key: route(i, over).truckId, traceparent })
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}`, source: "logiflow/test", traceparent })
 
 const settled = (n: number) =>
   waitUntil(
@@ -119,7 +119,7 @@ test("metrics - events by stream/type/outcome, handler and publish latency move 
   assert.is(value(m, "logiflow_handler_seconds_count", { stream: "ROUTING" }), 9)
   assertCumulative(m, "logiflow_handler_seconds")
   // returned events and DLQ entries are publishes too, not only rt.publish
-  assert.is(value(m, "logiflow_publish_seconds_count", { subject: "invoice.events.InvoiceGenerated", outcome: "ok" }), 7)
+  assert.is(value(m, "logiflow_publish_seconds_count", { subject: "invoice.events.InvoiceGenerated.*", outcome: "ok" }), 7)
   assert.is(value(m, "logiflow_publish_seconds_count", { subject: "dlq.ROUTING.invoice", outcome: "ok" }), 2)
   assertCumulative(m, "logiflow_publish_seconds")
   assert.is(value(m, "logiflow_inflight"), 0)
@@ -317,8 +317,18 @@ const TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 const CALLER = "00f067aa0ba902b7"
 const idsOf = (tp: string | undefined) => /^00-([0-9a-f]{32})-([0-9a-f]{16})-0[01]$/.exec(tp ?? "")?.slice(1) ?? []
 
-async function lastHeader(stream: string, subject: string) {
-  const m = await waitUntil(() => f.jsm.streams.getMessage(stream, { last_by_subj: subject }).catch(() => null), { what: `a message on ${subject}` })
+/** The headers of the newest message in `stream` on a subject `pattern` matches (`*` one token). */
+async function lastHeader(stream: string, pattern: string) {
+  const re = new RegExp(`^${pattern.replaceAll(".", "\\.").replaceAll("*", "[^.]+")}$`)
+  const newest = async () => {
+    const { state } = await f.jsm.streams.info(stream)
+    for (let seq = state.last_seq; seq >= state.first_seq && state.messages > 0; seq--) {
+      const m = await f.jsm.streams.getMessage(stream, { seq }).catch(() => null)
+      if (m && re.test(m.subject)) return m
+    }
+    return null
+  }
+  const m = await waitUntil(newest, { what: `a message on ${pattern}` })
   return (h: string) => m.header.get(h)
 }
 
@@ -334,10 +344,10 @@ test("tracing - the caller's trace id reaches InvoiceGenerated through routing a
   await start(invoice)
   const res = await postRoute(r.port, "acme", `00-${TRACE}-${CALLER}-01`)
   assert.is(res.status, 202)
-  const inv = await lastHeader("INVOICE", "invoice.events.InvoiceGenerated")
+  const inv = await lastHeader("INVOICE", "invoice.events.InvoiceGenerated.*")
   const [invTrace, invSpan] = idsOf(inv("traceparent"))
   assert.is(invTrace, TRACE)
-  const rc = await lastHeader("ROUTING", "routing.events.RouteCalculated")
+  const rc = await lastHeader("ROUTING", "routing.events.RouteCalculated.truck-7")
   assert.is(idsOf(rc("traceparent"))[0], TRACE)
   assert.is.not(invSpan, idsOf(rc("traceparent"))[1], "each hop has its own span id")
 
@@ -345,7 +355,7 @@ test("tracing - the caller's trace id reaches InvoiceGenerated through routing a
   const dlq = await lastHeader("DLQ", "dlq.ROUTING.invoice")
   assert.is(dlq("logiflow-dlq-reason"), "no-tariff")
   assert.is(idsOf(dlq("traceparent"))[0], TRACE)
-  const rc2 = await lastHeader("ROUTING", "routing.events.RouteCalculated")
+  const rc2 = await lastHeader("ROUTING", "routing.events.RouteCalculated.truck-7")
   assert.is(dlq("traceparent"), rc2("traceparent"), "the entry keeps the failed event's own traceparent (a replay continues it)")
 })
 
@@ -357,13 +367,13 @@ test("tracing - with an SDK registered, handle spans are children of the incomin
     const r = await start(routing)
     await start(invoice)
     assert.is((await postRoute(r.port, "acme", `00-${TRACE}-${CALLER}-01`)).status, 202)
-    const inv = await lastHeader("INVOICE", "invoice.events.InvoiceGenerated")
-    const rc = await lastHeader("ROUTING", "routing.events.RouteCalculated")
+    const inv = await lastHeader("INVOICE", "invoice.events.InvoiceGenerated.*")
+    const rc = await lastHeader("ROUTING", "routing.events.RouteCalculated.truck-7")
     const find = (name: string) => waitUntil(() => spans.getFinishedSpans().find((s) => s.name === name), { what: `span ${name}` })
     const served = await find("POST /routes")
-    const routed = await find("publish routing.events.RouteCalculated")
+    const routed = await find("publish routing.events.RouteCalculated.*")
     const handled = await find("invoice handle RouteCalculated")
-    const published = await find("publish invoice.events.InvoiceGenerated")
+    const published = await find("publish invoice.events.InvoiceGenerated.*")
     const id = (s: ReadableSpan) => s.spanContext().spanId
     for (const s of [served, routed, handled, published]) assert.is(s.spanContext().traceId, TRACE, s.name)
     // the HTTP server span is the root of what routing does, under the caller's span
@@ -378,10 +388,10 @@ test("tracing - with an SDK registered, handle spans are children of the incomin
     assert.is(published.parentSpanContext?.spanId, id(handled))
     assert.equal(idsOf(inv("traceparent")), [TRACE, id(published)])
     assert.is(handled.attributes["messaging.system"], "nats")
-    assert.is(handled.attributes["messaging.destination.name"], "routing.events.RouteCalculated")
+    assert.is(handled.attributes["messaging.destination.name"], "routing.events.RouteCalculated.truck-7")
     assert.is(handled.attributes["cloudevents.event_id"], rc("ce-id"))
     assert.is(handled.attributes["logiflow.outcome"], "ack")
-    assert.is(published.attributes["messaging.destination.name"], "invoice.events.InvoiceGenerated")
+    assert.is(published.attributes["messaging.destination.name"], "invoice.events.InvoiceGenerated.*")
     assert.is(published.attributes["cloudevents.event_id"], inv("ce-id"))
     assert.is(published.attributes["logiflow.outcome"], "ok")
 
@@ -441,7 +451,7 @@ test("tracing - with OTEL_EXPORTER_OTLP_ENDPOINT set, a worker process exports i
     const handled = spans.find((s) => s.name === "invoice handle RouteCalculated")
     assert.ok(handled, `spans received: ${spans.map((s) => s.name).join(", ")}`)
     assert.equal([handled!.path, handled!.scope, handled!.service, handled!.traceId, handled!.parentSpanId], ["/v1/traces", "logiflow", "logiflow-invoice", TRACE, CALLER])
-    assert.ok(spans.some((s) => s.name === "publish invoice.events.InvoiceGenerated" && s.traceId === TRACE))
+    assert.ok(spans.some((s) => s.name === "publish invoice.events.InvoiceGenerated.*" && s.traceId === TRACE))
   } finally {
     await child.stop("SIGKILL")
     await otlp.close()

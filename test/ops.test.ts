@@ -42,7 +42,7 @@ async function startFailing(env: Record<string, string> = {}): Promise<Child> {
 }
 
 const send = (i: number, over = {}) =>
-  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test", key: route(i, over).truckId })
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test" })
 
 type Api = { status: number; body: any; headers: Headers }
 async function api(base: string, path: string, o: { method?: string; token?: string; body?: unknown } = {}): Promise<Api> {
@@ -215,7 +215,7 @@ test("replay failing again - a new entry under the original stream and seq; bulk
   assert.match(again.id, new RegExp(`^ROUTING\\.invoice\\.${ack.seq}\\.r\\d+$`))
   assert.is(again.stream, "ROUTING")
   assert.is(again.seq, ack.seq)
-  assert.is(again.subject, "routing.events.RouteCalculated")
+  assert.is(again.subject, "routing.events.RouteCalculated.truck-6")
   assert.is(again.reason, "no-tariff")
   assert.is(again.state, "open")
   assert.is(all.find((e) => e.id === id)!.state, "replayed")

@@ -15,6 +15,7 @@ import {
   eventNames,
   replaySubject,
   streamOf,
+  keyOf,
   subjectOf,
   topology,
   type WorkerName,
@@ -105,7 +106,7 @@ const EVENT_DATA: { [N in EventName]: unknown } = {
 }
 
 const publishAs = (w: WorkerName, name: EventName, id: string) =>
-  publishEvent(jetstream(users[w]), name, EVENT_DATA[name] as never, { id, source: `logiflow/${w}`, key: "truck-1" })
+  publishEvent(jetstream(users[w]), name, EVENT_DATA[name] as never, { id, source: `logiflow/${w}`})
 
 test("publish matrix - each worker publishes exactly its own event subjects; every other event subject is refused and not stored", async () => {
   for (const w of workerNames) {
@@ -116,7 +117,7 @@ test("publish matrix - each worker publishes exactly its own event subjects; eve
         assert.is(ack.stream, streamOf(name), `${w} → ${name}`)
         assert.is(ack.duplicate, false)
       } else {
-        await denied(publishAs(w, name, id), subjectOf(name), `${w} → ${name}`)
+        await denied(publishAs(w, name, id), subjectOf(name, keyOf(name, EVENT_DATA[name] as never)), `${w} → ${name}`)
       }
     }
   }
@@ -167,7 +168,7 @@ test("workers - each worker started as its own user binds all its consumers and 
   }
 })
 
-test("workers - consume, publish, ack and KV (ctx.once) work end to end, each under its own user, without allow_responses", async () => {
+test("workers - consume, publish, ack and KV work end to end, each under its own user, without allow_responses", async () => {
   let priced = 0
   const seen: string[] = []
   const refused: Record<string, string[]> = {}
@@ -179,12 +180,10 @@ test("workers - consume, publish, ack and KV (ctx.once) work end to end, each un
   }
   const routing = await start("routing", {})
   await start("invoice", {
-    RouteCalculated: async (r, ctx) => {
-      const invoice = await ctx.once(`invoice:${r.routeId}`, () => {
-        priced++
-        return { ...(EVENT_DATA.InvoiceGenerated as object), invoiceId: `inv-${r.routeId}`, routeId: r.routeId, truckId: r.truckId }
-      })
-      return [{ name: "InvoiceGenerated", id: `invoice:${r.routeId}`, data: invoice as never }]
+    RouteCalculated: (r) => {
+      priced++
+      const invoice = { ...(EVENT_DATA.InvoiceGenerated as object), invoiceId: `inv-${r.routeId}-${priced}`, routeId: r.routeId, truckId: r.truckId }
+      return [{ name: "InvoiceGenerated", id: `invoice:${r.routeId}:${priced}`, data: invoice as never, once: true }]
     },
   })
   await start("tracking", {
@@ -206,17 +205,18 @@ test("workers - consume, publish, ack and KV (ctx.once) work end to end, each un
     },
   })
 
-  // the same route twice under two event ids: priced once, invoiced once (msg id), seen twice by the others
+  // the same route twice under two event ids: priced twice, invoiced once (the once-guard on the route's subject, not
+  // the msg id, which differs), seen twice by the others
   await (await routing.runtime.kv("routing-requests")).put("req-1", "{}")
-  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-a", key: "truck-1" })
-  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-b", key: "truck-1" })
+  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-a"})
+  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-b"})
 
   const count = (n: string) => seen.filter((s) => s === n).length
   await waitUntil(() => count("RouteCalculated") === 2 && count("EtaUpdated") === 2 && count("InvoiceGenerated") === 1, {
     timeoutMs: 10_000,
     what: `portal sees 2 routes, 2 ETAs, 1 invoice (seen ${seen.join(",")})`,
   })
-  assert.is(priced, 1)
+  assert.is(priced, 2)
   for (const c of topo.consumers) {
     const info = await waitUntil(async () => {
       const i = await jsm.consumers.info(c.stream, c.durable)
@@ -227,10 +227,10 @@ test("workers - consume, publish, ack and KV (ctx.once) work end to end, each un
   assert.is((await jsm.streams.info("INVOICE")).state.messages, 1)
   assert.is((await jsm.streams.info("DLQ")).state.messages, 0, "nothing was dead-lettered")
   const kvm = new Kvm(admin)
-  assert.is((await getJson<{ invoiceId: string }>(await kvm.open("invoice-once"), "invoice:route-1"))?.invoiceId, "inv-route-1")
+  assert.is((await jsm.streams.getMessage("INVOICE", { last_by_subj: subjectOf("InvoiceGenerated", "route-1") }))?.json<{ invoiceId: string }>().invoiceId, "inv-route-1-1")
   assert.is((await getJson<{ routeId: string }>(await kvm.open("tracking-trucks"), "truck-1"))?.routeId, "route-1")
   assert.is((await getJson<{ routeId: string }>(await kvm.open("portal-trucks"), "truck-1"))?.routeId, "route-1")
-  assert.is((await getJson<{ routeId: string }>(await kvm.open("portal-invoices"), "inv-route-1"))?.routeId, "route-1")
+  assert.is((await getJson<{ routeId: string }>(await kvm.open("portal-invoices"), "inv-route-1-1"))?.routeId, "route-1")
   // a refused ack would not throw anywhere: the server's -ERR is the only trace
   assert.equal(refused, { routing: [], invoice: [], tracking: [], portal: [] })
 })
@@ -325,7 +325,7 @@ test("ops - reads status, lag and originals of any stream, files DLQ entries and
   const opsJsm = await jetstreamManager(ops)
   const streams: string[] = []
   for await (const s of opsJsm.streams.list()) streams.push(s.config.name)
-  assert.ok(streams.includes("ROUTING") && streams.includes("KV_invoice-once"), streams.join(","))
+  assert.ok(streams.includes("ROUTING") && streams.includes("KV_tracking-trucks"), streams.join(","))
   assert.equal((await opsJsm.streams.names().next()).sort(), streams.sort())
   assert.is((await opsJsm.consumers.info("ROUTING", "invoice")).num_pending, 1)
   const lag: string[] = []
@@ -336,11 +336,11 @@ test("ops - reads status, lag and originals of any stream, files DLQ entries and
   assert.is((await jetstream(ops).publish(dlqSubject("ROUTING", "invoice"), "entry")).stream, "DLQ")
   assert.is((await jetstream(ops).publish(replaySubject("invoice", "ROUTING"), "again")).stream, "REPLAY")
   // other workers' private state stays private, even to ops
-  await denied(opsJsm.streams.getMessage("KV_invoice-once", { seq: 1 }), "$JS.API.STREAM.MSG.GET.KV_invoice-once")
+  await denied(opsJsm.streams.getMessage("KV_tracking-trucks", { seq: 1 }), "$JS.API.STREAM.MSG.GET.KV_tracking-trucks")
   await denied(opsJsm.streams.delete("DLQ"), "$JS.API.STREAM.DELETE.DLQ")
   await denied(opsJsm.streams.purge("DLQ"), "$JS.API.STREAM.PURGE.DLQ")
   await denied(opsJsm.consumers.delete("ROUTING", "invoice"), "$JS.API.CONSUMER.DELETE.ROUTING.invoice")
-  await denied(publishAs("ops", "RouteCalculated", "rc-x"), subjectOf("RouteCalculated"))
+  await denied(publishAs("ops", "RouteCalculated", "rc-x"), subjectOf("RouteCalculated", "truck-1"))
 })
 
 const pick = ({ stream, consumer, stream_seq }: { stream: string; consumer: string; stream_seq: number }) => ({ stream, consumer, stream_seq })

@@ -53,7 +53,7 @@ let seq = 0
 const published: { name: EventName; data: unknown; key: string }[] = []
 const publish = <N extends EventName>(name: N, data: EventData<N>, key: string) => {
   published.push({ name, data, key })
-  return publishEvent(js, name, data, { id: `test-${++seq}`, source: "logiflow/test", key })
+  return publishEvent(js, name, data, { id: `test-${++seq}`, source: "logiflow/test" })
 }
 
 /** Every portal consumer has nothing pending: each event was applied to the KV (the watch follows within ms). */
@@ -312,7 +312,6 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
     await publishEvent(jetstream(admin), "RouteCalculated", route(1, { calculatedAt: now, eta: "2026-11-30T00:00:00.000Z" }), {
       id: "rc-auth",
       source: "logiflow/test",
-      key: "truck-1",
     })
     await waitUntil(async () => (await getJson("/api/trucks/truck-1", p.port)).status === 200, { what: "route in the portal" })
     const ping = { truckId: "truck-1", lat: 52.52, lon: 13.405, at: now }

@@ -93,7 +93,7 @@ test("POST /routes - 202 with the stops in planned order, and the same route rec
 
   const [msg, ...rest] = await routingMessages()
   assert.is(rest.length, 0)
-  assert.is(msg!.subject, subjectOf("RouteCalculated"))
+  assert.is(msg!.subject, subjectOf("RouteCalculated", "truck-7"))
   assert.is(msg!.header("ce-subject"), "truck-7")
   assert.is(msg!.header("Nats-Msg-Id"), `routing:${body.routeId}`)
   assert.is(msg!.header("ce-id"), `routing:${body.routeId}`)
@@ -221,7 +221,7 @@ test("fresh dev server - routing provisions its own stream and bucket at start, 
   const fnc = await connectTo(fresh)
   try {
     const fjsm = await jetstreamManager(fnc)
-    assert.is(await fjsm.streams.find(subjectOf("RouteCalculated")), "ROUTING")
+    assert.is(await fjsm.streams.find(subjectOf("RouteCalculated", "truck-7")), "ROUTING")
     assert.is((await fjsm.streams.info("KV_routing-requests")).config.max_age, nanos(24 * 3600 * 1000))
     const res = await fetch(`http://127.0.0.1:${other.port}/routes`, {
       method: "POST",

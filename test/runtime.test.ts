@@ -21,7 +21,7 @@ async function startInvoice(o: Partial<WorkerOptions>): Promise<Running> {
 }
 
 const send = (i: number, over = {}, id = `rc-${i}`) =>
-  publishEvent(f.js, "RouteCalculated", route(i, over), { id, source: "logiflow/test", key: route(i, over).truckId })
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id, source: "logiflow/test" })
 
 async function dlqEntries(): Promise<{ subject: string; headers: Record<string, string>; data: Uint8Array }[]> {
   const info = await f.jsm.streams.info("DLQ")
@@ -61,12 +61,13 @@ test("happy path - the returned event is published with derived msg id and heade
   })
   await send(1, {}, "rc-1")
   const inv = await waitUntil(() => f.jsm.streams.getMessage("INVOICE", { seq: 1 }).catch(() => null), { what: "InvoiceGenerated" })
-  assert.is(inv.subject, subjectOf("InvoiceGenerated"))
+  assert.is(inv.subject, subjectOf("InvoiceGenerated", "route-1"))
   assert.is(inv.header.get("Nats-Msg-Id"), "invoice:route-1")
   assert.is(inv.header.get("ce-id"), "invoice:route-1")
   assert.is(inv.header.get("ce-type"), "logiflow.invoice.InvoiceGenerated.v1")
   assert.is(inv.header.get("ce-source"), "logiflow/invoice")
-  assert.is(inv.header.get("ce-subject"), "truck-1")
+  // an invoice's key is its route: one invoice per route, on the route's subject
+  assert.is(inv.header.get("ce-subject"), "route-1")
   assert.is(inv.header.get("ce-specversion"), "1.0")
   assert.is(inv.header.get("content-type"), "application/json")
   assert.match(inv.header.get("traceparent"), /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/)
@@ -129,7 +130,7 @@ test("permanent error - exactly one DLQ entry, reason headers, the original body
   assert.is(entry!.headers[DLQ.stream], "ROUTING")
   assert.is(entry!.headers[DLQ.consumer], "invoice")
   assert.is(entry!.headers[DLQ.seq], String(ack.seq))
-  assert.is(entry!.headers[DLQ.subject], "routing.events.RouteCalculated")
+  assert.is(entry!.headers[DLQ.subject], "routing.events.RouteCalculated.truck-7")
   assert.is(entry!.headers[DLQ.deliveries], "1")
   assert.is(entry!.headers["ce-id"], "rc-7")
   assert.is(entry!.headers["nats-msg-id"], `dlq:ROUTING:invoice:${ack.seq}`)
@@ -193,22 +194,32 @@ test("contract violations - bad JSON, a wrong field, an unknown version each go 
     return hd
   }
   const { headers } = await import("@nats-io/transport-node")
-  const pub = async (type: string | null, body: string, id: string) => {
+  const pub = async (type: string | null, body: string, id: string, key = "truck-x", ceSubject?: string) => {
     const hd = headers()
     if (type) for (const [k, v] of h(type)) hd.set(k, v)
-    await f.js.publish("routing.events.RouteCalculated", new TextEncoder().encode(body), { headers: hd, msgID: id })
+    if (ceSubject) hd.set("ce-subject", ceSubject)
+    await f.js.publish(`routing.events.RouteCalculated.${key}`, new TextEncoder().encode(body), { headers: hd, msgID: id })
   }
   await pub("logiflow.routing.RouteCalculated.v1", "{not json", "a")
   await pub("logiflow.routing.RouteCalculated.v1", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] }), "b")
   await pub("logiflow.routing.RouteCalculated.v9", JSON.stringify(route(2)), "c")
   await pub(null, JSON.stringify(route(3)), "d")
   await pub("logiflow.invoice.InvoiceGenerated.v1", JSON.stringify(invoice()), "e")
+  // a valid route on another truck's subject, and one on its own subject whose ce-subject (its lane) is another key
+  await pub("logiflow.routing.RouteCalculated.v1", JSON.stringify(route(5)), "f", "truck-2", "truck-5")
+  await pub("logiflow.routing.RouteCalculated.v1", JSON.stringify(route(6)), "g", "truck-6", "truck-9")
   await send(4)
   const entries = await waitUntil(async () => {
     const e = await dlqEntries()
-    return e.length === 5 ? e : null
+    return e.length === 7 ? e : null
   })
-  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), ["invalid-event", "invalid-json", "missing-header", "unknown-version", "wrong-subject"])
+  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), ["invalid-event", "invalid-json", "missing-header", "unknown-version", "wrong-subject", "wrong-subject", "wrong-subject"])
+  const errors = entries.filter((e) => e.headers[DLQ.reason] === "wrong-subject").map((e) => e.headers[DLQ.error]).sort()
+  assert.equal(errors, [
+    "InvoiceGenerated with key route-1 arrived on routing.events.RouteCalculated.truck-x; its subject is invoice.events.InvoiceGenerated.route-1",
+    "RouteCalculated with key truck-5 arrived on routing.events.RouteCalculated.truck-2; its subject is routing.events.RouteCalculated.truck-5",
+    "RouteCalculated's ce-subject is \"truck-9\"; its key is \"truck-6\"",
+  ])
   const invalid = entries.find((e) => e.headers[DLQ.reason] === "invalid-event")!
   assert.match(invalid.headers[DLQ.error]!, /stops\.0\.lat/)
   await waitUntil(() => handled === 1, { what: "the valid event behind them" })

@@ -33,7 +33,7 @@ test("SIGTERM under load - in-flight events finish and are acked, the rest go to
   const js = jetstream(nc)
   const N = 2000
   for (let i = 0; i < N; i += 200) {
-    await Promise.all(Array.from({ length: 200 }, (_, k) => publishEvent(js, "RouteCalculated", route(i + k), { id: `rc-${i + k}`, source: "logiflow/test", key: `truck-${(i + k) % 50}` })))
+    await Promise.all(Array.from({ length: 200 }, (_, k) => publishEvent(js, "RouteCalculated", route(i + k, { truckId: `truck-${(i + k) % 50}` }), { id: `rc-${i + k}`, source: "logiflow/test" })))
   }
   const env = { NATS_URL: server.url, RECORD_FILE: file, RECORD_SLOW_MS: "5", INVOICE_PORT: String(await freePort()), CONCURRENCY: "16" }
   const first = spawnTs("test/fixtures/recorder.ts", env)

@@ -5,7 +5,7 @@ import { type KV, Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated, streamOf, subjectOf, topology } from "../contracts/mod.ts"
+import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated, eventOfSubject, streamOf, topology } from "../contracts/mod.ts"
 import { getJson, updateJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
@@ -93,7 +93,7 @@ async function stored<N extends EventName>(name: N, truckId?: string): Promise<{
   const out = []
   for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
     const m = await jsm.streams.getMessage(streamOf(name), { seq }).catch(() => null)
-    if (!m || m.subject !== subjectOf(name)) continue
+    if (!m || eventOfSubject(m.subject) !== name) continue
     if (truckId !== undefined && m.header.get("ce-subject") !== truckId) continue
     out.push({ id: m.header.get("ce-id"), data: m.json() })
   }
@@ -104,7 +104,7 @@ async function stored<N extends EventName>(name: N, truckId?: string): Promise<{
 const settled = () =>
   waitUntil(
     async () => {
-      const infos = await Promise.all([jsm.consumers.info("ROUTING", "tracking"), jsm.consumers.info("TRACKING", "tracking")])
+      const infos = await Promise.all([jsm.consumers.info("ROUTING", "tracking"), jsm.consumers.info("POSITIONS", "tracking")])
       return infos.every((i) => i.num_pending === 0 && i.num_ack_pending === 0)
     },
     { what: "tracking consumers idle" },
@@ -233,7 +233,7 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
 
 test("route then pings - the next stop advances and EtaUpdated is emitted only past the threshold", async () => {
   const T = "t-route"
-  await publishEvent(js, "RouteCalculated", route(T), { id: `rc:${T}`, source: "logiflow/test", key: T })
+  await publishEvent(js, "RouteCalculated", route(T), { id: `rc:${T}`, source: "logiflow/test"})
   await waitUntil(async () => (await track(T))?.routeId === `route-${T}`, { what: "route projected" })
   // planned ETA 09:10:00 (50 km/h over 33.36 km + 3 × 10 min from 08:00); the threshold is 120 s
   const script = [

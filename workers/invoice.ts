@@ -40,13 +40,11 @@ async function injectFailures(ctx: HandlerContext): Promise<void> {
 export async function onRouteCalculated(route: RouteCalculated, ctx: HandlerContext): Promise<Outgoing[]> {
   const tariff = tariffOf(route.customerId, config.tariffs)
   await injectFailures(ctx)
-  // the first delivery prices and stores; a redelivery (after a crash before the publish, say) gets the stored
-  // invoice back — same invoiceId, same issuedAt — and publishes it again under the same msg id, so the stream
-  // keeps one copy and none is lost
-  const invoice = await ctx.once(`invoice:${route.routeId}`, () =>
-    priceRoute(route, tariff, { invoiceId: newId(config.site), issuedAt: new Date().toISOString() }),
-  )
-  return [{ name: "InvoiceGenerated", data: invoice, id: `invoice:${route.routeId}`, key: route.truckId }]
+  const invoice = priceRoute(route, tariff, { invoiceId: newId(config.site), issuedAt: new Date().toISOString() })
+  // once: the invoice is stored only if the route's subject holds none yet. A redelivery, a producer's retry or a
+  // replay days later prices again, and the stream refuses the second invoice: the first one stands, whatever the
+  // timing, for as long as INVOICE keeps it (one write per event, no separate record)
+  return [{ name: "InvoiceGenerated", data: invoice, id: `invoice:${route.routeId}`, once: true }]
 }
 
 const invoice = worker({

@@ -123,7 +123,7 @@ function unavailable(err: unknown): Unavailable {
 
 async function publish(rt: Runtime, route: RouteCalculated, traceparent: string | undefined) {
   // the msg id is derived from the routeId, so a retried publish of the same route is stored once
-  await rt.publish("RouteCalculated", route, { id: `routing:${route.routeId}`, key: route.truckId, traceparent })
+  await rt.publish("RouteCalculated", route, { id: `routing:${route.routeId}`, traceparent })
 }
 
 /** KV create, first writer wins: a concurrent retry that got there first has the answer. */

@@ -144,7 +144,7 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
     // publishes still in flight when the timeout fires may land later; the client's retry is deduped by id
     await withTimeout(
       Promise.all(
-        positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), key: p.truckId, traceparent: parent })),
+        positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), traceparent: parent })),
       ),
       config.publishTimeoutMs,
       () => new Error(`no acknowledgement within ${config.publishTimeoutMs} ms`),
@@ -178,7 +178,7 @@ const tracking = worker({
         return r.state
       })
       const out: Outgoing[] = []
-      if (emit) out.push({ name: "EtaUpdated", data: emit, key: emit.truckId, id: `eta:${emit.routeId}:${emit.updatedAt}` })
+      if (emit) out.push({ name: "EtaUpdated", data: emit, id: `eta:${emit.routeId}:${emit.updatedAt}` })
       return out
     },
   },

@@ -14,7 +14,7 @@ import {
   REPLAY,
   REPLAY_STREAM,
   streamOf,
-  subjectOf,
+  subjectsOf,
   topology,
   workerNames,
   workers,
@@ -24,6 +24,14 @@ import { isMain } from "../main.ts"
 type Json = Record<string, unknown>
 
 export const ASYNCAPI_FILE = new URL("../../contracts/asyncapi.json", import.meta.url)
+
+/** what each event's key is (contracts/events.ts keyOf), for the channel parameter's description */
+const KEY_OF: Record<EventName, string> = {
+  RouteCalculated: "The truck id",
+  InvoiceGenerated: "The route id (one invoice per route: a second one on the same subject is refused)",
+  PositionReported: "The truck id",
+  EtaUpdated: "The truck id",
+}
 
 const ref = (path: string) => ({ $ref: `#/${path}` })
 
@@ -112,15 +120,16 @@ export function asyncapi(version: string): Json {
     messages[name] = {
       name,
       title: name,
-      summary: `${name}, published on ${subjectOf(name)} and stored in stream ${streamOf(name)}`,
+      summary: `${name}, published on ${subjectsOf(name)} (the last token its key) and stored in stream ${streamOf(name)}`,
       contentType: "application/json",
       correlationId: { description: "the CloudEvents id", location: `$message.header#/${CE.id}` },
       headers: envelopeHeaders(ceTypeOf(name)),
       payload: ref(`components/schemas/${name}`),
     }
     channels[name] = {
-      address: subjectOf(name),
+      address: `${subjectsOf(name).slice(0, -1)}{key}`,
       title: name,
+      parameters: { key: { description: `${KEY_OF[name]}, as one subject token: letters, digits, - and _ as they are, every other byte as =XX` } },
       description: `Stream ${streamOf(name)} (file storage, duplicate window on). Each consuming worker reads it through a durable pull consumer named after itself.`,
       messages: { [name]: ref(`components/messages/${name}`) },
     }
@@ -177,7 +186,7 @@ export function asyncapi(version: string): Json {
     for (const e of workers[w].consumes) {
       const c = topo.consumers.find((c) => c.worker === w && c.events.includes(e))!
       op(`${w}.receive.${e}`, "receive", e, e, w, `${w} handles ${e} through durable ${c.stream}/${c.durable}`, {
-        description: `Filter ${c.filterSubject}; explicit ack, ack_wait ${c.ackWaitSeconds} s, max_deliver ${c.maxDeliver}, max_ack_pending ${c.maxAckPending}. Returned events are published before the ack.`,
+        description: `Filter ${c.filterSubjects.join(", ")}; explicit ack, ack_wait ${c.ackWaitSeconds} s, max_deliver ${c.maxDeliver}, max_ack_pending ${c.maxAckPending}. Returned events are published before the ack.`,
       })
     }
     if (workers[w].consumes.length > 0) {

@@ -5,7 +5,7 @@ import { readFile } from "node:fs/promises"
 import { parseArgs } from "node:util"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
-import { ContractError, decode, eventNames, isEventName, validate } from "../../contracts/mod.ts"
+import { ContractError, decode, eventNames, isEventName, keyOf, validate } from "../../contracts/mod.ts"
 import { CliError, type Command, type Io } from "./io.ts"
 import {
   adminFor,
@@ -121,9 +121,11 @@ const tail: Command = {
       allowPositionals: true,
       options: { raw: { type: "boolean" }, since: { type: "string" }, count: { type: "string" } },
     })
-    const [pattern, ...extra] = positionals
-    if (!pattern || extra.length) throw new CliError(`usage: ${tail.usage}`)
-    checkSubject(pattern)
+    const [given, ...extra] = positionals
+    if (!given || extra.length) throw new CliError(`usage: ${tail.usage}`)
+    checkSubject(given)
+    // an event's subjects end with its key: `routing.events.RouteCalculated` means all of them, every key
+    const pattern = eventNames.some((e) => given.endsWith(`.events.${e}`) || given === `*.events.${e}`) ? `${given}.*` : given
     const count = values.count === undefined ? Infinity : positiveInt(values.count, "--count")
     const since = values.since === undefined ? undefined : await cli(Promise.resolve().then(() => parseTime(values.since!)))
     const nc = await io.connect()
@@ -332,9 +334,10 @@ const dlq: Command = {
 
 const publish: Command = {
   summary: "validate an event against its contract and publish it (fresh UUIDv7 id, source logiflow/cli)",
-  usage: "logiflow publish <EventName> <json|@file> [--key K]",
+  usage: "logiflow publish <EventName> <json|@file>",
   async run(args, io) {
-    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { key: { type: "string" } } })
+    // no --key: an event's key (its ordering key and the last token of its subject) is the contract's, from its data
+    const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
     const [name, payload, ...extra] = positionals
     if (!name || payload === undefined || extra.length) throw new CliError(`usage: ${publish.usage}`)
     if (!isEventName(name)) throw new CliError(`unknown event "${name}" (known: ${eventNames.join(", ")})`)
@@ -357,13 +360,11 @@ const publish: Command = {
       if (err instanceof ContractError) throw new CliError(`breaks the contract: ${err.message}`)
       throw err
     }
-    const truckId = (data as { truckId?: unknown }).truckId
-    const key = values.key ?? (typeof truckId === "string" ? truckId : undefined)
     const nc = await io.connect()
     try {
       const id = newId(env("SITE_ID") ?? "")
-      const ack = await publishEvent(jetstream(nc), name, data, { id, source: "logiflow/cli", key, traceparent: childTraceparent() })
-      io.out(`published ${name} ${id} to ${ack.stream} seq ${ack.seq}`)
+      const ack = await publishEvent(jetstream(nc), name, data, { id, source: "logiflow/cli", traceparent: childTraceparent() })
+      io.out(`published ${name} ${id} (key ${keyOf(name, data)}) to ${ack.stream} seq ${ack.seq}`)
     } finally {
       await nc.close()
     }
