@@ -8,7 +8,7 @@ import * as assert from "uvu/assert"
 import { dlqSubject, type InvoiceGenerated, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
-import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 import { prng } from "../workers/fleet.ts"
 
 const WARMUP = 50
@@ -52,7 +52,7 @@ async function postRoute(body: object): Promise<Answer> {
   const started = performance.now()
   const res = await fetch(`http://127.0.0.1:${ports.routing}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes },
     body: JSON.stringify(body),
   })
   const json = (await res.json()) as { routeId?: string }

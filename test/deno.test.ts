@@ -7,7 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { InvoiceGenerated } from "../contracts/mod.ts"
-import { type Child, connectTo, freePort, ROOT, spawnChild, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, ROOT, spawnChild, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 
 /**
  * The native binary, not node_modules/.bin/deno: when npm skipped deno's postinstall that is bin.cjs, a node process
@@ -88,7 +88,7 @@ test("routing and invoice under Deno: POST /routes → 202, one InvoiceGenerated
 
   const res = await fetch(`http://127.0.0.1:${routing.port}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes },
     body: JSON.stringify({
       truckId: "deno-truck",
       customerId: "acme",

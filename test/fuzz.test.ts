@@ -14,7 +14,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent, toHeaders } from "../mesh/publish.ts"
 import { invoiceCounts, type Proc, readStream, settled, spawnWorker, statusOf } from "./fixtures/chaos.ts"
 import { route } from "./fixtures/events.ts"
-import { natsFixture, type TestServer, waitUntil } from "./harness.ts"
+import { natsFixture, type TestServer, testAuth, waitUntil } from "./harness.ts"
 
 const test = suite("fuzz")
 const SEED = Number(process.env.FUZZ_SEED ?? 4242)
@@ -138,11 +138,12 @@ const routeRequest = {
 }
 
 test("routing POST /routes - broken bodies get a 4xx with an error, valid ones 202; never a 5xx", async () => {
-  await property(bodies(routeRequest, 256 * 1024), async (r) => check(await post(`${w.routing.url}/routes`, r), r, [202]))
+  const key = testAuth().headers.routes
+  await property(bodies(routeRequest, 256 * 1024), async (r) => check(await post(`${w.routing.url}/routes`, r, key), r, [202]))
   await fc.assert(fc.asyncProperty(text, async (key) => {
     const r = { body: JSON.stringify(routeRequest), type: "application/json", note: `Idempotency-Key ${JSON.stringify(key)}` }
     // fetch refuses header values it cannot send (NUL, line breaks); what it can send, routing must answer sensibly
-    const res = await post(`${w.routing.url}/routes`, r, { "idempotency-key": key }).catch((err: Error) => (refused(err) ? null : Promise.reject(err)))
+    const res = await post(`${w.routing.url}/routes`, r, { ...testAuth().headers.routes, "idempotency-key": key }).catch((err: Error) => (refused(err) ? null : Promise.reject(err)))
     if (res) await check(res, r, [202, 422])
   }), { seed: SEED, numRuns: Math.ceil(RUNS / 3) })
   await stillUp(w.routing)
@@ -150,9 +151,10 @@ test("routing POST /routes - broken bodies get a 4xx with an error, valid ones 2
 
 test("tracking POST /positions - broken batches get a 4xx with an error, valid ones 202; never a 5xx", async () => {
   const batch = { positions: [{ truckId: "truck-1", lat: 52.5, lon: 13.4, speedKmh: 40, at: "2026-11-25T08:00:00.000Z" }] }
-  await property(bodies(batch, 512 * 1024), async (r) => check(await post(`${w.tracking.url}/positions`, r), r, [202]))
+  const key = testAuth().headers.positions
+  await property(bodies(batch, 512 * 1024), async (r) => check(await post(`${w.tracking.url}/positions`, r, key), r, [202]))
   const many = { positions: Array.from({ length: 501 }, (_, i) => ({ ...batch.positions[0]!, at: new Date(Date.UTC(2026, 10, 25, 8, 0, i)).toISOString() })) }
-  await check(await post(`${w.tracking.url}/positions`, { body: JSON.stringify(many), type: "application/json", note: "501 positions" }), { note: "501 positions" }, [])
+  await check(await post(`${w.tracking.url}/positions`, { body: JSON.stringify(many), type: "application/json", note: "501 positions" }, key), { note: "501 positions" }, [])
   await stillUp(w.tracking)
 })
 

@@ -22,7 +22,7 @@ import invoice from "../workers/invoice.ts"
 import { opsWorker } from "../workers/ops.ts"
 import routing from "../workers/routing.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, natsSuite, sleep, spawnTs, startServer, waitUntil } from "./harness.ts"
+import { connectTo, natsSuite, sleep, spawnTs, startServer, testAuth, waitUntil } from "./harness.ts"
 
 const test = suite("observability")
 const f = natsSuite(test, { provision: { consumers: () => false } })
@@ -325,7 +325,7 @@ async function lastHeader(stream: string, subject: string) {
 const postRoute = (port: number, customerId: string, traceparent: string) =>
   fetch(`http://127.0.0.1:${port}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json", traceparent },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes, traceparent },
     body: JSON.stringify({ truckId: "truck-7", customerId, depot: { lat: 52.52, lon: 13.4 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }] }),
   })
 
