@@ -158,12 +158,13 @@ test("tracking POST /positions - broken batches get a 4xx with an error, valid o
   await stillUp(w.tracking)
 })
 
-test("portal GET /api/... - any truck id, customer id or query: 200, 400 or 404 with an error, never a 5xx", async () => {
+test("portal GET /api/... - any truck id, customer id or query: 200, 400, 403 or 404 with an error, never a 5xx", async () => {
+  const acme = { authorization: `Bearer ${await testAuth().customerToken("acme")}` }
   const segment = fc.oneof(text, fc.constantFrom("%", "%zz", "%E0%A4%A", "..", "%2F", "truck-1", "a".repeat(5000), "💥"))
   await property(fc.record({ kind: fc.constantFrom("trucks", "truck", "invoices", "invoices-none"), s: segment }), async ({ kind, s }) => {
     const q = encodeURIComponent(s)
     const path = kind === "trucks" ? `/api/trucks?customerId=${q}` : kind === "truck" ? `/api/trucks/${s.replace(/[/?#]/g, "")}` : kind === "invoices" ? `/api/invoices?customerId=${q}` : "/api/invoices"
-    const res = await fetch(w.portal.url + path).catch((err: Error) => (refused(err) ? null : Promise.reject(err)))
+    const res = await fetch(w.portal.url + path, { headers: acme }).catch((err: Error) => (refused(err) ? null : Promise.reject(err)))
     if (res) await check(res, { note: path.slice(0, 80) }, [200, 404])
   })
   await stillUp(w.portal)
@@ -274,7 +275,8 @@ test("consumers - broken events land in each consumer's DLQ with the precise rea
   const inv = [...(await invoiceCounts(js, jsm)).byRoute].filter(([id]) => id.startsWith("fz-"))
   assert.equal(inv.map(([id]) => id).sort(), Array.from({ length: valid }, (_, i) => `fz-${i}`).sort(), "every valid route invoiced")
   assert.ok(inv.every(([, n]) => n === 1), "once")
-  const trucks = (await (await fetch(`${w.portal.url}/api/trucks`)).json()) as { trucks: { truckId: string }[] }
+  const acme = { authorization: `Bearer ${await testAuth().customerToken("acme")}` }
+  const trucks = (await (await fetch(`${w.portal.url}/api/trucks`, { headers: acme })).json()) as { trucks: { truckId: string }[] }
   assert.equal(trucks.trucks.map((t) => t.truckId).filter((id) => id.startsWith("fz-truck-")).sort(), Array.from({ length: 7 }, (_, i) => `fz-truck-${i}`))
   for (const p of [w.invoice, w.tracking, w.portal]) await stillUp(p)
 })
