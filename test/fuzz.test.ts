@@ -19,7 +19,6 @@ import { natsFixture, type TestServer, testAuth, waitUntil } from "./harness.ts"
 const test = suite("fuzz")
 const SEED = Number(process.env.FUZZ_SEED ?? 4242)
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300)
-const TOKEN = `tok-${SEED}`
 let server: TestServer
 let nc: NatsConnection
 let js: JetStreamClient
@@ -29,7 +28,7 @@ const w: Record<"routing" | "tracking" | "portal" | "ops" | "invoice", Proc> = {
 test.before(async () => {
   ;({ server, nc, js, jsm } = await natsFixture())
   await provision(nc, topology())
-  const env = { NATS_URL: server.url, LOGIFLOW_OPS_TOKEN: TOKEN, LOG_LEVEL: "warn" }
+  const env = { NATS_URL: server.url, LOG_LEVEL: "warn" }
   const names = ["routing", "tracking", "portal", "ops", "invoice"] as const
   // LOG_LEVEL=warn hides the "ready" line: wait on /readyz instead
   const procs = await Promise.all(names.map((n) => spawnWorker(n, env, { ready: false })))
@@ -171,16 +170,16 @@ test("portal GET /api/... - any truck id, customer id or query: 200, 400, 403 or
 })
 
 test("ops API - random filters, ids and replay bodies: 2xx or 4xx with an error, never a 5xx", async () => {
-  const auth = { authorization: `Bearer ${TOKEN}` }
+  const auth = testAuth().operator.headers
   const filters = fc.dictionary(fc.constantFrom("consumer", "subject", "reason", "state", "since", "until", "limit", "cursor", "bogus"), text, { maxKeys: 3 })
   await property(fc.record({ f: filters, id: text, body: bodies({ consumer: "invoice", reason: "no-tariff" }, 16 * 1024), which: fc.nat(3) }), async ({ f, id, body, which }) => {
     const qs = new URLSearchParams(f).toString()
     const safeId = encodeURIComponent(id)
     const res =
       which === 0
-        ? await fetch(`${w.ops.url}/api/dlq?${qs}`)
+        ? await fetch(`${w.ops.url}/api/dlq?${qs}`, { headers: auth })
         : which === 1
-          ? await fetch(`${w.ops.url}/api/dlq/${safeId}`)
+          ? await fetch(`${w.ops.url}/api/dlq/${safeId}`, { headers: auth })
           : which === 2
             ? await fetch(`${w.ops.url}/api/dlq/${safeId}/${id.length % 2 ? "replay" : "discard"}`, { method: "POST", headers: auth })
             : await post(`${w.ops.url}/api/dlq/replay`, body, auth)

@@ -234,7 +234,7 @@ test("ops - open DLQ entries by consumer and reason at scrape time, and GET /asy
     m.filter((s) => s.name === "logiflow_dlq_open_entries").map((s) => [s.labels, s.value]),
     [[{ consumer: "invoice", reason: "no-tariff" }, 2]],
   )
-  const res = await fetch(`http://127.0.0.1:${ops.port}/asyncapi.json`)
+  const res = await fetch(`http://127.0.0.1:${ops.port}/asyncapi.json`, { headers: testAuth().operator.headers })
   assert.is(res.status, 200)
   assert.match(res.headers.get("content-type") ?? "", /^application\/json/)
   assert.equal(await res.json(), JSON.parse(await readFile(new URL("../contracts/asyncapi.json", import.meta.url), "utf8")))
