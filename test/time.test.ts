@@ -2,7 +2,9 @@
 // and request), and ids without control characters.
 import { test } from "uvu"
 import * as assert from "uvu/assert"
+import { StatusError } from "itty-router"
 import { ContractError, daysInMonth, eventNames, parseTime, validate } from "../contracts/mod.ts"
+import { toFilter } from "../mesh/admin/mod.ts"
 import { route } from "./fixtures/events.ts"
 
 test("parseTime - full date-times with Z or an offset give their exact instant", () => {
@@ -95,6 +97,22 @@ test("contracts - ids with control characters (NUL, CR, LF, DEL, C1) are invalid
     }
   }
   validate("RouteCalculated", { ...route1, truckId: "Lkw 7/ä.. 🚚", customerId: "Ünïcødé GmbH" })
+})
+
+test("DLQ filters - since/until take durations or strict RFC 3339 times; a day that does not exist is a 400", () => {
+  assert.equal(toFilter({ since: "2026-11-25T09:00:00+01:00", until: "2026-11-25T08:30:00.5Z" }), { since: "2026-11-25T08:00:00.000Z", until: "2026-11-25T08:30:00.500Z" })
+  const fiveMinutes = Date.parse(toFilter({ since: "5m" }).since!)
+  assert.ok(Math.abs(Date.now() - 300_000 - fiveMinutes) < 1000)
+  for (const bad of ["2026-02-30T00:00:00Z", "2026-11-25", "yesterday"]) {
+    try {
+      toFilter({ since: bad })
+      assert.unreachable(bad)
+    } catch (err) {
+      assert.instance(err, StatusError)
+      assert.is((err as StatusError).status, 400)
+      assert.is((err as Error).message, `"${bad}" is neither a duration (5m, 2h, 1d) nor an ISO time`)
+    }
+  }
 })
 
 test.run()
