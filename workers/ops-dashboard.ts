@@ -196,7 +196,7 @@ function actions(e) {
 function renderEntries(page) {
   $("#entries tbody").replaceChildren(
     ...page.entries.map((e) =>
-      el("tr", { "data-id": e.id, onclick: () => showDetail(e.id) },
+      el("tr", { "data-id": e.id, onclick: () => showDetail(e.id).catch((err) => (err instanceof SignedOut ? signedOut("your session has ended: sign in again") : say(err.message, true))) },
         el("td", {}, e.failedAt),
         el("td", {}, e.id),
         el("td", {}, e.consumer),
