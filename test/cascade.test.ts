@@ -96,7 +96,12 @@ function spawnWorker(name: Name): Child {
   return child
 }
 
-const get = (name: Name, path: string) => fetch(`http://127.0.0.1:${ports[name]}${path}`)
+/** GET from a worker; the portal is asked as the customer the query names (acme otherwise), signed in as that one. */
+const get = async (name: Name, path: string) => {
+  const customer = /[?&]customerId=([^&]+)/.exec(path)?.[1] ?? "acme"
+  const headers: Record<string, string> = name === "portal" ? { authorization: `Bearer ${await testAuth().customerToken(customer)}` } : {}
+  return fetch(`http://127.0.0.1:${ports[name]}${path}`, { headers })
+}
 
 const ready = (name: Name) =>
   waitUntil(() => get(name, "/readyz").then((r) => r.status === 200, () => false), { what: `${name} /readyz`, timeoutMs: 60_000, every: 100 })
