@@ -8,6 +8,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/
 import { connect } from "@nats-io/transport-node"
 import { subjectsOf } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
+import { testAuth } from "../test/credentials.ts"
 import { route } from "../test/fixtures/events.ts"
 import { args, benchServer, cpuMsOf, histogram, type Latency, ms, type Opts, openLoop, print, progress, ratio, type Section, sleep, startWorker } from "./lib.ts"
 
@@ -34,7 +35,7 @@ export function post(port: number, path: string, body: unknown, timeoutMs = 15_0
   const data = JSON.stringify(body)
   return new Promise((resolve) => {
     const req = http.request(
-      { host: "127.0.0.1", port, path, method: "POST", agent, timeout: timeoutMs, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data) } },
+      { host: "127.0.0.1", port, path, method: "POST", agent, timeout: timeoutMs, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data), ...testAuth().headers.routes } },
       (res) => {
         let text = ""
         res.setEncoding("utf8")

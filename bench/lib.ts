@@ -10,6 +10,7 @@ import * as hdr from "hdr-histogram-js"
 import { findNatsServer, freePort, type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Child, spawnTs as spawnChildTs } from "../test/child.ts"
+import { testAuth } from "../test/credentials.ts"
 import { route } from "../test/fixtures/events.ts"
 
 export const ROOT = resolve(import.meta.dirname, "..")
@@ -182,7 +183,8 @@ export type { Child }
  * last 1000-2000 lines kept; BENCH_VERBOSE echoes every line to stderr.
  */
 export function spawnTs(file: string, env: Record<string, string> = {}, argv: string[] = [], nodeArgs: string[] = [], nice = 0): Child {
-  return spawnChildTs(file, { LOG_LEVEL: "warn", ...env }, argv, {
+  // the workers accept the bench's own API keys (testAuth): its requests carry them
+  return spawnChildTs(file, { LOG_LEVEL: "warn", ...testAuth().env, ...env }, argv, {
     nodeArgs,
     nice,
     maxLines: 2000,

@@ -48,6 +48,8 @@ export async function serveNode(guarded: FetchHandler, port: number, hostname: s
     if ("status" in target) return refuse(res, target.status, target.error)
     const badHost = hostProblem(req.headersDistinct.host)
     if (badHost) return refuse(res, 400, badHost)
+    // the parser keeps at most maxHeadersCount (limit + 1) fields: one past the limit means the request had too many
+    if (req.rawHeaders.length / 2 > limits.maxHeaders) return refuse(res, 431, "too many header fields")
     const hasBody = req.method !== "GET" && req.method !== "HEAD"
     const body = hasBody ? bodyOf(req) : undefined
     let request: Request
@@ -101,7 +103,7 @@ export async function serveNode(guarded: FetchHandler, port: number, hostname: s
         }
       }),
   )
-  server.maxHeadersCount = 200
+  server.maxHeadersCount = limits.maxHeaders + 1
   server.maxConnections = limits.maxConnections
   // requests the parser refused (bad framing, unknown method or version, TLS on the plain port, header overflow,
   // timeouts): answered here, since no response object exists for them

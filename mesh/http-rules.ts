@@ -15,6 +15,8 @@ export type HttpLimits = {
   keepAliveTimeoutMs: number
   /** request line + headers (HTTP_MAX_HEADER_BYTES, 16 KiB): more is answered 431 */
   maxHeaderBytes: number
+  /** header fields (HTTP_MAX_HEADERS, 100): more is answered 431, never silently cut to the first ones */
+  maxHeaders: number
   /** connections open at once (HTTP_MAX_CONNECTIONS, 1024); past it new ones are closed at once */
   maxConnections: number
 }
@@ -24,6 +26,7 @@ export const httpLimits = (): HttpLimits => ({
   requestTimeoutMs: envInt("HTTP_REQUEST_TIMEOUT_MS", 30_000),
   keepAliveTimeoutMs: 5_000,
   maxHeaderBytes: envInt("HTTP_MAX_HEADER_BYTES", 16 * 1024),
+  maxHeaders: envInt("HTTP_MAX_HEADERS", 100),
   maxConnections: envInt("HTTP_MAX_CONNECTIONS", 1024),
 })
 

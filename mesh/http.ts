@@ -35,9 +35,11 @@ export async function serve(fetch: FetchHandler, o: ServeOptions = {}): Promise<
 
 async function serveDeno(guarded: FetchHandler, port: number, hostname: string, limits: HttpLimits, o: ServeOptions): Promise<Server> {
   // Deno's own HTTP stack refuses broken framing before a request reaches us; it is more lenient than Node's about
-  // the Host header (its URL is built from it) and header size, so those are checked here, with the same answers
+  // the Host header (its URL is built from it), header size and methods, so those are checked here, with the same
+  // answers. Slow and endless heads are the front's (mesh/deno-front.ts): Deno.serve has no deadline for them.
   const checked = (request: Request): Response | Promise<Response> => {
     const refuse = (status: number, why: string) => (o.onRefused?.(status, why), problem(status, why))
+    if (/^(CONNECT|TRACE|TRACK)$/i.test(request.method)) return refuse(405, `method ${request.method} is not allowed`)
     const host = request.headers.get("host")
     const badHost = hostProblem(host === null ? undefined : [host])
     if (badHost) return refuse(400, badHost)
@@ -47,17 +49,20 @@ async function serveDeno(guarded: FetchHandler, port: number, hostname: string, 
       return refuse(400, "malformed Host header")
     }
     let size = 0
-    for (const [k, v] of request.headers) size += k.length + v.length + 4
+    let count = 0
+    for (const [k, v] of request.headers) (size += k.length + v.length + 4), count++
     if (size > limits.maxHeaderBytes) return refuse(431, "request line and headers too large")
+    if (count > limits.maxHeaders) return refuse(431, "too many header fields")
     return guarded(request)
   }
-  let bound = port
+  let bound = 0
   let close: () => Promise<void> = async () => {}
   await new Promise<void>((resolve) => {
     const server = Deno.serve(
       {
-        port,
-        hostname,
+        // reached through the front only
+        port: 0,
+        hostname: "127.0.0.1",
         onListen: (a) => ((bound = a.port), resolve()),
         onError: (err) => (o.onError?.(err), problem(500, "internal error")),
       },
@@ -65,7 +70,9 @@ async function serveDeno(guarded: FetchHandler, port: number, hostname: string, 
     )
     close = () => server.shutdown()
   })
-  return { port: bound, close: () => close() }
+  const { denoFront } = await import("./deno-front.ts")
+  const front = denoFront({ port, hostname, target: bound, limits, onRefused: o.onRefused })
+  return { port: front.port, close: () => (front.close(), close()) }
 }
 
 /**

@@ -1,5 +1,23 @@
 // mesh — the runtime every worker imports, and all it imports of mesh/ (besides contracts/). No business logic.
 // Operator tooling lives apart: mesh/admin/ (the DLQ desk's library, for ops and the CLI) and mesh/cli/ (`logiflow`).
+export {
+  apiKeyGate,
+  type ApiKey,
+  cookie,
+  type Operators,
+  operatorsFromEnv,
+  parseApiKeys,
+  parseOperators,
+  presented,
+  randomSecret,
+  requireApiKey,
+  sameOrigin,
+  type Scope,
+  secret,
+  sessionCookie,
+  signToken,
+  verifyToken,
+} from "./auth.ts"
 export { connect, type Connection } from "./connect.ts"
 export { type Handler, type HandlerContext, type Handlers, type RawHandler } from "./delivery.ts"
 export { deadLetter, publishDeadLetter } from "./dlq.ts"

@@ -9,13 +9,12 @@ export type Rate = {
   take(n: number): void
   /** ms until `n` events may be pulled */
   msUntil(n: number): number
-  /** the most one pull may ask for: a tenth of a second's worth, at least 1 */
+  /** what may be taken at once after a quiet spell; by default a tenth of a second's worth (one pull), at least 1 */
   readonly burst: number
 }
 
-export function rateLimit(perSecond: number, now = () => performance.now()): Rate {
+export function rateLimit(perSecond: number, now = () => performance.now(), burst = Math.max(1, Math.ceil(perSecond / 10))): Rate {
   if (!(perSecond > 0) || !Number.isFinite(perSecond)) throw new Error(`MAX_RATE must be a positive number of events per second, got ${perSecond}`)
-  const burst = Math.max(1, Math.ceil(perSecond / 10))
   let tokens = burst
   let at = now()
   const refill = () => {

@@ -8,7 +8,7 @@ import * as assert from "uvu/assert"
 import { dlqSubject, type InvoiceGenerated, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
-import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 import { prng } from "../workers/fleet.ts"
 
 const WARMUP = 50
@@ -52,7 +52,7 @@ async function postRoute(body: object): Promise<Answer> {
   const started = performance.now()
   const res = await fetch(`http://127.0.0.1:${ports.routing}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes },
     body: JSON.stringify(body),
   })
   const json = (await res.json()) as { routeId?: string }
@@ -96,7 +96,12 @@ function spawnWorker(name: Name): Child {
   return child
 }
 
-const get = (name: Name, path: string) => fetch(`http://127.0.0.1:${ports[name]}${path}`)
+/** GET from a worker; the portal is asked as the customer the query names (acme otherwise), signed in as that one. */
+const get = async (name: Name, path: string) => {
+  const customer = /[?&]customerId=([^&]+)/.exec(path)?.[1] ?? "acme"
+  const headers: Record<string, string> = name === "portal" ? { authorization: `Bearer ${await testAuth().customerToken(customer)}` } : {}
+  return fetch(`http://127.0.0.1:${ports[name]}${path}`, { headers })
+}
 
 const ready = (name: Name) =>
   waitUntil(() => get(name, "/readyz").then((r) => r.status === 200, () => false), { what: `${name} /readyz`, timeoutMs: 60_000, every: 100 })

@@ -1,8 +1,9 @@
 // test/child.ts — child processes whose output lines can be awaited: the one implementation behind the tests'
-// spawnTs (harness.ts), the benches' spawnTs (bench/lib.ts) and the Deno workers (deno.test.ts). Kept apart from
-// harness.ts so a bench importing it does not take the harness's LOG_LEVEL default.
+// spawnTs (harness.ts), the benches' spawnTs (bench/lib.ts) and the Deno workers (deno.test.ts, hostile.test.ts).
+// Kept apart from harness.ts so a bench importing it does not take the harness's LOG_LEVEL default.
 import { type ChildProcess, spawn } from "node:child_process"
-import { resolve } from "node:path"
+import { existsSync, readdirSync } from "node:fs"
+import { join, resolve } from "node:path"
 
 export const ROOT = resolve(import.meta.dirname, "..")
 
@@ -81,4 +82,19 @@ export function spawnTs(
   const cmd = [process.execPath, ...(o.nodeArgs ?? []), "--import", "tsx", resolve(ROOT, file), ...args]
   const [command, ...argv] = o.nice ? ["nice", "-n", String(o.nice), ...cmd] : cmd
   return spawnChild(command!, argv, { LOG_LEVEL: "info", ...env }, { name: file, ...o })
+}
+
+/**
+ * The native binary, not node_modules/.bin/deno: when npm skipped deno's postinstall that is bin.cjs, a node process
+ * that runs deno as its child, and a SIGTERM sent to it would never reach the worker.
+ */
+export function denoBinary(): string {
+  const platforms = join(ROOT, "node_modules", "@deno")
+  const candidates = [
+    join(ROOT, "node_modules", "deno", "deno"),
+    ...(existsSync(platforms) ? readdirSync(platforms).map((p) => join(platforms, p, "deno")) : []),
+  ]
+  const found = candidates.find((c) => existsSync(c))
+  if (!found) throw new Error("no deno binary under node_modules: run npm install (deno is a devDependency)")
+  return found
 }

@@ -1,6 +1,7 @@
 // `logiflow` operator commands (mesh/cli/ops.ts), each run as its own process against a live nats-server,
 // with exact output and exit codes.
 import { writeFile } from "node:fs/promises"
+import { userInfo } from "node:os"
 import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
@@ -20,7 +21,7 @@ type Run = { code: number | null; out: string[]; err: string[] }
 
 /** Runs `logiflow <args>` as a process; stdout and stderr apart, so the exact output can be checked. */
 function logiflow(args: string[], env: Record<string, string> = {}): Promise<Run> & { err: string[] } {
-  const child = spawnTs("mesh/cli/main.ts", { NATS_URL: f.server.url, LOGIFLOW_OPS_TOKEN: "", ...env }, args)
+  const child = spawnTs("mesh/cli/main.ts", { NATS_URL: f.server.url, ...env }, args)
   const out: string[] = []
   const err: string[] = []
   const collect = (into: string[]) => {
@@ -127,8 +128,8 @@ test("status - streams, consumers with their lag, open DLQ entries by consumer a
   assert.match(invoice[5]!, /^\d+s ago$/)
 })
 
-async function startOps(token = "") {
-  f.running.push(await opsWorker({ token: token || undefined }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }))
+async function startOps() {
+  f.running.push(await opsWorker().start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }))
 }
 async function startNoTariff() {
   const w = worker({
@@ -184,10 +185,8 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
     `  ${e1.failedAt} dead-lettered by invoice`,
   ])
 
-  const noToken = await logiflow(["dlq", "replay", e1.id])
-  assert.is(noToken.code, 1)
-  assert.equal(noToken.err, ["logiflow dlq: missing token: replay and discard need LOGIFLOW_OPS_TOKEN (the operator token the ops API checks) in the environment"])
-  const token = { LOGIFLOW_OPS_TOKEN: "t0ken", USER: "alice" }
+  // the CLI's authority is its admin NATS connection; the history names LOGIFLOW_OPERATOR (else the OS user)
+  const token = { LOGIFLOW_OPERATOR: "alice" }
   const replay = await logiflow(["dlq", "replay", e1.id], token)
   assert.equal([replay.code, replay.out], [0, [`replayed ${e1.id} to replay.invoice.ROUTING (replay 1)`]])
   // invoice still has no tariff: the replay fails again, a new entry
@@ -196,14 +195,14 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
   assert.ok(again)
   const bulk = await logiflow(["dlq", "replay", "--consumer", "invoice", "--reason", "no-tariff"], token)
   assert.equal([bulk.code, bulk.out], [0, ["replayed 2 entries", `  ${e2.id}`, `  ${again.id}`]])
-  const discard = await logiflow(["dlq", "discard", e2.id], token)
+  const discard = await logiflow(["dlq", "discard", e2.id], { LOGIFLOW_OPERATOR: "" })
   assert.equal([discard.code, discard.out], [0, [`discarded ${e2.id}`]])
   const twice = await logiflow(["dlq", "discard", e2.id], token)
   assert.equal([twice.code, twice.out, twice.err], [1, [], [`logiflow dlq: entry ${e2.id} is already discarded`]])
   const shown = await logiflow(["dlq", "show", e2.id])
   assert.equal(shown.out.slice(-4), ["timeline:", `  ${e2.failedAt} dead-lettered by invoice`, shown.out.at(-2)!, shown.out.at(-1)!])
-  assert.match(shown.out.at(-2)!, /^ {2}\S+ replayed by cli:alice$/)
-  assert.match(shown.out.at(-1)!, /^ {2}\S+ discarded by cli:alice$/)
+  assert.match(shown.out.at(-2)!, /^ {2}\S+ replayed by alice$/)
+  assert.match(shown.out.at(-1)!, new RegExp(`^ {2}\\S+ discarded by ${userInfo().username}$`), "without LOGIFLOW_OPERATOR: the OS user")
   const open = await logiflow(["dlq", "list", "--state", "open"])
   assert.equal(open.out.slice(1, -1).map((l) => cells(l)[0]), (await allEntries({ js: f.js })).filter((e) => e.state === "open").map((e) => e.id))
   assert.ok(!open.out.some((l) => l.startsWith(`${e2.id} `)))
@@ -221,7 +220,6 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
     [["tail", "routing.events.>", "--since", "bogus"], 'logiflow tail: "bogus" is neither a duration (5m, 2h, 1d) nor an ISO time'],
     [["dlq", "show", "ROUTING.invoice.404"], 'logiflow dlq: no DLQ entry "ROUTING.invoice.404"'],
     [["dlq", "list", "--state", "bogus"], "logiflow dlq: state must be one of open, replayed, discarded"],
-    [["dlq", "replay", "--consumer", "invoice"], "logiflow dlq: missing token: replay and discard need LOGIFLOW_OPS_TOKEN (the operator token the ops API checks) in the environment"],
     [["status"], `logiflow status: cannot reach NATS at ${dead}: connection refused`, { NATS_URL: dead }],
   ]
   const runs = await Promise.all(cases.map(([args, , env]) => logiflow(args, env)))
@@ -238,7 +236,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
   assert.is(debug.code, 1)
   assert.ok(debug.err.some((l) => /^\s+at /.test(l)), "a stack trace with --debug")
   const unknown = await logiflow(["frobnicate"])
-  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish)']])
+  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, token)']])
 })
 
 test.run()

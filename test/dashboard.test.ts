@@ -1,5 +1,6 @@
-// The ops dashboard in a real headless Chromium: entries appear, replay and discard work from the page,
-// and a payload carrying <script> renders as text.
+// The ops dashboard in a real headless Chromium: a sign-in form until the operator's link sets a session, then
+// entries appear, replay and discard work from the page (recorded under the operator's name), and a payload
+// carrying <script> renders as text.
 import { existsSync } from "node:fs"
 import { mkdtemp } from "node:fs/promises"
 import { tmpdir } from "node:os"
@@ -16,11 +17,10 @@ import { provision } from "../mesh/provision.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { type Running, worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { connectTo, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
-const TOKEN = `tok-${crypto.randomUUID()}`
 const XSS = "<script>window.__pwned=1</script>"
 
 const test = suite("dashboard")
@@ -61,7 +61,7 @@ const send = (r: RouteCalculated) => publishEvent(js, "RouteCalculated", r, { id
 
 test("dashboard - shows a dead letter, replays and discards it from the page, renders a <script> payload as text", async () => {
   browser = await launch()
-  const ops = await opsWorker({ token: TOKEN }).start({ url: server.url, port: 0, drainTimeoutMs: 1000 })
+  const ops = await opsWorker().start({ url: server.url, port: 0, drainTimeoutMs: 1000 })
   running.push(ops)
   const invoice = worker({
     name: "invoice",
@@ -80,10 +80,23 @@ test("dashboard - shows a dead letter, replays and discards it from the page, re
 
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } })
   const prompts: string[] = []
-  page.on("dialog", (d) => (prompts.push(d.message()), d.accept(TOKEN)))
+  page.on("dialog", (d) => (prompts.push(d.message()), d.dismiss()))
   const pageErrors: string[] = []
   page.on("pageerror", (e) => pageErrors.push(e.message))
+  // no session: the page shows the sign-in form and nothing of the desk
   await page.goto(`http://127.0.0.1:${ops.port}/`)
+  await page.locator("#signin").waitFor()
+  assert.is(await page.locator("section.desk:visible").count(), 0)
+  assert.is(await page.locator("#entries tbody tr").count(), 0)
+  // a wrong token typed into the form: refused, no session
+  await page.locator('#signin input[name="token"]').fill("not-the-operator-token")
+  await page.locator("#signin button").click()
+  await page.locator("text=That operator token was not accepted").waitFor()
+  // the operator's one-click link: a session cookie, then the desk
+  await page.goto(`http://127.0.0.1:${ops.port}/login?token=${testAuth().operator.token}`)
+  assert.is(new URL(page.url()).pathname, "/")
+  await page.locator("#who", { hasText: "signed in as tester" }).waitFor()
+  assert.is(await page.evaluate("document.cookie"), "", "the session cookie is HttpOnly")
   const state = (id: string) => page.locator(`tr[data-id="${id}"] td.state`)
   await state(plainId).waitFor()
   assert.is(await state(plainId).textContent(), "open")
@@ -103,12 +116,14 @@ test("dashboard - shows a dead letter, replays and discards it from the page, re
 
   await page.locator(`tr[data-id="${plainId}"] button.replay`).click()
   await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.state`)?.textContent === "replayed", plainId)
-  assert.equal(prompts, ["Ops token (LOGIFLOW_OPS_TOKEN)"])
+  assert.equal(prompts, [], "no token prompt: the session carries the action")
   assert.is(await page.locator("#message").textContent(), `${plainId} is now replayed`)
   await page.locator(`tr[data-id="${hostileId}"] button.discard`).click()
   await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.state`)?.textContent === "discarded", hostileId)
-  assert.is(prompts.length, 1, "the token is asked for once per session")
-  const entries = Object.fromEntries((await allEntries({ js })).map((e) => [e.id, e.state]))
+  const all = await allEntries({ js })
+  const entries = Object.fromEntries(all.map((e) => [e.id, e.state]))
+  assert.equal(all.find((e) => e.id === plainId)!.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["replayed", "tester"]])
+  assert.equal(all.find((e) => e.id === hostileId)!.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["discarded", "tester"]])
   assert.is(entries[plainId], "replayed")
   assert.is(entries[hostileId], "discarded")
 
@@ -123,6 +138,8 @@ test("dashboard - shows a dead letter, replays and discards it from the page, re
   const shot = join(shots, "dashboard.png")
   await page.screenshot({ path: shot, fullPage: true })
   console.log(`  screenshot: ${shot}`)
+  await page.locator("#signout").click()
+  await page.locator("#signin").waitFor()
   assert.equal(pageErrors, [])
 })
 

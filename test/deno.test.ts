@@ -1,28 +1,12 @@
 // Every worker file runs unchanged on Deno 2 (the npm package `deno`): bare imports resolve through package.json +
 // node_modules without a deno.json, HTTP is Deno.serve, env is Deno.env, SIGTERM drains through Deno's signal listener.
-import { existsSync, readdirSync } from "node:fs"
-import { join } from "node:path"
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { InvoiceGenerated } from "../contracts/mod.ts"
-import { type Child, connectTo, freePort, ROOT, spawnChild, startServer, type TestServer, waitUntil } from "./harness.ts"
-
-/**
- * The native binary, not node_modules/.bin/deno: when npm skipped deno's postinstall that is bin.cjs, a node process
- * that runs deno as its child, and a SIGTERM sent to it would never reach the worker.
- */
-function denoBinary(): string {
-  const platforms = join(ROOT, "node_modules", "@deno")
-  const candidates = [
-    join(ROOT, "node_modules", "deno", "deno"),
-    ...(existsSync(platforms) ? readdirSync(platforms).map((p) => join(platforms, p, "deno")) : []),
-  ]
-  const found = candidates.find((c) => existsSync(c))
-  if (!found) throw new Error("no deno binary under node_modules: run npm install (deno is a devDependency)")
-  return found
-}
+import { denoBinary } from "./child.ts"
+import { type Child, connectTo, freePort, spawnChild, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 
 type DenoChild = Child & { port: number }
 
@@ -88,7 +72,7 @@ test("routing and invoice under Deno: POST /routes → 202, one InvoiceGenerated
 
   const res = await fetch(`http://127.0.0.1:${routing.port}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes },
     body: JSON.stringify({
       truckId: "deno-truck",
       customerId: "acme",

@@ -22,6 +22,7 @@ import { route } from "./fixtures/events.ts"
 import { passwords, ROOT, spawnTs, waitUntil } from "./harness.ts"
 
 const read = (p: string) => readFileSync(join(ROOT, p), "utf8")
+const execGitIgnored = (p: string) => spawnSync("git", ["check-ignore", "-q", p], { cwd: ROOT }).status === 0
 const DEPLOY = join(ROOT, "deploy")
 // YAML merge keys (<<: *anchor) resolved, as compose does
 const yamlFile = (p: string) => parseYaml(read(p), { merge: true })
@@ -46,6 +47,8 @@ function envReadByCode(): Set<string> {
     const text = read(f)
     for (const re of [/\benv(?:Int)?\(\s*"([A-Z0-9_]+)"/g, /process\.env\.([A-Z0-9_]+)/g, /process\.env\[\s*"([A-Z0-9_]+)"\s*\]/g])
       for (const m of text.matchAll(re)) names.add(m[1]!)
+    // secret("X") reads X or the file named by X_FILE
+    for (const m of text.matchAll(/\bsecret\(\s*"([A-Z0-9_]+)"/g)) names.add(m[1]!).add(`${m[1]}_FILE`)
   }
   // mesh/worker.ts reads `${name.toUpperCase()}_PORT` (asserted below), the images WORKER
   for (const w of workerNames) names.add(`${w.toUpperCase()}_PORT`)
@@ -79,7 +82,26 @@ function natsTest(config: string, env: Env): { ok: boolean; out: string } {
 }
 
 const passwordEnv = passwords()
-const opsToken = "t0ken"
+
+/** The secret each worker reads from a mounted file (mesh/auth.ts `secret`), and the file's name. */
+const SECRET_FILES: Partial<Record<WorkerName, { env: string; file: string }>> = {
+  portal: { env: "PORTAL_SECRET_FILE", file: "portal-secret" },
+  ops: { env: "LOGIFLOW_OPERATORS_FILE", file: "operators" },
+  routing: { env: "LOGIFLOW_API_KEYS_FILE", file: "api-keys" },
+  tracking: { env: "LOGIFLOW_API_KEYS_FILE", file: "api-keys" },
+  fleet: { env: "FLEET_API_KEY_FILE", file: "fleet-api-key" },
+}
+/** What the host publishes: only what must be public; ops for an operator's tunnel on 127.0.0.1; the rest nothing. */
+const PUBLISHED: Record<WorkerName, string[] | undefined> = {
+  portal: ["8080:8080"],
+  routing: ["8081:8081"],
+  tracking: ["8082:8082"],
+  ops: ["127.0.0.1:8084:8084"],
+  invoice: undefined,
+  fleet: undefined,
+}
+/** Paths open without credentials on every worker's port (no customer data, no payloads): never exposed publicly. */
+const OPEN_PATHS = ["/healthz", "/readyz", "/metrics"]
 
 // ---- compose --------------------------------------------------------------------------------------------------
 
@@ -106,7 +128,7 @@ files("compose - every worker is a service of the one image, under its own user,
     assert.is(env.NATS_USER, w)
     assert.match(env.NATS_PASSWORD!, new RegExp(`^\\$\\{${w.toUpperCase()}_PASSWORD:\\?`), `${w}: compose refuses to start without its password`)
     assert.is(env[`${w.toUpperCase()}_PORT`], port)
-    assert.equal(s.ports, [`${port}:${port}`])
+    assert.equal(s.ports, PUBLISHED[w], `${w}: published ports`)
     assert.is(env.NATS_URL, natsServices.map((n) => `nats://${n}:4222`).join(","))
     assert.is(env.STREAM_REPLICAS, "3")
     assert.is(s.depends_on.provision.condition, "service_completed_successfully")
@@ -116,7 +138,22 @@ files("compose - every worker is a service of the one image, under its own user,
   }
   assert.is(services.fleet.environment.ROUTING_URL, `http://routing:${DEFAULT_PORTS.routing}`)
   assert.is(services.fleet.environment.TRACKING_URL, `http://tracking:${DEFAULT_PORTS.tracking}`)
-  assert.match(services.ops.environment.LOGIFLOW_OPS_TOKEN, /^\$\{LOGIFLOW_OPS_TOKEN:\?/)
+})
+
+files("compose - secrets come from files under deploy/secrets/ (git-ignored), each worker mounting only its own", () => {
+  assert.ok(execGitIgnored("deploy/secrets/operators"), "deploy/secrets/ is git-ignored")
+  for (const [name, def] of Object.entries(compose.secrets as Record<string, { file: string }>)) {
+    assert.is(def.file, `./secrets/${name}`, name)
+  }
+  for (const w of workerNames) {
+    const want = SECRET_FILES[w]
+    const env: Env = services[w].environment
+    assert.equal(services[w].secrets, want ? [want.file] : undefined, `${w}: secrets`)
+    if (want) assert.is(env[want.env], `/run/secrets/${want.file}`, `${w}: ${want.env}`)
+    // never the values themselves in the file or the environment
+    for (const k of ["PORTAL_SECRET", "LOGIFLOW_OPERATORS", "LOGIFLOW_API_KEYS", "FLEET_API_KEY", "LOGIFLOW_OPS_TOKEN"]) assert.is(env[k], undefined, `${w}: ${k}`)
+  }
+  assert.equal(Object.keys(compose.secrets).sort(), [...new Set(Object.values(SECRET_FILES).map((x) => x!.file))].sort())
 })
 
 files("compose - provision runs once as admin at R3, after all three NATS nodes are healthy", () => {
@@ -212,9 +249,48 @@ files("k8s - a Deployment and a Service per worker: probes, ports, user, secrets
     assert.ok(svc, `Service ${w}`)
     assert.equal(svc.spec.selector, { "app.kubernetes.io/name": w })
     assert.equal(svc.spec.ports, [{ name: "http", port, targetPort: "http" }])
+    assert.ok(svc.spec.type === undefined || svc.spec.type === "ClusterIP", `${w}: a ClusterIP Service, never a NodePort or LoadBalancer`)
+    // its own secret as a read-only file of Secret logiflow-auth, and nothing else of it
+    const want = SECRET_FILES[w]
+    const auth = (pod.volumes as Json[]).find((v) => v.secret?.secretName === "logiflow-auth")
+    if (!want) {
+      assert.is(auth, undefined, `${w}: no credentials mounted`)
+      continue
+    }
+    assert.equal(auth.secret.items, [{ key: want.file, path: want.file }], `${w}: only its own key`)
+    assert.ok([0o440, 440].includes(auth.secret.defaultMode), `${w}: mode 0440`)
+    assert.is(pod.securityContext.fsGroup, pod.securityContext.runAsGroup, `${w}: the files' group is the user's`)
+    const mount = c.volumeMounts.find((m: Json) => m.name === auth.name)
+    assert.equal([mount.readOnly, env[want.env].value], [true, `${mount.mountPath}/${want.file}`])
   }
-  const ops = kind("Deployment", "ops").spec.template.spec.containers[0].env.find((e: Json) => e.name === "LOGIFLOW_OPS_TOKEN")
-  assert.equal(ops.valueFrom.secretKeyRef, { name: "logiflow-ops-token", key: "LOGIFLOW_OPS_TOKEN" })
+  assert.not.ok(JSON.stringify(k8s).includes("LOGIFLOW_OPS_TOKEN"))
+})
+
+files("k8s - the Ingress exposes only the portal, POST /routes and POST /positions; no health or metrics path, no catch-all", () => {
+  const ing = kind("Ingress", "logiflow")
+  assert.ok(ing, "Ingress logiflow")
+  const paths = ing.spec.rules.flatMap((r: Json) => r.http.paths.map((p: Json) => [p.path, p.pathType, p.backend.service.name, p.backend.service.port.name]))
+  assert.equal(paths, [
+    ["/", "Exact", "portal", "http"],
+    ["/login", "Exact", "portal", "http"],
+    ["/logout", "Exact", "portal", "http"],
+    ["/api", "Prefix", "portal", "http"],
+    ["/routes", "Exact", "routing", "http"],
+    ["/positions", "Exact", "tracking", "http"],
+  ])
+  for (const [path, type] of paths) {
+    assert.not.ok(OPEN_PATHS.some((o) => o === path || (type === "Prefix" && o.startsWith(path === "/" ? "/" : `${path}/`))), `${path} (${type}) would expose ${OPEN_PATHS}`)
+  }
+  assert.ok(ing.spec.tls?.length, "TLS")
+})
+
+files("k8s - a NetworkPolicy lets only the ingress controller's namespace and this namespace reach worker pods", () => {
+  const np = kind("NetworkPolicy", "logiflow-workers")
+  assert.ok(np, "NetworkPolicy logiflow-workers")
+  assert.equal(np.spec.podSelector, { matchLabels: { "app.kubernetes.io/part-of": "logiflow" } })
+  assert.equal(np.spec.policyTypes, ["Ingress"])
+  assert.equal(np.spec.ingress, [{ from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "ingress-nginx" } } }, { podSelector: {} }] }])
+  for (const w of workerNames) assert.is(kind("Deployment", w).spec.template.metadata.labels["app.kubernetes.io/part-of"], "logiflow", `${w} is selected`)
 })
 
 files("k8s - the provision Job runs `logiflow provision --replicas 3` as admin", () => {
@@ -425,7 +501,7 @@ else files("compose - docker compose config accepts the file with every password
   // --env-file /dev/null: a developer's deploy/.env must not decide either outcome
   const config = ["compose", "--env-file", "/dev/null", "-f", join(DEPLOY, "compose.yaml"), "config", "--quiet"]
   const r = spawnSync("docker", config, {
-    env: { ...process.env, ...passwordEnv, LOGIFLOW_OPS_TOKEN: opsToken },
+    env: { ...process.env, ...passwordEnv },
     encoding: "utf8",
   })
   assert.is(r.status, 0, r.stderr)

@@ -12,7 +12,7 @@ import { edgeStream, type InvoiceGenerated, type RouteCalculated, topology } fro
 import { commands } from "../mesh/cli/main.ts"
 import { connect } from "../mesh/connect.ts"
 import { type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
-import { type Child, connectTo, freePort, ROOT, spawnTs, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, ROOT, spawnTs, testAuth, waitUntil } from "./harness.ts"
 
 const EDGE_ROUTING = edgeStream("ROUTING")
 
@@ -76,7 +76,7 @@ let n = 0
 async function postRoute(key?: string, i = n++): Promise<{ status: number; routeId?: string }> {
   const res = await fetch(`http://127.0.0.1:${routingPort}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...(key ? { "idempotency-key": key } : {}) },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes, ...(key ? { "idempotency-key": key } : {}) },
     body: JSON.stringify({
       truckId: `edge-truck-${i % 4}`,
       customerId: ["acme", "globex", "initech"][i % 3],

@@ -12,11 +12,16 @@ import { freePort, type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
 import { provision, type ProvisionScope } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
 import { ROOT } from "./child.ts"
+import { testAuth } from "./credentials.ts"
 
 export { type Child, ROOT, spawnChild, spawnTs } from "./child.ts"
+export { type TestAuth, testAuth } from "./credentials.ts"
 
 // in-process workers log at the level the test run asks for; quiet by default
 process.env.LOG_LEVEL ??= "error"
+// every worker a test starts, in this process or as a child (children inherit the environment), accepts the test
+// credentials; a test of the checks themselves overrides a variable for the worker it starts
+for (const [k, v] of Object.entries(testAuth().env)) process.env[k] ??= v
 
 export type TestServer = Natsd & { storeDir: string; env: Record<string, string>; close(): Promise<void> }
 

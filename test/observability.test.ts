@@ -22,7 +22,7 @@ import invoice from "../workers/invoice.ts"
 import { opsWorker } from "../workers/ops.ts"
 import routing from "../workers/routing.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, natsSuite, sleep, spawnTs, startServer, waitUntil } from "./harness.ts"
+import { connectTo, natsSuite, sleep, spawnTs, startServer, testAuth, waitUntil } from "./harness.ts"
 
 const test = suite("observability")
 const f = natsSuite(test, { provision: { consumers: () => false } })
@@ -234,7 +234,7 @@ test("ops - open DLQ entries by consumer and reason at scrape time, and GET /asy
     m.filter((s) => s.name === "logiflow_dlq_open_entries").map((s) => [s.labels, s.value]),
     [[{ consumer: "invoice", reason: "no-tariff" }, 2]],
   )
-  const res = await fetch(`http://127.0.0.1:${ops.port}/asyncapi.json`)
+  const res = await fetch(`http://127.0.0.1:${ops.port}/asyncapi.json`, { headers: testAuth().operator.headers })
   assert.is(res.status, 200)
   assert.match(res.headers.get("content-type") ?? "", /^application\/json/)
   assert.equal(await res.json(), JSON.parse(await readFile(new URL("../contracts/asyncapi.json", import.meta.url), "utf8")))
@@ -335,7 +335,7 @@ async function lastHeader(stream: string, pattern: string) {
 const postRoute = (port: number, customerId: string, traceparent: string) =>
   fetch(`http://127.0.0.1:${port}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json", traceparent },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes, traceparent },
     body: JSON.stringify({ truckId: "truck-7", customerId, depot: { lat: 52.52, lon: 13.4 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }] }),
   })
 

@@ -11,11 +11,13 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { type Child, connectTo, freePort, natsSuite, sleep, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { parseOperators } from "../mesh/auth.ts"
+import { type Child, connectTo, freePort, natsSuite, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("ops")
-const TOKEN = `tok-${crypto.randomUUID()}`
+// the harness's operator (LOGIFLOW_OPERATORS=tester:<token>): every read and action of the API needs one
+const TOKEN = testAuth().operator.token
 const children: Child[] = []
 // registered before natsSuite's hooks, so after each test the child processes are killed before the workers stop
 test.after.each(async () => {
@@ -28,7 +30,7 @@ const f = natsSuite(test, {
 
 async function startOps(): Promise<{ child: Child; url: string }> {
   const port = await freePort()
-  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port), LOGIFLOW_OPS_TOKEN: TOKEN })
+  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port) })
   children.push(child)
   await child.waitFor(/"msg":"ready"/)
   return { child, url: `http://127.0.0.1:${port}` }
@@ -45,9 +47,11 @@ const send = (i: number, over = {}) =>
   publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test" })
 
 type Api = { status: number; body: any; headers: Headers }
-async function api(base: string, path: string, o: { method?: string; token?: string; body?: unknown } = {}): Promise<Api> {
+/** An API call as the harness's operator, or with `token` (null: none at all). */
+async function api(base: string, path: string, o: { method?: string; token?: string | null; body?: unknown } = {}): Promise<Api> {
   const headers: Record<string, string> = {}
-  if (o.token) headers.authorization = `Bearer ${o.token}`
+  const token = o.token === undefined ? TOKEN : o.token
+  if (token) headers.authorization = `Bearer ${token}`
   if (o.body !== undefined) headers["content-type"] = "application/json"
   const r = await fetch(base + path, { method: o.method ?? "GET", headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) })
   return { status: r.status, body: await r.json(), headers: r.headers }
@@ -197,7 +201,7 @@ test("replay - only the consumer that failed sees it again, and the effect happe
   assert.is(portalReplay.delivered.stream_seq, 0)
   assert.is(portalReplay.num_pending, 0)
   const replayed = (await api(ops.url, `/api/dlq/${entry!.id}`)).body.entry as DlqEntry
-  assert.equal(replayed.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["replayed", "api"], ["replayed", "api"]])
+  assert.equal(replayed.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["replayed", "tester"], ["replayed", "tester"]])
 })
 
 test("replay failing again - a new entry under the original stream and seq; bulk replay by filter counts", async () => {
@@ -230,22 +234,23 @@ test("replay failing again - a new entry under the original stream and seq; bulk
   assert.is(everything.status, 400)
 })
 
-test("discard and auth - 401 without or with a wrong token, 503 when ops has none, 200 and the entry leaves the open list", async () => {
+test("discard and auth - 401 without or with a wrong token, 503 when ops has no operators, 200 and the entry leaves the open list", async () => {
   const ops = await startOps()
   await startFailing({ NO_TARIFF: "nobody" })
   await send(8, { customerId: "nobody" })
   const [entry] = await untilEntries(ops.url, 1, "?state=open")
   const path = `/api/dlq/${entry!.id}/discard`
-  const missing = await api(ops.url, path, { method: "POST" })
+  const missing = await api(ops.url, path, { method: "POST", token: null })
   assert.is(missing.status, 401)
   assert.is(missing.headers.get("www-authenticate"), 'Bearer realm="logiflow-ops"')
   assert.is((await api(ops.url, path, { method: "POST", token: `${TOKEN}x` })).status, 401)
   assert.is((await api(ops.url, path, { method: "POST", token: TOKEN.slice(0, -1) })).status, 401)
-  const tokenless = await opsWorker({}).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 })
+  const tokenless = await opsWorker({ operators: parseOperators("") }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 })
   f.running.push(tokenless)
   const refused = await api(`http://127.0.0.1:${tokenless.port}`, path, { method: "POST", token: TOKEN })
   assert.is(refused.status, 503)
-  assert.match(refused.body.error, /set LOGIFLOW_OPS_TOKEN/)
+  assert.match(refused.body.error, /set LOGIFLOW_OPERATORS/)
+  assert.is((await api(`http://127.0.0.1:${tokenless.port}`, "/api/dlq")).status, 503, "reads too")
   assert.is((await entriesVia(ops.url, "?state=open")).length, 1, "refused requests changed nothing")
   const ok = await api(ops.url, path, { method: "POST", token: TOKEN })
   assert.is(ok.status, 200)
@@ -298,7 +303,7 @@ secure.after(async () => {
 secure("least privilege - as nats.conf's ops user: advisory filed, entries indexed, listed, replayed, status reported", async () => {
   const as = (user: string) => ({ NATS_URL: authServer.url, NATS_USER: user, NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]! })
   const port = await freePort()
-  const ops = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port), LOGIFLOW_OPS_TOKEN: TOKEN })
+  const ops = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port) })
   const inv = spawnTs("test/fixtures/failing-worker.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()), NO_TARIFF: "nobody" })
   children.push(ops, inv)
   await Promise.all([ops.waitFor(/"msg":"ready"/), inv.waitFor(/"msg":"ready"/)])

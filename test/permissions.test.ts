@@ -449,4 +449,28 @@ test("config - no tracked server config holds a literal password; nats.conf read
   assert.equal(pairs.map(([, v]) => v).sort(), Object.keys(passwords()).sort())
 })
 
+/**
+ * `NAME=value` / `NAME: value` settings of the HTTP credentials whose value is a literal, not a `$`/`${…}` reference;
+ * in code (`quoted`) only a string literal counts, since `{ PORTAL_SECRET: portalSecret }` passes a variable on.
+ */
+function literalSecrets(text: string, quoted = false): string[] {
+  const names = "LOGIFLOW_API_KEYS|LOGIFLOW_OPERATORS|PORTAL_SECRET|FLEET_API_KEY|LOGIFLOW_OPS_TOKEN"
+  const re = new RegExp(`\\b(?:${names})\\s*[:=]\\s*${quoted ? "[\"'`]" : "[\"']?"}[A-Za-z0-9._~+/=:-]{8,}`, "g")
+  return [...text.matchAll(re)].map((m) => m[0])
+}
+
+test("config - no tracked file outside the tests sets an operator token, API key or portal secret; deploy/secrets/ and .env are never tracked", () => {
+  assert.equal(literalSecrets("LOGIFLOW_API_KEYS=a:b:routes:1\nPORTAL_SECRET: 'abcdefgh0123'\n"), ["LOGIFLOW_API_KEYS=a:b:routes:1", "PORTAL_SECRET: 'abcdefgh0123"])
+  assert.equal(literalSecrets('PORTAL_SECRET_FILE: /run/secrets/x\nPORTAL_SECRET=${creds.portalSecret}\nLOGIFLOW_OPERATORS: "$OPS"\nno PORTAL_SECRET: set it'), [])
+  assert.equal(literalSecrets('const env = { PORTAL_SECRET: "0123456789abcdef", FLEET_API_KEY: fleetKey }', true), ['PORTAL_SECRET: "0123456789abcdef'])
+  const tracked = execFileSync("git", ["ls-files", "-z"], { cwd: ROOT, encoding: "utf8" }).split("\0").filter(Boolean)
+  for (const file of tracked.filter((f) => !f.startsWith("test/") && !/\.(png|jpg|lock)$|package-lock\.json$/.test(f))) {
+    assert.equal(literalSecrets(readFileSync(join(ROOT, file), "utf8"), file.endsWith(".ts")), [], file)
+  }
+  assert.equal(tracked.filter((f) => f.startsWith("deploy/secrets/") || /(^|\/)\.env$/.test(f)), [])
+  for (const f of ["deploy/secrets/operators", "deploy/.env", ".logiflow/session.env"]) {
+    assert.is(execFileSync("git", ["check-ignore", "-q", f, "--no-index"], { cwd: ROOT, encoding: "utf8" }), "", `${f} is git-ignored`)
+  }
+})
+
 test.run()

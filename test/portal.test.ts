@@ -10,7 +10,7 @@ import { type EtaUpdated, type EventData, type EventName, type InvoiceGenerated,
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { type Child, connectTo, freePort, natsFixture, spawnTs, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, natsFixture, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 // read when the worker module loads: the page refreshes every second, so the browser test need not wait long
@@ -39,12 +39,14 @@ test.after(async () => {
   await server?.close()
 })
 
-const get = async (path: string, port = w.port) => {
-  const res = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(10_000) })
+/** GET as a signed-in customer (acme unless said otherwise): customers see only their own data. */
+const get = async (path: string, port = w.port, customer = "acme") => {
+  const authorization = `Bearer ${await testAuth().customerToken(customer)}`
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization }, signal: AbortSignal.timeout(10_000) })
   return { status: res.status, headers: res.headers, text: await res.text() }
 }
-const getJson = async <T>(path: string, port = w.port) => {
-  const r = await get(path, port)
+const getJson = async <T>(path: string, port = w.port, customer = "acme") => {
+  const r = await get(path, port, customer)
   return { status: r.status, body: JSON.parse(r.text) as T }
 }
 
@@ -174,11 +176,11 @@ test("events → API - the truck with its tracked ETA, exactly one customer's in
   const trucks = await getJson<{ trucks: Truck[]; asOf: string }>("/api/trucks")
   assert.equal(trucks.body.trucks.map((t) => t.truckId), ["truck-1"])
   assert.is(trucks.body.asOf, truck.updatedAt)
-  assert.equal((await getJson("/api/invoices?customerId=nobody")).body, { invoices: [], asOf: issued[2] })
-
-  const missing = await getJson<{ status: number; error: string }>("/api/invoices")
-  assert.is(missing.status, 400)
-  assert.match(missing.body.error, /customerId is required/)
+  // without ?customerId= the signed-in customer's own; globex sees only its one invoice, nobody none
+  assert.equal((await getJson("/api/invoices")).body, inv)
+  assert.equal((await getJson<{ invoices: InvoiceGenerated[] }>("/api/invoices", w.port, "globex")).body.invoices.map((i) => i.invoiceId), ["inv-2"])
+  assert.equal((await getJson("/api/invoices", w.port, "nobody")).body, { invoices: [], asOf: issued[2] })
+  assert.equal((await getJson("/api/trucks", w.port, "globex")).body, { trucks: [], asOf: truck.updatedAt })
   assert.is((await getJson("/api/trucks/no-such-truck")).status, 404)
   assert.is((await getJson("/api/trucks/%E0%A4%A")).status, 400)
   // any id the contract allows is addressable: the path segment is decoded, the KV key encoded
@@ -217,7 +219,7 @@ test("GET / - the page lists the truck, escapes markup in ids, allows only its o
   await publish("InvoiceGenerated", invoice(7, evil, 4_200, ago(5)), "truck-xss")
   await settled()
   const page = await waitUntil(async () => {
-    const r = await get(`/?customerId=${encodeURIComponent(evil)}`)
+    const r = await get("/", w.port, evil)
     return r.text.includes("truck-xss") && r.text.includes("inv-7") ? r : null
   }, { what: "the page with truck-xss" })
   assert.is(page.status, 200)
@@ -261,10 +263,10 @@ test("GET / - the page lists the truck, escapes markup in ids, allows only its o
   }
   for (const [c, cur] of [[0, "EUR"], [5, "EUR"], [123456, "USD"], [100000000001, "EUR"]] as const) assert.is(client.money(c, cur), formatCents(c, cur))
   assert.is(client.when("2026-11-25T11:00:00+01:00"), formatTime("2026-11-25T11:00:00+01:00"))
-  const truck = (await getJson<Truck>("/api/trucks/truck-xss")).body
+  const truck = (await getJson<Truck>("/api/trucks/truck-xss", w.port, evil)).body
   const cells = client.truckRow(truck).children.map((c) => c.textContent)
   assert.equal(cells.slice(0, 4), ["truck-xss", evil, "route-7", "<img src=x onerror=alert(1)>"])
-  const inv = (await getJson<{ invoices: unknown[] }>(`/api/invoices?customerId=${encodeURIComponent(evil)}`)).body.invoices[0]
+  const inv = (await getJson<{ invoices: unknown[] }>(`/api/invoices?customerId=${encodeURIComponent(evil)}`, w.port, evil)).body.invoices[0]
   assert.equal(client.invoiceRow(inv).children.map((c) => c.textContent).slice(0, 4), ["inv-7", "route-7", "truck-7", "EUR 42.00"])
 })
 
@@ -278,7 +280,8 @@ test("browser - the page runs under its CSP, shows markup as text, and refreshes
     page.on("dialog", (d) => (problems.push(`dialog: ${d.message()}`), void d.dismiss()))
     page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`))
     const evil = `<script>alert("pwned")</script>`
-    await page.goto(`http://127.0.0.1:${w.port}/?customerId=${encodeURIComponent(evil)}`)
+    // the one-click link: /login sets the session cookie and sends the browser on to the page
+    await page.goto(`http://127.0.0.1:${w.port}/login?token=${await testAuth().customerToken(evil)}`)
     const customerCell = page.locator("#trucks tr", { hasText: "truck-xss" }).locator("td").nth(1)
     assert.is(await customerCell.textContent(), evil)
     // a new tracked ETA reaches the open page without a reload
@@ -317,7 +320,7 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
     const ping = { truckId: "truck-1", lat: 52.52, lon: 13.405, at: now }
     const posted = await fetch(`http://127.0.0.1:${t.port}/positions`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...testAuth().headers.positions },
       body: JSON.stringify({ positions: [ping] }),
     })
     assert.is(posted.status, 202)

@@ -8,7 +8,7 @@ import * as assert from "uvu/assert"
 import { type RouteCalculated, type Stop, subjectOf, topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
-import { connectTo, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 
 // read by routing.ts at import: a short publish bound keeps the stalled-server test quick
 process.env.ROUTING_PUBLISH_TIMEOUT_MS = "1500"
@@ -53,7 +53,7 @@ const request = (over: Record<string, unknown> = {}) => ({ truckId: "truck-7", c
 function post(body: unknown, headers: Record<string, string> = {}): Promise<Response> {
   return fetch(`${base}/routes`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...headers },
+    headers: { "content-type": "application/json", ...testAuth().headers.routes, ...headers },
     body: typeof body === "string" ? body : JSON.stringify(body),
   })
 }
@@ -130,6 +130,10 @@ test("validation - 400 names each wrong field by its path, and nothing is publis
   ])
   assert.equal(await issuePaths(await post(request({ depot: { lat: 52.5, lon: 181 } }))), ["depot.lon"])
   assert.equal(await issuePaths(await post(request({ departAt: "tomorrow" }))), ["departAt"])
+  assert.equal(await issuePaths(await post(request({ departAt: "2026-02-30T08:00:00Z" }))), ["departAt"])
+  assert.equal(await issuePaths(await post(request({ truckId: "truck\r\n7" }))), ["truckId"])
+  assert.equal(await issuePaths(await post(request({ customerId: "acme\u0000" }))), ["customerId"])
+  assert.equal(await issuePaths(await post(request({ stops: [{ id: "a\u007f", lat: 52.5, lon: 13.4 }] }))), ["stops.0.id"])
   assert.equal(await issuePaths(await post(request({ colour: "red" }))), ["colour"])
   assert.equal(await issuePaths(await post("42")), [""])
   const badJson = await post("{not json")
@@ -146,7 +150,7 @@ test("limits - 413 past ROUTING_MAX_BODY_BYTES (default 256 KiB), 415 for anythi
   const tooBig = await post(big)
   assert.is(tooBig.status, 413)
   assert.match(((await tooBig.json()) as { error: string }).error, /262144-byte limit/)
-  const text = await fetch(`${base}/routes`, { method: "POST", headers: { "content-type": "text/plain" }, body: JSON.stringify(request()) })
+  const text = await fetch(`${base}/routes`, { method: "POST", headers: { "content-type": "text/plain", ...testAuth().headers.routes }, body: JSON.stringify(request()) })
   assert.is(text.status, 415)
   assert.is(((await text.json()) as { status: number }).status, 415)
   assert.is((await routingMessages()).length, 0)
@@ -225,7 +229,7 @@ test("fresh dev server - routing provisions its own stream and bucket at start, 
     assert.is((await fjsm.streams.info("KV_routing-requests")).config.max_age, nanos(24 * 3600 * 1000))
     const res = await fetch(`http://127.0.0.1:${other.port}/routes`, {
       method: "POST",
-      headers: { "content-type": "application/json", "idempotency-key": "fresh-1" },
+      headers: { "content-type": "application/json", "idempotency-key": "fresh-1", ...testAuth().headers.routes },
       body: JSON.stringify(request()),
     })
     assert.is(res.status, 202)

@@ -10,7 +10,7 @@ import { getJson, updateJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { connectTo, natsFixture, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, natsFixture, type TestServer, testAuth, waitUntil } from "./harness.ts"
 
 // read when the worker module loads: a short bound so the "NATS hangs" case answers quickly
 process.env.TRACKING_PUBLISH_TIMEOUT_MS = "1500"
@@ -76,7 +76,7 @@ test.after(async () => {
 
 const url = (path: string) => `http://127.0.0.1:${w.port}${path}`
 const post = (body: unknown, type = "application/json") =>
-  fetch(url("/positions"), { method: "POST", headers: { "content-type": type }, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) })
+  fetch(url("/positions"), { method: "POST", headers: { "content-type": type, ...testAuth().headers.positions }, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) })
 
 const at = (hms: string) => `2026-11-25T${hms}.000Z`
 const ping = (truckId: string, lat: number, lon: number, hms: string, speedKmh?: number): PositionReported => ({
@@ -215,6 +215,13 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
     [{ positions: Array.from({ length: 501 }, (_, i) => ({ ...ok, at: new Date(Date.parse(ok.at) + i * 1000).toISOString() })) }, ["positions"]],
     [{ positions: [{ ...ok, speedKmh: -1 }] }, ["positions.0.speedKmh"]],
     [{ positions: [ok], extra: 1 }, ["extra"]],
+    // a day that does not exist (Date.parse would roll it over to March 2), and ids with control characters
+    [{ positions: [ok, { ...ok, at: "2026-02-30T08:00:00Z" }] }, ["positions.1.at"]],
+    [{ positions: [{ ...ok, at: "2026-11-25T08:00:00" }] }, ["positions.0.at"]],
+    [{ positions: [{ ...ok, truckId: "t\r\nX-Injected: 1" }] }, ["positions.0.truckId"]],
+    [{ positions: [{ ...ok, truckId: "t\u0000" }] }, ["positions.0.truckId"]],
+    // more than TRACKING_MAX_FUTURE_SKEW_SECONDS (300) ahead: the one ping is named, the batch refused whole
+    [{ positions: [ok, { ...ok, at: at("08:00:01") }, { ...ok, at: at("08:00:02") }, { ...ok, at: new Date(Date.now() + 3600_000).toISOString() }] }, ["positions.3.at"]],
   ]
   for (const [body, paths] of cases) {
     const res = await post(body)
@@ -226,9 +233,12 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
     assert.ok(json.issues.every((i) => i.message.length > 0))
   }
   assert.is((await post({ positions: [ok] }, "text/plain")).status, 415)
-  const big = await fetch(url("/positions"), { method: "POST", headers: { "content-type": "application/json" }, body: "x".repeat(600 * 1024) })
+  const big = await fetch(url("/positions"), { method: "POST", headers: { "content-type": "application/json", ...testAuth().headers.positions }, body: "x".repeat(600 * 1024) })
   assert.is(big.status, 413)
   assert.is((await stored("PositionReported")).length, before)
+  // within the skew: a gateway clock a little ahead is no reason to refuse
+  const soon = { ...ok, truckId: "t-skew", at: new Date(Date.now() + 240_000).toISOString() }
+  assert.is((await post({ positions: [soon] })).status, 202)
 })
 
 test("route then pings - the next stop advances and EtaUpdated is emitted only past the threshold", async () => {

@@ -1,11 +1,13 @@
 // `logiflow up` (npm start) as a user runs it: nats-server from nats.conf, every worker under its own user,
 // a route in at routing comes out as an invoice at the portal, and one SIGTERM stops it all.
+import { execFileSync } from "node:child_process"
 import { mkdtemp, rm } from "node:fs/promises"
-import { tmpdir } from "node:os"
+import { tmpdir, userInfo } from "node:os"
 import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { portInUse } from "../mesh/cli/natsd.ts"
+import { operatorName } from "../mesh/cli/up.ts"
 import { freePort, spawnTs, waitUntil } from "./harness.ts"
 
 const test = suite("up")
@@ -19,7 +21,7 @@ test.after(async () => {
 
 const workers = ["routing", "invoice", "tracking", "portal", "ops"] as const
 
-test("up - nats-server + every worker, a route becomes an invoice on the portal, SIGTERM stops everything", async () => {
+test("up - nats-server + every worker, generated credentials: the printed curl line's route becomes an invoice on acme's one-click portal link; SIGTERM stops everything", async () => {
   const ports = Object.fromEntries(await Promise.all(workers.map(async (w) => [w, await freePort()] as const)))
   const natsPort = await freePort()
   const env: Record<string, string | undefined> = {
@@ -28,30 +30,49 @@ test("up - nats-server + every worker, a route becomes an invoice on the portal,
     NATS_MONITOR_PORT: String(await freePort()),
     LOG_LEVEL: "info",
     ...Object.fromEntries(workers.map((w) => [`${w.toUpperCase()}_PORT`, String(ports[w])])),
+    // none of the test credentials: `npm start` generates its own and prints them as links
+    PORTAL_SECRET: undefined,
+    LOGIFLOW_OPERATORS: undefined,
+    LOGIFLOW_API_KEYS: undefined,
+    FLEET_API_KEY: undefined,
   }
   const up = spawnTs("mesh/cli/main.ts", env, ["up", "--no-fleet", "--data-dir", dir])
   try {
-    await up.waitFor(/ops token/, 60_000)
+    await up.waitFor(/Ctrl-C stops everything/, 60_000)
     assert.ok(up.lines.some((l) => l.includes(`nats-server on nats://127.0.0.1:${natsPort}`)), "started its own server on the given port")
     for (const w of workers) {
       await waitUntil(() => fetch(`http://127.0.0.1:${ports[w]}/readyz`).then((r) => r.status === 200, () => false), { what: `${w} ready`, timeoutMs: 60_000 })
     }
-    const res = await fetch(`http://127.0.0.1:${ports.routing}/routes`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ truckId: "truck-up", customerId: "acme", depot: { lat: 52.52, lon: 13.405 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }] }),
-    })
-    assert.is(res.status, 202)
-    const { routeId } = (await res.json()) as { routeId: string }
+    const said = (re: RegExp) => up.lines.map((l) => re.exec(l)).find((m) => m)
+    // the printed curl line, run as printed
+    const curl = said(/try it \(API key "dispatcher"\): (curl .*)$/)![1]!
+    const { routeId } = JSON.parse(execFileSync("sh", ["-c", curl], { encoding: "utf8" })) as { routeId: string }
+    assert.match(routeId, /^[0-9a-f-]{36}$/)
+    assert.ok(said(/try it .*-X POST http:\/\/127\.0\.0\.1:(\d+)\/routes/)![1] === String(ports.routing))
+    // one link per customer with a tariff; acme's signs in (a cookie) and shows acme's invoice
+    const portalLinks = Object.fromEntries(["acme", "globex", "initech"].map((c) => [c, said(new RegExp(`portal for ${c}: (http://127\\.0\\.0\\.1:${ports.portal}/login\\?token=\\S+)$`))?.[1]]))
+    assert.ok(Object.values(portalLinks).every(Boolean), JSON.stringify(portalLinks))
+    const login = await fetch(portalLinks.acme!, { redirect: "manual" })
+    assert.is(login.status, 303)
+    const cookie = login.headers.get("set-cookie")!.split(";")[0]!
     const invoices = await waitUntil(
       async () => {
-        const r = await fetch(`http://127.0.0.1:${ports.portal}/api/invoices?customerId=acme`)
+        const r = await fetch(`http://127.0.0.1:${ports.portal}/api/invoices`, { headers: { cookie } })
         const body = (await r.json()) as { invoices: { routeId: string }[] }
         return body.invoices.length ? body.invoices : null
       },
       { what: "the invoice on the portal", timeoutMs: 30_000 },
     )
     assert.equal(invoices.map((i) => i.routeId), [routeId])
+    // the ops link signs in as the OS user
+    const opsLink = said(new RegExp(`ops dashboard: (http://127\\.0\\.0\\.1:${ports.ops}/login\\?token=\\S+)`))![1]!
+    const opsLogin = await fetch(opsLink, { redirect: "manual" })
+    assert.is(opsLogin.status, 303)
+    const session = await fetch(`http://127.0.0.1:${ports.ops}/api/session`, { headers: { cookie: opsLogin.headers.get("set-cookie")!.split(";")[0]! } })
+    assert.equal(await session.json(), { operator: operatorName(userInfo().username) })
+    // nothing without a credential
+    assert.is((await fetch(`http://127.0.0.1:${ports.portal}/api/invoices`)).status, 401)
+    assert.is((await fetch(`http://127.0.0.1:${ports.routing}/routes`, { method: "POST" })).status, 401)
     // each worker runs as its own nats.conf user, not as admin
     assert.ok(up.lines.some((l) => /routing\s*│.*ready/.test(l)))
   } finally {

@@ -1,7 +1,7 @@
 // workers/fleet.ts — a truck simulator for demos and benches: trucks around Berlin ask routing for routes over HTTP
 // and report their positions to tracking, like real trucks would. The simulation is pure; only the loop does I/O.
 import { type PositionReported, type Stop } from "../contracts/mod.ts"
-import { env, envInt, type Logger, newId, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
+import { env, envInt, type Logger, newId, type Runtime, runWhenMain, secret, worker } from "../mesh/mod.ts"
 import { haversineKm, type Point } from "./plan.ts"
 
 const config = {
@@ -159,8 +159,12 @@ function simulator(rt: Runtime) {
   const positionOutcomes = rt.metrics.counter("fleet_position_posts_total", "Position batches posted by outcome")
   const abort = new AbortController()
   const signal = () => AbortSignal.any([abort.signal, AbortSignal.timeout(config.requestTimeoutMs)])
+  // like a real dispatcher and truck gateway, the simulator needs an API key with both scopes (routes+positions)
+  const apiKey = secret("FLEET_API_KEY")
+  if (!apiKey) rt.log.warn("FLEET_API_KEY is not set: routing and tracking will refuse the simulator's requests with 401")
+  const auth: Record<string, string> = apiKey ? { authorization: `Bearer ${apiKey}` } : {}
   const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
-    fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body), signal: signal() })
+    fetch(url, { method: "POST", headers: { "content-type": "application/json", ...auth, ...headers }, body: JSON.stringify(body), signal: signal() })
 
   async function requestRoute(truckId: string): Promise<void> {
     const truck = fleet.trucks.find((t) => t.id === truckId)!
@@ -177,7 +181,8 @@ function simulator(rt: Runtime) {
         return routeOutcomes.inc({ outcome: "accepted" })
       }
       routeOutcomes.inc({ outcome: String(res.status) })
-      if (res.status >= 500 || res.status === 429) return routing.fail(`${res.status}: ${answer.error ?? res.statusText}`)
+      // unavailable, over the key's rate, or the key refused: retried quietly, and the outage logged once
+      if (res.status >= 500 || res.status === 429 || res.status === 401 || res.status === 403) return routing.fail(`${res.status}: ${answer.error ?? res.statusText}`)
       // routing refused this request for good (400, 422): retrying it would fail forever
       pending.delete(truckId)
       rt.log.warn("routing refused a route request", { truckId, status: res.status, error: answer.error })

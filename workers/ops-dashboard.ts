@@ -1,4 +1,6 @@
-// workers/ops-dashboard.ts — the ops page: plain HTML and a little JS over /api, no build step.
+// workers/ops-dashboard.ts — the ops page: plain HTML and a little JS over /api, no build step. It holds no data
+// itself: without an operator session it shows a sign-in form (GET /login?token=), and its requests carry the session
+// cookie, which scripts cannot read.
 // Every value from the API goes into the page as text (textContent / Text nodes), never as markup:
 // payloads and error messages are whatever a producer sent.
 
@@ -15,7 +17,7 @@ export function dashboardPage(nonce: string): string {
   header { display: flex; gap: 1rem; align-items: baseline; padding: .7rem 1.2rem; background: #1d2330; color: #fff; }
   header h1 { font-size: 1.1rem; margin: 0; }
   header .grow { flex: 1; }
-  header button { background: #3b4660; color: #fff; border: 0; border-radius: 4px; padding: .25rem .6rem; cursor: pointer; }
+  header a { color: #cfd8ea; }
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
   section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
@@ -50,19 +52,29 @@ export function dashboardPage(nonce: string): string {
   <span class="grow"></span>
   <label><input type="checkbox" id="auto" checked> auto-refresh</label>
   <span id="updated" class="muted"></span>
-  <button id="forget" type="button">forget token</button>
+  <span id="who"></span>
+  <a id="signout" href="/logout" hidden>sign out</a>
 </header>
 <main>
   <p id="message" role="status"></p>
-  <section>
+  <section id="signin" hidden>
+    <h2>Sign in</h2>
+    <p>Open the sign-in link you were given (<code>npm start</code> prints one), or paste your operator token: one of
+    <code>LOGIFLOW_OPERATORS</code>.</p>
+    <form method="get" action="/login">
+      <label>operator token <input type="password" name="token" autocomplete="off" required></label>
+      <button type="submit">sign in</button>
+    </form>
+  </section>
+  <section class="desk">
     <h2>Workers</h2>
     <p id="workers"></p>
   </section>
-  <section>
+  <section class="desk">
     <h2>Consumer lag</h2>
     <div id="bars"></div>
   </section>
-  <section>
+  <section class="desk">
     <h2>Dead letters <span id="open-count" class="muted"></span></h2>
     <form id="filter">
       <label>consumer <select name="consumer"><option value="">all</option></select></label>
@@ -89,8 +101,9 @@ export function dashboardPage(nonce: string): string {
 </main>
 <script nonce="${nonce}">
 "use strict";
-const TOKEN = "logiflow-ops-token";
 const $ = (s) => document.querySelector(s);
+// thrown by a request answered 401: the page switches to the sign-in form instead of reporting an error
+class SignedOut extends Error {}
 // builds elements from text only: strings become Text nodes, so no value is ever parsed as HTML
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -112,26 +125,33 @@ function say(text, bad) {
   m.textContent = text;
   m.className = bad ? "bad" : "";
 }
+function signedOut(why) {
+  $("#signin").hidden = false;
+  document.querySelectorAll("section.desk, #detail").forEach((s) => (s.hidden = true));
+  $("#who").textContent = "";
+  $("#signout").hidden = true;
+  say(why || "", !!why);
+}
+function signedIn(name) {
+  if (!$("#signin").hidden) {
+    $("#signin").hidden = true;
+    document.querySelectorAll("section.desk").forEach((s) => (s.hidden = false));
+  }
+  $("#who").textContent = "signed in as " + name;
+  $("#signout").hidden = false;
+}
 async function getJson(path) {
   const r = await fetch(path, { headers: { accept: "application/json" } });
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401) throw new SignedOut(body.error);
   if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
   return body;
 }
+// the session cookie goes along, and the browser adds Origin and Sec-Fetch-Site, which the server checks
 async function mutate(path, body) {
-  let token = sessionStorage.getItem(TOKEN);
-  if (!token) {
-    token = (prompt("Ops token (LOGIFLOW_OPS_TOKEN)") || "").trim();
-    if (!token) return say("no token given; nothing changed", true);
-    sessionStorage.setItem(TOKEN, token);
-  }
-  const r = await fetch(path, {
-    method: "POST",
-    headers: { authorization: "Bearer " + token, "content-type": "application/json" },
-    body: JSON.stringify(body || {}),
-  });
+  const r = await fetch(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body || {}) });
   const out = await r.json().catch(() => ({}));
-  if (r.status === 401) sessionStorage.removeItem(TOKEN);
+  if (r.status === 401) return signedOut("your session has ended: sign in again");
   if (!r.ok) return say(out.error || r.status + " " + r.statusText, true);
   say(out.replayed !== undefined ? "replayed " + out.replayed + " entries" : out.id + " is now " + out.state);
   await refresh();
@@ -176,7 +196,7 @@ function actions(e) {
 function renderEntries(page) {
   $("#entries tbody").replaceChildren(
     ...page.entries.map((e) =>
-      el("tr", { "data-id": e.id, onclick: () => showDetail(e.id) },
+      el("tr", { "data-id": e.id, onclick: () => showDetail(e.id).catch((err) => (err instanceof SignedOut ? signedOut("your session has ended: sign in again") : say(err.message, true))) },
         el("td", {}, e.failedAt),
         el("td", {}, e.id),
         el("td", {}, e.consumer),
@@ -209,22 +229,25 @@ async function refresh() {
     const f = new FormData($("#filter"));
     const q = new URLSearchParams([...f].filter(([, v]) => v !== ""));
     q.set("limit", "200");
-    const [st, page] = await Promise.all([getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    const [me, st, page] = await Promise.all([getJson("/api/session"), getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    signedIn(me.operator);
     renderWorkers(st);
     renderBars(st);
     renderEntries(page);
     if (openId) await showDetail(openId);
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (err) {
-    say("refresh failed: " + err.message, true);
+    if (err instanceof SignedOut) signedOut();
+    else say("refresh failed: " + err.message, true);
   }
 }
 $("#filter").addEventListener("input", refresh);
 $("#filter").addEventListener("submit", (e) => e.preventDefault());
 $("#d-close").addEventListener("click", () => { openId = null; $("#detail").hidden = true; });
-$("#forget").addEventListener("click", () => { sessionStorage.removeItem(TOKEN); say("token forgotten"); });
 (function loop() {
   const next = () => setTimeout(loop, 3000);
+  // signed out, it waits for the sign-in form (a page load) instead of asking again every few seconds
+  if (!$("#signin").hidden) return;
   if ($("#auto").checked && !document.hidden) refresh().finally(next); else next();
 })();
 </script>

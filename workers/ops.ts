@@ -1,6 +1,6 @@
 // workers/ops.ts — the safety net and the operator's desk. Files the dead letters no worker could file (a crash or
 // hang on the final delivery, seen through the server's MAX_DELIVERIES advisory), indexes every DLQ entry in the
-// `dlq-entries` bucket, and serves the DLQ API and the dashboard (8084, OPS_PORT).
+// `dlq-entries` bucket, and serves the DLQ API and the dashboard (8084, OPS_PORT) to named operators.
 import type { IRequest } from "itty-router"
 import {
   type Admin,
@@ -17,45 +17,82 @@ import {
   status,
   toFilter,
 } from "../mesh/admin/mod.ts"
-import { env, readJson, type Runtime, runWhenMain, worker, type Worker } from "../mesh/mod.ts"
+import {
+  cookie,
+  type Operators,
+  operatorsFromEnv,
+  presented,
+  randomSecret,
+  readJson,
+  type Runtime,
+  runWhenMain,
+  sameOrigin,
+  sessionCookie,
+  signToken,
+  verifyToken,
+  worker,
+  type Worker,
+} from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
 
 export type OpsConfig = {
-  /** bearer token for mutations (replay, discard); unset = mutations refused with 503 */
-  token?: string
+  /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
+  operators?: Operators
 }
 
-export const opsConfig = (): OpsConfig => ({ token: env("LOGIFLOW_OPS_TOKEN") || undefined })
+const COOKIE = "logiflow_ops"
+// a session outlives a working day, not a week; ops restarting ends every session (its key lives in memory only)
+const SESSION_SECONDS = 12 * 3600
+type Signed = IRequest & { operator: string }
 
-const sha256 = async (s: string) => new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)))
+const denied = (status: number, error: string, headers: Record<string, string> = {}) => Response.json({ status, error }, { status, headers })
 
-/** Compares digests in constant time, so response timing says nothing about how much of a guess was right. */
-export async function sameSecret(given: string, expected: string): Promise<boolean> {
-  const [a, b] = await Promise.all([sha256(given), sha256(expected)])
-  let diff = 0
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!
-  return diff === 0
-}
-
-/** undefined when the request may mutate; otherwise the refusal. */
-async function refusal(request: Request, token: string | undefined): Promise<Response | undefined> {
-  if (!token) {
-    return Response.json(
-      { status: 503, error: "mutations are disabled: set LOGIFLOW_OPS_TOKEN for the ops worker and send it as Authorization: Bearer <token>" },
-      { status: 503 },
-    )
+/**
+ * Every read and every action needs a named operator: `Authorization: Bearer <token>`, or the session cookie that
+ * GET /login?token= sets for the dashboard. A POST carried by that cookie must come from this origin's own page
+ * (Sec-Fetch-Site or Origin), so another site cannot make an operator's browser replay or discard (CSRF).
+ */
+function operatorGate(operators: Operators, sessionKey: string) {
+  const disabled = "the ops API is disabled: no operators are configured; set LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) to name:token entries"
+  const who = async (request: Request): Promise<{ name?: string; via?: "bearer" | "cookie"; tried: boolean }> => {
+    const bearer = presented(request)
+    if (bearer) return { name: await operators.find(bearer), via: "bearer", tried: true }
+    const session = cookie(request, COOKIE)
+    const name = session ? (await verifyToken(sessionKey, session))?.subject : undefined
+    // an operator removed from the list loses a session it still holds
+    return { name: name && operators.names.includes(name) ? name : undefined, via: "cookie", tried: !!session }
   }
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get("authorization") ?? "")
-  if (m && (await sameSecret(m[1]!, token))) return undefined
-  return Response.json(
-    { status: 401, error: m ? "wrong bearer token" : "missing bearer token (Authorization: Bearer <LOGIFLOW_OPS_TOKEN>)" },
-    { status: 401, headers: { "www-authenticate": 'Bearer realm="logiflow-ops"' } },
-  )
+  const gate = (mutation: boolean) => async (request: IRequest) => {
+    if (operators.names.length === 0) return denied(503, disabled)
+    const w = await who(request)
+    if (!w.name) {
+      const error = w.tried ? "unknown operator token, or the session has expired" : "sign in: open GET /login?token=<your operator token>, or send Authorization: Bearer <token>"
+      return denied(401, error, { "www-authenticate": 'Bearer realm="logiflow-ops"' })
+    }
+    if (mutation && w.via === "cookie" && !sameOrigin(request)) return denied(403, "cross-site request refused: actions with the session cookie must come from the ops dashboard itself")
+    ;(request as Signed).operator = w.name
+  }
+  const login = async (request: IRequest) => {
+    if (operators.names.length === 0) return denied(503, disabled)
+    const name = await operators.find(new URL(request.url).searchParams.get("token") ?? "")
+    if (!name) return signInFailed()
+    const session = await signToken(sessionKey, name, Math.floor(Date.now() / 1000) + SESSION_SECONDS)
+    const headers = { location: "/", "set-cookie": sessionCookie(request, COOKIE, session, SESSION_SECONDS), "cache-control": "no-store", "referrer-policy": "no-referrer" }
+    return new Response(null, { status: 303, headers })
+  }
+  const logout = (request: IRequest) => new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } })
+  return { read: gate(false), act: gate(true), login, logout }
 }
+
+const signInFailed = () =>
+  new Response('<!doctype html><html lang="en"><meta charset="utf-8"><title>LogiFlow ops</title><p>That operator token was not accepted. <a href="/">Back to sign in</a></p></html>', {
+    status: 401,
+    headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": "default-src 'none'", "cache-control": "no-store" },
+  })
 
 const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)
 
-export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
+export function opsWorker(cfg: OpsConfig = {}): Worker {
   let rt: Runtime | undefined
   let admin: Promise<Admin> | undefined
   // handlers may run before onStart (consumers are bound first), so the clients are made on first use
@@ -65,9 +102,6 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
       throw err
     }))
   let counted: { advisories(outcome: string): void; indexed(created: boolean): void } = { advisories() {}, indexed() {} }
-
-  const mutation = (fn: (req: IRequest, a: Admin) => Promise<unknown>) => async (req: IRequest) =>
-    (await refusal(req, cfg.token)) ?? fn(req, await adminOf())
 
   return worker({
     name: "ops",
@@ -89,6 +123,9 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
     },
     routes(router, runtime) {
       rt = runtime
+      const operators = cfg.operators ?? operatorsFromEnv()
+      if (operators.names.length === 0) runtime.log.warn("no operators configured: the ops API answers 503 until LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) is set")
+      const { read, act, login, logout } = operatorGate(operators, randomSecret())
       const advisories = runtime.metrics.counter("logiflow_ops_advisories_total", "Advisories handled, by outcome (filed, already-filed, ignored)")
       const indexed = runtime.metrics.counter("logiflow_ops_dlq_indexed_total", "DLQ messages indexed; created=false: a duplicate of an indexed failure")
       counted = { advisories: (outcome) => advisories.inc({ outcome }), indexed: (created) => indexed.inc({ created: String(created) }) }
@@ -106,8 +143,9 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
       })
       // generated from contracts/ by `npm run asyncapi`; a JSON import works unchanged on Node and Deno
       let contract: Promise<unknown> | undefined
-      router.get("/asyncapi.json", async () => (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object)
+      router.get("/asyncapi.json", read, async () => (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object)
 
+      // the page itself holds no data: it loads without a session and shows a sign-in form until it has one
       router.get("/", () => {
         const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))))
         return new Response(dashboardPage(nonce), {
@@ -115,27 +153,28 @@ export function opsWorker(cfg: OpsConfig = opsConfig()): Worker {
             "content-type": "text/html; charset=utf-8",
             "cache-control": "no-store",
             // a payload that slipped past escaping still could not run: only the page's own script has the nonce
-            "content-security-policy": `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+            "content-security-policy": `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,
             "x-content-type-options": "nosniff",
           },
         })
       })
-      router.get("/api/status", async () => status(await adminOf()))
-      router.get("/api/dlq", async ({ query }) => {
+      router.get("/login", login)
+      router.get("/logout", logout)
+      router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
+      router.get("/api/status", read, async () => status(await adminOf()))
+      router.get("/api/dlq", read, async ({ query }) => {
         const { limit, cursor, ...filter } = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, one(v)]))
         return listEntries(await adminOf(), toFilter(filter), { limit: limit ? Number(limit) : 50, cursor })
       })
-      router.get("/api/dlq/:id", async ({ params }) => showEntry(await adminOf(), params.id!))
-      router.post(
-        "/api/dlq/replay",
-        mutation(async (req, a) => {
-          const body = await readJson(req, 16 * 1024)
-          if (!body || typeof body !== "object" || Array.isArray(body)) return Response.json({ status: 400, error: "body must be a JSON object of filters" }, { status: 400 })
-          return replayMatching(a, toFilter(body as Record<string, unknown>), "api")
-        }),
-      )
-      router.post("/api/dlq/:id/replay", mutation(async ({ params }, a) => replayEntry(a, params.id!, "api")))
-      router.post("/api/dlq/:id/discard", mutation(async ({ params }, a) => discardEntry(a, params.id!, "api")))
+      router.get("/api/dlq/:id", read, async ({ params }) => showEntry(await adminOf(), params.id!))
+      // the history records who did it: the operator's name
+      router.post("/api/dlq/replay", act, async (req: Signed) => {
+        const body = await readJson(req, 16 * 1024)
+        if (!body || typeof body !== "object" || Array.isArray(body)) return Response.json({ status: 400, error: "body must be a JSON object of filters" }, { status: 400 })
+        return replayMatching(await adminOf(), toFilter(body as Record<string, unknown>), req.operator)
+      })
+      router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await adminOf(), req.params.id!, req.operator))
+      router.post("/api/dlq/:id/discard", act, async (req: Signed) => discardEntry(await adminOf(), req.params.id!, req.operator))
     },
   })
 }

@@ -1,10 +1,14 @@
 // workers/portal.ts — the customer portal: its own read model of trucks (RouteCalculated + EtaUpdated) and invoices
-// (InvoiceGenerated), kept in KV and served as JSON and one small HTML page. It never calls another worker, so with
-// routing, invoice or tracking down it still answers, from what it last applied, and says how old that is.
+// (InvoiceGenerated), kept in KV and served as JSON and one small HTML page to each signed-in customer, about that
+// customer only. It never calls another worker, so with routing, invoice or tracking down it still answers, from
+// what it last applied, and says how old that is.
 import type { KV } from "@nats-io/kv"
 import { type IRequest, type RouterType, StatusError } from "itty-router"
-import type { EtaUpdated, InvoiceGenerated, RouteCalculated, Stop } from "../contracts/mod.ts"
-import { envInt, kvKey, type Logger, type Runtime, runWhenMain, updateJson, worker } from "../mesh/mod.ts"
+import { type EtaUpdated, type InvoiceGenerated, parseTime, type RouteCalculated, type Stop } from "../contracts/mod.ts"
+import { cookie, envInt, kvKey, type Logger, presented, type Runtime, runWhenMain, secret, sessionCookie, updateJson, verifyToken, worker } from "../mesh/mod.ts"
+import { csp, renderPage, signInPage } from "./portal-page.ts"
+
+export { escapeHtml, formatCents, formatTime } from "./portal-page.ts"
 
 const config = {
   staleSeconds: envInt("PORTAL_STALE_SECONDS", 300),
@@ -27,7 +31,8 @@ export type TruckDoc = {
   tracked?: { routeId: string; eta: string; nextStopId?: string; remainingKm: number; at: string }
 }
 
-const ms = (iso: string) => Date.parse(iso)
+// times in events passed the contract's parser, so they parse here
+const ms = (iso: string) => parseTime(iso)!
 
 export function applyRoute(prev: TruckDoc | undefined, r: RouteCalculated): TruckDoc {
   const old = prev?.route
@@ -160,10 +165,11 @@ async function follow(rt: Runtime): Promise<void> {
 
 // --- queries --------------------------------------------------------------------------------------------------
 
-export function listTrucks(m: ReadModel, customerId?: string, now = Date.now()): { trucks: TruckView[]; asOf: string | null } {
+/** The trucks whose current route is for `customerId`. */
+export function listTrucks(m: ReadModel, customerId: string, now = Date.now()): { trucks: TruckView[]; asOf: string | null } {
   const trucks = [...m.trucks.values()]
     .map((d) => truckView(d, now))
-    .filter((t): t is TruckView => !!t && (customerId === undefined || t.customerId === customerId))
+    .filter((t): t is TruckView => !!t && t.customerId === customerId)
     .sort((a, b) => (a.truckId < b.truckId ? -1 : a.truckId > b.truckId ? 1 : 0))
   return { trucks, asOf: m.asOf.trucks }
 }
@@ -176,220 +182,81 @@ export function listInvoices(m: ReadModel, customerId: string, now = Date.now())
   return { invoices, asOf: m.asOf.invoices }
 }
 
-// --- the page -------------------------------------------------------------------------------------------------
-
-const ENTITIES: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }
-
-/** For text and quoted attribute values; every data value on the page goes through it. */
-export const escapeHtml = (value: unknown): string => String(value ?? "").replace(/[&<>"']/g, (c) => ENTITIES[c]!)
-
-/** 123456, "EUR" → "EUR 1,234.56": integer arithmetic, so no float ever rounds a cent. */
-export function formatCents(cents: number, currency: string): string {
-  const whole = String(Math.floor(cents / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, ",")
-  return `${currency} ${whole}.${String(cents % 100).padStart(2, "0")}`
-}
-
-/** "2026-11-25T10:00:00.000Z" → "2026-11-25 10:00:00 UTC" (one zone for every reader, no locale guessing). */
-export const formatTime = (iso: string | null | undefined): string =>
-  iso ? new Date(iso).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC") : "—"
-
-const CSS = `
-:root{--ink:#1d2430;--mute:#5b6675;--line:#e3e7ee;--bg:#f6f8fb;--accent:#0b63ce;--warn:#b54708;--warnbg:#fff4e5}
-*{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--ink);background:var(--bg)}
-header{background:#fff;border-bottom:1px solid var(--line);padding:14px 24px;display:flex;gap:16px;align-items:baseline;flex-wrap:wrap}
-h1{font-size:18px;margin:0}h2{font-size:16px;margin:0 0 8px}main{max-width:1100px;margin:0 auto;padding:20px 24px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:16px;margin-bottom:20px;overflow-x:auto}
-table{width:100%;border-collapse:collapse}th,td{text-align:left;padding:7px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-td{white-space:nowrap}th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--mute)}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:var(--mute);font-size:13px}.empty{color:var(--mute);padding:12px 8px}
-.badge{display:inline-block;font-size:11px;font-weight:600;padding:1px 7px;border-radius:10px;margin-left:6px;vertical-align:1px}
-.stale{background:var(--warnbg);color:var(--warn);border:1px solid #f5c58a}.tracked{background:#e8f1fd;color:var(--accent)}.planned{background:#eef0f3;color:var(--mute)}
-form{display:flex;gap:8px;align-items:center;margin-bottom:10px}input{font:inherit;padding:5px 8px;border:1px solid var(--line);border-radius:6px}
-button{font:inherit;padding:5px 12px;border:1px solid var(--accent);background:var(--accent);color:#fff;border-radius:6px;cursor:pointer}
-#status{margin-left:auto}#status.bad{color:var(--warn)}
-`
-
-/**
- * Runs in the browser. It builds every cell with textContent, never innerHTML: data can carry markup (a customer id
- * like `<script>`), and textContent shows it as text. Without a #portal element only the functions are defined, so a
- * test can run them against a stand-in document.
- */
-const CLIENT = `
-"use strict";
-function money(cents, currency) {
-  var whole = String(Math.floor(cents / 100)).replace(/\\B(?=(\\d{3})+(?!\\d))/g, ",");
-  return currency + " " + whole + "." + String(cents % 100).padStart(2, "0");
-}
-function when(iso) {
-  return iso ? new Date(iso).toISOString().replace("T", " ").replace(/\\.\\d+Z$/, " UTC") : "\\u2014";
-}
-function cell(text, cls) {
-  var td = document.createElement("td");
-  if (cls) td.className = cls;
-  td.textContent = text == null ? "\\u2014" : String(text);
-  return td;
-}
-function badge(text, cls) {
-  var b = document.createElement("span");
-  b.className = "badge " + cls;
-  b.textContent = text;
-  return b;
-}
-function asOfCell(entry) {
-  var td = cell(when(entry.updatedAt));
-  if (entry.stale) td.appendChild(badge("stale", "stale"));
-  return td;
-}
-function row(cells) {
-  var tr = document.createElement("tr");
-  cells.forEach(function (c) { tr.appendChild(c); });
-  return tr;
-}
-function fill(id, rows, columns, emptyText) {
-  var body = document.getElementById(id);
-  if (rows.length === 0) {
-    var td = cell(emptyText, "empty");
-    td.colSpan = columns;
-    rows = [row([td])];
-  }
-  body.replaceChildren.apply(body, rows);
-}
-function truckRow(t) {
-  var eta = cell(when(t.eta));
-  eta.appendChild(badge(t.etaSource, t.etaSource));
-  return row([cell(t.truckId), cell(t.customerId), cell(t.routeId), cell(t.nextStopId),
-    cell(t.remainingKm == null ? null : t.remainingKm.toFixed(1) + " km", "num"), eta, asOfCell(t)]);
-}
-function invoiceRow(i) {
-  return row([cell(i.invoiceId), cell(i.routeId), cell(i.truckId), cell(money(i.totalCents, i.currency), "num"), asOfCell(i)]);
-}
-// inside a function: a global "var status" would be window.status, which turns whatever is assigned into a string
-function main(page) {
-  var customer = page.getAttribute("data-customer");
-  var statusLine = document.getElementById("status");
-  var q = customer ? "?customerId=" + encodeURIComponent(customer) : "";
-  function get(path) {
-    return fetch(path, { headers: { accept: "application/json" } }).then(function (r) {
-      if (!r.ok) throw new Error("HTTP " + r.status);
-      return r.json();
-    });
-  }
-  function refresh() {
-    var jobs = [get("/api/trucks" + q).then(function (d) {
-      fill("trucks", d.trucks.map(truckRow), 7, "No trucks on the road.");
-      document.getElementById("trucks-asof").textContent = "as of " + when(d.asOf);
-    })];
-    if (customer) jobs.push(get("/api/invoices" + q).then(function (d) {
-      fill("invoices", d.invoices.map(invoiceRow), 5, "No invoices yet.");
-      document.getElementById("invoices-asof").textContent = "as of " + when(d.asOf);
-    }));
-    Promise.all(jobs).then(function () {
-      statusLine.className = "muted";
-      statusLine.textContent = "updated " + when(new Date().toISOString());
-    }, function (err) {
-      statusLine.className = "muted bad";
-      statusLine.textContent = "could not refresh (" + err.message + "); showing the last data";
-    });
-  }
-  setInterval(refresh, Number(page.getAttribute("data-refresh-ms")) || 5000);
-}
-if (typeof document !== "undefined" && document.getElementById("portal")) main(document.getElementById("portal"));
-`
-
-/** Trusted markup: the only way past `html`'s escaping. */
-class Markup {
-  constructor(readonly text: string) {}
-  toString() {
-    return this.text
-  }
-}
-
-const piece = (v: unknown): string => (v instanceof Markup ? v.text : Array.isArray(v) ? v.map(piece).join("") : escapeHtml(v))
-
-/** Every interpolated value is escaped unless it is Markup (built by `html` itself, or the page's own CSS/JS). */
-const html = (s: TemplateStringsArray, ...values: unknown[]) => new Markup(s.reduce((out, part, i) => out + part + (i < values.length ? piece(values[i]) : ""), ""))
-
-const asOfCell = (e: { updatedAt: string; stale: boolean }) =>
-  html`<td>${formatTime(e.updatedAt)}${e.stale ? html` <span class="badge stale">stale</span>` : ""}</td>`
-
-const emptyRow = (columns: number, text: string) => html`<tr><td class="empty" colspan="${columns}">${text}</td></tr>`
-
-const truckRow = (t: TruckView) =>
-  html`<tr><td>${t.truckId}</td><td>${t.customerId}</td><td>${t.routeId}</td><td>${t.nextStopId ?? "—"}</td>
-<td class="num">${t.remainingKm === null ? "—" : `${t.remainingKm.toFixed(1)} km`}</td>
-<td>${formatTime(t.eta)} <span class="badge ${t.etaSource}">${t.etaSource}</span></td>${asOfCell(t)}</tr>\n`
-
-const invoiceRow = (i: InvoiceView) =>
-  html`<tr><td>${i.invoiceId}</td><td>${i.routeId}</td><td>${i.truckId}</td><td class="num">${formatCents(i.totalCents, i.currency)}</td>${asOfCell(i)}</tr>\n`
-
-export function renderPage(m: ReadModel, customerId: string | undefined, now = Date.now()): string {
-  const trucks = listTrucks(m, customerId, now)
-  const invoices = customerId ? listInvoices(m, customerId, now) : undefined
-  return html`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>LogiFlow deliveries${customerId ? ` for ${customerId}` : ""}</title><style>${new Markup(CSS)}</style></head>
-<body><div id="portal" data-customer="${customerId ?? ""}" data-refresh-ms="${config.refreshSeconds * 1000}">
-<header><h1>LogiFlow deliveries</h1><span class="muted">${customerId ? `customer ${customerId}` : "all customers"}</span>
-<span id="status" class="muted">updated ${formatTime(new Date(now).toISOString())}</span></header>
-<main>
-<section><h2>Trucks <span id="trucks-asof" class="muted">as of ${formatTime(trucks.asOf)}</span></h2>
-<table><thead><tr><th>Truck</th><th>Customer</th><th>Route</th><th>Next stop</th><th>Remaining</th><th>ETA</th><th>As of</th></tr></thead>
-<tbody id="trucks">${trucks.trucks.length ? trucks.trucks.map(truckRow) : emptyRow(7, "No trucks on the road.")}</tbody></table></section>
-<section><h2>Invoices ${invoices ? html`<span id="invoices-asof" class="muted">as of ${formatTime(invoices.asOf)}</span>` : ""}</h2>
-<form method="get" action="/"><label for="customerId">Customer</label><input id="customerId" name="customerId" value="${customerId ?? ""}" required maxlength="128"><button>Show</button></form>
-${
-  invoices
-    ? html`<table><thead><tr><th>Invoice</th><th>Route</th><th>Truck</th><th>Total</th><th>As of</th></tr></thead>
-<tbody id="invoices">${invoices.invoices.length ? invoices.invoices.map(invoiceRow) : emptyRow(5, "No invoices yet.")}</tbody></table>`
-    : html`<p class="muted">Enter a customer id to see its invoices.</p>`
-}
-</section></main></div>
-<script>${new Markup(CLIENT)}</script></body></html>`.text
-}
-
-const sha256 = async (s: string) => btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)))))
-
-let cspHeader: Promise<string> | undefined
-// only the page's own script and style may run: markup that slipped past escaping still could not execute
-const csp = () =>
-  (cspHeader ??= Promise.all([sha256(CLIENT), sha256(CSS)]).then(
-    ([script, style]) =>
-      `default-src 'none'; script-src 'sha256-${script}'; style-src 'sha256-${style}'; connect-src 'self'; ` +
-      `form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
-  ))
-
 // --- HTTP -----------------------------------------------------------------------------------------------------
+
+const COOKIE = "logiflow_portal"
+const CONTROL_CHARS = /[\x00-\x1f\x7f-\x9f]/
+type Signed = IRequest & { customerId: string }
+
+const htmlResponse = (body: string, status = 200, headers: Record<string, string> = {}) =>
+  csp().then((policy) => new Response(body, { status, headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": policy, "x-content-type-options": "nosniff", "cache-control": "no-store", ...headers } }))
 
 const query = (request: Request, name: string) => new URL(request.url).searchParams.get(name) ?? undefined
 
+/** ?customerId= may only name the signed-in customer: asking for another is refused, not silently narrowed. */
+function ownOnly(request: Signed) {
+  const asked = query(request, "customerId")
+  if (asked !== undefined && asked !== request.customerId) throw new StatusError(403, `this sign-in is for customer ${request.customerId}; other customers' data is not available`)
+}
+
+/**
+ * A customer signs in with a token signed by PORTAL_SECRET (`logiflow token customer <id>`): a link to /login sets it as
+ * an HttpOnly cookie, and API clients may send it as a bearer token. Every answer is about that customer only: another
+ * customer's truck is "not found" like an unknown one, so ids cannot be probed.
+ */
 function routes(router: RouterType<IRequest>, rt: Runtime) {
   const m = modelOf(rt)
-  // customerId is optional here (all trucks without it): the page shows one customer's trucks next to its invoices
-  router.get("/api/trucks", (request) => listTrucks(m, query(request, "customerId") || undefined))
-  router.get("/api/trucks/:id", ({ params }) => {
+  const key = secret("PORTAL_SECRET")
+  if (key !== undefined && key.length < 32) throw new Error("PORTAL_SECRET must be at least 32 characters (e.g. openssl rand -base64 32)")
+  if (!key) rt.log.warn("PORTAL_SECRET is not set: no customer can sign in, the portal answers 503")
+  const unconfigured = "customer sign-in is not configured: an operator must set PORTAL_SECRET (or PORTAL_SECRET_FILE)"
+
+  const customerOf = async (request: Request) => {
+    const token = presented(request) ?? cookie(request, COOKIE)
+    return { token, customerId: token && key ? (await verifyToken(key, token))?.subject : undefined }
+  }
+  const signedIn = async (request: IRequest) => {
+    if (!key) throw new StatusError(503, unconfigured)
+    const { token, customerId } = await customerOf(request)
+    if (!customerId) {
+      const error = token ? "invalid or expired sign-in token" : "sign in first: open your portal link, or send Authorization: Bearer <token>"
+      return Response.json({ status: 401, error }, { status: 401, headers: { "www-authenticate": 'Bearer realm="logiflow-portal"' } })
+    }
+    ;(request as Signed).customerId = customerId
+  }
+
+  router.get("/login", async (request) => {
+    if (!key) return htmlResponse(signInPage(unconfigured), 503)
+    const token = query(request, "token") ?? ""
+    const valid = await verifyToken(key, token)
+    if (!valid) return htmlResponse(signInPage("This sign-in link is not valid, or it has expired. Ask your LogiFlow contact for a new one."), 401)
+    const cookieHeader = sessionCookie(request, COOKIE, token, valid.expiresAt - Date.now() / 1000)
+    // no-referrer: the next page must not pass the token on in a Referer header
+    return new Response(null, { status: 303, headers: { location: "/", "set-cookie": cookieHeader, "cache-control": "no-store", "referrer-policy": "no-referrer" } })
+  })
+  router.get("/logout", (request) => new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } }))
+  router.get("/", async (request) => {
+    if (!key) return htmlResponse(signInPage(unconfigured), 503)
+    const { token, customerId } = await customerOf(request)
+    if (!customerId) return htmlResponse(signInPage(token ? "Your sign-in has expired. Open a new link to sign in again." : undefined), 401)
+    return htmlResponse(renderPage({ customerId, trucks: listTrucks(m, customerId), invoices: listInvoices(m, customerId), refreshSeconds: config.refreshSeconds }))
+  })
+  router.get("/api/trucks", signedIn, (request: Signed) => (ownOnly(request), listTrucks(m, request.customerId)))
+  router.get("/api/trucks/:id", signedIn, (request: Signed) => {
     // itty-router hands over the raw path segment: "Lkw%207" must find truck "Lkw 7"
     let id: string
     try {
-      id = decodeURIComponent(params.id!)
+      id = decodeURIComponent(request.params.id!)
     } catch {
       throw new StatusError(400, "malformed truck id in the path")
     }
+    if (CONTROL_CHARS.test(id)) throw new StatusError(400, "a truck id has no control characters")
     const doc = m.trucks.get(kvKey(id))
     const view = doc && truckView(doc)
-    if (!view) throw new StatusError(404, `no truck ${id} with a route`)
+    if (!view || view.customerId !== request.customerId) throw new StatusError(404, `no truck ${id} with a route`)
     return view
   })
-  router.get("/api/invoices", (request) => {
-    const customerId = query(request, "customerId")
-    if (!customerId) throw new StatusError(400, "customerId is required, e.g. /api/invoices?customerId=acme")
-    return listInvoices(m, customerId)
-  })
-  router.get("/", async (request) => {
-    const body = renderPage(m, query(request, "customerId") || undefined)
-    return new Response(body, {
-      headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": await csp(), "x-content-type-options": "nosniff" },
-    })
-  })
+  router.get("/api/invoices", signedIn, (request: Signed) => (ownOnly(request), listInvoices(m, request.customerId)))
 }
 
 // --- wiring ---------------------------------------------------------------------------------------------------

@@ -3,8 +3,27 @@
 import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { ContractError, issuesOf, type RouteCalculated, Stop } from "../contracts/mod.ts"
-import { ApiCode, apiCode, env, envInt, isNoResponders, isNotFound, getJson, hex, kvKey, newId, readJson, requestTraceparent, retryLater, type Runtime, runWhenMain, withTimeout, worker } from "../mesh/mod.ts"
+import { ContractError, Id, issuesOf, parseTime, type RouteCalculated, Stop, Time } from "../contracts/mod.ts"
+import {
+  ApiCode,
+  apiCode,
+  env,
+  envInt,
+  getJson,
+  hex,
+  isNoResponders,
+  isNotFound,
+  kvKey,
+  newId,
+  readJson,
+  requestTraceparent,
+  requireApiKey,
+  retryLater,
+  type Runtime,
+  runWhenMain,
+  withTimeout,
+  worker,
+} from "../mesh/mod.ts"
 import { estimateEta, planRoute } from "./plan.ts"
 
 const config = {
@@ -20,7 +39,6 @@ export const REQUESTS_BUCKET = "routing-requests"
 
 // --- the request ----------------------------------------------------------------------------------------------
 
-const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(128))
 const Point = v.strictObject({
   lat: v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90)),
   lon: v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180)),
@@ -46,7 +64,7 @@ export const RouteRequest = v.strictObject({
   customerId: Id,
   depot: Point,
   stops: v.pipe(v.array(Stop), v.minLength(1, "at least 1 stop"), v.maxLength(200, "at most 200 stops"), uniqueIds),
-  departAt: v.optional(v.pipe(v.string(), v.isoTimestamp())),
+  departAt: v.optional(Time),
 })
 export type RouteRequest = v.InferOutput<typeof RouteRequest>
 
@@ -56,7 +74,7 @@ export type RouteAccepted = Pick<RouteCalculated, "routeId" | "eta" | "distanceK
 
 export function calculateRoute(req: RouteRequest, routeId: string, now: Date, opts = config): RouteCalculated {
   const { stops, distanceKm } = planRoute(req.depot, req.stops)
-  const departAt = req.departAt ? new Date(req.departAt) : now
+  const departAt = req.departAt ? new Date(parseTime(req.departAt)!) : now
   const eta = estimateEta(departAt, distanceKm, stops.length, opts)
   return {
     routeId,
@@ -201,7 +219,8 @@ const routing = worker({
   name: "routing",
   routes: (router, rt) => {
     const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes answered with 202 (accepted) or 503 (unavailable)")
-    router.post("/routes", (request) => postRoute(request, rt, outcomes))
+    // the key is checked before the body is read: an unknown client costs no parsing and no planning
+    router.post("/routes", requireApiKey(rt, "routes"), (request) => postRoute(request, rt, outcomes))
   },
 })
 

@@ -3,8 +3,20 @@
 // ETA customers see would move by more than a threshold. Tracking calls no other worker.
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { type EtaUpdated, issuesOf, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
-import { envInt, type Outgoing, readJson, requestTraceparent, retryLater, type Runtime, runWhenMain, updateJson, withTimeout, worker } from "../mesh/mod.ts"
+import { type EtaUpdated, issuesOf, parseTime, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
+import {
+  envInt,
+  type Outgoing,
+  readJson,
+  requestTraceparent,
+  requireApiKey,
+  retryLater,
+  type Runtime,
+  runWhenMain,
+  updateJson,
+  withTimeout,
+  worker,
+} from "../mesh/mod.ts"
 import { estimateEta, haversineKm, pathKm } from "./plan.ts"
 
 export type TrackingConfig = {
@@ -14,6 +26,8 @@ export type TrackingConfig = {
   etaThresholdSeconds: number
   publishTimeoutMs: number
   maxBodyBytes: number
+  /** a ping further ahead of this server's clock is refused: a wrong clock must not decide the state for hours */
+  maxFutureSkewSeconds: number
 }
 
 export const loadConfig = (): TrackingConfig => ({
@@ -23,6 +37,7 @@ export const loadConfig = (): TrackingConfig => ({
   etaThresholdSeconds: envInt("TRACKING_ETA_THRESHOLD_SECONDS", 120),
   publishTimeoutMs: envInt("TRACKING_PUBLISH_TIMEOUT_MS", 5000),
   maxBodyBytes: envInt("TRACKING_MAX_BODY_BYTES", 512 * 1024),
+  maxFutureSkewSeconds: envInt("TRACKING_MAX_FUTURE_SKEW_SECONDS", 300),
 })
 
 const config = loadConfig()
@@ -53,7 +68,8 @@ export type TruckTrack = {
   emitted?: EtaUpdated
 }
 
-const ms = (iso: string) => Date.parse(iso)
+// times in events passed the contract's parser, so they parse here
+const ms = (iso: string) => parseTime(iso)!
 const round3 = (x: number) => Math.round(x * 1000) / 1000
 
 export function applyRoute(prev: TruckTrack | undefined, r: RouteCalculated): TruckTrack {
@@ -96,7 +112,7 @@ export function applyPosition(
   const remaining = prev.stops.slice(nextStop)
   const remainingKm = pathKm(position, remaining)
   const speed = p.speedKmh !== undefined && p.speedKmh > MOVING_KMH ? p.speedKmh : cfg.avgSpeedKmh
-  const eta = estimateEta(new Date(p.at), remainingKm, remaining.length, {
+  const eta = estimateEta(new Date(ms(p.at)), remainingKm, remaining.length, {
     avgSpeedKmh: speed,
     serviceMinutesPerStop: cfg.serviceMinutes,
   }).toISOString()
@@ -126,6 +142,15 @@ export const PositionBatch = v.strictObject({
   ),
 })
 
+/** Positions stamped further ahead than the allowed skew, as issues naming each one (`positions.3.at`). */
+export function futurePositions(positions: PositionReported[], now: number, maxSkewSeconds = config.maxFutureSkewSeconds) {
+  return positions.flatMap((p, i) =>
+    ms(p.at) > now + maxSkewSeconds * 1000
+      ? [{ path: `positions.${i}.at`, message: `${p.at} is more than ${maxSkewSeconds} s ahead of this server's clock (${new Date(now).toISOString()})` }]
+      : [],
+  )
+}
+
 /** Deterministic: a client retrying a batch (after a timeout, say) publishes the same ids, and the stream dedupes. */
 export const positionId = (p: PositionReported) => `pos:${p.truckId}:${p.at}`
 
@@ -137,6 +162,9 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
   const body = await readJson(request, config.maxBodyBytes)
   const parsed = v.safeParse(PositionBatch, body)
   if (!parsed.success) throw new StatusError(400, { error: "invalid position batch", issues: issuesOf(parsed.issues) })
+  // a batch is taken whole or not at all: one bad ping refuses it, naming that ping, and records none
+  const ahead = futurePositions(parsed.output.positions, Date.now())
+  if (ahead.length) throw new StatusError(400, { error: "invalid position batch", issues: ahead })
   if (!rt.connected) return retryLater("not connected to NATS; no position was recorded, retry later")
   const { positions } = parsed.output
   const parent = requestTraceparent(request)
@@ -184,7 +212,7 @@ const tracking = worker({
   },
   routes: (router, rt) => {
     const recorded = rt.metrics.counter("tracking_positions_total", "Pings recorded by POST /positions", [])
-    router.post("/positions", (request) => postPositions(request, rt, recorded))
+    router.post("/positions", requireApiKey(rt, "positions"), (request) => postPositions(request, rt, recorded))
   },
 })
 

@@ -6,7 +6,7 @@ import { DeliverPolicy, jetstream, type JetStreamClient, jetstreamManager, type 
 import { type KV, Kvm } from "@nats-io/kv"
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
-import { REPLAY_STREAM, replaySubject } from "../../contracts/mod.ts"
+import { parseTime as rfc3339, REPLAY_STREAM, replaySubject } from "../../contracts/mod.ts"
 import { DLQ, deadLetter, type Failed, publishDeadLetter, REPLAY } from "../dlq.ts"
 import { HEARTBEATS } from "../heartbeat.ts"
 import { isNotFound as notFound } from "../errors.ts"
@@ -200,12 +200,12 @@ export function subjectMatches(pattern: string, subject: string): boolean {
   return p.length === s.length
 }
 
-/** `5m`, `90s`, `2h`, `1d` ago, or an ISO time. */
+/** `5m`, `90s`, `2h`, `1d` ago, or an RFC 3339 time (the contracts' strict parser: no rolled-over days). */
 export function parseTime(s: string, now = Date.now()): Date {
   const m = /^(\d+)(ms|s|m|h|d)$/.exec(s.trim())
   if (m) return new Date(now - Number(m[1]) * { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[m[2] as "s"])
-  const t = Date.parse(s)
-  if (Number.isNaN(t)) throw new StatusError(400, `"${s}" is neither a duration (5m, 2h, 1d) nor an ISO time`)
+  const t = rfc3339(s.trim())
+  if (t === undefined) throw new StatusError(400, `"${s}" is neither a duration (5m, 2h, 1d) nor an ISO time`)
   return new Date(t)
 }
 

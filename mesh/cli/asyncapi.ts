@@ -35,10 +35,13 @@ const KEY_OF: Record<EventName, string> = {
 
 const ref = (path: string) => ({ $ref: `#/${path}` })
 
-/** The JSON Schema of an event's payload. `finite` is left out: JSON cannot carry NaN or Infinity anyway. */
+/**
+ * The JSON Schema of an event's payload. `finite` is left out (JSON cannot carry NaN or Infinity anyway), and so is
+ * the time check: JSON Schema says it as `format: date-time` (the schema's metadata).
+ */
 export function payloadSchema(name: EventName, version = 1): Json {
   const schema = (events[name].versions as Record<number, Parameters<typeof toJsonSchema>[0]>)[version]!
-  const { $schema: _, ...json } = toJsonSchema(schema, { ignoreActions: ["finite"] }) as Json
+  const { $schema: _, ...json } = toJsonSchema(schema, { ignoreActions: ["finite", "check"] }) as Json
   return json
 }
 

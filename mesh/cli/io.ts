@@ -27,7 +27,7 @@ export class CliError extends Error {
 /** What a running `logiflow up` left for the CLI (.logiflow/session.env, mode 0600, removed when it stops). */
 export const SESSION_FILE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".logiflow", "session.env")
 
-function session(): Record<string, string> {
+export function session(): Record<string, string> {
   if (!existsSync(SESSION_FILE)) return {}
   return Object.fromEntries(
     readFileSync(SESSION_FILE, "utf8")

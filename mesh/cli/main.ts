@@ -7,6 +7,7 @@ import { isMain } from "../main.ts"
 import { provision } from "../provision.ts"
 import { adminConnect, CliError, type Command } from "./io.ts"
 import { commands as opsCommands } from "./ops.ts"
+import { token } from "./token.ts"
 
 const provisionCommand: Command = {
   summary: "create or update every stream, consumer and KV bucket of contracts/topology.ts (idempotent)",
@@ -37,6 +38,7 @@ export const commands: Record<string, Command> = {
   },
   provision: provisionCommand,
   ...opsCommands,
+  token,
 }
 
 function help(): string {

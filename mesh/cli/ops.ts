@@ -2,6 +2,7 @@
 // admin user (io.connect()); the DLQ operations are the ops worker's own (mesh/admin/), so the CLI and the
 // HTTP API cannot drift apart.
 import { readFile } from "node:fs/promises"
+import { userInfo } from "node:os"
 import { parseArgs } from "node:util"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
@@ -213,12 +214,19 @@ const statusCommand: Command = {
 
 // ---- dlq
 
-/** Replay and discard change what happens next; like the API, they want the operator token. */
+/**
+ * Who a replay or discard is recorded as. The CLI's authority is its NATS connection as admin (whoever holds that
+ * credential can do far more than replay), so it asks for no operator token; the history names the operator:
+ * LOGIFLOW_OPERATOR, else the OS user.
+ */
 function operator(): string {
-  if (!env("LOGIFLOW_OPS_TOKEN")) {
-    throw new CliError("missing token: replay and discard need LOGIFLOW_OPS_TOKEN (the operator token the ops API checks) in the environment")
+  const named = env("LOGIFLOW_OPERATOR")?.trim()
+  if (named) return named
+  try {
+    return userInfo().username
+  } catch {
+    return env("USER") ?? env("LOGNAME") ?? "unknown"
   }
-  return `cli:${env("USER") ?? env("LOGNAME") ?? "unknown"}`
 }
 
 const filterOptions = {

@@ -4,10 +4,13 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs"
+import { userInfo } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { topology, type WorkerName, workers } from "../../contracts/mod.ts"
+import { tariffsFromEnv } from "../../workers/pricing.ts"
+import { secret, signToken } from "../auth.ts"
 import { CliError, type Io, SESSION_FILE } from "./io.ts"
 import { type Cluster, startCluster } from "./cluster.ts"
 import { connect } from "../connect.ts"
@@ -47,6 +50,49 @@ export function pretty(line: string, color = process.stdout.isTTY): string {
 
 type Supervised = { name: string; child?: ChildProcess; restarts: number; stopping: boolean; timer?: ReturnType<typeof setTimeout> }
 
+const fresh = () => randomBytes(24).toString("base64url")
+const SECRET_VARS = ["PORTAL_SECRET", "LOGIFLOW_OPERATORS", "LOGIFLOW_API_KEYS", "FLEET_API_KEY"]
+
+/** An operator name from the OS user: what LOGIFLOW_OPERATORS accepts as a name. */
+export function operatorName(user: string): string {
+  const name = user.replace(/[^A-Za-z0-9._@-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64)
+  return name || "operator"
+}
+
+/**
+ * The credentials of this run: what the environment configures (directly or as *_FILE) is used as it is; what it
+ * does not is generated fresh, never written to disk, and printed as links. Each worker gets only its own.
+ */
+function credentials() {
+  const generated = { operator: undefined as { name: string; token: string } | undefined, keys: undefined as Record<"dispatcher" | "gateway" | "fleet", string> | undefined }
+  const operators = secret("LOGIFLOW_OPERATORS") ?? (() => {
+    let user = "operator"
+    try {
+      user = userInfo().username
+    } catch {}
+    generated.operator = { name: operatorName(user), token: fresh() }
+    return `${generated.operator.name}:${generated.operator.token}`
+  })()
+  let apiKeys = secret("LOGIFLOW_API_KEYS")
+  let fleetKey = secret("FLEET_API_KEY")
+  if (apiKeys === undefined) {
+    const k = (generated.keys = { dispatcher: fresh(), gateway: fresh(), fleet: fresh() })
+    apiKeys = `dispatcher:${k.dispatcher}:routes:20,gateway:${k.gateway}:positions:100,fleet:${k.fleet}:routes+positions:50`
+    fleetKey = k.fleet
+  }
+  // PORTAL_SECRET signs the customers' links: one generated here is valid for this run's links only
+  const portalSecret = secret("PORTAL_SECRET") ?? randomBytes(32).toString("base64url")
+  const own: Record<string, Record<string, string | undefined>> = {
+    portal: { PORTAL_SECRET: portalSecret },
+    ops: { LOGIFLOW_OPERATORS: operators },
+    routing: { LOGIFLOW_API_KEYS: apiKeys },
+    tracking: { LOGIFLOW_API_KEYS: apiKeys },
+    fleet: { FLEET_API_KEY: fleetKey },
+  }
+  const none = Object.fromEntries(SECRET_VARS.flatMap((v) => [[v, undefined], [`${v}_FILE`, undefined]]))
+  return { generated, portalSecret, envOf: (worker: string) => ({ ...none, ...own[worker] }) }
+}
+
 export async function up(args: string[], io: Io): Promise<number> {
   const { values } = parseArgs({ args, options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" }, cluster: { type: "boolean" } } })
   const dataDir = resolve(values["data-dir"] ?? join(ROOT, ".logiflow"))
@@ -61,7 +107,7 @@ export async function up(args: string[], io: Io): Promise<number> {
   // variable's value as a config token, so a generated one starts with a letter ("12e4…" would parse as a number)
   const passwords: Record<string, string> = {}
   for (const u of USERS) passwords[u] = process.env[`${u.toUpperCase()}_PASSWORD`] ?? `p${randomBytes(16).toString("hex")}`
-  const opsToken = process.env.LOGIFLOW_OPS_TOKEN ?? randomBytes(24).toString("base64url")
+  const creds = credentials()
 
   let natsd: Natsd | undefined
   let cluster: Cluster | undefined
@@ -110,7 +156,7 @@ export async function up(args: string[], io: Io): Promise<number> {
     const env: Record<string, string | undefined> = {
       ...process.env,
       NATS_URL: url,
-      LOGIFLOW_OPS_TOKEN: opsToken,
+      ...creds.envOf(s.name),
       ...(external ? {} : { NATS_USER: s.name, NATS_PASSWORD: passwords[s.name] }),
     }
     const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "workers", `${s.name}.ts`)], {
@@ -145,13 +191,11 @@ export async function up(args: string[], io: Io): Promise<number> {
   supervised.forEach(launch)
   const port = (w: WorkerName) => process.env[`${w.toUpperCase()}_PORT`] ?? workers[w].port
   say(`workers: ${names.map((w) => `${w} :${port(w)}`).join(", ")}`)
-  if (names.includes("portal")) say(`customer portal: http://127.0.0.1:${port("portal")}/`)
-  if (names.includes("ops")) say(`ops dashboard:   http://127.0.0.1:${port("ops")}/`)
-  say(`ops token (Authorization: Bearer …): ${opsToken}`)
+  await links(names, port, creds, say)
   // lets `npx logiflow status|tail|dlq …` from this checkout connect as admin without copying passwords around
   const ownSession = !external && dataDir === resolve(dirname(SESSION_FILE))
   if (ownSession) {
-    writeFileSync(SESSION_FILE, `NATS_URL=${url}\nNATS_USER=admin\nNATS_PASSWORD=${passwords.admin}\nLOGIFLOW_OPS_TOKEN=${opsToken}\n`, { mode: 0o600 })
+    writeFileSync(SESSION_FILE, `NATS_URL=${url}\nNATS_USER=admin\nNATS_PASSWORD=${passwords.admin}\nPORTAL_SECRET=${creds.portalSecret}\n`, { mode: 0o600 })
   }
   say("Ctrl-C stops everything")
 
@@ -190,4 +234,27 @@ export async function up(args: string[], io: Io): Promise<number> {
     })
   })
   return 0
+}
+
+/** One-click links: a portal sign-in per customer with a tariff, the ops dashboard, a ready request to routing. */
+async function links(names: string[], port: (w: WorkerName) => string | number, creds: ReturnType<typeof credentials>, say: (l: string) => void) {
+  if (names.includes("portal")) {
+    let customers: string[] = []
+    try {
+      customers = Object.keys(tariffsFromEnv(process.env.INVOICE_TARIFFS))
+    } catch {} // invoice itself reports a broken INVOICE_TARIFFS
+    const expiresAt = Math.floor(Date.now() / 1000) + 7 * 86_400
+    for (const c of customers) say(`portal for ${c}: http://127.0.0.1:${port("portal")}/login?token=${await signToken(creds.portalSecret, c, expiresAt)}`)
+    say(`  (more: npx logiflow token customer <id>; links are valid 7 days, or until PORTAL_SECRET changes)`)
+  }
+  if (names.includes("ops")) {
+    const op = creds.generated.operator
+    say(op ? `ops dashboard: http://127.0.0.1:${port("ops")}/login?token=${op.token}  (operator ${op.name})` : `ops dashboard: http://127.0.0.1:${port("ops")}/  (sign in with your LOGIFLOW_OPERATORS token)`)
+  }
+  const k = creds.generated.keys
+  if (names.includes("routing") && k) {
+    const body = JSON.stringify({ truckId: "truck-7", customerId: "acme", depot: { lat: 52.52, lon: 13.405 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }, { id: "b", lat: 52.5, lon: 13.39 }] })
+    say(`try it (API key "dispatcher"): curl -s -X POST http://127.0.0.1:${port("routing")}/routes -H 'authorization: Bearer ${k.dispatcher}' -H 'content-type: application/json' -d '${body}'`)
+    say(`  (tracking's key "gateway": ${k.gateway})`)
+  }
 }
