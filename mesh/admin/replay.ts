@@ -1,0 +1,72 @@
+// mesh/admin/replay.ts — what an operator does with an entry: replay it to the consumer that failed it (one entry,
+// or every open one a filter selects), or discard it.
+import { headers as natsHeaders } from "@nats-io/transport-node"
+import { StatusError } from "itty-router"
+import { REPLAY_STREAM, replaySubject } from "../../contracts/mod.ts"
+import { REPLAY } from "../dlq.ts"
+import { isNotFound as notFound } from "../errors.ts"
+import { kvKey } from "../kv.ts"
+import { type Admin, change, type DlqEntry, load, ORIGINAL_GONE } from "./entries.ts"
+import { allEntries, type Filter, matches } from "./list.ts"
+
+const REPLAY_HEADER = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
+
+/**
+ * Publishes the entry's original body and headers to `replay.<consumer>.<stream>`: only the consumer that failed
+ * sees it again (REPLAY/<consumer>), and its handler is idempotent by business key. The msg id `replay:<id>:<n>`
+ * makes two operators pressing replay at once one replay.
+ */
+export async function replayEntry(a: Admin, id: string, by: string): Promise<DlqEntry> {
+  let { entry } = await load(a.kv, id)
+  if (entry.state === "discarded") throw new StatusError(409, `entry ${id} is discarded`)
+  if (entry.error === ORIGINAL_GONE) throw new StatusError(409, `entry ${id} has no payload to replay (${ORIGINAL_GONE})`)
+  await a.jsm.consumers.info(REPLAY_STREAM, entry.consumer).catch((err) => {
+    throw notFound(err) ? new StatusError(409, `${entry.consumer} has no replay consumer (${REPLAY_STREAM}/${entry.consumer}); its entries cannot be replayed`) : err
+  })
+  const m = await a.jsm.streams.getMessage("DLQ", { seq: entry.dlqSeq })
+  if (!m) throw new StatusError(410, `the DLQ message of ${id} (DLQ seq ${entry.dlqSeq}) has aged out; nothing to replay`)
+  const h = natsHeaders()
+  for (const [k, vs] of m.header ?? []) if (!REPLAY_HEADER.test(k)) for (const v of vs) h.append(k, v)
+  h.set(REPLAY.of, entry.id)
+  h.set(REPLAY.stream, entry.stream)
+  h.set(REPLAY.seq, String(entry.seq))
+  h.set(REPLAY.subject, entry.subject)
+  for (let attempt = 1; ; attempt++) {
+    const n = entry.replays + 1
+    await a.js.publish(replaySubject(entry.consumer, entry.stream), m.data, { msgID: `replay:${entry.id}:${n}`, headers: h })
+    const now = await load(a.kv, id)
+    // another operator recorded replay n: it is this one (same msg id, so the REPLAY stream stored it once)
+    if (now.entry.replays >= n) return now.entry
+    if (now.entry.state === "discarded") throw new StatusError(409, `entry ${id} was discarded meanwhile`)
+    const next: DlqEntry = {
+      ...now.entry,
+      state: "replayed",
+      replays: n,
+      history: [...now.entry.history, { at: new Date().toISOString(), action: "replayed", by }],
+    }
+    try {
+      await a.kv.update(kvKey(id), JSON.stringify(next), now.revision)
+      return next
+    } catch (err) {
+      if (attempt >= 5) throw err
+      entry = (await load(a.kv, id)).entry
+    }
+  }
+}
+
+export async function discardEntry(a: Pick<Admin, "kv">, id: string, by: string): Promise<DlqEntry> {
+  return change(a.kv, id, (e) => {
+    if (e.state === "discarded") throw new StatusError(409, `entry ${id} is already discarded`)
+    return { ...e, state: "discarded", history: [...e.history, { at: new Date().toISOString(), action: "discarded", by }] }
+  })
+}
+
+/** Replays every open entry the filter selects; an empty filter is refused (it would replay everything). */
+export async function replayMatching(a: Admin, f: Filter, by: string): Promise<{ replayed: number; ids: string[] }> {
+  const { state, ...rest } = f
+  if (state && state !== "open") throw new StatusError(400, "bulk replay takes open entries only; replay others one by one")
+  if (Object.keys(rest).length === 0) throw new StatusError(400, "give at least one filter (consumer, subject, reason, since, until)")
+  const chosen = (await allEntries(a)).filter((e) => matches(e, { ...rest, state: "open" })).reverse()
+  for (const e of chosen) await replayEntry(a, e.id, by)
+  return { replayed: chosen.length, ids: chosen.map((e) => e.id) }
+}

@@ -1,0 +1,75 @@
+// mesh/admin/status.ts — the mesh at a glance: running workers (heartbeats), streams, consumers and their lag, and
+// the open DLQ entries grouped by consumer and reason.
+import { HEARTBEATS } from "../heartbeat.ts"
+import { type Admin, type DlqEntry, ENTRIES } from "./entries.ts"
+import { allEntries, latestValues } from "./list.ts"
+
+export type StreamStatus = { name: string; subjects: string[]; messages: number; bytes: number; consumers: number }
+export type ConsumerStatus = {
+  stream: string
+  name: string
+  pending: number
+  ackPending: number
+  redelivered: number
+  waiting: number
+  lastActive?: string
+}
+/** A running worker instance, from its heartbeat (mesh/heartbeat.ts); one that stopped beating is gone in 15 s. */
+export type WorkerStatus = { worker: string; instance: string; ready: boolean; inflight: number; at: string; startedAt: string; version: string }
+export type Status = {
+  workers: WorkerStatus[]
+  streams: StreamStatus[]
+  consumers: ConsumerStatus[]
+  dlq: {
+    open: number
+    byConsumer: Record<string, number>
+    byReason: Record<string, number>
+    groups: { consumer: string; reason: string; open: number }[]
+    /** the bucket could not be read (not provisioned yet); the stream and consumer report stands anyway */
+    error?: string
+  }
+}
+
+const activeAt = (t: unknown) => (typeof t === "string" && !t.startsWith("0001-") ? t : undefined)
+
+export async function status(a: Admin): Promise<Status> {
+  const streams: StreamStatus[] = []
+  const consumers: ConsumerStatus[] = []
+  for await (const s of a.jsm.streams.list()) {
+    streams.push({ name: s.config.name, subjects: s.config.subjects ?? [], messages: s.state.messages, bytes: s.state.bytes, consumers: s.state.consumer_count })
+    for await (const c of a.jsm.consumers.list(s.config.name)) {
+      // ephemeral consumers (tails, KV watchers) come and go; the report is about the durables
+      if (!c.config.durable_name) continue
+      const last = [activeAt(c.delivered.last_active), activeAt(c.ack_floor.last_active)].filter(Boolean).sort().pop()
+      consumers.push({
+        stream: s.config.name,
+        name: c.name,
+        pending: c.num_pending,
+        ackPending: c.num_ack_pending,
+        redelivered: c.num_redelivered,
+        waiting: c.num_waiting,
+        ...(last ? { lastActive: last } : {}),
+      })
+    }
+  }
+  streams.sort((x, y) => x.name.localeCompare(y.name))
+  consumers.sort((x, y) => `${x.stream}/${x.name}`.localeCompare(`${y.stream}/${y.name}`))
+  let open: DlqEntry[] = []
+  let error: string | undefined
+  try {
+    open = (await allEntries(a)).filter((e) => e.state === "open")
+  } catch (err) {
+    error = `${ENTRIES} unreadable: ${(err as Error).message}`
+  }
+  const count = (key: (e: DlqEntry) => string) => open.reduce<Record<string, number>>((r, e) => ((r[key(e)] = (r[key(e)] ?? 0) + 1), r), {})
+  const groups = Object.entries(count((e) => `${e.consumer}\u0000${e.reason}`))
+    .map(([k, n]) => ({ consumer: k.split("\u0000")[0]!, reason: k.split("\u0000")[1]!, open: n }))
+    .sort((x, y) => y.open - x.open || x.consumer.localeCompare(y.consumer))
+  const dlq: Status["dlq"] = { open: open.length, byConsumer: count((e) => e.consumer), byReason: count((e) => e.reason), groups }
+  if (error) dlq.error = error
+  // no heartbeats bucket yet (a fresh server, or an older topology): the report stands without the worker list
+  const workers = (await latestValues<WorkerStatus>(a.js, HEARTBEATS).catch(() => [] as WorkerStatus[])).sort(
+    (x, y) => x.worker.localeCompare(y.worker) || x.instance.localeCompare(y.instance),
+  )
+  return { workers, streams, consumers, dlq }
+}
