@@ -3,6 +3,7 @@
 // Renaming a consumer creates a new durable that starts from the beginning of its stream: it replays history.
 import { type Capacity, limits, REFERENCE_FLEET } from "./capacity.ts"
 import { type EventName, eventNames, streamOf, subjectsOf } from "./events.ts"
+import { MAX_PARTITIONS } from "./partitions.ts"
 
 export type WorkerName = "routing" | "invoice" | "tracking" | "portal" | "ops" | "fleet"
 
@@ -48,6 +49,13 @@ export const workerNames = Object.keys(workers) as WorkerName[]
 export const HEARTBEATS = "heartbeats"
 export const HEARTBEAT_TTL_SECONDS = 15
 
+/**
+ * Partition leases and members of scaled-out workers (mesh/partitions.ts), under `<worker>.lease.…` and
+ * `<worker>.member.…`; each worker writes only its own keys. Liveness is by each entry's time, renewed every few
+ * seconds; the bucket's age only clears what instances long gone left behind.
+ */
+export const PARTITIONS_BUCKET = "partitions"
+
 export type StreamSpec = {
   name: string
   subjects: string[]
@@ -65,6 +73,8 @@ export type StreamSpec = {
   duplicateWindowSeconds: number
   /** streams in other JetStream domains this one also stores (the hub's ROUTING sources an edge's EDGE_ROUTING) */
   sources?: { name: string; domain: string }[]
+  /** more than 1: events are stored partitioned by key (contracts/partitions.ts), for workers scaled out */
+  partitions?: number
 }
 
 export type ConsumerSpec = {
@@ -92,6 +102,11 @@ export type TopologyOptions = {
   maxAckPending?: number
   /** a leafnode setup (deploy/edge): without it, one site holds everything */
   edge?: EdgeOptions
+  /**
+   * partitions of every business stream (1 to MAX_PARTITIONS, default 1): how many instances of one consuming worker
+   * can share its work while each key stays with one instance (contracts/partitions.ts); more than 1 needs 2.10+
+   */
+  partitions?: number
 }
 
 /**
@@ -126,12 +141,17 @@ export function topology(opts: TopologyOptions = {}): Topology {
   const { replicas = 1, maxDeliver = 5, ackWaitSeconds = 30, maxAckPending = 1000 } = opts
   const l = limits({ ...REFERENCE_FLEET, ...opts.capacity })
   const events_ = (stream: string) => eventNames.filter((e) => streamOf(e) === stream)
+  const partitions = opts.partitions ?? 1
+  if (!Number.isInteger(partitions) || partitions < 1 || partitions > MAX_PARTITIONS) {
+    throw new Error(`partitions must be a whole number from 1 to ${MAX_PARTITIONS}, got ${partitions}`)
+  }
   const stored = (name: "ROUTING" | "INVOICE" | "TRACKING" | "POSITIONS", discard: "new" | "old"): StreamSpec => ({
     name,
     subjects: events_(name).map(subjectsOf),
     ...l[name],
     discard,
     duplicateWindowSeconds: 120,
+    ...(partitions > 1 ? { partitions } : {}),
   })
   const streams: StreamSpec[] = [
     // business events: never dropped; refused only when the outage budget is used up
@@ -162,6 +182,7 @@ export function topology(opts: TopologyOptions = {}): Topology {
   const buckets: BucketSpec[] = [
     ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: b.ttlSeconds }))),
     { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
+    { bucket: PARTITIONS_BUCKET, history: 1, ttlSeconds: DAY },
   ]
 
   if (!opts.edge) return { replicas, streams, consumers, buckets }

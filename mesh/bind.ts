@@ -1,11 +1,13 @@
 // mesh/bind.ts — what a worker checks and binds at start: its handlers against the topology, what it needs on the
 // server (created here only where its user may: a dev server without auth), and its durable consumers.
 import { jetstreamManager, type JetStreamClient } from "@nats-io/jetstream"
-import { type ConsumerSpec, type EventName, streamOf, type Topology, type WorkerSpec, workers } from "../contracts/mod.ts"
+import { type ConsumerSpec, type EventName, PARTITIONS_BUCKET, streamOf, type Topology, type WorkerSpec, workers } from "../contracts/mod.ts"
 import type { Connection } from "./connect.ts"
 import type { BoundConsumer } from "./consume.ts"
 import type { Handlers, RawHandler } from "./delivery.ts"
 import { StartupError } from "./errors.ts"
+import { concreteConsumers, durableNames, isStale, layoutOf, partitionable } from "./partitioning.ts"
+import type { Unit } from "./partitions.ts"
 import { provision } from "./provision.ts"
 
 const specOf = (name: string): WorkerSpec | undefined => (workers as Record<string, WorkerSpec | undefined>)[name]
@@ -35,8 +37,11 @@ export function handlerMismatch(name: string, specs: ConsumerSpec[], handlers: H
 
 export type BindOptions = { name: string; nc: Connection; js: JetStreamClient; topology: Topology; specs: ConsumerSpec[] }
 
-/** Binds the worker's consumers; a StartupError names what is missing and what to run. */
-export async function bind(o: BindOptions): Promise<BoundConsumer[]> {
+/**
+ * Binds the worker's consumers; a StartupError names what is missing and what to run. `units`: the partition
+ * consumers, pulled only under a lease (mesh/partitions.ts); the rest are pulled from the start.
+ */
+export async function bind(o: BindOptions): Promise<{ bound: BoundConsumer[]; units: Unit[] }> {
   const { name, nc, js, specs } = o
   const spec = specOf(name)
   const own = Object.keys(spec?.buckets ?? {})
@@ -50,7 +55,8 @@ export async function bind(o: BindOptions): Promise<BoundConsumer[]> {
       createMissing: true,
       streams: (s) => needed.has(s.name),
       consumers: (c) => c.worker === name,
-      buckets: (b) => own.includes(b.bucket),
+      // the partition leases too, for a worker that consumes events (used once its streams are partitioned)
+      buckets: (b) => own.includes(b.bucket) || (b.bucket === PARTITIONS_BUCKET && specs.some((c) => c.events.length > 0)),
     }).catch((err) => fail(`its streams, consumers or buckets are missing and could not be created (${(err as Error).message})`))
   } else {
     // its buckets' info is the one look every worker user may take (nats.conf): a missing bucket stops the start here,
@@ -58,18 +64,45 @@ export async function bind(o: BindOptions): Promise<BoundConsumer[]> {
     const jsm = await jetstreamManager(nc, { checkAPI: false })
     for (const b of own) await jsm.streams.info(`KV_${b}`).catch((err) => fail(`KV bucket ${b} is not usable (${(err as Error).message})`))
   }
-  const bound: BoundConsumer[] = []
-  for (const c of specs) {
-    const consumer = await js.consumers.get(c.stream, c.durable).catch((err) => fail(`cannot bind consumer ${c.stream}/${c.durable} (${(err as Error).message})`))
+  const jsm = await jetstreamManager(nc, { checkAPI: false })
+  const bindOne = async (stream: string, durable: string, later = false): Promise<BoundConsumer> => {
+    const consumer = await js.consumers.get(stream, durable).catch((err) => fail(`cannot bind consumer ${stream}/${durable} (${(err as Error).message})`))
     const { config } = await consumer.info(true)
     const md = config.max_deliver ?? -1
-    bound.push({
-      stream: c.stream,
-      durable: c.durable,
+    return {
+      stream,
+      durable,
       ackWaitMs: Math.round((config.ack_wait ?? 30e9) / 1e6),
       maxDeliver: md > 0 ? md : Infinity,
       maxAckPending: config.max_ack_pending ?? 1000,
-    })
+      ...(later ? { later } : {}),
+    }
   }
-  return bound
+  const streams = new Map(o.topology.streams.map((s) => [s.name, s]))
+  const bound: BoundConsumer[] = []
+  const units: Unit[] = []
+  for (const c of specs) {
+    // the server's layout, not this process's configuration: provision decides it, every instance follows it
+    const layout = partitionable(c.stream) ? layoutOf((await jsm.streams.info(c.stream).catch(() => null))?.config) : undefined
+    const current = concreteConsumers(c, streams.get(c.stream), layout)
+    // an earlier layout's consumers that still hold messages are drained first, under leases like the rest
+    const stale: BoundConsumer[] = []
+    if (partitionable(c.stream)) {
+      for (const durable of durableNames(c.worker).filter((d) => isStale(d, current))) {
+        const info = await jsm.consumers.info(c.stream, durable).catch(() => null)
+        if (info && (info.num_pending > 0 || info.num_ack_pending > 0)) stale.push(await bindOne(c.stream, durable, true))
+      }
+    }
+    if (!layout && stale.length === 0) {
+      bound.push(await bindOne(c.stream, c.durable))
+      continue
+    }
+    for (const k of current) {
+      const b = await bindOne(k.stream, k.durable, true)
+      bound.push(b)
+      units.push({ consumer: b, old: false })
+    }
+    for (const b of stale) (bound.push(b), units.push({ consumer: b, old: true }))
+  }
+  return { bound, units }
 }

@@ -16,8 +16,11 @@ import type { PulledMsg } from "./pulled.ts"
 import type { Rate } from "./rate.ts"
 import type { PublishObserver } from "./tracing.ts"
 
-/** A durable consumer this worker is bound to, with the settings the server reported for it. */
-export type BoundConsumer = { stream: string; durable: string; ackWaitMs: number; maxDeliver: number; maxAckPending: number }
+/**
+ * A durable consumer this worker is bound to, with the settings the server reported for it. `later`: not pulled from
+ * the start, only once attached (a partition, when this instance holds its lease).
+ */
+export type BoundConsumer = { stream: string; durable: string; ackWaitMs: number; maxDeliver: number; maxAckPending: number; later?: boolean }
 
 export type ConsumeOptions = {
   worker: string
@@ -40,9 +43,21 @@ export type ConsumeOptions = {
 
 export type Consuming = {
   readonly held: number
+  /** starts pulling a consumer (the worker's own at start; a partition once its lease is held) */
+  attach(c: BoundConsumer): void
+  /**
+   * stops pulling a consumer: what has not started is handed back, what runs may finish until `deadline` and is
+   * acked; resolves true when nothing of it is held any more (a partition may then be handed to another instance)
+   */
+  detach(c: BoundConsumer, deadline: number): Promise<boolean>
+  /** the consumers being pulled now */
+  attached(): BoundConsumer[]
   /** stops pulling, hands back what has not started, waits for what runs until `deadline`; false if it had to give up */
   drain(deadline: number): Promise<boolean>
 }
+
+/** `ROUTING/invoice-a3`: one consumer among a worker's. */
+export const consumerKey = (c: { stream: string; durable: string }) => `${c.stream}/${c.durable}`
 
 // a class, not an object literal: one per message, and a literal's arrow functions were a closure each
 class Context implements HandlerContext {
@@ -66,8 +81,9 @@ class Context implements HandlerContext {
 export function consume(o: ConsumeOptions): Consuming {
   const { log } = o
   const held = new HeldSet()
-  const ackWaitMs = new Map(o.consumers.map((c) => [c.stream, c.ackWaitMs]))
-  const pullers: Puller[] = []
+  /** by consumerKey: the consumers pulled now, with their puller and the delivery deps of their messages */
+  const bound = new Map<string, { c: BoundConsumer; puller: Puller; deps: DeliveryDeps }>()
+  let pullers: Puller[] = []
 
   // the client writes its buffer out in a microtask, and handlers finish in different microtasks: acked one by one,
   // each ack was its own socket write. Acks are collected and leave once per turn of the event loop, together with
@@ -118,26 +134,24 @@ export function consume(o: ConsumeOptions): Consuming {
 
   /** the Held whose message deliver() is handling right now (synchronously, inside run()) */
   let current: Held | undefined
-  // one set of delivery deps per stream, not a fresh object and closures per message
-  const deps = new Map<string, DeliveryDeps>()
-  for (const c of o.consumers) {
-    deps.set(c.stream, {
-      worker: o.worker,
-      js: o.js,
-      stream: c.stream,
-      consumer: o.worker,
-      maxDeliver: c.maxDeliver,
-      handlers: o.handlers,
-      raw: o.raw[c.stream],
-      backoff: o.backoff,
-      log,
-      // context() is called inside deliver(), while run() has the message's Held in `current`
-      context: (msg, meta) => new Context(o.worker, meta, log, o.kv, current?.msg === msg ? current : { ...holding(msg as PulledMsg, c.stream), started: true }, c.ackWaitMs),
-      observe: observer(c.stream),
-      observePublish: o.metrics.observePublish,
-      ack,
-    })
-  }
+  // one set of delivery deps per consumer, not a fresh object and closures per message; the DLQ files a failure
+  // under the worker's name whichever of its consumers (a partition, its replays) it came through
+  const depsFor = (c: BoundConsumer): DeliveryDeps => ({
+    worker: o.worker,
+    js: o.js,
+    stream: c.stream,
+    consumer: o.worker,
+    maxDeliver: c.maxDeliver,
+    handlers: o.handlers,
+    raw: o.raw[c.stream],
+    backoff: o.backoff,
+    log,
+    // context() is called inside deliver(), while run() has the message's Held in `current`
+    context: (msg, meta) => new Context(o.worker, meta, log, o.kv, current?.msg === msg ? current : { ...holding(msg as PulledMsg, c.stream, consumerKey(c)), started: true }, c.ackWaitMs),
+    observe: observer(c.stream),
+    observePublish: o.metrics.observePublish,
+    ack,
+  })
 
   // done() frees the message's lane: when delivery ends, or when the sweep gives up on a handler past ack_wait.
   // deliver() settles every message itself; a throw out of it is a runtime bug, and the server redelivers
@@ -146,6 +160,8 @@ export function consume(o: ConsumeOptions): Consuming {
     held.delete(h)
     roomFreed()
     done()
+    // a detached consumer waits for its last message (a partition handed over only once it holds nothing)
+    if (emptied.size > 0 && emptied.has(h.consumer) && heldOf(h.consumer) === 0) emptied.get(h.consumer)!()
   }
   const run = (h: Held, done: () => void) => {
     h.started = true
@@ -156,7 +172,7 @@ export function consume(o: ConsumeOptions): Consuming {
     const outer = current
     current = h
     try {
-      outcome = deliver(h.msg, deps.get(h.stream)!)
+      outcome = deliver(h.msg, h.deps!)
     } catch (err) {
       return finished(h, done, err ?? "thrown undefined")
     } finally {
@@ -170,7 +186,7 @@ export function consume(o: ConsumeOptions): Consuming {
 
   // messages waiting for their key's turn are not the handler's fault: "work in progress" keeps the server from
   // redelivering them
-  const minAckWait = Math.min(...ackWaitMs.values(), 30_000)
+  const minAckWait = Math.min(...o.consumers.map((c) => c.ackWaitMs), 30_000)
   const inProgress = setInterval(() => {
     for (const h of held.values()) if (!h.started) h.msg.working()
   }, Math.max(1000, Math.floor(minAckWait / 3)))
@@ -179,7 +195,7 @@ export function consume(o: ConsumeOptions): Consuming {
   const sweep = setInterval(() => {
     const now = Date.now()
     for (const h of held.values()) {
-      if (h.started && h.deadline === 0) h.deadline = now + (ackWaitMs.get(h.stream) ?? 30_000)
+      if (h.started && h.deadline === 0) h.deadline = now + h.ackWaitMs
       if (!h.started || now <= h.deadline) continue
       h.deadline = Infinity
       log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
@@ -192,43 +208,80 @@ export function consume(o: ConsumeOptions): Consuming {
   // a pull smaller than this waits for more room (a request per freed message would cost a round trip each); it is
   // also what an idle consumer's long poll reserves, so a worker's quiet consumers (its REPLAY) take little room
   // from its busy one
+  // a pull smaller than this waits for more room (a request per freed message would cost a round trip each); it is
+  // also what an idle consumer's long poll reserves, so a worker's quiet consumers (its REPLAY) take little room
+  // from its busy ones. Sized once, for the consumers a worker has at start (a partitioned worker: all it may hold)
   const minBatch = Math.max(1, Math.min(Math.ceil(prefetch / (4 * Math.max(1, o.consumers.length))), rate?.burst ?? Infinity))
-  for (const c of o.consumers) {
-    pullers.push(
-      puller(o.nc, {
-        stream: c.stream,
-        durable: c.durable,
-        log,
-        minBatch,
-        room: () => {
-          let asked = 0
-          for (const p of pullers) asked += p.outstanding
-          const room = prefetch - held.size - asked
-          if (!rate || room < minBatch) return room
-          const allowed = rate.available()
-          // held back by the rate alone: pull again when enough has accrued
-          if (allowed < minBatch && !rateTimer) rateTimer = setTimeout(() => ((rateTimer = undefined), roomFreed()), rate.msUntil(minBatch))
-          return Math.min(room, allowed)
-        },
-        deliver(msg) {
-          rate?.take(1)
-          const h = holding(msg, c.stream)
-          held.add(h)
-          work.push(h)
-        },
-        bound: (ok, why) => o.onBound(c, ok, why),
-      }),
-    )
+  const room = () => {
+    let asked = 0
+    for (const p of pullers) asked += p.outstanding
+    const free = prefetch - held.size - asked
+    if (!rate || free < minBatch) return free
+    const allowed = rate.available()
+    // held back by the rate alone: pull again when enough has accrued
+    if (allowed < minBatch && !rateTimer) rateTimer = setTimeout(() => ((rateTimer = undefined), roomFreed()), rate.msUntil(minBatch))
+    return Math.min(free, allowed)
   }
+  /** per consumerKey: resolved when the last message of a detached consumer leaves */
+  const emptied = new Map<string, () => void>()
+  const heldOf = (key: string) => held.values().filter((h) => h.consumer === key).length
+
+  const attach = (c: BoundConsumer) => {
+    const key = consumerKey(c)
+    if (bound.has(key)) return
+    const deps = depsFor(c)
+    const puller_ = puller(o.nc, {
+      stream: c.stream,
+      durable: c.durable,
+      log,
+      minBatch,
+      room,
+      deliver(msg) {
+        rate?.take(1)
+        const h = holding(msg, c.stream, key, deps, c.ackWaitMs)
+        held.add(h)
+        work.push(h)
+      },
+      bound: (ok, why) => o.onBound(c, ok, why),
+    })
+    bound.set(key, { c, puller: puller_, deps })
+    pullers = [...bound.values()].map((b) => b.puller)
+  }
+  for (const c of o.consumers) if (!c.later) attach(c)
+
+  /** until `key`'s held messages are gone or `deadline`; true if they are gone */
+  const untilEmpty = (key: string, deadline: number) =>
+    heldOf(key) === 0
+      ? Promise.resolve(true)
+      : new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => (emptied.delete(key), resolve(false)), Math.max(0, deadline - Date.now()))
+          emptied.set(key, () => (clearTimeout(timer), emptied.delete(key), resolve(true)))
+        })
 
   return {
     get held() {
       return held.size
     },
+    attach,
+    attached: () => [...bound.values()].map((b) => b.c),
+    async detach(c, deadline) {
+      const key = consumerKey(c)
+      const b = bound.get(key)
+      if (!b) return heldOf(key) === 0
+      bound.delete(key)
+      pullers = [...bound.values()].map((x) => x.puller)
+      // what the server already sent is still delivered (drain), then handed back if it has not started
+      await b.puller.stop()
+      for (const h of work.takeWaiting((h) => h.consumer === key)) (h.msg.nak(), held.delete(h))
+      const gone = await untilEmpty(key, deadline)
+      flushAcks()
+      return gone
+    },
     async drain(deadline) {
       // stop pulling without losing what is already on the wire: drain (UNSUB + flush round trip) delivers every
       // message the server sent before it saw the UNSUB; a plain unsubscribe would strand those until ack_wait
       await Promise.allSettled(pullers.map((p) => p.stop()))
+      bound.clear()
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
       for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
       let timer: ReturnType<typeof setTimeout> | undefined

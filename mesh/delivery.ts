@@ -4,7 +4,7 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
+import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, publishedSubject, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
 import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
@@ -226,7 +226,8 @@ function handle(x: Delivery): Outcome | Promise<Outcome> {
   // replay.<worker>.<stream>), and the ce-subject its lane was chosen by must be that key
   const key = keyOf(event.name, event.data)
   const subject = subjectOf(event.name, key)
-  if (d.stream !== REPLAY_STREAM && msg.subject !== subject) {
+  // (stored under a partitioned stream, the subject carries the generation and partition the server added)
+  if (d.stream !== REPLAY_STREAM && msg.subject !== subject && publishedSubject(msg.subject) !== subject) {
     return deadLetter(x, "wrong-subject", `${event.name} with key ${key} arrived on ${msg.subject}; its subject is ${subject}`)
   }
   if (event.meta.key !== key) {

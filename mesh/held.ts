@@ -1,10 +1,16 @@
 // mesh/held.ts — the messages a process holds: running, or waiting for their key's turn. What a drain hands back,
 // what the ack_wait sweep watches, and what PREFETCH bounds.
+import type { DeliveryDeps } from "./delivery.ts"
 import type { PulledMsg } from "./pulled.ts"
 
 export type Held = {
   msg: PulledMsg
   stream: string
+  /** `<stream>/<durable>` it came through: a worker may pull several consumers of one stream (its partitions) */
+  consumer: string
+  /** how its consumer delivers it (mesh/delivery.ts) */
+  deps?: DeliveryDeps
+  ackWaitMs: number
   started: boolean
   /** when a running handler has outlived ack_wait (the sweep then lets its lane move on); 0: running, and the sweep
    * has not set it yet; Infinity: not watched */
@@ -15,7 +21,16 @@ export type Held = {
   abandon?: () => void
 }
 
-export const held = (msg: PulledMsg, stream: string): Held => ({ msg, stream, started: false, deadline: Infinity, slot: -1 })
+export const held = (msg: PulledMsg, stream: string, consumer: string, deps?: DeliveryDeps, ackWaitMs = 30_000): Held => ({
+  msg,
+  stream,
+  consumer,
+  deps,
+  ackWaitMs,
+  started: false,
+  deadline: Infinity,
+  slot: -1,
+})
 
 /**
  * An array with swap-remove: a Map keyed by the message cost a hash, and a table rehash every so often, for every

@@ -3,8 +3,8 @@
 
 export type Lanes<T> = {
   push(item: T): void
-  /** not-yet-started items, removed (a draining worker hands them back to the server) */
-  takeWaiting(): T[]
+  /** not-yet-started items (those `which` selects, default all), removed: a draining worker hands them back */
+  takeWaiting(which?: (item: T) => boolean): T[]
   /** resolves when nothing is running or waiting */
   idle(): Promise<void>
   readonly running: number
@@ -94,16 +94,23 @@ export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undef
       }
       pump()
     },
-    takeWaiting() {
+    takeWaiting(which = () => true) {
       const taken: T[] = []
+      const readySet = new Set(ready)
       for (const [key, queue] of queues) {
         // the head of a lane that is not in `ready` is running: keep it
-        const keep = ready.includes(key) ? 0 : 1
-        taken.push(...queue.splice(keep))
-        if (queue.length === 0) queues.delete(key)
+        const from = readySet.has(key) ? 0 : 1
+        const kept = queue.slice(0, from)
+        for (const item of queue.slice(from)) (which(item) ? taken : kept).push(item)
+        queue.splice(0, queue.length, ...kept)
+        if (queue.length === 0) {
+          queues.delete(key)
+          readySet.delete(key)
+        }
       }
       empty = 0
-      ready.length = 0
+      const stillReady = ready.filter((k) => readySet.has(k))
+      ready.splice(0, ready.length, ...new Set(stillReady))
       size -= taken.length
       settle()
       return taken

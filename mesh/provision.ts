@@ -16,15 +16,21 @@ import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import type { BucketSpec, ConsumerSpec, StreamSpec, Topology } from "../contracts/mod.ts"
 import { ApiCode, apiCode, isNotFound, isPermissionDenied } from "./errors.ts"
 import { requireFeature, supports } from "./features.ts"
+import { type Concrete, concreteConsumers, partitionable, durableNames, isStale, type Layout, layoutOf, nextLayout, transformOf } from "./partitioning.ts"
 
-export type Action = { kind: "stream" | "consumer" | "bucket"; name: string; action: "created" | "updated" | "unchanged" }
+export type Action = {
+  kind: "stream" | "consumer" | "bucket"
+  name: string
+  /** "draining": a consumer of an earlier partition layout that still holds messages (removed once they are handled) */
+  action: "created" | "updated" | "unchanged" | "deleted" | "draining"
+}
 
 /** The topology cannot be applied without losing data or state; the message says what differs and what to do. */
 export class TopologyConflict extends Error {
   override name = "TopologyConflict"
 }
 
-export const streamConfig = (s: StreamSpec, replicas: number): Partial<StreamConfig> & { name: string } => ({
+export const streamConfig = (s: StreamSpec, replicas: number, layout?: Layout): Partial<StreamConfig> & { name: string } => ({
   name: s.name,
   subjects: s.subjects,
   retention: RetentionPolicy.Limits,
@@ -39,6 +45,9 @@ export const streamConfig = (s: StreamSpec, replicas: number): Partial<StreamCon
   duplicate_window: nanos(s.duplicateWindowSeconds * 1000),
   // in the form the server reports back (what the client makes of `domain`), so a second provision sees no change
   ...(s.sources ? { sources: s.sources.map((x) => ({ name: x.name, external: { api: `$JS.${x.domain}.API`, deliver: "" } })) } : {}),
+  // partitions by key: the server adds generation and partition to each stored subject (present as undefined when
+  // unpartitioned, so an update removes a transform an earlier layout had)
+  subject_transform: transformOf(s, layout),
 })
 
 /** One filter as `filter_subject` (what every server takes, and reports back), several as `filter_subjects` (2.10+). */
@@ -103,8 +112,8 @@ async function apply(r: Resource, createMissing: boolean): Promise<Action> {
   return { kind: r.kind, name: r.name, action: "updated" }
 }
 
-const streamResource = (jsm: JetStreamManager, s: StreamSpec, replicas: number): Resource => {
-  const wanted = streamConfig(s, replicas)
+const streamResource = (jsm: JetStreamManager, s: StreamSpec, replicas: number, layout: Layout): Resource => {
+  const wanted = streamConfig(s, replicas, layout)
   return {
     kind: "stream",
     name: s.name,
@@ -161,16 +170,55 @@ export type ProvisionScope = {
   createMissing?: boolean
 }
 
+/**
+ * The partition layout each stream gets: the next one when the topology's partition count differs from what exists
+ * (a new generation), what exists otherwise. A worker creating what is missing never changes an existing layout.
+ */
+async function layouts(nc: NatsConnection, jsm: JetStreamManager, t: Topology, createMissing: boolean): Promise<Map<string, Layout>> {
+  const out = new Map<string, Layout>()
+  for (const s of t.streams) {
+    const info = await jsm.streams.info(s.name).catch(() => null)
+    const existing = layoutOf(info?.config)
+    const layout = info && createMissing ? existing : nextLayout(existing, s)
+    if (layout) requireFeature(nc, "subjectTransform")
+    out.set(s.name, layout)
+  }
+  return out
+}
+
+/** A worker's durables on a stream left from an earlier layout: removed once drained, else reported as draining. */
+async function staleConsumers(jsm: JetStreamManager, stream: string, wanted: { c: ConsumerSpec; concrete: Concrete[] }[]): Promise<Action[]> {
+  const actions: Action[] = []
+  for await (const info of jsm.consumers.list(stream)) {
+    const mine = wanted.find(({ c }) => durableNames(c.worker).includes(info.name))
+    if (!mine || !isStale(info.name, mine.concrete)) continue
+    const name = `${stream}/${info.name}`
+    if (info.num_pending > 0 || info.num_ack_pending > 0) actions.push({ kind: "consumer", name, action: "draining" })
+    else (await jsm.consumers.delete(stream, info.name), actions.push({ kind: "consumer", name, action: "deleted" }))
+  }
+  return actions
+}
+
 /** Applies the topology (or the part `scope` selects). Running it twice changes nothing the second time. */
 export async function provision(nc: NatsConnection, t: Topology, scope: ProvisionScope = {}): Promise<Action[]> {
   const jsm = await jetstreamManager(nc, { checkAPI: false })
   const all = () => true
+  const createMissing = scope.createMissing ?? false
+  const layout = await layouts(nc, jsm, t, createMissing)
+  const streams = new Map(t.streams.map((s) => [s.name, s]))
+  const consumers = t.consumers.filter(scope.consumers ?? all).map((c) => ({ c, concrete: concreteConsumers(c, streams.get(c.stream), layout.get(c.stream)) }))
   const resources = [
-    ...t.streams.filter(scope.streams ?? all).map((s) => streamResource(jsm, s, t.replicas)),
-    ...t.consumers.filter(scope.consumers ?? all).map((c) => consumerResource(nc, jsm, c)),
+    ...t.streams.filter(scope.streams ?? all).map((s) => streamResource(jsm, s, t.replicas, layout.get(s.name))),
+    ...consumers.flatMap(({ concrete }) => concrete.map((c) => consumerResource(nc, jsm, c))),
     ...t.buckets.filter(scope.buckets ?? all).map((b) => bucketResource(nc, jsm, b, t.replicas)),
   ]
   const actions: Action[] = []
-  for (const r of resources) actions.push(await apply(r, scope.createMissing ?? false))
+  for (const r of resources) actions.push(await apply(r, createMissing))
+  // an earlier layout's consumers go once they hold nothing (the admin's provision only: workers may not delete)
+  if (!createMissing) {
+    for (const stream of new Set(consumers.filter(({ c }) => partitionable(c.stream)).map(({ c }) => c.stream))) {
+      actions.push(...(await staleConsumers(jsm, stream, consumers.filter(({ c }) => c.stream === stream))))
+    }
+  }
   return actions
 }

@@ -1,7 +1,7 @@
 // mesh/worker.ts — `worker({...})`: what a worker is, and its life: HTTP front first (mesh/front.ts), then NATS,
 // its handlers checked and its consumers bound (mesh/bind.ts), the consume engine (mesh/consume.ts), a heartbeat in
 // the heartbeats bucket, and on stop the drain of delivery rule 8.
-import { type JetStreamClient, jetstream, type PubAck } from "@nats-io/jetstream"
+import { type JetStreamClient, jetstream, jetstreamManager, type PubAck } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import { type IRequest, type RouterType, StatusError } from "itty-router"
 import { consumersOf, type EventData, type EventName, topology, type TopologyOptions, type WorkerSpec, workers } from "../contracts/mod.ts"
@@ -17,6 +17,7 @@ import { heartbeat, heartbeatsBucket, instanceId } from "./heartbeat.ts"
 import { serve, type Server } from "./http.ts"
 import { type Logger, logger } from "./log.ts"
 import { type Registry, registry } from "./metrics.ts"
+import { leases, PARTITIONS_BUCKET } from "./partitions.ts"
 import { provision } from "./provision.ts"
 import { childTraceparent, newId, publishTraced } from "./publish.ts"
 import { rateLimit } from "./rate.ts"
@@ -82,6 +83,9 @@ export function worker(options: WorkerOptions): Worker {
   return { name: options.name, options, start: (opts) => start(options, opts) }
 }
 
+/** a partition lease not renewed for this long may be taken by another instance (PARTITION_LEASE_MS) */
+const LEASE_MS = envInt("PARTITION_LEASE_MS", 10_000)
+
 const specOf = (name: string): WorkerSpec | undefined => (workers as Record<string, WorkerSpec | undefined>)[name]
 
 async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> {
@@ -92,7 +96,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const flushSpans = exportSpans(name, log)
   const concurrency = o.concurrency ?? envInt("CONCURRENCY", 16)
   const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
-  const topo = topology({ replicas: envInt("STREAM_REPLICAS", 1), ...o.topology })
+  const topo = topology({ replicas: envInt("STREAM_REPLICAS", 1), partitions: envInt("PARTITIONS", 1), ...o.topology })
   const specs = consumersOf(topo, name)
   const mismatch = handlerMismatch(name, specs, o.consumes ?? {}, o.raw ?? {})
   if (mismatch) throw new StartupError(`${name}: ${mismatch}`)
@@ -177,7 +181,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     for await (const s of nc.status()) if (s.type === "disconnect" || s.type === "reconnect") natsEvents.inc({ event: s.type })
   })().catch(() => {})
 
-  const consumers = await bind({ name, nc, js, topology: topo, specs }).catch(async (err) => {
+  const { bound: consumers, units } = await bind({ name, nc, js, topology: topo, specs }).catch(async (err) => {
     await Promise.allSettled([nc!.close(), server.close()])
     throw err
   })
@@ -209,6 +213,12 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       else readiness.refused.set(key, why), log.error("consumer not usable; pulling again every second", { stream: c.stream, consumer: c.durable, why })
     },
   })
+  // a partitioned worker pulls a partition only while it holds its lease: instances share them, one each at a time
+  const shared = units.length
+    ? leases({ worker: name, instance, kv: await rt.kv(PARTITIONS_BUCKET), jsm: await jetstreamManager(nc, { checkAPI: false }), engine, log, units, leaseMs: LEASE_MS, drainMs: drainTimeoutMs })
+    : undefined
+  const leaseTimer = shared ? setInterval(() => void shared.tick(), LEASE_MS / 4) : undefined
+  await shared?.tick()
   readiness.bound = true
   await o.onStart?.(rt)
   const beats = heartbeat({
@@ -227,7 +237,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       readiness.stopping = true
       log.info("draining", { inflight: engine!.held })
       const deadline = Date.now() + drainTimeoutMs
+      clearInterval(leaseTimer)
       const drained = await engine!.drain(deadline)
+      await shared?.stop(drained)
       await beats.stop()
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())

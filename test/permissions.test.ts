@@ -473,4 +473,10 @@ test("config - no tracked file outside the tests sets an operator token, API key
   }
 })
 
+test("accounts.conf - is what `npm run accounts` derives from contracts/topology.ts now", async () => {
+  const { ACCOUNTS_FILE, render } = await import("../mesh/cli/accounts.ts")
+  const { readFile } = await import("node:fs/promises")
+  assert.ok((await readFile(ACCOUNTS_FILE, "utf8")) === render(), "deploy/nats/accounts.conf is stale: run `npm run accounts` and commit it")
+})
+
 test.run()

@@ -8,7 +8,8 @@ import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { portInUse } from "../mesh/cli/natsd.ts"
 import { operatorName } from "../mesh/cli/up.ts"
-import { freePort, spawnTs, waitUntil } from "./harness.ts"
+import { jetstreamManager } from "@nats-io/jetstream"
+import { connectTo, freePort, spawnTs, waitUntil } from "./harness.ts"
 
 const test = suite("up")
 let dir: string
@@ -90,6 +91,51 @@ test("up - without a nats-server binary or NATS_URL: one line saying how to get 
   const out = up.lines.filter((l) => l.trim())
   assert.is(out.length, 1, out.join("\n"))
   assert.match(out[0]!, /^logiflow up: no nats-server found: build the pinned newest one with Go \(bash deploy\/nats\/install.sh\), or install one \(Debian\/Ubuntu: apt-get install nats-server/)
+})
+
+test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); a route posted is invoiced once", async () => {
+  const natsPort = await freePort()
+  const ports = { routing: await freePort(), invoice: await freePort() }
+  const env: Record<string, string | undefined> = {
+    NATS_URL: undefined,
+    NATS_PORT: String(natsPort),
+    NATS_MONITOR_PORT: String(await freePort()),
+    LOG_LEVEL: "info",
+    PARTITIONS: undefined,
+    ADMIN_PASSWORD: "pUpScaleAdmin1",
+    ROUTING_PORT: String(ports.routing),
+    INVOICE_PORT: String(ports.invoice),
+    ...Object.fromEntries(["TRACKING", "PORTAL", "OPS"].map((w) => [`${w}_PORT`, "0"])),
+    PORTAL_SECRET: undefined,
+    LOGIFLOW_OPERATORS: undefined,
+    LOGIFLOW_API_KEYS: undefined,
+    FLEET_API_KEY: undefined,
+  }
+  const up = spawnTs("mesh/cli/main.ts", env, ["up", "--no-fleet", "--scale", "invoice=2", "--data-dir", join(dir, "scaled")])
+  try {
+    await up.waitFor(/Ctrl-C stops everything/, 60_000)
+    assert.ok(up.lines.some((l) => l.includes("invoice-2 started")), "a second instance")
+    assert.ok(up.lines.some((l) => /invoice :\d+ ×2.*\(8 partitions per stream\)/.test(l)), up.lines.join("\n"))
+    const taken = (label: string) => up.lines.filter((l) => l.startsWith(label) && l.includes("partition lease taken")).length
+    const handed = (label: string) => up.lines.filter((l) => l.startsWith(label) && l.includes("partition handed over")).length
+    // each ends with 4 of the 8: what the first took alone, it hands the second half over
+    await waitUntil(() => taken("invoice │") - handed("invoice │") === 4 && taken("invoice-2│") - handed("invoice-2│") === 4, { what: "4 + 4 leases", timeoutMs: 30_000 })
+    const curl = up.lines.map((l) => /try it \(API key "dispatcher"\): (curl .*)$/.exec(l)).find((m) => m)![1]!
+    const { routeId } = JSON.parse(execFileSync("sh", ["-c", curl], { encoding: "utf8" })) as { routeId: string }
+    const nc = await connectTo({ url: `nats://127.0.0.1:${natsPort}` }, { user: "admin", pass: "pUpScaleAdmin1" })
+    try {
+      const jsm = await jetstreamManager(nc)
+      await waitUntil(async () => (await jsm.streams.info("INVOICE")).state.messages === 1, { what: "the invoice" })
+      const inv = await jsm.streams.getMessage("INVOICE", { seq: 1 })
+      assert.is(inv!.json<{ routeId: string }>().routeId, routeId)
+      // stored with its partition: INVOICE is partitioned like every business stream
+      assert.match(inv!.subject, new RegExp(`^invoice\\.events\\.InvoiceGenerated\\.${routeId}\\.g1\\.[0-7]$`))
+    } finally {
+      await nc.close()
+    }
+  } finally {
+    assert.is(await up.stop("SIGTERM"), 0)
+  }
 })
 
 test.run()

@@ -11,16 +11,18 @@ import { token } from "./token.ts"
 
 const provisionCommand: Command = {
   summary: "create or update every stream, consumer and KV bucket of contracts/topology.ts (idempotent)",
-  usage: "logiflow provision [--replicas N] [--edge hub|edge]",
+  usage: "logiflow provision [--replicas N] [--partitions P] [--edge hub|edge]",
   async run(args, io) {
-    const { values } = parseArgs({ args, options: { replicas: { type: "string" }, edge: { type: "string" } } })
+    const { values } = parseArgs({ args, options: { replicas: { type: "string" }, partitions: { type: "string" }, edge: { type: "string" } } })
     const replicas = Number(values.replicas ?? env("STREAM_REPLICAS") ?? 1)
+    // a different count than the streams have starts a new partition layout (contracts/partitions.ts)
+    const partitions = Number(values.partitions ?? env("PARTITIONS") ?? 1)
     const role = values.edge
     // deploy/edge: the edge server gets EDGE_ROUTING only, the hub's ROUTING sources it
     if (role !== undefined && role !== "hub" && role !== "edge") throw new CliError(`--edge is hub or edge, got "${role}"`)
     const nc = await io.connect()
     try {
-      const actions = await provision(nc, topology({ replicas, ...(role ? { edge: { role } } : {}) }))
+      const actions = await provision(nc, topology({ replicas, partitions, ...(role ? { edge: { role } } : {}) }))
       for (const a of actions) io.out(`${a.action.padEnd(9)} ${a.kind.padEnd(8)} ${a.name}`)
       const changed = actions.filter((a) => a.action !== "unchanged").length
       io.out(`${actions.length} resources, ${changed} changed`)

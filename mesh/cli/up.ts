@@ -8,7 +8,7 @@ import { userInfo } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
-import { topology, type WorkerName, workers } from "../../contracts/mod.ts"
+import { MAX_PARTITIONS, topology, type WorkerName, workers } from "../../contracts/mod.ts"
 import { tariffsFromEnv } from "../../workers/pricing.ts"
 import { secret, signToken } from "../auth.ts"
 import { CliError, type Io, SESSION_FILE } from "./io.ts"
@@ -48,7 +48,31 @@ export function pretty(line: string, color = process.stdout.isTTY): string {
   return `${t} ${color && c ? `\x1b[${c}m${lvl}\x1b[0m` : lvl} ${msg}${fields ? ` ${fields}` : ""}`
 }
 
-type Supervised = { name: string; child?: ChildProcess; restarts: number; stopping: boolean; timer?: ReturnType<typeof setTimeout> }
+type Supervised = {
+  name: WorkerName
+  /** `invoice`, `invoice-2`, …: how its lines are prefixed */
+  label: string
+  env: Record<string, string>
+  child?: ChildProcess
+  restarts: number
+  stopping: boolean
+  timer?: ReturnType<typeof setTimeout>
+}
+
+const port = (w: WorkerName) => process.env[`${w.toUpperCase()}_PORT`] ?? workers[w].port
+
+/** `--scale invoice=3 --scale tracking=2` (or `invoice=3,tracking=2`): instances per worker. */
+export function parseScale(given: string[]): Map<WorkerName, number> {
+  const out = new Map<WorkerName, number>()
+  for (const part of given.flatMap((g) => g.split(","))) {
+    const m = /^([a-z]+)=(\d+)$/.exec(part.trim())
+    if (!m || !(WORKERS as string[]).includes(m[1]!) || Number(m[2]) < 1 || Number(m[2]) > MAX_PARTITIONS) {
+      throw new CliError(`--scale takes <worker>=<instances> (1 to ${MAX_PARTITIONS}) of ${WORKERS.join(", ")}; got "${part}"`)
+    }
+    out.set(m[1] as WorkerName, Number(m[2]))
+  }
+  return out
+}
 
 const fresh = () => randomBytes(24).toString("base64url")
 const SECRET_VARS = ["PORTAL_SECRET", "LOGIFLOW_OPERATORS", "LOGIFLOW_API_KEYS", "FLEET_API_KEY"]
@@ -94,7 +118,13 @@ function credentials() {
 }
 
 export async function up(args: string[], io: Io): Promise<number> {
-  const { values } = parseArgs({ args, options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" }, cluster: { type: "boolean" } } })
+  const { values } = parseArgs({
+    args,
+    options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" }, cluster: { type: "boolean" }, scale: { type: "string", multiple: true } },
+  })
+  const scale = parseScale(values.scale ?? [])
+  // several instances of a worker share its partitions: default 8 when any worker is scaled out, else 1
+  const partitions = Number(process.env.PARTITIONS ?? ([...scale.values()].some((n) => n > 1) ? 8 : 1))
   const dataDir = resolve(values["data-dir"] ?? join(ROOT, ".logiflow"))
   const tty = process.stdout.isTTY
   const prefix = (name: string, i: number) => {
@@ -147,17 +177,26 @@ export async function up(args: string[], io: Io): Promise<number> {
   const nc = await connect({ name: "admin", url, ...admin, waitForServer: false }).catch((err) => {
     throw new CliError(`cannot reach NATS at ${url}: ${(err as Error).message}`)
   })
-  const actions = await provision(nc, topology({ replicas: Number(process.env.STREAM_REPLICAS ?? 1) })).finally(() => nc.close())
+  const actions = await provision(nc, topology({ replicas: Number(process.env.STREAM_REPLICAS ?? 1), partitions })).finally(() => nc.close())
   say(`topology provisioned: ${actions.length} resources, ${actions.filter((a) => a.action !== "unchanged").length} changed`)
 
   const names = WORKERS.filter((w) => (w !== "fleet" || !values["no-fleet"]) && existsSync(join(ROOT, "workers", `${w}.ts`)))
-  const supervised: Supervised[] = names.map((name) => ({ name, restarts: 0, stopping: false }))
+  const supervised: Supervised[] = []
+  for (const name of names) {
+    for (let i = 0; i < (scale.get(name) ?? 1); i++) {
+      // the first instance on the worker's port, the others on the next free ones
+      const env = i === 0 ? {} : { [`${name.toUpperCase()}_PORT`]: String(await nextFree(Number(port(name)) + 100 * i)) }
+      supervised.push({ name, label: i === 0 ? name : `${name}-${i + 1}`, env, restarts: 0, stopping: false })
+    }
+  }
   const launch = (s: Supervised, i: number) => {
     const env: Record<string, string | undefined> = {
       ...process.env,
       NATS_URL: url,
+      PARTITIONS: String(partitions),
       ...creds.envOf(s.name),
       ...(external ? {} : { NATS_USER: s.name, NATS_PASSWORD: passwords[s.name] }),
+      ...s.env,
     }
     const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "workers", `${s.name}.ts`)], {
       cwd: ROOT,
@@ -168,14 +207,14 @@ export async function up(args: string[], io: Io): Promise<number> {
       detached: true,
     })
     s.child = child
-    say(`${s.name} started (pid ${child.pid})`)
+    say(`${s.label} started (pid ${child.pid})`)
     const startedAt = Date.now()
     let buf = ""
     const onData = (b: Buffer) => {
       buf += b.toString()
       const lines = buf.split("\n")
       buf = lines.pop()!
-      for (const l of lines) if (l) io.out(`${prefix(s.name, i)}${pretty(l, tty)}`)
+      for (const l of lines) if (l) io.out(`${prefix(s.label, i)}${pretty(l, tty)}`)
     }
     child.stdout!.on("data", onData)
     child.stderr!.on("data", onData)
@@ -184,13 +223,12 @@ export async function up(args: string[], io: Io): Promise<number> {
       // a worker that ran a minute is healthy again: its next crash starts the backoff afresh
       if (Date.now() - startedAt > 60_000) s.restarts = 0
       const delay = Math.min(30_000, 500 * 2 ** s.restarts++)
-      say(`${s.name} exited (${signal ?? `code ${code}`}); restarting in ${delay} ms`)
+      say(`${s.label} exited (${signal ?? `code ${code}`}); restarting in ${delay} ms`)
       s.timer = setTimeout(() => launch(s, i), delay)
     })
   }
   supervised.forEach(launch)
-  const port = (w: WorkerName) => process.env[`${w.toUpperCase()}_PORT`] ?? workers[w].port
-  say(`workers: ${names.map((w) => `${w} :${port(w)}`).join(", ")}`)
+  say(`workers: ${names.map((w) => `${w} :${port(w)}${(scale.get(w) ?? 1) > 1 ? ` ×${scale.get(w)}` : ""}`).join(", ")}${partitions > 1 ? ` (${partitions} partitions per stream)` : ""}`)
   await links(names, port, creds, say)
   // lets `npx logiflow status|tail|dlq …` from this checkout connect as admin without copying passwords around
   const ownSession = !external && dataDir === resolve(dirname(SESSION_FILE))

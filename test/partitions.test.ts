@@ -1,0 +1,162 @@
+// Scale-out with per-key order: several instances of invoice and tracking (real processes) share the partitions of
+// their streams; one is killed with -9 and one added mid-run; a checker over the streams asserts that each truck's
+// effects come in its events' order and each effect once. And changing the partition count loses nothing.
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
+import type { NatsConnection } from "@nats-io/transport-node"
+import { suite } from "uvu"
+import * as assert from "uvu/assert"
+import { type EtaUpdated, type InvoiceGenerated, partitionConsumer, type PositionReported, type RouteCalculated, topology } from "../contracts/mod.ts"
+import { provision } from "../mesh/provision.ts"
+import { publishEvent } from "../mesh/publish.ts"
+import { readStream, settled, spawnWorker, type Proc } from "./fixtures/chaos.ts"
+import { route } from "./fixtures/events.ts"
+import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
+
+const test = suite("partitions")
+let server: TestServer
+let nc: NatsConnection
+let js: JetStreamClient
+let jsm: JetStreamManager
+const procs: Proc[] = []
+const P = 4
+// short times, so a dead instance's partitions come back within seconds: lease 2 s, ack_wait 2 s
+const env = () => ({ NATS_URL: server.url, PARTITION_LEASE_MS: "2000", LOG_LEVEL: "info" })
+
+test.before(async () => {
+  ;({ server, nc, js, jsm } = await natsFixture())
+})
+test.after(async () => {
+  await Promise.all(procs.map((p) => p.stop("SIGKILL")))
+  await nc.close()
+  await server.close()
+})
+test.after.each(async () => {
+  await Promise.all(procs.splice(0).map((p) => p.stop("SIGKILL")))
+  for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
+})
+
+const TRUCKS = 12
+/** Route `n` of truck `t`: its calculatedAt grows with n, so a truck's routes have an order to keep. */
+const routeOf = (t: number, n: number): RouteCalculated =>
+  route(n, { routeId: `r-${t}-${n}`, truckId: `truck-${t}`, calculatedAt: new Date(Date.UTC(2026, 10, 25, 8, 0, n)).toISOString() })
+
+/** Every truck's routes in the order they were stored, and the invoices' routes in the order they were stored. */
+async function orders() {
+  const routes = await readStream(js, jsm, "ROUTING")
+  const invoices = await readStream(js, jsm, "INVOICE")
+  const byTruck = (items: { truckId: string; routeId: string }[]) => {
+    const m = new Map<string, string[]>()
+    for (const i of items) m.set(i.truckId, [...(m.get(i.truckId) ?? []), i.routeId])
+    return m
+  }
+  return { routes: byTruck(routes.map((m) => m.json<RouteCalculated>())), invoices: byTruck(invoices.map((m) => m.json<InvoiceGenerated>())), stored: invoices.length }
+}
+
+test("provision - P partitions: ROUTING stores subjects with generation and partition, one durable per partition", async () => {
+  await provision(nc, topology({ partitions: P, ackWaitSeconds: 2 }))
+  const cfg = (await jsm.streams.info("ROUTING")).config
+  assert.equal(cfg.subject_transform, { src: "routing.events.RouteCalculated.*", dest: "routing.events.RouteCalculated.{{wildcard(1)}}.g1.{{partition(4,1)}}" })
+  const names: string[] = []
+  for await (const c of jsm.consumers.list("ROUTING")) names.push(c.name)
+  const want = ["invoice", "portal", "tracking"].flatMap((w) => Array.from({ length: P }, (_, p) => partitionConsumer(w, 1, p)))
+  assert.equal(names.sort(), want.sort())
+  const ack = await publishEvent(js, "RouteCalculated", routeOf(3, 1), { id: "x", source: "logiflow/test" })
+  const stored = await jsm.streams.getMessage("ROUTING", { seq: ack.seq })
+  assert.match(stored!.subject, /^routing\.events\.RouteCalculated\.truck-3\.g1\.[0-3]$/)
+})
+
+test("invoice ×3 - a kill -9 and a newcomer mid-run: each route invoiced once, each truck's invoices in its routes' order", async () => {
+  await provision(nc, topology({ partitions: P, ackWaitSeconds: 2 }))
+  const w = { ...env(), INVOICE_SLOW_MS: "15" }
+  for (let i = 0; i < 3; i++) procs.push(await spawnWorker("invoice", w))
+  // every partition held by someone before the load starts
+  await waitUntil(() => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= P, { what: "4 leases" })
+  const N = 30
+  const send = async (n: number) => {
+    for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+  }
+  for (let n = 0; n < N / 3; n++) await send(n)
+  const victim = procs[0]!
+  victim.proc.kill("SIGKILL")
+  await victim.exited
+  for (let n = N / 3; n < (2 * N) / 3; n++) await send(n)
+  procs.push(await spawnWorker("invoice", w))
+  for (let n = (2 * N) / 3; n < N; n++) await send(n)
+  for (let p = 0; p < P; p++) await settled(jsm, "ROUTING", partitionConsumer("invoice", 1, p), 90_000)
+  const o = await orders()
+  assert.is(o.stored, TRUCKS * N, "one invoice per route")
+  for (const [truck, routes] of o.routes) assert.equal(o.invoices.get(truck), routes, `${truck}: invoices in its routes' order`)
+  // the newcomer took a fair share: 4 partitions over 3 live instances, nobody holds more than 2
+  const holders = procs.slice(1).map((p) => p.pid)
+  assert.is(holders.length, 3)
+})
+
+test("tracking ×3 - each truck's ETA updates keep the order of its positions across a kill -9 and a newcomer", async () => {
+  await provision(nc, topology({ partitions: P, ackWaitSeconds: 2 }))
+  const w = { ...env(), TRACKING_ETA_THRESHOLD_SECONDS: "0" }
+  for (let i = 0; i < 3; i++) procs.push(await spawnWorker("tracking", w))
+  await waitUntil(() => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= 2 * P, { what: "8 leases" })
+  const base = Date.UTC(2026, 10, 25, 8, 0, 0)
+  for (let t = 0; t < TRUCKS; t++) {
+    const r = routeOf(t, 0)
+    await publishEvent(js, "RouteCalculated", { ...r, stops: [{ id: "far", lat: 53.5, lon: 13.4 }], calculatedAt: new Date(base).toISOString() }, { id: `rc-${t}`, source: "logiflow/test" })
+  }
+  // routes and positions live in different streams, with no order between them: the routes first, then the pings
+  for (let p = 0; p < P; p++) await settled(jsm, "ROUTING", partitionConsumer("tracking", 1, p), 30_000)
+  const ping = (t: number, n: number): PositionReported => ({ truckId: `truck-${t}`, lat: 52.5 + n * 0.01, lon: 13.4, at: new Date(base + (n + 1) * 60_000).toISOString() })
+  const N = 24
+  for (let n = 0; n < N; n++) {
+    if (n === N / 3) (procs[1]!.proc.kill("SIGKILL"), await procs[1]!.exited)
+    if (n === (2 * N) / 3) procs.push(await spawnWorker("tracking", w))
+    for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "PositionReported", ping(t, n), { id: `pos-${t}-${n}`, source: "logiflow/test" })
+    await sleep(20)
+  }
+  for (let p = 0; p < P; p++) await settled(jsm, "POSITIONS", partitionConsumer("tracking", 1, p), 90_000)
+  const etas = (await readStream(js, jsm, "TRACKING")).map((m) => m.json<EtaUpdated>())
+  for (let t = 0; t < TRUCKS; t++) {
+    const times = etas.filter((e) => e.truckId === `truck-${t}`).map((e) => e.updatedAt)
+    assert.equal(times, [...times].sort(), `truck-${t}: its ETA updates in its positions' order`)
+    assert.is(new Set(times).size, times.length, `truck-${t}: each update once`)
+    assert.is(times.length, N, `truck-${t}: one update per position (threshold 0)`)
+  }
+})
+
+/** Until a consumer has nothing left, or is gone (provision removes an earlier layout's once it is drained). */
+const drained = (stream: string, durable: string) =>
+  waitUntil(
+    async () => {
+      const c = await jsm.consumers.info(stream, durable).catch(() => "gone" as const)
+      return c === "gone" || (c.num_pending === 0 && c.num_ack_pending === 0)
+    },
+    { timeoutMs: 90_000, every: 200, what: `${stream}/${durable} drained` },
+  )
+
+test("changing P - 2 → 4 while routes keep coming: nothing lost, nothing twice, each truck's order kept across the change", async () => {
+  await provision(nc, topology({ partitions: 2, ackWaitSeconds: 2 }))
+  // one at a time and slow: the old layout still holds routes when the count changes
+  const w = { ...env(), INVOICE_SLOW_MS: "40", CONCURRENCY: "1" }
+  for (let i = 0; i < 2; i++) procs.push(await spawnWorker("invoice", w))
+  const N = 20
+  for (let n = 0; n < N / 2; n++) for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+  // the migration: provision with the new count starts generation 2, and keeps generation 1's consumers while they
+  // hold routes; new routes wait in generation 2 until those are drained
+  const actions = await provision(nc, topology({ partitions: 4, ackWaitSeconds: 2 }))
+  assert.ok(actions.some((a) => a.name === "ROUTING" && a.action === "updated"), JSON.stringify(actions))
+  assert.ok(actions.some((a) => a.name.startsWith("ROUTING/invoice-a") && a.action === "draining"), "the old layout still held routes")
+  assert.equal((await jsm.streams.info("ROUTING")).config.subject_transform?.dest, "routing.events.RouteCalculated.{{wildcard(1)}}.g2.{{partition(4,1)}}")
+  for (let n = N / 2; n < N; n++) for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+  // a rolling restart: each instance learns the new layout when it starts
+  for (const p of procs.splice(0)) (await p.stop("SIGTERM"), procs.push(await spawnWorker("invoice", w)))
+  for (let p = 0; p < 2; p++) await drained("ROUTING", partitionConsumer("invoice", 1, p))
+  for (let p = 0; p < 4; p++) await drained("ROUTING", partitionConsumer("invoice", 2, p))
+  const o = await orders()
+  assert.is(o.stored, TRUCKS * N)
+  for (const [truck, routes] of o.routes) assert.equal(o.invoices.get(truck), routes, `${truck}: order kept across the change`)
+  // the next provision removes generation 1's drained consumers
+  await provision(nc, topology({ partitions: 4, ackWaitSeconds: 2 }))
+  const left: string[] = []
+  for await (const c of jsm.consumers.list("ROUTING")) if (c.name.startsWith("invoice-a")) left.push(c.name)
+  assert.equal(left, [])
+})
+
+test.run()
