@@ -46,8 +46,8 @@ export type Consuming = {
   /** starts pulling a consumer (the worker's own at start; a partition once its lease is held) */
   attach(c: BoundConsumer): void
   /**
-   * stops pulling a consumer: what has not started is handed back, what runs may finish until `deadline` and is
-   * acked; resolves true when nothing of it is held any more (a partition may then be handed to another instance)
+   * stops pulling a consumer and handles what it holds until `deadline` (what has not started by then is handed
+   * back); resolves true when all of it was handled and acked (a partition may then go to another instance cleanly)
    */
   detach(c: BoundConsumer, deadline: number): Promise<boolean>
   /** the consumers being pulled now */
@@ -270,10 +270,11 @@ export function consume(o: ConsumeOptions): Consuming {
       if (!b) return heldOf(key) === 0
       bound.delete(key)
       pullers = [...bound.values()].map((x) => x.puller)
-      // what the server already sent is still delivered (drain), then handed back if it has not started
+      // everything the server sends until its requests end is delivered, and all of it is handled here, not handed
+      // back: a nak would charge each held message a delivery on every handover (max_deliver would drop them)
       await b.puller.stop()
-      for (const h of work.takeWaiting((h) => h.consumer === key)) (h.msg.nak(), held.delete(h))
       const gone = await untilEmpty(key, deadline)
+      if (!gone) for (const h of work.takeWaiting((h) => h.consumer === key)) (h.msg.nak(), held.delete(h))
       flushAcks()
       return gone
     },

@@ -60,6 +60,9 @@ export function leases(o: LeaseOptions): Leases {
   const mine = new Map<string, { unit: Unit; revision: number; renewedAt: number; pulling: boolean; safeAt: number }>()
   let stopping = false
   let ticking: Promise<void> | undefined
+  /** rounds in a row this instance held more than its share: handing over waits for two, so that instances whose
+   * views of the members differ for a moment (one just joined) do not pass partitions back and forth */
+  let over = 0
   const drainedOld = new Set<string>()
 
   const write = (lease: Lease) => JSON.stringify(lease)
@@ -145,7 +148,8 @@ export function leases(o: LeaseOptions): Leases {
     const target = Math.floor(units.length / n) + (rank < units.length % n ? 1 : 0)
     // more than a fair share (an instance joined): hand the last ones over, cleanly
     const held = [...mine.keys()].sort()
-    for (const name of held.slice(target)) await giveUp(name, true)
+    over = held.length > target ? over + 1 : 0
+    if (over >= 2) await Promise.all(held.slice(target).map((name) => giveUp(name, true)))
     for (const u of units) {
       if (mine.size >= target) break
       if (!mine.has(nameOf(u))) await take(u, now)
@@ -168,7 +172,7 @@ export function leases(o: LeaseOptions): Leases {
     async stop(drained) {
       stopping = true
       await ticking
-      for (const name of [...mine.keys()]) await giveUp(name, drained)
+      await Promise.all([...mine.keys()].map((name) => giveUp(name, drained)))
       await o.kv.delete(memberKey(o.worker, o.instance)).catch(() => {})
     },
   }

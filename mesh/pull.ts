@@ -30,9 +30,9 @@ export type PullerOptions = {
   /** the server refuses the consumer (409 Consumer Deleted, 503 no responders) or takes requests for it again */
   bound?(bound: boolean, why: string): void
   log: Logger
-  /** how long one pull request waits for messages (default 30 s) */
+  /** how long one pull request waits for messages (default 2 s): also the longest a stop waits for them to end */
   expiresMs?: number
-  /** the server's heartbeat while a request waits (default 5 s); two missed ones end the request on our side */
+  /** the server's heartbeat while a request waits (default 1 s); two missed ones end the request on our side */
   heartbeatMs?: number
   apiPrefix?: string
 }
@@ -49,8 +49,8 @@ export type Puller = {
 const retryMs = 1000
 
 export function puller(nc: NatsConnection, o: PullerOptions): Puller {
-  const expiresMs = o.expiresMs ?? 30_000
-  const heartbeatMs = o.heartbeatMs ?? 5_000
+  const expiresMs = o.expiresMs ?? 2_000
+  const heartbeatMs = o.heartbeatMs ?? 1_000
   const next = `${o.apiPrefix ?? "$JS.API"}.CONSUMER.MSG.NEXT.${o.stream}.${o.durable}`
   const inboxPrefix = (nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix
   let sub: Subscription | undefined
@@ -73,6 +73,9 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
   /** something arrived since the watchdog last looked (a clock read per message showed in the profile) */
   let heard = false
   let stopping = false
+  /** stopped, waiting for the open requests to end: whatever still arrives is delivered as usual */
+  let ending = false
+  let allEnded: (() => void) | undefined
   let paused: ReturnType<typeof setTimeout> | undefined
   let complaint = ""
   let refused = false
@@ -158,6 +161,7 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
       }
       if (complaint) accepted()
       o.deliver(new PulledMsg(msg, nc))
+      if (ending && open.size === 0) allEnded?.()
       pull()
       return
     }
@@ -171,9 +175,11 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
       // expired (408) or nothing there (404): the request is over; the next asks for what this one brought
       if (complaint) accepted()
       ended(n, left)
+      if (ending && open.size === 0) allEnded?.()
       return pull()
     }
     ended(n, left)
+    if (ending && open.size === 0) allEnded?.()
     const status = new JetStreamStatus(msg)
     const description = status.description || `status ${code}`
     // 409 consumer deleted; 503: nothing answers the pull subject (no such consumer, or JetStream unavailable)
@@ -225,6 +231,20 @@ export function puller(nc: NatsConnection, o: PullerOptions): Puller {
       stopping = true
       clearInterval(watchdog)
       clearTimeout(paused)
+      // A request the server still holds goes on delivering to this inbox even after an unsubscribe: those messages
+      // would reach nobody until ack_wait, and come back behind newer ones of their key (to this consumer's next
+      // puller, here or in another instance). So the subscription stays until every open request has ended — filled,
+      // or expired within expiresMs — and what arrives meanwhile is delivered like the rest.
+      ending = true
+      const last = Math.max(0, ...[...open.values()].map((r) => r.until))
+      if (open.size > 0 && !nc.isClosed()) {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await new Promise<void>((resolve) => {
+          allEnded = resolve
+          timer = setTimeout(resolve, Math.max(0, last - Date.now()))
+        })
+        clearTimeout(timer)
+      }
       await sub?.drain().catch(() => {})
     },
   }

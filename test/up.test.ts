@@ -119,7 +119,7 @@ test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); 
     const taken = (label: string) => up.lines.filter((l) => l.startsWith(label) && l.includes("partition lease taken")).length
     const handed = (label: string) => up.lines.filter((l) => l.startsWith(label) && l.includes("partition handed over")).length
     // each ends with 4 of the 8: what the first took alone, it hands the second half over
-    await waitUntil(() => taken("invoice │") - handed("invoice │") === 4 && taken("invoice-2│") - handed("invoice-2│") === 4, { what: "4 + 4 leases", timeoutMs: 30_000 })
+    await waitUntil(() => taken("invoice │") - handed("invoice │") === 4 && taken("invoice-2│") - handed("invoice-2│") === 4, { what: "4 + 4 leases", timeoutMs: 60_000 })
     const curl = up.lines.map((l) => /try it \(API key "dispatcher"\): (curl .*)$/.exec(l)).find((m) => m)![1]!
     const { routeId } = JSON.parse(execFileSync("sh", ["-c", curl], { encoding: "utf8" })) as { routeId: string }
     const nc = await connectTo({ url: `nats://127.0.0.1:${natsPort}` }, { user: "admin", pass: "pUpScaleAdmin1" })
