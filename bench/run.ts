@@ -9,8 +9,9 @@ import { drain } from "./drain.ts"
 import { latency } from "./latency.ts"
 import { args, machine, markdown, ROOT, type Scenario, type Section } from "./lib.ts"
 import { publish } from "./publish.ts"
+import { scale } from "./scale.ts"
 
-const scenarios: Record<string, Scenario> = { consume, publish, latency, drain, cascade }
+const scenarios: Record<string, Scenario> = { consume, publish, latency, drain, cascade, scale }
 
 const { quick, names } = args()
 const unknown = names.filter((n) => !(n in scenarios))
