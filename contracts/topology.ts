@@ -176,8 +176,11 @@ export function topology(opts: TopologyOptions = {}): Topology {
       consumers.push({ stream: REPLAY_STREAM, durable: worker, worker, filterSubjects: [`replay.${worker}.>`], events: workers[worker].consumes, ...base })
     }
   }
-  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...base })
-  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...base })
+  // ops' own consumers never run out of deliveries: a failure there is retried until it succeeds, because dead-lettering
+  // the safety net's input into the queue it serves would hide it where nobody looks
+  const net = { ...base, maxDeliver: -1 }
+  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
+  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
 
   const buckets: BucketSpec[] = [
     ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: b.ttlSeconds }))),
