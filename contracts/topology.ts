@@ -26,7 +26,8 @@ export const workers: Record<WorkerName, WorkerSpec> = {
     publishes: [],
     buckets: { "portal-trucks": { ttlSeconds: 0 }, "portal-invoices": { ttlSeconds: 0 } },
   },
-  // a retry with the same Idempotency-Key gets the same answer for a day
+  // a retry with the same Idempotency-Key gets the same answer while the key's record lives: the retry horizon, a day
+  // unless TopologyOptions.retryHorizonSeconds (ROUTING_RETRY_HORIZON_SECONDS) says otherwise
   routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } } },
   tracking: {
     port: 8082,
@@ -40,6 +41,9 @@ export const workers: Record<WorkerName, WorkerSpec> = {
 }
 
 export const workerNames = Object.keys(workers) as WorkerName[]
+
+/** routing's idempotency records: one per Idempotency-Key, for the retry horizon */
+export const ROUTING_REQUESTS = "routing-requests"
 
 /**
  * Liveness: every running worker instance writes here every 5 s under `<worker>.<instance>` (mesh/heartbeat.ts) and
@@ -107,6 +111,8 @@ export type TopologyOptions = {
    * can share its work while each key stays with one instance (contracts/partitions.ts); more than 1 needs 2.10+
    */
   partitions?: number
+  /** how long routing keeps an Idempotency-Key bound to its request (the routing-requests bucket's TTL); default a day */
+  retryHorizonSeconds?: number
 }
 
 /**
@@ -182,8 +188,9 @@ export function topology(opts: TopologyOptions = {}): Topology {
   consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
   consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
 
+  const ttlOf = (bucket: string, ttlSeconds: number) => (bucket === ROUTING_REQUESTS && opts.retryHorizonSeconds ? opts.retryHorizonSeconds : ttlSeconds)
   const buckets: BucketSpec[] = [
-    ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: b.ttlSeconds }))),
+    ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: ttlOf(bucket, b.ttlSeconds) }))),
     { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
     { bucket: PARTITIONS_BUCKET, history: 1, ttlSeconds: DAY },
   ]

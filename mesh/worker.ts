@@ -10,7 +10,7 @@ import { bind, handlerMismatch } from "./bind.ts"
 import { type Connection, connect } from "./connect.ts"
 import { consume, type Consuming } from "./consume.ts"
 import type { Handlers, RawHandler } from "./delivery.ts"
-import { env, envInt } from "./env.ts"
+import { env, envInt, topologyEnv } from "./env.ts"
 import { StartupError } from "./errors.ts"
 import { front, isReady, type Readiness } from "./front.ts"
 import { heartbeat, heartbeatsBucket, instanceId } from "./heartbeat.ts"
@@ -96,7 +96,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const flushSpans = exportSpans(name, log)
   const concurrency = o.concurrency ?? envInt("CONCURRENCY", 16)
   const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
-  const topo = topology({ replicas: envInt("STREAM_REPLICAS", 1), partitions: envInt("PARTITIONS", 1), ...o.topology })
+  const topo = topology({ ...topologyEnv(), ...o.topology })
   const specs = consumersOf(topo, name)
   const mismatch = handlerMismatch(name, specs, o.consumes ?? {}, o.raw ?? {})
   if (mismatch) throw new StartupError(`${name}: ${mismatch}`)

@@ -33,6 +33,7 @@ const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean]
       detail: { ...r, invoicesForAccepted: undefined, row: undefined },
       checks: [
         ["every 202 invoiced exactly once", counts.every((c) => c === 1)],
+        ["no 503 (nothing recorded) stored after all", r.notRecordedButStored === 0],
         ["one invoice per request after retries", r.afterRetry.total === requests && r.afterRetry.distinct === requests],
         ["readiness 503 during the outage, 200 after", Object.values(r.readiness).every((x) => x.duringOutage.includes(503) && !x.duringOutage.includes(200) && x.after === 200)],
       ],

@@ -1,0 +1,110 @@
+// workers/route-record.ts — how routing records a route so that its answer is honest and a retry is safe.
+//
+// Every request has a record in routing-requests, under its Idempotency-Key (the client's, or one routing makes and
+// hands back), scoped by the API client, bound to the request body and to the route planned for it (a fresh UUIDv7
+// routeId, never one derived from the key). The record is written before the route is published and lives for the
+// retry horizon (the bucket's TTL): a retry within it gets the same route back, republished only if it was not marked
+// published, under the same msg id and routeId, which the stream dedupes and every consumer is idempotent by. Past the
+// horizon the key is free again and makes a new route with a new routeId. What the answer may claim follows from how
+// far a request got: nothing recorded (503), recorded (202), or unknown because the publish was sent and no answer
+// came (504), which a retry with the same key settles.
+import type { KV } from "@nats-io/kv"
+import { StatusError } from "itty-router"
+import { ContractError, ROUTING_REQUESTS, type RouteCalculated } from "../contracts/mod.ts"
+import { ApiCode, apiCode, getJson, hex, isNoResponders, isPermissionDenied, kvKey, newId, type Runtime, withTimeout } from "../mesh/mod.ts"
+
+/** What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. */
+export type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean }
+
+/** Nothing was recorded by this request: retrying (with the same key) is safe, and needed. */
+export class NotRecorded extends Error {
+  constructor(message: string, readonly retryAfterSeconds = 2) {
+    super(message)
+  }
+}
+
+/** The publish was sent and no answer came: the route may be recorded. Only a retry with the same key can tell. */
+export class OutcomeUnknown extends Error {}
+
+const bytes = (s: string) => new TextEncoder().encode(s)
+const sha256 = async (s: string) => hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(s))))
+
+/** The record's key: JSON keeps ("a:b","c") and ("a","b:c") apart, and one client's keys from another's. */
+export const recordKey = (client: string, key: string) => sha256(JSON.stringify([client, key]))
+
+/** KV create, first writer wins: a concurrent retry that got there first has the answer. */
+async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
+  try {
+    await kv.create(kvKey(key), JSON.stringify(mine))
+    return mine
+  } catch (err) {
+    const theirs = await getJson<Recorded>(kv, key)
+    if (!theirs) throw err
+    return theirs
+  }
+}
+
+/** A publish the server answered with an error was not stored; any other failure leaves the outcome unknown. */
+function refused(err: unknown): NotRecorded | undefined {
+  const message = (err as Error)?.message ?? String(err)
+  if (apiCode(err) === ApiCode.StoreFull) {
+    return new NotRecorded(`the routing log is full (${message}); routes cannot be recorded until an operator raises its limits`, 60)
+  }
+  if (isNoResponders(err)) return new NotRecorded(`no stream records routes (${message}); run \`logiflow provision\``, 30)
+  if (apiCode(err) !== undefined || isPermissionDenied(err)) return new NotRecorded(`NATS refused the route: ${message}`)
+  return undefined
+}
+
+export type RecordOptions = {
+  request: unknown
+  client: string
+  key: string
+  plan(routeId: string): RouteCalculated
+  traceparent?: string
+  timeoutMs: number
+  site: string
+}
+
+/**
+ * Records the route of one request (see the file's header). Resolves with the route once it is in the routing log;
+ * rejects with a StatusError (422: the key is bound to another body), NotRecorded or OutcomeUnknown.
+ */
+export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteCalculated> {
+  let phase: "recording" | "publishing" | "published" = "recording"
+  let answered = false
+  const work = async () => {
+    const kv = await rt.kv(ROUTING_REQUESTS)
+    const id = await recordKey(o.client, o.key)
+    const print = await sha256(JSON.stringify(o.request))
+    const rec = (await getJson<Recorded>(kv, id)) ?? (await create(kv, id, { fingerprint: print, route: o.plan(newId(o.site)), published: false }))
+    if (rec.fingerprint !== print) throw new StatusError(422, `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`)
+    if (rec.published) return rec.route
+    // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
+    if (answered) throw new NotRecorded("answered already")
+    phase = "publishing"
+    try {
+      // the msg id is derived from the routeId, so a retried publish of the same route is stored once
+      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent: o.traceparent })
+    } catch (err) {
+      // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
+      if (err instanceof ContractError) throw err
+      throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
+    }
+    phase = "published"
+    // not awaited: the route is recorded whatever becomes of the mark; without it a retry republishes (deduped)
+    kv.put(kvKey(id), JSON.stringify({ ...rec, published: true })).catch((err) => rt.log.warn("route recorded, its record not marked published", { routeId: rec.route.routeId, error: err }))
+    return rec.route
+  }
+  try {
+    return await withTimeout(work(), o.timeoutMs, () => {
+      answered = true
+      return phase === "publishing"
+        ? new OutcomeUnknown(`NATS did not acknowledge the route within ${o.timeoutMs} ms`)
+        : new NotRecorded(`NATS did not answer within ${o.timeoutMs} ms; nothing was recorded`)
+    })
+  } catch (err) {
+    if (err instanceof StatusError || err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown) throw err
+    // the record could not be read or written: the route was not published
+    throw new NotRecorded(`the route could not be recorded: ${(err as Error)?.message ?? err}`)
+  }
+}
