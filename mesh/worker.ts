@@ -41,6 +41,8 @@ export type Runtime = {
    */
   publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; traceparent?: string }): Promise<PubAck>
   kv(bucket: string): Promise<KV>
+  /** writes this instance's heartbeat now, not at the next tick: a state others wait on has changed */
+  heartbeat(): void
 }
 
 export type WorkerOptions = {
@@ -63,6 +65,8 @@ export type WorkerOptions = {
   /** runs after NATS is connected and consumers are bound, before the worker reports ready */
   onStart?: (rt: Runtime) => void | Promise<void>
   onStop?: (rt: Runtime) => void | Promise<void>
+  /** more to say in each heartbeat (a read model's rebuild, mesh/rebuild.ts) */
+  beat?: (rt: Runtime) => Record<string, unknown>
 }
 
 export type StartOptions = {
@@ -127,6 +131,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   let nc: Connection | undefined
   let js: JetStreamClient | undefined
   let engine: Consuming | undefined
+  let beats: ReturnType<typeof heartbeat> | undefined
   const readiness: Readiness = { connected: false, bound: false, stopping: false, refused: new Map() }
   const buckets = new Map<string, Promise<KV>>()
 
@@ -161,6 +166,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       if (!kv) buckets.set(bucket, (kv = new Kvm(rt.js).open(bucket)))
       return kv
     },
+    heartbeat: () => void beats?.beat(),
   }
 
   // HTTP first: /healthz answers while NATS is still being dialled, /readyz says 503 until bound
@@ -221,12 +227,12 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   await shared?.tick()
   readiness.bound = true
   await o.onStart?.(rt)
-  const beats = heartbeat({
+  beats = heartbeat({
     worker: name,
     instance,
     js,
     log,
-    state: () => ({ ready: rt.ready, inflight: engine?.held ?? 0 }),
+    state: () => ({ ...o.beat?.(rt), ready: rt.ready, inflight: engine?.held ?? 0 }),
     provision: () => provision(nc!, { ...topo, buckets: [heartbeatsBucket] }, { createMissing: true, streams: () => false, consumers: () => false }).then(() => {}),
   })
   log.info("ready", { consumers: specs.map((c) => `${c.stream}/${c.durable}`), concurrency, port: server.port })
@@ -240,7 +246,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       clearInterval(leaseTimer)
       const drained = await engine!.drain(deadline)
       await shared?.stop(drained)
-      await beats.stop()
+      await beats!.stop()
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())
       await server.close()

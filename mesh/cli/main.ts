@@ -7,6 +7,7 @@ import { isMain } from "../main.ts"
 import { provision } from "../provision.ts"
 import { adminConnect, CliError, type Command } from "./io.ts"
 import { commands as opsCommands } from "./ops.ts"
+import { rebuild } from "./rebuild.ts"
 import { token } from "./token.ts"
 
 const provisionCommand: Command = {
@@ -40,6 +41,7 @@ export const commands: Record<string, Command> = {
   },
   provision: provisionCommand,
   ...opsCommands,
+  rebuild,
   token,
 }
 
