@@ -16,6 +16,8 @@ export type WorkerSpec = {
   publishes: EventName[]
   /** KV buckets this worker reads and writes, each with how long a key lives unless written again (0: until deleted) */
   buckets: Record<string, { ttlSeconds: number }>
+  /** streams whose messages it reads back by sequence (routing: its own routes, so that each is stored once) */
+  reads?: string[]
 }
 
 /** Every worker, declared once: the runtime, the supervisor, the images and the permissions test read it from here. */
@@ -28,7 +30,7 @@ export const workers: Record<WorkerName, WorkerSpec> = {
   },
   // a retry with the same Idempotency-Key gets the same answer while the key's record lives: the retry horizon, a day
   // unless TopologyOptions.retryHorizonSeconds (ROUTING_RETRY_HORIZON_SECONDS) says otherwise
-  routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } } },
+  routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } }, reads: ["ROUTING", "EDGE_ROUTING"] },
   tracking: {
     port: 8082,
     consumes: ["RouteCalculated", "PositionReported"],

@@ -315,13 +315,24 @@ test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands 
   for (const m of captured) await js.publish(m.subject, m.data, { headers: m.headers })
   const landed = (await routingMessages()).map((m) => m.data.routeId)
   assert.is(landed.length, 2)
-  // the documented retry: same request, same key → the route that landed, not a second one
-  for (const [key, body] of [["lost-ack-1", request()], [generated, request({ truckId: "truck-9" })]] as const) {
-    const retry = await post(body, { "idempotency-key": key })
-    assert.is(retry.status, 202)
-    assert.ok(landed.includes(((await retry.json()) as { routeId: string }).routeId))
+  // the retry comes after the duplicate window: the msg id no longer dedupes, routing finds the route on its subject
+  await jsm.streams.update("ROUTING", { ...info.config, duplicate_window: nanos(100) })
+  await sleep(300)
+  try {
+    // the documented retry: same request, same key → the route that landed, not a second one
+    for (const [key, body] of [["lost-ack-1", request()], [generated, request({ truckId: "truck-9" })]] as const) {
+      const retry = await post(body, { "idempotency-key": key })
+      assert.is(retry.status, 202)
+      assert.ok(landed.includes(((await retry.json()) as { routeId: string }).routeId))
+    }
+    assert.is((await routingMessages()).length, 2, "stored once each")
+    // and a late copy of the first attempt, landing after something else on the truck's subject, is refused
+    const late = captured[0]!
+    const refused = await js.publish(late.subject, late.data, { headers: late.headers, expect: { lastSubjectSequence: 0 } }).then(() => "stored", (e) => e.constructor.name)
+    assert.is(refused, "JetStreamApiError")
+  } finally {
+    await jsm.streams.update("ROUTING", info.config)
   }
-  assert.is((await routingMessages()).length, 2, "stored once each")
 })
 
 test("refusing server - no stream takes routes: 503 not-recorded at once, naming logiflow provision", async () => {

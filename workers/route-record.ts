@@ -3,18 +3,21 @@
 // Every request has a record in routing-requests, under its Idempotency-Key (the client's, or one routing makes and
 // hands back), scoped by the API client, bound to the request body and to the route planned for it (a fresh UUIDv7
 // routeId, never one derived from the key). The record is written before the route is published and lives for the
-// retry horizon (the bucket's TTL): a retry within it gets the same route back, republished only if it was not marked
-// published, under the same msg id and routeId, which the stream dedupes and every consumer is idempotent by. Past the
-// horizon the key is free again and makes a new route with a new routeId. What the answer may claim follows from how
+// retry horizon (the bucket's TTL): a retry within it gets the same route back, appended only if it is not on its
+// truck's subject yet (append below), so it is stored once whatever the duplicate window. Past the horizon the key is
+// free again and makes a new route with a new routeId. What the answer may claim follows from how
 // far a request got: nothing recorded (503), recorded (202), or unknown because the publish was sent and no answer
 // came (504), which a retry with the same key settles.
 import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
-import { ContractError, ROUTING_REQUESTS, type RouteCalculated } from "../contracts/mod.ts"
-import { ApiCode, apiCode, getJson, hex, isNoResponders, isPermissionDenied, kvKey, newId, type Runtime, withTimeout } from "../mesh/mod.ts"
+import { ContractError, edgeStream, ROUTING_REQUESTS, type RouteCalculated, subjectOf } from "../contracts/mod.ts"
+import { ApiCode, apiCode, getJson, hex, isNoResponders, isNotFound, isPermissionDenied, kvKey, newId, type Runtime, withTimeout } from "../mesh/mod.ts"
 
-/** What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. */
-export type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean }
+/**
+ * What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. `since`: the last sequence on the
+ * truck's subject when the record was made; the route, if it landed, is after it.
+ */
+export type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean; since: number }
 
 /** Nothing was recorded by this request: retrying (with the same key) is safe, and needed. */
 export class NotRecorded extends Error {
@@ -55,6 +58,63 @@ function refused(err: unknown): NotRecorded | undefined {
   return undefined
 }
 
+type Jsm = Awaited<ReturnType<Runtime["js"]["jetstreamManager"]>>
+
+/** The stream routing's routes are stored in: ROUTING, or EDGE_ROUTING at an edge site. Asked once per runtime. */
+const streams = new WeakMap<Runtime, Promise<{ jsm: Jsm; stream: string }>>()
+function routesStream(rt: Runtime) {
+  let found = streams.get(rt)
+  if (!found) {
+    found = (async () => {
+      const jsm = await rt.js.jetstreamManager(false)
+      for (const stream of ["ROUTING", edgeStream("ROUTING")]) {
+        const missing = await jsm.streams.getMessage(stream, { last_by_subj: subjectOf("RouteCalculated", "-") }).then(() => false, (err) => isNotFound(err))
+        if (!missing) return { jsm, stream }
+      }
+      throw new NotRecorded("no stream records routes (neither ROUTING nor EDGE_ROUTING); run `logiflow provision`", 30)
+    })()
+    found.catch(() => streams.delete(rt))
+    streams.set(rt, found)
+  }
+  return found
+}
+
+/** Whether `routeId` is stored on `subject` after sequence `since`. */
+async function landed(jsm: Jsm, stream: string, subject: string, since: number, routeId: string): Promise<boolean> {
+  for (let seq = since + 1; ; ) {
+    // the server's MSG.GET takes next_by_subj (2.9 and newer); the client's type for it lists only seq and last_by_subj
+    const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as unknown as { seq: number })
+    if (!m) return false
+    if (m.json<{ routeId?: string }>().routeId === routeId) return true
+    seq = m.seq + 1
+  }
+}
+
+/**
+ * Appends the route to its truck's subject exactly once, whatever the duplicate window: each attempt is guarded by the
+ * subject's last sequence as last seen (`Nats-Expected-Last-Subject-Sequence`), so an earlier attempt landing late is
+ * refused once anything came after what it saw, and a retry first looks for its route after `since`.
+ */
+async function append(rt: Runtime, rec: Recorded, fresh: boolean, traceparent?: string): Promise<void> {
+  const { jsm, stream } = await routesStream(rt)
+  const subject = subjectOf("RouteCalculated", rec.route.truckId)
+  for (let attempt = 0; attempt < 20; attempt++) {
+    // a record this request just made has nothing to look for: its since is the subject's last sequence
+    const fast = fresh && attempt === 0
+    if (!fast && (await landed(jsm, stream, subject, rec.since, rec.route.routeId))) return
+    const last = fast ? rec.since : ((await jsm.streams.getMessage(stream, { last_by_subj: subject }))?.seq ?? 0)
+    try {
+      // the msg id is derived from the routeId too: within the duplicate window the stream also dedupes by it
+      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent, expectLastSubjectSequence: last })
+      return
+    } catch (err) {
+      // another route of this truck (or this one) was appended in between: look again
+      if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
+    }
+  }
+  throw new OutcomeUnknown("the truck's routes kept changing while this one was appended")
+}
+
 export type RecordOptions = {
   request: unknown
   client: string
@@ -76,18 +136,28 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     const kv = await rt.kv(ROUTING_REQUESTS)
     const id = await recordKey(o.client, o.key)
     const print = await sha256(JSON.stringify(o.request))
-    const rec = (await getJson<Recorded>(kv, id)) ?? (await create(kv, id, { fingerprint: print, route: o.plan(newId(o.site)), published: false }))
+    let rec = await getJson<Recorded>(kv, id)
+    let fresh = false
+    if (!rec) {
+      const route = o.plan(newId(o.site))
+      const { jsm, stream } = await routesStream(rt)
+      const since = (await jsm.streams.getMessage(stream, { last_by_subj: subjectOf("RouteCalculated", route.truckId) }))?.seq ?? 0
+      const mine: Recorded = { fingerprint: print, route, published: false, since }
+      rec = await create(kv, id, mine)
+      fresh = rec === mine
+    }
     if (rec.fingerprint !== print) throw new StatusError(422, `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`)
     if (rec.published) return rec.route
+    // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
+    if (!fresh) phase = "publishing"
     // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
     if (answered) throw new NotRecorded("answered already")
     phase = "publishing"
     try {
-      // the msg id is derived from the routeId, so a retried publish of the same route is stored once
-      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent: o.traceparent })
+      await append(rt, rec, fresh, o.traceparent)
     } catch (err) {
       // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
-      if (err instanceof ContractError) throw err
+      if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown) throw err
       throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
     }
     phase = "published"
