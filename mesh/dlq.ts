@@ -109,11 +109,14 @@ export async function publishDeadLetterHolding(js: JetStreamClient, f: Failed, h
     try {
       return await publishDeadLetter(js, f)
     } catch (err) {
-      const wait = backoffDelay(attempt, h.backoff)
-      if (Date.now() + wait > until) throw err
+      const wait = Math.min(backoffDelay(attempt, h.backoff), until - Date.now())
+      if (wait <= 0) throw err
       h.onRetry?.(attempt, err)
-      h.keepAlive()
-      await new Promise((r) => setTimeout(r, wait))
+      // in short steps: a wait longer than ack_wait must not let the server take the message back meanwhile
+      for (const end = Date.now() + wait; Date.now() < end; ) {
+        h.keepAlive()
+        await new Promise((r) => setTimeout(r, Math.min(250, end - Date.now())))
+      }
       h.keepAlive()
     }
   }
