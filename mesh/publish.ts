@@ -19,6 +19,8 @@ export type PublishMeta = {
   once?: boolean
   /** stored only if the last message on its subject is this one (0: none), else refused with 10071: an append guard */
   expectLastSubjectSequence?: number
+  /** the subject (or pattern) whose last message that is, when not the one it is stored under */
+  expectLastSubjectSequenceSubject?: string
 }
 
 export function toHeaders(record: Record<string, string>): MsgHdrs {
@@ -64,7 +66,8 @@ export function childTraceparent(parent?: string): string {
 export async function publishEvent<N extends EventName>(js: JetStreamClient, name: N, data: EventData<N>, meta: PublishMeta): Promise<PubAck> {
   const { subject, headers, body } = encode(name, data, meta)
   if (meta.expectLastSubjectSequence !== undefined) {
-    return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect: { lastSubjectSequence: meta.expectLastSubjectSequence } })
+    const expect = { lastSubjectSequence: meta.expectLastSubjectSequence, ...(meta.expectLastSubjectSequenceSubject ? { lastSubjectSequenceSubject: meta.expectLastSubjectSequenceSubject } : {}) }
+    return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect })
   }
   if (!meta.once) return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
   try {

@@ -5,8 +5,9 @@
 // data as complete (it says `rebuilding`, with progress), and once every consumer has replayed up to where its stream
 // stood at the reset it loads the rebuilt model and serves again. Nothing is renamed: a renamed durable would replay
 // too, but leave the old one's position and permissions behind.
-import { type ConsumerInfo, jetstreamManager } from "@nats-io/jetstream"
-import { consumersOf, topology } from "../contracts/mod.ts"
+import { type ConsumerInfo, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
+import { type ConsumerSpec, consumersOf, topology } from "../contracts/mod.ts"
+import { concreteConsumers, layoutOf, partitionable } from "./partitioning.ts"
 import type { Runtime } from "./worker.ts"
 
 const PREFIX = "logiflow rebuild "
@@ -40,6 +41,17 @@ export function replayed(m: Mark, c: Progress): boolean {
 /** 0..1: how much of what the consumer had to replay at its reset it has delivered. */
 export const fraction = (m: Mark, c: Progress) => (m.target === undefined ? 0 : replayed(m, c) ? 1 : m.total ? Math.max(0, Math.min(1, 1 - c.num_pending / m.total)) : 0)
 
+/** The durables of a worker's consumers as they are now: one per partition of a partitioned stream's current layout. */
+export async function durablesOf(jsm: JetStreamManager, worker: string): Promise<ConsumerSpec[]> {
+  const t = topology()
+  const out: ConsumerSpec[] = []
+  for (const c of consumersOf(t, worker).filter((c) => c.events.length > 0)) {
+    const layout = partitionable(c.stream) ? layoutOf((await jsm.streams.info(c.stream).catch(() => null))?.config) : undefined
+    out.push(...concreteConsumers(c, t.streams.find((s) => s.name === c.stream), layout))
+  }
+  return out
+}
+
 export type RebuildState = { startedAt: string; progress: number }
 
 export type Follower = {
@@ -54,7 +66,6 @@ export type Follower = {
  * done before this resolves, so a worker starting mid-rebuild never serves what it found in its buckets.
  */
 export async function followRebuild(rt: Runtime, o: { begin(s: RebuildState): void | Promise<void>; end(): void | Promise<void>; everyMs?: number }): Promise<Follower> {
-  const specs = consumersOf(topology(), rt.name)
   const jsm = await jetstreamManager(rt.nc, { checkAPI: false })
   let state: RebuildState | undefined
   // the marks stay until the CLI has seen the end too: a finished rebuild must not begin again
@@ -64,6 +75,7 @@ export async function followRebuild(rt: Runtime, o: { begin(s: RebuildState): vo
     if (busy) return
     busy = true
     try {
+      const specs = await durablesOf(jsm, rt.name)
       const infos = await Promise.all(specs.map((c) => jsm.consumers.info(c.stream, c.durable).catch(() => null)))
       const marks = infos.map((i) => markOf(i?.config.description))
       const seen = marks.find((m) => m)

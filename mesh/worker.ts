@@ -39,7 +39,7 @@ export type Runtime = {
    * publishes one event from outside a handler (an HTTP route); id defaults to a fresh UUIDv7. `traceparent` is
    * the parent of the publish span, and what the event carries when no tracing SDK is registered
    */
-  publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; traceparent?: string; expectLastSubjectSequence?: number }): Promise<PubAck>
+  publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; traceparent?: string; expectLastSubjectSequence?: number; expectLastSubjectSequenceSubject?: string }): Promise<PubAck>
   kv(bucket: string): Promise<KV>
   /** writes this instance's heartbeat now, not at the next tick: a state others wait on has changed */
   heartbeat(): void
@@ -159,7 +159,8 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       // the event carries the publish span's traceparent when an SDK records spans, else a new span id under the
       // caller's (never the caller's own: two hops would look like one span)
       const traceparent = childTraceparent(meta.traceparent)
-      const guard = meta.expectLastSubjectSequence === undefined ? {} : { expectLastSubjectSequence: meta.expectLastSubjectSequence }
+      const { expectLastSubjectSequence, expectLastSubjectSequenceSubject } = meta
+      const guard = expectLastSubjectSequence === undefined ? {} : { expectLastSubjectSequence, expectLastSubjectSequenceSubject }
       return publishTraced(rt.js, event, data, { id, source: `logiflow/${name}`, traceparent, ...guard }, contextOf(meta.traceparent), observePublish)
     },
     kv(bucket) {

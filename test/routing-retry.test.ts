@@ -192,4 +192,48 @@ test("retry horizon - ROUTING_RETRY_HORIZON_SECONDS is the key's lifetime; past 
 })
 
 
+test("partitioned ROUTING - the append guard reads the truck's routes in every layout: one route per key, across a change of partitions", async () => {
+  const fresh = await startServer()
+  const fnc = await connectTo(fresh)
+  const other = { running: undefined as Running | undefined }
+  try {
+    await provision(fnc, topology({ partitions: 4 }), { consumers: () => false })
+    other.running = await routing.start({ url: fresh.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
+    const at = (key: string, body: unknown) =>
+      fetch(`http://127.0.0.1:${other.running!.port}/routes`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "idempotency-key": key, ...testAuth().headers.routes },
+        body: JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, routeId: ((await r.json()) as { routeId: string }).routeId }))
+    const fjsm = await jetstreamManager(fnc)
+    const stored = async () => {
+      const info = await fjsm.streams.info("ROUTING")
+      const out: { subject: string; routeId: string }[] = []
+      for (let seq = 1; seq <= info.state.last_seq; seq++) {
+        const m = await fjsm.streams.getMessage("ROUTING", { seq })
+        if (m) out.push({ subject: m.subject, routeId: m.json<RouteCalculated>().routeId })
+      }
+      return out
+    }
+    const a = await at("part-1", request())
+    const b = await at("part-2", request({ customerId: "globex" }))
+    assert.equal([a.status, b.status], [202, 202])
+    assert.ok((await stored()).every((m) => /^routing\.events\.RouteCalculated\.truck-7\.g1\.[0-3]$/.test(m.subject)))
+    // a new layout: the truck's next route goes under generation 2, the guard still sees generation 1's
+    await provision(fnc, topology({ partitions: 2 }), { consumers: () => false })
+    const c = await at("part-3", request({ customerId: "initech" }))
+    assert.is(c.status, 202)
+    for (const [key, body, want] of [["part-1", request(), a], ["part-3", request({ customerId: "initech" }), c]] as const) {
+      assert.equal(await at(key, body), want)
+    }
+    const all = await stored()
+    assert.equal(all.map((m) => m.routeId), [a.routeId, b.routeId, c.routeId], "one route per key")
+    assert.match(all[2]!.subject, /\.g2\.[01]$/)
+  } finally {
+    await other.running?.stop()
+    await fnc.close()
+    await fresh.close()
+  }
+})
+
 test.run()

@@ -79,15 +79,31 @@ function routesStream(rt: Runtime) {
   return found
 }
 
-/** Whether `routeId` is stored on `subject` after sequence `since`. */
-async function landed(jsm: Jsm, stream: string, subject: string, since: number, routeId: string): Promise<boolean> {
-  for (let seq = since + 1; ; ) {
-    // the server's MSG.GET takes next_by_subj (2.9 and newer); the client's type for it lists only seq and last_by_subj
-    const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as unknown as { seq: number })
-    if (!m) return false
-    if (m.json<{ routeId?: string }>().routeId === routeId) return true
-    seq = m.seq + 1
+// a truck's routes are stored under its subject, or, in a partitioned stream, under it plus generation and partition
+const forms = (subject: string) => [subject, `${subject}.>`]
+
+/** The last sequence stored for the truck's subject, and the form of the latest (the plain one when none). */
+async function lastOf(jsm: Jsm, stream: string, subject: string): Promise<{ last: number; form: string }> {
+  let found = { last: 0, form: subject }
+  for (const form of forms(subject)) {
+    const m = await jsm.streams.getMessage(stream, { last_by_subj: form })
+    if (m && m.seq > found.last) found = { last: m.seq, form }
   }
+  return found
+}
+
+/** Whether `routeId` is stored for the truck's subject after sequence `since`. */
+async function landed(jsm: Jsm, stream: string, subject: string, since: number, routeId: string): Promise<boolean> {
+  for (const form of forms(subject)) {
+    for (let seq = since + 1; ; ) {
+      // the server's MSG.GET takes next_by_subj (2.9 and newer); the client's type for it lists only seq and last_by_subj
+      const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: form } as unknown as { seq: number })
+      if (!m) break
+      if (m.json<{ routeId?: string }>().routeId === routeId) return true
+      seq = m.seq + 1
+    }
+  }
+  return false
 }
 
 /**
@@ -99,13 +115,14 @@ async function append(rt: Runtime, rec: Recorded, fresh: boolean, traceparent?: 
   const { jsm, stream } = await routesStream(rt)
   const subject = subjectOf("RouteCalculated", rec.route.truckId)
   for (let attempt = 0; attempt < 20; attempt++) {
-    // a record this request just made has nothing to look for: its since is the subject's last sequence
-    const fast = fresh && attempt === 0
-    if (!fast && (await landed(jsm, stream, subject, rec.since, rec.route.routeId))) return
-    const last = fast ? rec.since : ((await jsm.streams.getMessage(stream, { last_by_subj: subject }))?.seq ?? 0)
+    // a record this request just made has nothing to look for: nothing came after its since yet, or the guard says so
+    if (!(fresh && attempt === 0) && (await landed(jsm, stream, subject, rec.since, rec.route.routeId))) return
+    // the guard names the form the truck's routes are stored under: checked on the stored subject alone, it would miss
+    // an earlier partition layout's routes (2.9 ignores the name and checks the subject, the only form it has)
+    const { last, form } = await lastOf(jsm, stream, subject)
     try {
       // the msg id is derived from the routeId too: within the duplicate window the stream also dedupes by it
-      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent, expectLastSubjectSequence: last })
+      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent, expectLastSubjectSequence: last, expectLastSubjectSequenceSubject: form })
       return
     } catch (err) {
       // another route of this truck (or this one) was appended in between: look again
@@ -141,7 +158,7 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     if (!rec) {
       const route = o.plan(newId(o.site))
       const { jsm, stream } = await routesStream(rt)
-      const since = (await jsm.streams.getMessage(stream, { last_by_subj: subjectOf("RouteCalculated", route.truckId) }))?.seq ?? 0
+      const since = (await lastOf(jsm, stream, subjectOf("RouteCalculated", route.truckId))).last
       const mine: Recorded = { fingerprint: print, route, published: false, since }
       rec = await create(kv, id, mine)
       fresh = rec === mine

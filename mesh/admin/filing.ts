@@ -6,11 +6,12 @@
 import type { StoredMsg } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
-import { effectOf, eventOfSubject, topology } from "../../contracts/mod.ts"
+import { effectOf, eventOfSubject, publishedSubject, topology } from "../../contracts/mod.ts"
 import { DLQ } from "../dlq.ts"
 import type { Admin, DlqEntry, DlqMessage } from "./entries.ts"
 import { entryOf, headerOf, ORIGINAL_GONE } from "./entries.ts"
 import { subjectMatches } from "./list.ts"
+import { layoutOf } from "../partitioning.ts"
 
 const topo = topology()
 
@@ -74,7 +75,8 @@ export async function checkDeadLetter(a: Admin, m: DlqMessage): Promise<Checked>
   if (entry.error === ORIGINAL_GONE && !m.data?.length) return { ok: true, entry: { ...entry, unverified: ORIGINAL_GONE } }
   const original = await originalOf(a, named.stream, seq)
   if (!original) return { ok: true, entry: { ...entry, unverified: `${named.stream} seq ${seq} is no longer in its stream; this copy cannot be checked against it` } }
-  if (!named.filters.some((f) => subjectMatches(f, original.subject))) {
+  // a partitioned stream stores an event under its subject plus generation and partition: the filters name the former
+  if (!named.filters.some((f) => subjectMatches(f, publishedSubject(original.subject)))) {
     return { ok: false, why: `${named.stream} seq ${seq} is on ${original.subject}, which ${named.consumer} does not read` }
   }
   const wrong = mismatch(m, original, entry.byReference === true)
@@ -89,7 +91,7 @@ export async function checkDeadLetter(a: Admin, m: DlqMessage): Promise<Checked>
 
 /** The stored effect (`contracts/effects.ts`) of `original` as handled by `consumer`, if the worker declares one. */
 export async function effectStored(a: Pick<Admin, "jsm">, consumer: string, original: { subject: string; data: Uint8Array }) {
-  const name = eventOfSubject(original.subject)
+  const name = eventOfSubject(publishedSubject(original.subject))
   if (!name) return undefined
   let input: unknown
   try {
@@ -99,8 +101,13 @@ export async function effectStored(a: Pick<Admin, "jsm">, consumer: string, orig
   }
   const effect = effectOf(consumer, name, input)
   if (!effect) return undefined
-  const m = await a.jsm.streams.getMessage(effect.stream, { last_by_subj: effect.subject })
+  const m = await lastOf(a, effect)
   return m ? { stream: effect.stream, subject: effect.subject, seq: m.seq } : undefined
+}
+
+/** The last message stored for an effect's subject, its stream partitioned or not (then generation and partition follow). */
+async function lastOf(a: Pick<Admin, "jsm">, effect: { stream: string; subject: string }) {
+  return (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: effect.subject })) ?? (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: `${effect.subject}.>` }))
 }
 
 const DAY_NS = 86_400e9
@@ -112,7 +119,7 @@ const age = (ns: number) => (ns % DAY_NS === 0 ? `${ns / DAY_NS} d` : `${Math.ro
  * stored on its subject yet) would let a second one in. With the effect stored, the guard refuses the replay's.
  */
 export async function checkReplay(a: Pick<Admin, "jsm">, entry: DlqEntry, original: { subject: string; data: Uint8Array; storedAt?: Date }): Promise<void> {
-  const name = eventOfSubject(original.subject)
+  const name = eventOfSubject(publishedSubject(original.subject))
   let input: unknown
   try {
     input = JSON.parse(new TextDecoder().decode(original.data))
@@ -121,8 +128,19 @@ export async function checkReplay(a: Pick<Admin, "jsm">, entry: DlqEntry, origin
   }
   const effect = name && effectOf(entry.consumer, name, input)
   if (!effect) return
-  if (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: effect.subject })) return
-  const maxAge = (await a.jsm.streams.info(effect.stream)).config.max_age
+  const stored = await lastOf(a, effect)
+  const info = await a.jsm.streams.info(effect.stream)
+  if (stored) {
+    // the guard looks at the subject a new effect would be stored under: after a change of partition layout, another
+    const generation = /\.g(\d+)\.\d+$/.exec(stored.subject)?.[1]
+    if ((generation === undefined ? undefined : Number(generation)) === layoutOf(info.config)?.generation) return
+    throw new StatusError(
+      409,
+      `entry ${entry.id}: ${effect.stream} holds its ${effect.event} as ${stored.subject}, under an earlier partition layout; the once-guard ` +
+        `checks only the current one, so a replay could store a second (bill it twice). Discard the entry`,
+    )
+  }
+  const maxAge = info.config.max_age
   const since = original.storedAt ?? new Date(entry.failedAt)
   if (maxAge > 0 && Date.now() - since.getTime() >= maxAge / 1e6) {
     throw new StatusError(

@@ -17,7 +17,8 @@ import { latestValues } from "../admin/list.ts"
 import { supports } from "../features.ts"
 import type { Beat } from "../heartbeat.ts"
 import { consumerConfig } from "../provision.ts"
-import { fraction, type Mark, markText, replayed } from "../rebuild.ts"
+import { durableNames } from "../partitioning.ts"
+import { durablesOf, fraction, type Mark, markText, replayed } from "../rebuild.ts"
 import { sleep } from "../time.ts"
 import { CliError, type Command, type Io } from "./io.ts"
 
@@ -42,9 +43,9 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
   const topo = topology()
   // a worker's read model is what its event consumers build; ops' index (dlq-entries) holds operators' decisions,
   // which no stream has, and is not rebuilt
-  const specs = consumersOf(topo, worker).filter((c) => c.events.length > 0)
+  const logical = consumersOf(topo, worker).filter((c) => c.events.length > 0)
   const buckets = Object.keys((workers as Record<string, { buckets: Record<string, unknown> } | undefined>)[worker]?.buckets ?? {})
-  if (specs.length === 0 || buckets.length === 0) {
+  if (logical.length === 0 || buckets.length === 0) {
     const models = Object.entries(workers).filter(([w, s]) => Object.keys(s.buckets).length && consumersOf(topo, w).some((c) => c.events.length)).map(([w]) => w)
     throw new CliError(`${worker} has no read model built from the streams; these have: ${models.join(", ")}`)
   }
@@ -52,6 +53,15 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
   const nc = await io.connect()
   try {
     const jsm = await jetstreamManager(nc)
+    // partitioned streams: every partition's durable (they are reset together, one stream after the other)
+    const specs = await durablesOf(jsm, worker)
+    for (const c of logical) {
+      for await (const info of jsm.consumers.list(c.stream)) {
+        if (durableNames(worker).includes(info.name) && !specs.some((s) => s.stream === c.stream && s.durable === info.name)) {
+          throw new CliError(`${c.stream}/${info.name} is left from an earlier partition layout and still draining; rebuild once \`logiflow provision\` has removed it`)
+        }
+      }
+    }
     const canPause = supports(nc, "pause")
     const canReset = supports(nc, "consumerReset")
     const infos = new Map<ConsumerSpec, ConsumerInfo>()
@@ -89,24 +99,28 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
     for (const b of buckets) await jsm.streams.purge(`KV_${b}`)
     io.out(`emptied ${buckets.join(", ")}`)
 
-    // 5
+    // 5: a stream at a time (all its partitions together), in the topology's order
     let replayedEvents = 0
-    for (const c of specs) {
-      const target = (await jsm.streams.info(c.stream)).state.last_seq
-      if (canReset) await jsm.consumers.reset(c.stream, c.durable, 1)
-      else {
-        if (canPause) await jsm.consumers.delete(c.stream, c.durable)
-        await jsm.consumers.add(c.stream, { ...consumerConfig(c), description: markText({ startedAt, target }) })
+    for (const stream of [...new Set(specs.map((c) => c.stream))]) {
+      const target = (await jsm.streams.info(stream)).state.last_seq
+      const marks = new Map<ConsumerSpec, Mark>()
+      for (const c of specs.filter((x) => x.stream === stream)) {
+        if (canReset) await jsm.consumers.reset(c.stream, c.durable, 1)
+        else {
+          if (canPause) await jsm.consumers.delete(c.stream, c.durable)
+          await jsm.consumers.add(c.stream, { ...consumerConfig(c), description: markText({ startedAt, target }) })
+        }
+        const m: Mark = { startedAt, target, total: (await jsm.consumers.info(c.stream, c.durable)).num_pending }
+        await mark(c, m)
+        marks.set(c, m)
       }
-      const total = (await jsm.consumers.info(c.stream, c.durable)).num_pending
-      const m: Mark = { startedAt, target, total }
-      await mark(c, m)
-      if (canPause) await jsm.consumers.resume(c.stream, c.durable)
+      if (canPause) for (const c of marks.keys()) await jsm.consumers.resume(c.stream, c.durable)
+      const total = [...marks.values()].reduce((a, m) => a + (m.total ?? 0), 0)
       let said = 0
-      await until(`${c.stream}/${c.durable} to replay ${total} events`, deadline, async () => {
-        const info = await jsm.consumers.info(c.stream, c.durable)
-        if (Date.now() - said > 2000) (said = Date.now()), io.out(`${c.stream}/${c.durable}: ${Math.round(100 * fraction(m, info))}% of ${total}`)
-        return replayed(m, info)
+      await until(`${stream} to replay ${total} events`, deadline, async () => {
+        const infos = await Promise.all([...marks].map(async ([c, m]) => [m, await jsm.consumers.info(c.stream, c.durable)] as const))
+        if (Date.now() - said > 2000) (said = Date.now()), io.out(`${stream}/${worker}: ${Math.round((100 * infos.reduce((a, [m, i]) => a + fraction(m, i) * (m.total ?? 0), 0)) / Math.max(1, total))}% of ${total}`)
+        return infos.every(([m, i]) => replayed(m, i))
       })
       replayedEvents += total
     }
