@@ -11,7 +11,14 @@ export const DLQ = {
   reason: "logiflow-dlq-reason",
   error: "logiflow-dlq-error",
   failedAt: "logiflow-dlq-failed-at",
+  /** when the original was stored in its stream: the start of the once-guard horizon for a replay */
+  storedAt: "logiflow-dlq-stored-at",
+  /** "by-reference": the entry carries no body (too large for the DLQ); the original is read from its stream */
+  payload: "logiflow-dlq-payload",
 } as const
+
+/** The value of `DLQ.payload` on an entry that names its original instead of copying it. */
+export const BY_REFERENCE = "by-reference"
 
 /** Set on a replayed event: the DLQ entry it came from, and where the original was stored. */
 export const REPLAY = {

@@ -16,6 +16,8 @@ export type WorkerSpec = {
   publishes: EventName[]
   /** KV buckets this worker reads and writes, each with how long a key lives unless written again (0: until deleted) */
   buckets: Record<string, { ttlSeconds: number }>
+  /** streams whose messages it reads back by sequence (routing: its own routes, so that each is stored once) */
+  reads?: string[]
 }
 
 /** Every worker, declared once: the runtime, the supervisor, the images and the permissions test read it from here. */
@@ -26,8 +28,9 @@ export const workers: Record<WorkerName, WorkerSpec> = {
     publishes: [],
     buckets: { "portal-trucks": { ttlSeconds: 0 }, "portal-invoices": { ttlSeconds: 0 } },
   },
-  // a retry with the same Idempotency-Key gets the same answer for a day
-  routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } } },
+  // a retry with the same Idempotency-Key gets the same answer while the key's record lives: the retry horizon, a day
+  // unless TopologyOptions.retryHorizonSeconds (ROUTING_RETRY_HORIZON_SECONDS) says otherwise
+  routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } }, reads: ["ROUTING", "EDGE_ROUTING"] },
   tracking: {
     port: 8082,
     consumes: ["RouteCalculated", "PositionReported"],
@@ -40,6 +43,9 @@ export const workers: Record<WorkerName, WorkerSpec> = {
 }
 
 export const workerNames = Object.keys(workers) as WorkerName[]
+
+/** routing's idempotency records: one per Idempotency-Key, for the retry horizon */
+export const ROUTING_REQUESTS = "routing-requests"
 
 /**
  * Liveness: every running worker instance writes here every 5 s under `<worker>.<instance>` (mesh/heartbeat.ts) and
@@ -107,6 +113,8 @@ export type TopologyOptions = {
    * can share its work while each key stays with one instance (contracts/partitions.ts); more than 1 needs 2.10+
    */
   partitions?: number
+  /** how long routing keeps an Idempotency-Key bound to its request (the routing-requests bucket's TTL); default a day */
+  retryHorizonSeconds?: number
 }
 
 /**
@@ -176,11 +184,15 @@ export function topology(opts: TopologyOptions = {}): Topology {
       consumers.push({ stream: REPLAY_STREAM, durable: worker, worker, filterSubjects: [`replay.${worker}.>`], events: workers[worker].consumes, ...base })
     }
   }
-  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...base })
-  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...base })
+  // ops' own consumers never run out of deliveries: a failure there is retried until it succeeds, because dead-lettering
+  // the safety net's input into the queue it serves would hide it where nobody looks
+  const net = { ...base, maxDeliver: -1 }
+  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
+  consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
 
+  const ttlOf = (bucket: string, ttlSeconds: number) => (bucket === ROUTING_REQUESTS && opts.retryHorizonSeconds ? opts.retryHorizonSeconds : ttlSeconds)
   const buckets: BucketSpec[] = [
-    ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: b.ttlSeconds }))),
+    ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: ttlOf(bucket, b.ttlSeconds) }))),
     { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
     { bucket: PARTITIONS_BUCKET, history: 1, ttlSeconds: DAY },
   ]

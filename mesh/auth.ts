@@ -191,7 +191,8 @@ export type ApiKeyGate = (request: Request) => Promise<Response | undefined>
  * The check in front of an ingestion endpoint: undefined when the request carries a key with `scope` and within its
  * rate, else the answer — 401 (no key or an unknown one), 403 (a key without this scope), 429 with Retry-After. Each
  * key has its own token bucket (a burst of 2 s worth), so one client sending too much never slows another down.
- * Keys come from LOGIFLOW_API_KEYS or LOGIFLOW_API_KEYS_FILE; with none configured every request is refused.
+ * Keys come from LOGIFLOW_API_KEYS or LOGIFLOW_API_KEYS_FILE; with none configured every request is refused. A request
+ * let through carries its key's name as `request.client`.
  */
 export function apiKeyGate(scope: Scope, o: { log: Logger; keys?: ApiKey[]; now?: () => number; counted?(client: string, status: number): void }): ApiKeyGate {
   const keys = o.keys ?? parseApiKeys(secret("LOGIFLOW_API_KEYS") ?? "")
@@ -218,6 +219,8 @@ export function apiKeyGate(scope: Scope, o: { log: Logger; keys?: ApiKey[]; now?
     }
     b.take(1)
     o.counted?.(key.name, 0)
+    // the route behind the gate knows its client by name (routing scopes Idempotency-Keys by it)
+    ;(request as Request & { client?: string }).client = key.name
     return undefined
   }
 }

@@ -4,9 +4,9 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, publishedSubject, REPLAY_STREAM, subjectOf } from "../contracts/mod.ts"
+import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, publishedSubject, REPLAY_STREAM, streamOf, subjectOf } from "../contracts/mod.ts"
 import { type Backoff, backoffDelay } from "./backoff.ts"
-import { deadLetter as dlqEntry, publishDeadLetter } from "./dlq.ts"
+import { deadLetter as dlqEntry, dlqHoldMs, publishDeadLetter, publishDeadLetterHolding, REPLAY } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
 import type { Logger } from "./log.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
@@ -131,12 +131,16 @@ async function deadLetter(x: Delivery, reason: string, error: string): Promise<O
   x.span?.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
   const deliveries = msg.info.deliveryCount
   try {
-    const failed = { stream: d.stream, seq: msg.seq, consumer: d.consumer, subject: msg.subject, headers: msg.headers, data: msg.data, deliveries, reason, error }
+    const failed = { stream: d.stream, seq: msg.seq, consumer: d.consumer, subject: msg.subject, headers: msg.headers, data: msg.data, deliveries, reason, error, storedAt: msg.time }
+    // on the final delivery a refused entry is retried in place: handed back, the message would be filed by ops from
+    // the MAX_DELIVERIES advisory, as `max-deliveries` instead of its own reason
+    const holding = { holdMs: dlqHoldMs(), backoff: d.backoff, keepAlive: () => msg.working(), onRetry: (attempt: number, err: unknown) => d.log.warn("dead-letter publish refused; holding the message and retrying", { stream: d.stream, seq: msg.seq, reason, attempt, error: err }) }
+    const publish = () => (deliveries >= d.maxDeliver ? publishDeadLetterHolding(d.js, failed, holding) : publishDeadLetter(d.js, failed))
     // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
-    const entry = await publishing(dlqEntry(failed).subject, { parent: x.spanContext ?? ROOT_CONTEXT, observe: d.observePublish }, () => publishDeadLetter(d.js, failed))
+    const entry = await publishing(dlqEntry(failed).subject, { parent: x.spanContext ?? ROOT_CONTEXT, observe: d.observePublish }, publish)
     // no reason string: 2.9.10 ignores term(reason) and redelivers; the reason lives in the entry's headers
     msg.term()
-    d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), reason, error, deliveries, dlqSeq: entry.seq })
+    d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), reason, error, deliveries, dlqSeq: entry.seq, ...(entry.byReference ? { byReference: true } : {}) })
     return x.finish("dlq")
   } catch (err) {
     msg.nak(backoffDelay(deliveries, d.backoff))
@@ -145,8 +149,23 @@ async function deadLetter(x: Delivery, reason: string, error: string): Promise<O
   }
 }
 
+/**
+ * A raw consumer (ops' ADVISORIES and DLQ) is the dead-letter net itself: whatever failed there is retried with backoff,
+ * for as long as it takes (its consumers have no max deliveries), and said loudly; never filed into the DLQ it serves.
+ */
+function retryNet(x: Delivery, err: unknown): Outcome {
+  const { msg, d } = x
+  const deliveries = msg.info.deliveryCount
+  const delay = backoffDelay(deliveries, d.backoff)
+  x.span?.setStatus({ code: SpanStatusCode.ERROR, message: String((err as Error)?.message ?? err) })
+  msg.nak(delay)
+  d.log.error("could not handle; retrying, never dead-lettered", { stream: d.stream, seq: msg.seq, deliveries, delayMs: delay, error: err })
+  return x.finish("nak")
+}
+
 /** what happens once a handler threw or rejected: rules 2 and 3 */
 function failed(x: Delivery, err: unknown): Outcome | Promise<Outcome> {
+  if (x.d.raw) return retryNet(x, err)
   if (err instanceof PermanentError) return deadLetter(x, err.reason, err.message)
   // the handler produced an event that breaks its contract: a bug that retrying cannot fix
   if (err instanceof ContractError) return deadLetter(x, "invalid-output", err.message)
@@ -211,6 +230,12 @@ async function handleRaw(x: Delivery): Promise<Outcome> {
   return x.ack()
 }
 
+/** The subject a replayed event was first stored under (its header), if the replay's own subject names that stream. */
+function replayedFrom(replaySubject: string, original: string | undefined, name: EventName): string {
+  if (!original) return `${replaySubject} without its original subject`
+  return replaySubject.split(".")[2] === streamOf(name) ? original : `${replaySubject}, not a replay for ${streamOf(name)}`
+}
+
 function handle(x: Delivery): Outcome | Promise<Outcome> {
   const { msg, d } = x
   if (d.raw) return handleRaw(x)
@@ -223,12 +248,13 @@ function handle(x: Delivery): Outcome | Promise<Outcome> {
   }
   x.type = event.type
   // the ce-type and the event's key must match the subject it was stored under (a replay travels on
-  // replay.<worker>.<stream>), and the ce-subject its lane was chosen by must be that key
+  // replay.<worker>.<stream> and names that subject in a header), and the ce-subject its lane was chosen by must be that key
   const key = keyOf(event.name, event.data)
   const subject = subjectOf(event.name, key)
   // (stored under a partitioned stream, the subject carries the generation and partition the server added)
-  if (d.stream !== REPLAY_STREAM && msg.subject !== subject && publishedSubject(msg.subject) !== subject) {
-    return deadLetter(x, "wrong-subject", `${event.name} with key ${key} arrived on ${msg.subject}; its subject is ${subject}`)
+  const storedAs = d.stream === REPLAY_STREAM ? replayedFrom(msg.subject, x.header(REPLAY.subject), event.name) : msg.subject
+  if (storedAs !== subject && publishedSubject(storedAs) !== subject) {
+    return deadLetter(x, "wrong-subject", `${event.name} with key ${key} arrived on ${storedAs}; its subject is ${subject}`)
   }
   if (event.meta.key !== key) {
     return deadLetter(x, "wrong-subject", `${event.name}'s ce-subject is ${event.meta.key === undefined ? "missing" : `"${event.meta.key}"`}; its key is "${key}"`)

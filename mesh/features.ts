@@ -11,6 +11,7 @@ export const FEATURES = {
   subjectTransform: { since: [2, 10, 0], what: "partitions by key (stream subject transforms)" },
   pause: { since: [2, 11, 0], what: "pausing and resuming a consumer" },
   messageTtl: { since: [2, 11, 0], what: "per-message TTL" },
+  consumerReset: { since: [2, 14, 0], what: "resetting a consumer to a stream sequence in place" },
 } as const satisfies Record<string, { since: Version; what: string }>
 
 export type Feature = keyof typeof FEATURES

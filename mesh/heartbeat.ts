@@ -19,6 +19,8 @@ export type Beat = {
   ready: boolean
   inflight: number
   version: string
+  /** set while the instance's read model is being rebuilt: the rebuild's start (mesh/rebuild.ts) */
+  rebuilding?: string
 }
 
 export { HEARTBEATS }
@@ -39,7 +41,7 @@ export type HeartbeatOptions = {
   worker: string
   instance: string
   js: JetStreamClient
-  state(): { ready: boolean; inflight: number }
+  state(): { ready: boolean; inflight: number } & Record<string, unknown>
   log: Logger
   /** called once when the bucket is missing; may create it (a dev server without auth) */
   provision?(): Promise<void>

@@ -12,7 +12,16 @@ import { type Context, type PublishObserver, publishing } from "./tracing.ts"
  */
 export type Outgoing = { [N in EventName]: { name: N; data: EventData<N>; id?: string; once?: boolean } }[EventName]
 
-export type PublishMeta = { id: string; source: string; traceparent?: string; once?: boolean }
+export type PublishMeta = {
+  id: string
+  source: string
+  traceparent?: string
+  once?: boolean
+  /** stored only if the last message on its subject is this one (0: none), else refused with 10071: an append guard */
+  expectLastSubjectSequence?: number
+  /** the subject (or pattern) whose last message that is, when not the one it is stored under */
+  expectLastSubjectSequenceSubject?: string
+}
 
 export function toHeaders(record: Record<string, string>): MsgHdrs {
   const h = natsHeaders()
@@ -56,6 +65,10 @@ export function childTraceparent(parent?: string): string {
  */
 export async function publishEvent<N extends EventName>(js: JetStreamClient, name: N, data: EventData<N>, meta: PublishMeta): Promise<PubAck> {
   const { subject, headers, body } = encode(name, data, meta)
+  if (meta.expectLastSubjectSequence !== undefined) {
+    const expect = { lastSubjectSequence: meta.expectLastSubjectSequence, ...(meta.expectLastSubjectSequenceSubject ? { lastSubjectSequenceSubject: meta.expectLastSubjectSequenceSubject } : {}) }
+    return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect })
+  }
   if (!meta.once) return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
   try {
     return await js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect: { lastSubjectSequence: 0 } })

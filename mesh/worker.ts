@@ -10,7 +10,7 @@ import { bind, handlerMismatch } from "./bind.ts"
 import { type Connection, connect } from "./connect.ts"
 import { consume, type Consuming } from "./consume.ts"
 import type { Handlers, RawHandler } from "./delivery.ts"
-import { env, envInt } from "./env.ts"
+import { env, envInt, topologyEnv } from "./env.ts"
 import { StartupError } from "./errors.ts"
 import { front, isReady, type Readiness } from "./front.ts"
 import { heartbeat, heartbeatsBucket, instanceId } from "./heartbeat.ts"
@@ -39,8 +39,10 @@ export type Runtime = {
    * publishes one event from outside a handler (an HTTP route); id defaults to a fresh UUIDv7. `traceparent` is
    * the parent of the publish span, and what the event carries when no tracing SDK is registered
    */
-  publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; traceparent?: string }): Promise<PubAck>
+  publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; traceparent?: string; expectLastSubjectSequence?: number; expectLastSubjectSequenceSubject?: string }): Promise<PubAck>
   kv(bucket: string): Promise<KV>
+  /** writes this instance's heartbeat now, not at the next tick: a state others wait on has changed */
+  heartbeat(): void
 }
 
 export type WorkerOptions = {
@@ -63,6 +65,8 @@ export type WorkerOptions = {
   /** runs after NATS is connected and consumers are bound, before the worker reports ready */
   onStart?: (rt: Runtime) => void | Promise<void>
   onStop?: (rt: Runtime) => void | Promise<void>
+  /** more to say in each heartbeat (a read model's rebuild, mesh/rebuild.ts) */
+  beat?: (rt: Runtime) => Record<string, unknown>
 }
 
 export type StartOptions = {
@@ -96,7 +100,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const flushSpans = exportSpans(name, log)
   const concurrency = o.concurrency ?? envInt("CONCURRENCY", 16)
   const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
-  const topo = topology({ replicas: envInt("STREAM_REPLICAS", 1), partitions: envInt("PARTITIONS", 1), ...o.topology })
+  const topo = topology({ ...topologyEnv(), ...o.topology })
   const specs = consumersOf(topo, name)
   const mismatch = handlerMismatch(name, specs, o.consumes ?? {}, o.raw ?? {})
   if (mismatch) throw new StartupError(`${name}: ${mismatch}`)
@@ -127,6 +131,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   let nc: Connection | undefined
   let js: JetStreamClient | undefined
   let engine: Consuming | undefined
+  let beats: ReturnType<typeof heartbeat> | undefined
   const readiness: Readiness = { connected: false, bound: false, stopping: false, refused: new Map() }
   const buckets = new Map<string, Promise<KV>>()
 
@@ -154,13 +159,16 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       // the event carries the publish span's traceparent when an SDK records spans, else a new span id under the
       // caller's (never the caller's own: two hops would look like one span)
       const traceparent = childTraceparent(meta.traceparent)
-      return publishTraced(rt.js, event, data, { id, source: `logiflow/${name}`, traceparent }, contextOf(meta.traceparent), observePublish)
+      const { expectLastSubjectSequence, expectLastSubjectSequenceSubject } = meta
+      const guard = expectLastSubjectSequence === undefined ? {} : { expectLastSubjectSequence, expectLastSubjectSequenceSubject }
+      return publishTraced(rt.js, event, data, { id, source: `logiflow/${name}`, traceparent, ...guard }, contextOf(meta.traceparent), observePublish)
     },
     kv(bucket) {
       let kv = buckets.get(bucket)
       if (!kv) buckets.set(bucket, (kv = new Kvm(rt.js).open(bucket)))
       return kv
     },
+    heartbeat: () => void beats?.beat(),
   }
 
   // HTTP first: /healthz answers while NATS is still being dialled, /readyz says 503 until bound
@@ -221,12 +229,12 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   await shared?.tick()
   readiness.bound = true
   await o.onStart?.(rt)
-  const beats = heartbeat({
+  beats = heartbeat({
     worker: name,
     instance,
     js,
     log,
-    state: () => ({ ready: rt.ready, inflight: engine?.held ?? 0 }),
+    state: () => ({ ...o.beat?.(rt), ready: rt.ready, inflight: engine?.held ?? 0 }),
     provision: () => provision(nc!, { ...topo, buckets: [heartbeatsBucket] }, { createMissing: true, streams: () => false, consumers: () => false }).then(() => {}),
   })
   log.info("ready", { consumers: specs.map((c) => `${c.stream}/${c.durable}`), concurrency, port: server.port })
@@ -240,7 +248,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       clearInterval(leaseTimer)
       const drained = await engine!.drain(deadline)
       await shared?.stop(drained)
-      await beats.stop()
+      await beats!.stop()
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())
       await server.close()

@@ -1,4 +1,5 @@
-// The long variants of test/chaos.test.ts: `npm run test:chaos -- --events 100000 [--seed 7] [--only crash,cluster]`.
+// The long variants of test/chaos.test.ts and test/history.test.ts: `npm run test:chaos -- --events 100000 [--seed 7]
+// [--only crash,cluster,history]`.
 // Same scenarios (test/fixtures/faults.ts), many more events, kills and rounds. Prints the markdown table, writes
 // bench/results/chaos-<date>.json, and exits 1 when any fault lost or duplicated an event.
 import { mkdirSync, writeFileSync } from "node:fs"
@@ -6,6 +7,7 @@ import { join } from "node:path"
 import { parseArgs } from "node:util"
 import { type Row, rowText, TABLE_HEAD } from "./fixtures/chaos.ts"
 import { brokerCrash, clusterNodeLoss, crashLoop, gracefulShutdown, hungConsumer, slowConsumer, streamFull } from "./fixtures/faults.ts"
+import { history } from "./fixtures/history.ts"
 import { ROOT } from "./harness.ts"
 
 const { values } = parseArgs({
@@ -33,6 +35,7 @@ const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean]
       detail: { ...r, invoicesForAccepted: undefined, row: undefined },
       checks: [
         ["every 202 invoiced exactly once", counts.every((c) => c === 1)],
+        ["no 503 (nothing recorded) stored after all", r.notRecordedButStored === 0],
         ["one invoice per request after retries", r.afterRetry.total === requests && r.afterRetry.distinct === requests],
         ["readiness 503 during the outage, 200 after", Object.values(r.readiness).every((x) => x.duringOutage.includes(503) && !x.duringOutage.includes(200) && x.after === 200)],
       ],
@@ -75,6 +78,20 @@ const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean]
         ["exit 0 within the deadline", r.exitCode === 0 && r.exitMs < 22_000],
         ["nothing acked twice, nothing stranded", r.ackedTwice.length === 0 && r.lateRedeliveries === 0],
         ["every event invoiced once", r.invoices.lost === 0 && r.invoices.duplicated === 0],
+      ],
+    }
+  },
+  history: async () => {
+    const routes = Math.min(20_000, Math.max(2000, Math.round(events / 20)))
+    const r = await history({ routes, seed, loadSeconds: Math.max(30, routes / 40) })
+    const v = r.verdict.figures
+    return {
+      row: r.row,
+      detail: { ...r, row: undefined },
+      checks: [
+        ["no violation in the streams' history", r.verdict.violations.length === 0],
+        [`${routes} accepted, each billed once or with one open entry`, v.accepted === routes && v.invoiced + v.open === routes],
+        ["every kind of fault happened", Object.values(r.faults).every((c) => c > 0)],
       ],
     }
   },

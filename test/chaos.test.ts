@@ -42,6 +42,7 @@ test("broker crash - SIGKILL nats-server mid-load: workers go 503 → 200 alone,
   assert.is(counts.filter((c) => c > 1).length, 0, "no accepted route invoiced twice")
   assert.is(r.strangers, 0, "no invoice for a route nobody asked for")
   assert.is(r.routingStoredTwice, 0, "no route stored twice")
+  assert.is(r.notRecordedButStored, 0, "no route answered 503 (nothing recorded) was stored after all")
   assert.is(r.afterRetry.accepted, r.refused, "every refused request accepted on retry with its Idempotency-Key")
   assert.is(r.afterRetry.missing, 0)
   assert.is(r.afterRetry.total, r.requests, "one invoice per request, retries included")

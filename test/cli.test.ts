@@ -219,7 +219,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
     [["tail", "routing.RouteCalculated"], /^logiflow tail: no stream stores "routing\.RouteCalculated"; stored subjects: .*routing\.events\.RouteCalculated\.\*/],
     [["tail", "routing.events.>", "--since", "bogus"], 'logiflow tail: "bogus" is neither a duration (5m, 2h, 1d) nor an ISO time'],
     [["dlq", "show", "ROUTING.invoice.404"], 'logiflow dlq: no DLQ entry "ROUTING.invoice.404"'],
-    [["dlq", "list", "--state", "bogus"], "logiflow dlq: state must be one of open, replayed, discarded"],
+    [["dlq", "list", "--state", "bogus"], "logiflow dlq: state must be one of open, replayed, discarded, resolved"],
     [["status"], `logiflow status: cannot reach NATS at ${dead}: connection refused`, { NATS_URL: dead }],
   ]
   const runs = await Promise.all(cases.map(([args, , env]) => logiflow(args, env)))
@@ -236,7 +236,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
   assert.is(debug.code, 1)
   assert.ok(debug.err.some((l) => /^\s+at /.test(l)), "a stack trace with --debug")
   const unknown = await logiflow(["frobnicate"])
-  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, token)']])
+  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, token)']])
 })
 
 test.run()

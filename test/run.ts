@@ -14,7 +14,7 @@ const files = readdirSync(dir)
   .sort()
 const timeoutMs = Number(process.env.TEST_FILE_TIMEOUT_MS ?? 300_000)
 const jobs = Math.max(1, Number(process.env.TEST_JOBS ?? 2))
-const ALONE = new Set(["chaos.test.ts", "cascade.test.ts"])
+const ALONE = new Set(["chaos.test.ts", "cascade.test.ts", "history.test.ts"])
 const strip = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, "")
 
 let passed = 0

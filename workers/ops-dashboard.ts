@@ -33,7 +33,7 @@ export function dashboardPage(nonce: string): string {
   tbody tr:hover { background: #f0f4fb; }
   td.error { max-width: 32rem; overflow-wrap: anywhere; }
   .state { font-weight: 600; }
-  .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded { color: #7a7f8c; }
+  .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded, .state-resolved { color: #7a7f8c; }
   button.act { margin-right: .3rem; }
   pre { background: #f5f6f8; padding: .6rem; overflow: auto; max-height: 24rem; }
   dl { display: grid; grid-template-columns: 9rem 1fr; gap: .2rem .8rem; }
@@ -79,7 +79,7 @@ export function dashboardPage(nonce: string): string {
     <form id="filter">
       <label>consumer <select name="consumer"><option value="">all</option></select></label>
       <label>reason <input name="reason" list="reasons" size="16"><datalist id="reasons"></datalist></label>
-      <label>state <select name="state"><option value="">all</option><option>open</option><option>replayed</option><option>discarded</option></select></label>
+      <label>state <select name="state"><option value="">all</option><option>open</option><option>replayed</option><option>discarded</option><option>resolved</option></select></label>
     </form>
     <table id="entries">
       <thead><tr><th>failed at</th><th>id</th><th>consumer</th><th>reason</th><th>error</th><th>deliveries</th><th>state</th><th></th></tr></thead>
@@ -190,7 +190,7 @@ function renderBars(st) {
 function actions(e) {
   const replay = el("button", { class: "act replay", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/replay")) }, "replay");
   const discard = el("button", { class: "act discard", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/discard")) }, "discard");
-  replay.disabled = discard.disabled = e.state === "discarded";
+  replay.disabled = discard.disabled = e.state === "discarded" || e.state === "resolved";
   return [replay, discard];
 }
 function renderEntries(page) {

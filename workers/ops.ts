@@ -5,6 +5,7 @@ import type { IRequest } from "itty-router"
 import {
   type Admin,
   allEntries,
+  checkDeadLetter,
   discardEntry,
   ENTRIES,
   fileFromAdvisory,
@@ -23,6 +24,7 @@ import {
   operatorsFromEnv,
   presented,
   randomSecret,
+  type RawHandler,
   readJson,
   type Runtime,
   runWhenMain,
@@ -32,12 +34,15 @@ import {
   verifyToken,
   worker,
   type Worker,
+  type WorkerOptions,
 } from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
   operators?: Operators
+  /** delays between retries of an advisory or DLQ message ops failed to handle (default: the runtime's) */
+  backoff?: WorkerOptions["backoff"]
 }
 
 const COOKIE = "logiflow_ops"
@@ -101,34 +106,62 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       admin = undefined
       throw err
     }))
-  let counted: { advisories(outcome: string): void; indexed(created: boolean): void } = { advisories() {}, indexed() {} }
+  const noop = () => {}
+  let counted: { advisories(outcome: string): void; indexed(created: boolean): void; refused(): void; failed(stream: string): void } = {
+    advisories: noop,
+    indexed: noop,
+    refused: noop,
+    failed: noop,
+  }
+  // a failure of the net itself is retried by the runtime for as long as it takes (never dead-lettered): counted here
+  const net = (stream: string, handle: RawHandler): RawHandler => async (msg, ctx) => {
+    try {
+      await handle(msg, ctx)
+    } catch (err) {
+      counted.failed(stream)
+      throw err
+    }
+  }
 
   return worker({
     name: "ops",
+    backoff: cfg.backoff,
     raw: {
-      ADVISORIES: async (msg, ctx) => {
+      ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         const adv = parseAdvisory(msg.data)
         if (!adv) return void ctx.log.warn("not an advisory; skipped", { subject: msg.subject, seq: msg.seq })
-        const outcome = await fileFromAdvisory(await adminOf(), adv)
+        const outcome = await fileFromAdvisory(await adminOf(), adv, msg.subject)
         counted.advisories(outcome)
-        if (outcome === "filed") {
-          ctx.log.warn("dead-lettered from the max-deliveries advisory", { stream: adv.stream, consumer: adv.consumer, seq: adv.stream_seq, deliveries: adv.deliveries })
-        }
-      },
-      DLQ: async (msg, ctx) => {
-        const { entry, created } = await indexDeadLetter((await adminOf()).kv, { subject: msg.subject, headers: msg.headers, seq: msg.seq, time: msg.time })
+        const where = { stream: adv.stream, consumer: adv.consumer, seq: adv.stream_seq, deliveries: adv.deliveries }
+        if (outcome === "filed") ctx.log.warn("dead-lettered from the max-deliveries advisory", where)
+        if (outcome === "effect-stored") ctx.log.info("max deliveries, but the event's effect is stored: nothing to file", where)
+      }),
+      DLQ: net("DLQ", async (msg, ctx) => {
+        const a = await adminOf()
+        const m = { subject: msg.subject, headers: msg.headers, seq: msg.seq, time: msg.time, data: msg.data }
+        const checked = await checkDeadLetter(a, m)
+        // a worker may publish only dlq.*.<itself>: what does not match its original is forged or broken, never an entry
+        if (!checked.ok) return void (counted.refused(), ctx.log.warn("dead letter refused; not indexed", { subject: msg.subject, dlqSeq: msg.seq, why: checked.why }))
+        const { entry, created } = await indexDeadLetter(a.kv, m, checked.entry)
         counted.indexed(created)
-        ctx.log.info(created ? "dlq entry indexed" : "duplicate dead letter; the entry was already indexed", { id: entry.id, dlqSeq: msg.seq })
-      },
+        ctx.log.info(created ? "dlq entry indexed" : "duplicate dead letter; the entry was already indexed", { id: entry.id, dlqSeq: msg.seq, state: entry.state })
+      }),
     },
     routes(router, runtime) {
       rt = runtime
       const operators = cfg.operators ?? operatorsFromEnv()
       if (operators.names.length === 0) runtime.log.warn("no operators configured: the ops API answers 503 until LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) is set")
       const { read, act, login, logout } = operatorGate(operators, randomSecret())
-      const advisories = runtime.metrics.counter("logiflow_ops_advisories_total", "Advisories handled, by outcome (filed, already-filed, ignored)")
+      const advisories = runtime.metrics.counter("logiflow_ops_advisories_total", "Advisories handled, by outcome (filed, already-filed, effect-stored, ignored)")
       const indexed = runtime.metrics.counter("logiflow_ops_dlq_indexed_total", "DLQ messages indexed; created=false: a duplicate of an indexed failure")
-      counted = { advisories: (outcome) => advisories.inc({ outcome }), indexed: (created) => indexed.inc({ created: String(created) }) }
+      const refused = runtime.metrics.counter("logiflow_ops_dlq_refused_total", "DLQ messages not indexed: forged or broken (they do not match their original)")
+      const failures = runtime.metrics.counter("logiflow_ops_failures_total", "Advisories and DLQ messages ops failed to handle, by stream (each is retried until it succeeds)", ["stream"])
+      counted = {
+        advisories: (outcome) => advisories.inc({ outcome }),
+        indexed: (created) => indexed.inc({ created: String(created) }),
+        refused: () => refused.inc(),
+        failed: (stream) => failures.inc({ stream }),
+      }
       runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by consumer and reason (read from dlq-entries at scrape)", {
         labelNames: ["consumer", "reason"],
         collect: async () => {

@@ -101,6 +101,8 @@ function main(page) {
     return fetch(path, { headers: { accept: "application/json" } }).then(function (r) {
       // the sign-in expired: the page itself then shows how to sign in again
       if (r.status === 401) location.assign("/");
+      // the portal is rebuilding its data from the streams: nothing partial is shown as the whole
+      if (r.status === 503) return r.json().then(function (b) { throw new Error(b && b.rebuilding ? "rebuilding, " + Math.round(100 * b.progress) + "% done" : "HTTP 503"); });
       if (!r.ok) throw new Error("HTTP " + r.status);
       return r.json();
     });
@@ -160,10 +162,10 @@ export type PageData = {
   now?: number
 }
 
-const head = (title: string) =>
+const head = (title: string, refreshSeconds?: number) =>
   html`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<meta name="referrer" content="no-referrer"><title>${title}</title><style>${new Markup(CSS)}</style></head>`
+<meta name="referrer" content="no-referrer">${refreshSeconds ? html`<meta http-equiv="refresh" content="${refreshSeconds}">` : ""}<title>${title}</title><style>${new Markup(CSS)}</style></head>`
 
 /** The signed-in customer's trucks and invoices; the browser script keeps them fresh. */
 export function renderPage({ customerId, trucks, invoices, refreshSeconds, now = Date.now() }: PageData): string {
@@ -192,6 +194,16 @@ ${problem ? html`<p class="problem">${problem}</p>` : ""}
 your LogiFlow contact sends you: open it in this browser and you are in. Links expire; when yours has, ask for a new one.</p>
 <p>If you were given the token itself, paste it here:</p>
 <form method="get" action="/login"><label for="token">Token</label><input id="token" name="token" type="password" autocomplete="off" required maxlength="1024"><button>Sign in</button></form>
+</section></main></body></html>`.text
+}
+
+/** While the portal rebuilds its data from the streams (status 503): no data rather than part of it. No script. */
+export function rebuildingPage(progress: number, refreshSeconds: number): string {
+  return html`${head("Updating · LogiFlow deliveries", refreshSeconds)}
+<body><header><h1>LogiFlow deliveries</h1></header>
+<main><section><h2>Updating</h2>
+<p>The portal is rebuilding its data (${Math.round(progress * 100)}% done). Your trucks and invoices are back in a moment; this
+page reloads by itself.</p>
 </section></main></body></html>`.text
 }
 

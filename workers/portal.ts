@@ -2,11 +2,23 @@
 // (InvoiceGenerated), kept in KV and served as JSON and one small HTML page to each signed-in customer, about that
 // customer only. It never calls another worker, so with routing, invoice or tracking down it still answers, from
 // what it last applied, and says how old that is.
-import type { KV } from "@nats-io/kv"
 import { type IRequest, type RouterType, StatusError } from "itty-router"
 import { type EtaUpdated, type InvoiceGenerated, parseTime, type RouteCalculated, type Stop } from "../contracts/mod.ts"
-import { cookie, envInt, kvKey, type Logger, presented, type Runtime, runWhenMain, secret, sessionCookie, updateJson, verifyToken, worker } from "../mesh/mod.ts"
-import { csp, renderPage, signInPage } from "./portal-page.ts"
+import {
+  cookie,
+  envInt,
+  kvKey,
+  presented,
+  type Runtime,
+  runWhenMain,
+  secret,
+  sessionCookie,
+  updateJson,
+  verifyToken,
+  worker,
+} from "../mesh/mod.ts"
+import { INVOICES_BUCKET, modelOf, type ReadModel, startFollowing, TRUCKS_BUCKET, unload } from "./portal-memory.ts"
+import { csp, rebuildingPage, renderPage, signInPage } from "./portal-page.ts"
 
 export { escapeHtml, formatCents, formatTime } from "./portal-page.ts"
 
@@ -15,8 +27,7 @@ const config = {
   refreshSeconds: envInt("PORTAL_REFRESH_SECONDS", 5),
 }
 
-export const TRUCKS_BUCKET = "portal-trucks"
-export const INVOICES_BUCKET = "portal-invoices"
+export { INVOICES_BUCKET, TRUCKS_BUCKET } from "./portal-memory.ts"
 
 // --- the read model (pure) ------------------------------------------------------------------------------------
 
@@ -98,71 +109,6 @@ export const invoiceView = (inv: InvoiceGenerated, now = Date.now(), staleSecond
   stale: isStale(inv.issuedAt, now, staleSeconds),
 })
 
-/** Newest event time applied to a truck, whether shown or not: what "as of" means for the whole list. */
-const appliedAt = (doc: TruckDoc) => [doc.route?.calculatedAt, doc.tracked?.at].filter((t): t is string => !!t)
-
-// --- the in-memory copy ---------------------------------------------------------------------------------------
-
-/**
- * Requests are served from memory, filled by a KV watch on both buckets: at start the watch delivers every key's
- * current value (the rebuild), then each change as it is written. Not filled by this instance's handlers, because
- * instances share one durable, so each handles only part of the events; the KV is the whole model. The cost is one
- * copy of both buckets per instance (fine for the demo's hundreds of trucks; a real fleet would shard or page), in
- * exchange for reads that never touch NATS, and answers that keep coming while NATS itself is away. kv.keys() per
- * request would instead cost a consumer create plus one get per key on every page refresh.
- */
-export type ReadModel = {
-  trucks: Map<string, TruckDoc>
-  invoices: Map<string, InvoiceGenerated>
-  asOf: { trucks: string | null; invoices: string | null }
-  stops: (() => void)[]
-}
-
-const models = new WeakMap<Runtime, ReadModel>()
-
-function modelOf(rt: Runtime): ReadModel {
-  let m = models.get(rt)
-  if (!m) models.set(rt, (m = { trucks: new Map(), invoices: new Map(), asOf: { trucks: null, invoices: null }, stops: [] }))
-  return m
-}
-
-const later = (a: string | null, b: string) => (a === null || ms(b) > ms(a) ? b : a)
-
-/** Mirrors a bucket into `into`; resolves once the values present at start are in (or after `waitMs`, logged). */
-async function mirror<T>(bucket: string, kv: KV, into: Map<string, T>, onValue: (v: T) => void, log: Logger, waitMs = 10_000): Promise<() => void> {
-  const state = (await kv.status()).streamInfo.state
-  const watch = await kv.watch()
-  let loaded!: () => void
-  const initial = new Promise<void>((r) => (loaded = r))
-  if (state.messages === 0) loaded()
-  ;(async () => {
-    for await (const e of watch) {
-      if (e.operation === "PUT" && e.length > 0) {
-        const value = e.json<T>()
-        into.set(e.key, value)
-        onValue(value)
-      } else into.delete(e.key)
-      if (e.revision >= state.last_seq) loaded()
-    }
-  })().catch((err) => log.error("KV watch ended; the portal serves what it has", { bucket, error: err }))
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), waitMs)))
-  const done = await Promise.race([initial.then(() => true), late])
-  clearTimeout(timer)
-  if (!done) log.warn("read model not fully loaded yet; serving while it fills", { bucket, waitMs })
-  return () => watch.stop()
-}
-
-async function follow(rt: Runtime): Promise<void> {
-  const m = modelOf(rt)
-  const [trucks, invoices] = await Promise.all([rt.kv(TRUCKS_BUCKET), rt.kv(INVOICES_BUCKET)])
-  m.stops.push(
-    await mirror<TruckDoc>(TRUCKS_BUCKET, trucks, m.trucks, (d) => appliedAt(d).forEach((t) => (m.asOf.trucks = later(m.asOf.trucks, t))), rt.log),
-    await mirror<InvoiceGenerated>(INVOICES_BUCKET, invoices, m.invoices, (i) => (m.asOf.invoices = later(m.asOf.invoices, i.issuedAt)), rt.log),
-  )
-  rt.log.info("read model loaded", { trucks: m.trucks.size, invoices: m.invoices.size })
-}
-
 // --- queries --------------------------------------------------------------------------------------------------
 
 /** The trucks whose current route is for `customerId`. */
@@ -235,14 +181,23 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     return new Response(null, { status: 303, headers: { location: "/", "set-cookie": cookieHeader, "cache-control": "no-store", "referrer-policy": "no-referrer" } })
   })
   router.get("/logout", (request) => new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } }))
+  // while the model is rebuilt nothing is served from it: a partial list would read as the whole one
+  const rebuilding = () => m.rebuild?.state
+  const serving = () => {
+    const r = rebuilding()
+    if (r) return Response.json({ status: 503, error: "the portal is rebuilding its data from the streams; try again shortly", rebuilding: true, progress: r.progress }, { status: 503, headers: { "retry-after": "2" } })
+  }
+
   router.get("/", async (request) => {
     if (!key) return htmlResponse(signInPage(unconfigured), 503)
     const { token, customerId } = await customerOf(request)
     if (!customerId) return htmlResponse(signInPage(token ? "Your sign-in has expired. Open a new link to sign in again." : undefined), 401)
+    const r = rebuilding()
+    if (r) return htmlResponse(rebuildingPage(r.progress, config.refreshSeconds), 503, { "retry-after": "2" })
     return htmlResponse(renderPage({ customerId, trucks: listTrucks(m, customerId), invoices: listInvoices(m, customerId), refreshSeconds: config.refreshSeconds }))
   })
-  router.get("/api/trucks", signedIn, (request: Signed) => (ownOnly(request), listTrucks(m, request.customerId)))
-  router.get("/api/trucks/:id", signedIn, (request: Signed) => {
+  router.get("/api/trucks", signedIn, serving, (request: Signed) => (ownOnly(request), listTrucks(m, request.customerId)))
+  router.get("/api/trucks/:id", signedIn, serving, (request: Signed) => {
     // itty-router hands over the raw path segment: "Lkw%207" must find truck "Lkw 7"
     let id: string
     try {
@@ -256,7 +211,7 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     if (!view || view.customerId !== request.customerId) throw new StatusError(404, `no truck ${id} with a route`)
     return view
   })
-  router.get("/api/invoices", signedIn, (request: Signed) => (ownOnly(request), listInvoices(m, request.customerId)))
+  router.get("/api/invoices", signedIn, serving, (request: Signed) => (ownOnly(request), listInvoices(m, request.customerId)))
 }
 
 // --- wiring ---------------------------------------------------------------------------------------------------
@@ -272,8 +227,9 @@ const portal = worker({
       void (await updateJson<InvoiceGenerated>(await ctx.kv(INVOICES_BUCKET), inv.invoiceId, (prev) => applyInvoice(prev, inv))),
   },
   routes,
-  onStart: follow,
-  onStop: (rt) => modelOf(rt).stops.splice(0).forEach((stop) => stop()),
+  onStart: startFollowing,
+  onStop: (rt) => (modelOf(rt).rebuild?.stop(), unload(modelOf(rt))),
+  beat: (rt) => ({ rebuilding: modelOf(rt).rebuild?.state?.startedAt }),
 })
 
 export default portal

@@ -1,30 +1,12 @@
 // workers/routing.ts — plans a truck's route and records it as a RouteCalculated event. The HTTP answer (202) means
-// "the route is in the stream", never "someone acted on it". Routing calls no other worker.
-import type { KV } from "@nats-io/kv"
+// "the route is in the stream", never "someone acted on it"; 503 "nothing was recorded", 504 "it may be": each says
+// how to retry without making a second route (workers/route-record.ts). Routing calls no other worker.
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { ContractError, Id, issuesOf, parseTime, type RouteCalculated, Stop, Time } from "../contracts/mod.ts"
-import {
-  ApiCode,
-  apiCode,
-  env,
-  envInt,
-  getJson,
-  hex,
-  isNoResponders,
-  isNotFound,
-  kvKey,
-  newId,
-  readJson,
-  requestTraceparent,
-  requireApiKey,
-  retryLater,
-  type Runtime,
-  runWhenMain,
-  withTimeout,
-  worker,
-} from "../mesh/mod.ts"
+import { Id, issuesOf, parseTime, type RouteCalculated, ROUTING_REQUESTS, Stop, Time } from "../contracts/mod.ts"
+import { env, envInt, newId, readJson, requestTraceparent, requireApiKey, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
 import { estimateEta, planRoute } from "./plan.ts"
+import { NotRecorded, OutcomeUnknown, recordRoute } from "./route-record.ts"
 
 const config = {
   maxBodyBytes: envInt("ROUTING_MAX_BODY_BYTES", 256 * 1024),
@@ -34,8 +16,6 @@ const config = {
   site: env("SITE_ID") ?? "",
 }
 if (!(config.avgSpeedKmh > 0)) throw new Error(`ROUTING_AVG_SPEED_KMH must be > 0, got ${config.avgSpeedKmh}`)
-
-export const REQUESTS_BUCKET = "routing-requests"
 
 // --- the request ----------------------------------------------------------------------------------------------
 
@@ -89,103 +69,26 @@ export function calculateRoute(req: RouteRequest, routeId: string, now: Date, op
 
 export const accepted = (r: RouteCalculated): RouteAccepted => ({ routeId: r.routeId, eta: r.eta, distanceKm: r.distanceKm, stops: r.stops })
 
-const bytes = (s: string) => new TextEncoder().encode(s)
-
-// fixed namespace for routing's name-based ids; changing it changes every idempotent routeId
-const NAMESPACE = "6f1c2a4e-3b7d-5e8f-9a0b-1c2d3e4f5a6b"
-
-/** UUIDv5 (RFC 9562) of `name` in routing's namespace: the same retry always gets the same id. */
-export async function uuidv5(name: string): Promise<string> {
-  const ns = Uint8Array.from(NAMESPACE.replace(/-/g, "").match(/../g)!, (h) => parseInt(h, 16))
-  const input = new Uint8Array([...ns, ...bytes(name)])
-  const b = new Uint8Array(await crypto.subtle.digest("SHA-1", input)).slice(0, 16)
-  b[6] = (b[6]! & 0x0f) | 0x50
-  b[8] = (b[8]! & 0x3f) | 0x80
-  const h = hex(b)
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`
-}
-
-/** The routeId an Idempotency-Key maps to; JSON keeps ("a:b","c") and ("a","b:c") apart. The site keeps edges apart. */
-export async function idempotentRouteId(truckId: string, key: string, site = config.site): Promise<string> {
-  const id = await uuidv5(JSON.stringify([truckId, key]))
-  return site ? `${site}-${id}` : id
-}
-
-const fingerprint = async (req: RouteRequest) => hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(JSON.stringify(req)))))
-
-// --- recording the route --------------------------------------------------------------------------------------
-
-/** What the routing-requests bucket keeps per Idempotency-Key for a day. */
-type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean }
-
-const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
-
-class Unavailable extends Error {
-  constructor(message: string, readonly retryAfterSeconds = 2) {
-    super(message)
-  }
-}
-
-function unavailable(err: unknown): Unavailable {
-  if (err instanceof Unavailable) return err
-  const message = (err as Error)?.message ?? String(err)
-  if (apiCode(err) === ApiCode.StoreFull) {
-    return new Unavailable(`the routing log is full (${message}); routes cannot be recorded until an operator raises its limits`, 60)
-  }
-  if (isNoResponders(err) || isNotFound(err)) {
-    return new Unavailable(`the routing stream or the ${REQUESTS_BUCKET} bucket is missing (${message}); run \`logiflow provision\``, 30)
-  }
-  return new Unavailable(`NATS did not record the route: ${message}; retry later`)
-}
-
-
-async function publish(rt: Runtime, route: RouteCalculated, traceparent: string | undefined) {
-  // the msg id is derived from the routeId, so a retried publish of the same route is stored once
-  await rt.publish("RouteCalculated", route, { id: `routing:${route.routeId}`, traceparent })
-}
-
-/** KV create, first writer wins: a concurrent retry that got there first has the answer. */
-async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
-  try {
-    await kv.create(kvKey(key), JSON.stringify(mine))
-    return mine
-  } catch (err) {
-    const theirs = await getJson<Recorded>(kv, key)
-    if (!theirs) throw err
-    return theirs
-  }
-}
-
-/**
- * With an Idempotency-Key, the route is written to KV (first writer wins) before it is published, and marked
- * published after: a retry finds it and republishes only if the mark is missing (deduped by msg id), so a crash
- * between the two steps cannot lose the event, and a retry a day later still gets the same answer.
- */
-async function record(rt: Runtime, req: RouteRequest, key: string | undefined, traceparent: string | undefined): Promise<RouteCalculated> {
-  if (!key) {
-    const route = calculateRoute(req, newId(config.site), new Date())
-    await publish(rt, route, traceparent)
-    return route
-  }
-  const kv = await rt.kv(REQUESTS_BUCKET)
-  const routeId = await idempotentRouteId(req.truckId, key)
-  const print = await fingerprint(req)
-  const rec =
-    (await getJson<Recorded>(kv, routeId)) ??
-    (await create(kv, routeId, { fingerprint: print, route: calculateRoute(req, routeId, new Date()), published: false }))
-  if (rec.fingerprint !== print) {
-    throw new StatusError(422, `Idempotency-Key "${key}" was already used for a different request by truck ${req.truckId}`)
-  }
-  if (!rec.published) {
-    await publish(rt, rec.route, traceparent)
-    await kv.put(kvKey(routeId), JSON.stringify({ ...rec, published: true }))
-  }
-  return rec.route
-}
-
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
-const unavailableResponse = (err: Unavailable) => retryLater(err.message, err.retryAfterSeconds)
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/
+const DAY = 24 * 3600
+
+/** How long a key stays bound to its request: the routing-requests bucket's TTL, read at start (default a day). */
+const horizons = new WeakMap<Runtime, number>()
+const horizonText = (s: number) => (s % 3600 === 0 ? `${s / 3600} h` : `${s} s`)
+
+/** 503: nothing was recorded by this request. 504: the route may be recorded. Both say how to retry safely. */
+function notDone(err: NotRecorded | OutcomeUnknown, key: string, horizonSeconds: number): Response {
+  const unknown = err instanceof OutcomeUnknown
+  const status = unknown ? 504 : 503
+  const retry = unknown
+    ? `the route may or may not be recorded: send the same request again with Idempotency-Key: ${key} within ${horizonText(horizonSeconds)}; you get this route back if it was recorded, or it is recorded once`
+    : `nothing was recorded: retry later with Idempotency-Key: ${key}`
+  const body = { status, error: `${err.message}; ${retry}`, outcome: unknown ? "unknown" : "not-recorded", idempotencyKey: key, ...(unknown ? { retryWithinSeconds: horizonSeconds } : {}) }
+  const retryAfter = err instanceof NotRecorded ? err.retryAfterSeconds : 2
+  return Response.json(body, { status, headers: { "retry-after": String(retryAfter), "idempotency-key": key } })
+}
 
 type Counter = ReturnType<Runtime["metrics"]["counter"]>
 
@@ -193,32 +96,47 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
   const body = await readJson(request, config.maxBodyBytes)
   const parsed = v.safeParse(RouteRequest, body)
   if (!parsed.success) throw new StatusError(400, { error: "invalid route request", issues: issuesOf(parsed.issues) })
-  const key = request.headers.get("idempotency-key") ?? undefined
-  if (key !== undefined && !IDEMPOTENCY_KEY.test(key)) {
+  const given = request.headers.get("idempotency-key") ?? undefined
+  if (given !== undefined && !IDEMPOTENCY_KEY.test(given)) {
     throw new StatusError(400, "Idempotency-Key must be 1–255 printable ASCII characters without spaces")
   }
+  // without a key of the client's, routing makes one and hands it back: the way to retry this request safely
+  const key = given ?? `routing-${newId(config.site)}`
   if (!rt.connected) {
-    outcomes.inc({ outcome: "unavailable" })
-    return unavailableResponse(new Unavailable("not connected to NATS; the route was not recorded, retry later"))
+    outcomes.inc({ outcome: "not-recorded" })
+    return notDone(new NotRecorded("not connected to NATS"), key, horizons.get(rt) ?? DAY)
   }
-  const traceparent = requestTraceparent(request)
+  const req = parsed.output
   try {
-    const route = await withTimeout(record(rt, parsed.output, key, traceparent), config.publishTimeoutMs, () => new Unavailable(`NATS did not acknowledge the route within ${config.publishTimeoutMs} ms; retry later`))
+    const route = await recordRoute(rt, {
+      request: req,
+      client: (request as Request & { client?: string }).client ?? "",
+      key,
+      plan: (routeId) => calculateRoute(req, routeId, new Date()),
+      traceparent: requestTraceparent(request),
+      timeoutMs: config.publishTimeoutMs,
+      site: config.site,
+    })
     outcomes.inc({ outcome: "accepted" })
-    return Response.json(accepted(route), { status: 202 })
+    return Response.json(accepted(route), { status: 202, headers: { "idempotency-key": key } })
   } catch (err) {
-    if (err instanceof StatusError || err instanceof ContractError) throw err
-    const u = unavailable(err)
-    outcomes.inc({ outcome: "unavailable" })
-    rt.log.warn("route not recorded", { truckId: parsed.output.truckId, error: u.message })
-    return unavailableResponse(u)
+    if (!(err instanceof NotRecorded || err instanceof OutcomeUnknown)) throw err
+    const outcome = err instanceof OutcomeUnknown ? "unknown" : "not-recorded"
+    outcomes.inc({ outcome })
+    rt.log.warn(outcome === "unknown" ? "route outcome unknown" : "route not recorded", { truckId: req.truckId, error: err.message })
+    return notDone(err, key, horizons.get(rt) ?? DAY)
   }
 }
 
 const routing = worker({
   name: "routing",
+  onStart: async (rt) => {
+    const ttlMs = await rt.kv(ROUTING_REQUESTS).then((kv) => kv.status()).then((st) => st.ttl, (err) => (rt.log.warn("retry horizon unknown; answers say a day", { bucket: ROUTING_REQUESTS, error: err }), 0))
+    if (ttlMs > 0) horizons.set(rt, Math.round(ttlMs / 1000))
+    rt.log.info("Idempotency-Keys are bound to their request for the retry horizon", { bucket: ROUTING_REQUESTS, seconds: horizons.get(rt) ?? DAY })
+  },
   routes: (router, rt) => {
-    const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes answered with 202 (accepted) or 503 (unavailable)")
+    const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes by outcome: accepted (202), not-recorded (503), unknown (504: the route may be recorded)")
     // the key is checked before the body is read: an unknown client costs no parsing and no planning
     router.post("/routes", requireApiKey(rt, "routes"), (request) => postRoute(request, rt, outcomes))
   },

@@ -6,6 +6,8 @@ import * as v from "valibot"
 import { type EtaUpdated, issuesOf, parseTime, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
 import {
   envInt,
+  type Follower,
+  followRebuild,
   type Outgoing,
   readJson,
   requestTraceparent,
@@ -187,6 +189,17 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
 
 // --- wiring ---------------------------------------------------------------------------------------------------
 
+/**
+ * `logiflow rebuild tracking` replays ROUTING, then POSITIONS, into an emptied tracking-trucks (mesh/rebuild.ts).
+ * The projection comes out as the events left it; the EtaUpdated a historical ping caused was published when it first
+ * came, so a ping from before the rebuild started updates the state without publishing it again.
+ */
+let rebuild: Follower | undefined
+const historical = (ping: PositionReported) => {
+  const since = rebuild?.state?.startedAt
+  return since !== undefined && ms(ping.at) < ms(since)
+}
+
 const tracking = worker({
   name: "tracking",
   consumes: {
@@ -206,10 +219,13 @@ const tracking = worker({
         return r.state
       })
       const out: Outgoing[] = []
-      if (emit) out.push({ name: "EtaUpdated", data: emit, id: `eta:${emit.routeId}:${emit.updatedAt}` })
+      if (emit && !historical(ping)) out.push({ name: "EtaUpdated", data: emit, id: `eta:${emit.routeId}:${emit.updatedAt}` })
       return out
     },
   },
+  onStart: async (rt) => void (rebuild = await followRebuild(rt, { begin() {}, end() {} })),
+  onStop: () => rebuild?.stop(),
+  beat: () => ({ rebuilding: rebuild?.state?.startedAt }),
   routes: (router, rt) => {
     const recorded = rt.metrics.counter("tracking_positions_total", "Pings recorded by POST /positions", [])
     router.post("/positions", requireApiKey(rt, "positions"), (request) => postPositions(request, rt, recorded))

@@ -2,8 +2,10 @@
 // dead-lettering it (the worker crashed or hung on its final delivery) is filed from the server's advisory.
 import { deadLetter, type Failed, publishDeadLetter } from "../dlq.ts"
 import { isNotFound as notFound } from "../errors.ts"
+import { dlqSubject } from "../../contracts/mod.ts"
 import { getJson } from "../kv.ts"
 import { type Admin, type DlqEntry, entryIdOf, headerOf, ORIGINAL_GONE } from "./entries.ts"
+import { consumerOfSubject, effectStored } from "./filing.ts"
 
 export type Advisory = { type: string; stream: string; consumer: string; stream_seq: number; deliveries: number }
 
@@ -18,17 +20,26 @@ export function parseAdvisory(data: Uint8Array): Advisory | undefined {
 }
 
 
+export type AdvisoryOutcome = "filed" | "already-filed" | "effect-stored" | "ignored"
+
 /**
  * Delivery rule 4: a message that hit max deliveries without anyone dead-lettering it (the worker crashed or hung on
- * its final delivery) is filed from the server's advisory, under the same msg id the worker would have used.
- * MSG_TERMINATED needs nothing: workers term only after their DLQ publish was stored.
+ * its final delivery, or the DLQ refused its entry) is filed from the server's advisory, under the same msg id the
+ * worker would have used. MSG_TERMINATED needs nothing: workers term only after their DLQ publish was stored. The
+ * consumer is the one the advisory's subject names (only the server publishes there); an advisory about a consumer
+ * that handles no events (ops' own, which retry forever) is never filed.
  */
-export async function fileFromAdvisory(a: Admin, adv: Advisory): Promise<"filed" | "already-filed" | "ignored"> {
+export async function fileFromAdvisory(a: Admin, adv: Advisory, subject?: string): Promise<AdvisoryOutcome> {
   if (!adv.type.endsWith(".max_deliver")) return "ignored"
+  const [stream, consumer] = subject ? subject.split(".").slice(-2) : [adv.stream, adv.consumer]
+  if (stream !== adv.stream || consumer !== adv.consumer) return "ignored"
+  if (typeof consumerOfSubject(dlqSubject(adv.stream, adv.consumer)) === "string") return "ignored"
   const original = await a.jsm.streams.getMessage(adv.stream, { seq: adv.stream_seq }).catch((err) => {
     if (notFound(err)) return null
     throw err
   })
+  // crashed between storing its effect and the ack: the failure had its effect, there is nothing to file
+  if (original && (await effectStored(a, adv.consumer, original))) return "effect-stored"
   const base = { stream: adv.stream, seq: adv.stream_seq, consumer: adv.consumer, deliveries: adv.deliveries, reason: "max-deliveries" }
   const failed: Failed = original
     ? {
@@ -36,12 +47,13 @@ export async function fileFromAdvisory(a: Admin, adv: Advisory): Promise<"filed"
         subject: original.subject,
         headers: original.header,
         data: original.data,
-        error: `no ack after ${adv.deliveries} deliveries: the worker crashed or hung (filed by ops from the server advisory)`,
+        storedAt: original.time,
+        error: `no ack after ${adv.deliveries} deliveries: the worker crashed or hung, or the DLQ refused its own entry (filed by ops from the server advisory)`,
       }
     : { ...base, subject: "", data: new Uint8Array(), error: ORIGINAL_GONE }
   const dl = deadLetter(failed)
   // past the DLQ stream's duplicate window only the bucket remembers that the worker already filed this failure
-  if (await getJson<DlqEntry>(a.kv, entryIdOf(headerOf(dl.headers), dl.msgID))) return "already-filed"
+  if (await getJson<DlqEntry>(a.kv, entryIdOf(dl.subject, headerOf(dl.headers), dl.msgID))) return "already-filed"
   await publishDeadLetter(a.js, failed)
   return "filed"
 }

@@ -5,7 +5,7 @@ import { jetstream, type JetStreamClient, jetstreamManager, type JetStreamManage
 import { type KV, Kvm } from "@nats-io/kv"
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
-import { REPLAY_STREAM } from "../../contracts/mod.ts"
+import { BY_REFERENCE, REPLAY_STREAM } from "../../contracts/mod.ts"
 import { DLQ, REPLAY } from "../dlq.ts"
 import { getJson, kvKey } from "../kv.ts"
 
@@ -13,9 +13,10 @@ export const ENTRIES = "dlq-entries"
 /** error of an entry whose original had left its stream (age, limits) before ops could copy it */
 export const ORIGINAL_GONE = "original no longer in stream"
 
-export type EntryState = "open" | "replayed" | "discarded"
-export const entryStates: EntryState[] = ["open", "replayed", "discarded"]
-export type HistoryItem = { at: string; action: "dead-lettered" | "replayed" | "discarded"; by: string }
+/** resolved: the effect the failed delivery was to store is stored after all (a crash between publish and ack) */
+export type EntryState = "open" | "replayed" | "discarded" | "resolved"
+export const entryStates: EntryState[] = ["open", "replayed", "discarded", "resolved"]
+export type HistoryItem = { at: string; action: "dead-lettered" | "replayed" | "discarded" | "resolved"; by: string; note?: string }
 
 export type DlqEntry = {
   /** `<stream>.<consumer>.<seq>` of the original; `….r<replaySeq>` when a replay of it failed again */
@@ -38,6 +39,10 @@ export type DlqEntry = {
   key?: string
   /** set when this failure is a replay of an earlier entry that failed again */
   replayOf?: string
+  /** the DLQ message has no body (too large for the DLQ): show and replay read the original from stream and seq */
+  byReference?: true
+  /** why the entry could not be checked against its original (no longer in its stream); it is not replayed */
+  unverified?: string
 }
 
 export type Admin = { js: JetStreamClient; jsm: JetStreamManager; kv: KV }
@@ -55,30 +60,27 @@ export const headerOf = (h?: MsgHdrs): Header => (name) => h?.get(name) || undef
  * follows that identity: a replayed event that fails again carries `dlq:REPLAY:<seq>` and
  * becomes a new entry; a late duplicate of the same failure maps to the id already indexed.
  */
-export function entryIdOf(h: Header, msgId: string | undefined, subject = "", dlqSeq = 0): string {
-  const stream = h(DLQ.stream)
-  const consumer = h(DLQ.consumer)
+export function entryIdOf(subject: string, h: Header, msgId: string | undefined, dlqSeq = 0): string {
+  const [, stream = "unknown", consumer = "unknown"] = subject.split(".")
   const seq = h(DLQ.seq)
-  if (!stream || !consumer || !seq) {
-    // not written by mesh/dlq.ts (a hand-published message): still listed, under its DLQ position
-    const [, s = "unknown", c = "unknown"] = subject.split(".")
-    return `${s}.${c}.dlq${dlqSeq}`
-  }
+  // not written by mesh/dlq.ts (a hand-published message): still listed, under its DLQ position
+  if (!seq) return `${stream}.${consumer}.dlq${dlqSeq}`
   // the REPLAY sequence, whether or not the msg id also names the consumer (dlq:REPLAY:<seq> or with :<consumer>)
   const replay = /^dlq:REPLAY:(?:[^:]+:)?(\d+)(?::[^:]+)?$/.exec(msgId ?? "")
   return replay && stream !== REPLAY_STREAM ? `${stream}.${consumer}.${seq}.r${replay[1]}` : `${stream}.${consumer}.${seq}`
 }
 
-export type DlqMessage = { subject: string; headers?: MsgHdrs; seq: number; time: Date }
+export type DlqMessage = { subject: string; headers?: MsgHdrs; seq: number; time: Date; data?: Uint8Array }
 
+/** Stream and consumer come from the subject (`dlq.<stream>.<consumer>`): a worker may publish only its own. */
 export function entryOf(m: DlqMessage): DlqEntry {
   const h = headerOf(m.headers)
   const [, s = "unknown", c = "unknown"] = m.subject.split(".")
   const failedAt = h(DLQ.failedAt) ?? m.time.toISOString()
   const entry: DlqEntry = {
-    id: entryIdOf(h, h("Nats-Msg-Id"), m.subject, m.seq),
-    stream: h(DLQ.stream) ?? s,
-    consumer: h(DLQ.consumer) ?? c,
+    id: entryIdOf(m.subject, h, h("Nats-Msg-Id"), m.seq),
+    stream: s,
+    consumer: c,
     seq: Number(h(DLQ.seq) ?? 0),
     subject: h(DLQ.subject) ?? "",
     reason: h(DLQ.reason) ?? "unknown",
@@ -96,12 +98,12 @@ export function entryOf(m: DlqMessage): DlqEntry {
   if (type) entry.type = type
   if (key) entry.key = key
   if (replayOf) entry.replayOf = replayOf
+  if (h(DLQ.payload) === BY_REFERENCE) entry.byReference = true
   return entry
 }
 
 /** Files a DLQ message in the bucket. The first writer wins: a duplicate of an indexed failure changes nothing. */
-export async function indexDeadLetter(kv: KV, m: DlqMessage): Promise<{ entry: DlqEntry; created: boolean }> {
-  const entry = entryOf(m)
+export async function indexDeadLetter(kv: KV, m: DlqMessage, entry = entryOf(m)): Promise<{ entry: DlqEntry; created: boolean }> {
   try {
     await kv.create(kvKey(entry.id), JSON.stringify(entry))
     return { entry, created: true }
@@ -126,14 +128,17 @@ export async function showEntry(a: Admin, id: string): Promise<EntryDetail> {
   const m = await a.jsm.streams.getMessage("DLQ", { seq: entry.dlqSeq })
   const headers: Record<string, string> = {}
   if (m?.header) for (const [k, vs] of m.header) headers[k] = vs.join(", ")
-  const text = m ? new TextDecoder().decode(m.data) : ""
+  // a by-reference entry carries no body: the payload is the original's, read from its stream while it is there
+  const original = m && entry.byReference ? await a.jsm.streams.getMessage(entry.stream, { seq: entry.seq }) : undefined
+  if (entry.byReference && !original) return { entry, headers, payload: `(filed by reference: ${entry.stream} seq ${entry.seq} is no longer in its stream)`, payloadBytes: 0 }
+  const text = m ? new TextDecoder().decode(original?.data ?? m.data) : ""
   let payload = text
   try {
     payload = JSON.stringify(JSON.parse(text), null, 2)
   } catch {
     // not JSON (a contract violation kept as it came): shown as it is
   }
-  return { entry, headers, payload: m ? payload : `(DLQ message ${entry.dlqSeq} has aged out of the DLQ stream)`, payloadBytes: m?.data.length ?? 0 }
+  return { entry, headers, payload: m ? payload : `(DLQ message ${entry.dlqSeq} has aged out of the DLQ stream)`, payloadBytes: (original ?? m)?.data.length ?? 0 }
 }
 
 export async function change(kv: KV, id: string, fn: (e: DlqEntry) => DlqEntry): Promise<DlqEntry> {

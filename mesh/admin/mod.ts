@@ -2,6 +2,7 @@
 // worker (HTTP API, dashboard) and by `logiflow` (mesh/cli/), so the two cannot drift apart.
 export * from "./advisory.ts"
 export * from "./entries.ts"
+export * from "./filing.ts"
 export * from "./list.ts"
 export * from "./replay.ts"
 export * from "./status.ts"

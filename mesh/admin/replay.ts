@@ -1,12 +1,13 @@
 // mesh/admin/replay.ts — what an operator does with an entry: replay it to the consumer that failed it (one entry,
 // or every open one a filter selects), or discard it.
-import { headers as natsHeaders } from "@nats-io/transport-node"
+import { type MsgHdrs, headers as natsHeaders } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
 import { REPLAY_STREAM, replaySubject } from "../../contracts/mod.ts"
-import { REPLAY } from "../dlq.ts"
+import { DLQ, REPLAY } from "../dlq.ts"
 import { isNotFound as notFound } from "../errors.ts"
 import { kvKey } from "../kv.ts"
 import { type Admin, change, type DlqEntry, load, ORIGINAL_GONE } from "./entries.ts"
+import { checkReplay, originalOf } from "./filing.ts"
 import { allEntries, type Filter, matches } from "./list.ts"
 
 const REPLAY_HEADER = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
@@ -19,12 +20,14 @@ const REPLAY_HEADER = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
 export async function replayEntry(a: Admin, id: string, by: string): Promise<DlqEntry> {
   let { entry } = await load(a.kv, id)
   if (entry.state === "discarded") throw new StatusError(409, `entry ${id} is discarded`)
+  if (entry.state === "resolved") throw new StatusError(409, `entry ${id} is resolved: its effect is stored (${entry.history.at(-1)?.note ?? "see its history"})`)
   if (entry.error === ORIGINAL_GONE) throw new StatusError(409, `entry ${id} has no payload to replay (${ORIGINAL_GONE})`)
+  if (entry.unverified) throw new StatusError(409, `entry ${id} is not replayed: ${entry.unverified}`)
   await a.jsm.consumers.info(REPLAY_STREAM, entry.consumer).catch((err) => {
     throw notFound(err) ? new StatusError(409, `${entry.consumer} has no replay consumer (${REPLAY_STREAM}/${entry.consumer}); its entries cannot be replayed`) : err
   })
-  const m = await a.jsm.streams.getMessage("DLQ", { seq: entry.dlqSeq })
-  if (!m) throw new StatusError(410, `the DLQ message of ${id} (DLQ seq ${entry.dlqSeq}) has aged out; nothing to replay`)
+  const m = await payloadOf(a, entry)
+  await checkReplay(a, entry, m)
   const h = natsHeaders()
   for (const [k, vs] of m.header ?? []) if (!REPLAY_HEADER.test(k)) for (const v of vs) h.append(k, v)
   h.set(REPLAY.of, entry.id)
@@ -52,6 +55,21 @@ export async function replayEntry(a: Admin, id: string, by: string): Promise<Dlq
       entry = (await load(a.kv, id)).entry
     }
   }
+}
+
+/**
+ * What a replay sends: the original, read from its stream while it is there (a by-reference entry has nothing else),
+ * else the DLQ copy, which ops checked against the original when it indexed the entry.
+ */
+async function payloadOf(a: Admin, entry: DlqEntry): Promise<{ subject: string; data: Uint8Array; header?: MsgHdrs; storedAt?: Date }> {
+  const original = await originalOf(a, entry.stream, entry.seq)
+  if (original && original.subject === entry.subject) return { subject: original.subject, data: original.data, header: original.header, storedAt: original.time }
+  if (entry.byReference) throw new StatusError(410, `entry ${entry.id} was filed by reference and ${entry.stream} seq ${entry.seq} has left its stream; nothing to replay`)
+  const m = await a.jsm.streams.getMessage("DLQ", { seq: entry.dlqSeq })
+  if (!m) throw new StatusError(410, `the DLQ message of ${entry.id} (DLQ seq ${entry.dlqSeq}) has aged out; nothing to replay`)
+  // when its stream stored it; else the earliest time the entry knows of (a later one would stretch the horizon)
+  const times = [m.header?.get(DLQ.storedAt), m.header?.get("ce-time"), entry.failedAt].map((t) => (t ? Date.parse(t) : NaN)).filter((t) => !Number.isNaN(t))
+  return { subject: entry.subject, data: m.data, header: m.header, storedAt: times.length ? new Date(Math.min(...times)) : undefined }
 }
 
 export async function discardEntry(a: Pick<Admin, "kv">, id: string, by: string): Promise<DlqEntry> {

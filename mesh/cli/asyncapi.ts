@@ -5,6 +5,7 @@
 import { readFile, writeFile } from "node:fs/promises"
 import { toJsonSchema } from "@valibot/to-json-schema"
 import {
+  BY_REFERENCE,
   CE,
   ceTypeOf,
   DLQ,
@@ -86,6 +87,8 @@ function deadLetterHeaders(): Json {
       }),
       [DLQ.error]: str("The error message, one line, at most 1024 characters"),
       [DLQ.failedAt]: str("When it was dead-lettered", { format: "date-time" }),
+      [DLQ.storedAt]: str("When the failed event was stored in its stream", { format: "date-time" }),
+      [DLQ.payload]: str("by-reference: no body (the event with these headers exceeds the DLQ's message size); read the original from its stream and sequence", { enum: [BY_REFERENCE] }),
     },
     required: [DLQ.stream, DLQ.consumer, DLQ.seq, DLQ.subject, DLQ.deliveries, DLQ.reason, DLQ.error, DLQ.failedAt],
   }

@@ -2,11 +2,12 @@
 // mesh/cli/main.ts — `logiflow <command>`: one-line errors and exit code 1 (a stack trace only with --debug).
 import { parseArgs } from "node:util"
 import { topology } from "../../contracts/mod.ts"
-import { env } from "../env.ts"
+import { env, topologyEnv } from "../env.ts"
 import { isMain } from "../main.ts"
 import { provision } from "../provision.ts"
 import { adminConnect, CliError, type Command } from "./io.ts"
 import { commands as opsCommands } from "./ops.ts"
+import { rebuild } from "./rebuild.ts"
 import { token } from "./token.ts"
 
 const provisionCommand: Command = {
@@ -22,7 +23,7 @@ const provisionCommand: Command = {
     if (role !== undefined && role !== "hub" && role !== "edge") throw new CliError(`--edge is hub or edge, got "${role}"`)
     const nc = await io.connect()
     try {
-      const actions = await provision(nc, topology({ replicas, partitions, ...(role ? { edge: { role } } : {}) }))
+      const actions = await provision(nc, topology({ ...topologyEnv(), replicas, partitions, ...(role ? { edge: { role } } : {}) }))
       for (const a of actions) io.out(`${a.action.padEnd(9)} ${a.kind.padEnd(8)} ${a.name}`)
       const changed = actions.filter((a) => a.action !== "unchanged").length
       io.out(`${actions.length} resources, ${changed} changed`)
@@ -40,6 +41,7 @@ export const commands: Record<string, Command> = {
   },
   provision: provisionCommand,
   ...opsCommands,
+  rebuild,
   token,
 }
 

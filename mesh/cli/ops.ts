@@ -329,7 +329,7 @@ const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
 const dlq: Command = {
   summary: "dead letters: list, show, replay (one, or all open ones a filter selects), discard",
   usage:
-    "logiflow dlq list [--consumer C] [--reason R] [--state open|replayed|discarded] [--subject S] [--since 1h] [--limit N] | " +
+    "logiflow dlq list [--consumer C] [--reason R] [--state open|replayed|discarded|resolved] [--subject S] [--since 1h] [--limit N] | " +
     "show <id> | replay <id> | replay --consumer C [--reason R] | discard <id>",
   async run([sub, ...rest], io) {
     const run = sub ? dlqCommands[sub] : undefined

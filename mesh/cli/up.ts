@@ -14,6 +14,7 @@ import { secret, signToken } from "../auth.ts"
 import { CliError, type Io, SESSION_FILE } from "./io.ts"
 import { type Cluster, startCluster } from "./cluster.ts"
 import { connect } from "../connect.ts"
+import { topologyEnv } from "../env.ts"
 import { findNatsServer, INSTALL_HINT, type Natsd, portInUse, startNatsd } from "./natsd.ts"
 import { provision } from "../provision.ts"
 
@@ -177,7 +178,7 @@ export async function up(args: string[], io: Io): Promise<number> {
   const nc = await connect({ name: "admin", url, ...admin, waitForServer: false }).catch((err) => {
     throw new CliError(`cannot reach NATS at ${url}: ${(err as Error).message}`)
   })
-  const actions = await provision(nc, topology({ replicas: Number(process.env.STREAM_REPLICAS ?? 1), partitions })).finally(() => nc.close())
+  const actions = await provision(nc, topology({ ...topologyEnv(), partitions })).finally(() => nc.close())
   say(`topology provisioned: ${actions.length} resources, ${actions.filter((a) => a.action !== "unchanged").length} changed`)
 
   const names = WORKERS.filter((w) => (w !== "fleet" || !values["no-fleet"]) && existsSync(join(ROOT, "workers", `${w}.ts`)))

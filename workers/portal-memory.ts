@@ -1,0 +1,91 @@
+// workers/portal-memory.ts — the portal's read model as each instance holds it: a copy in memory of its two buckets,
+// kept current by a KV watch, and dropped and loaded again around a rebuild of the buckets (mesh/rebuild.ts).
+import type { KV } from "@nats-io/kv"
+import { type InvoiceGenerated, parseTime } from "../contracts/mod.ts"
+import { type Follower, followRebuild, type Logger, type Runtime } from "../mesh/mod.ts"
+import type { TruckDoc } from "./portal.ts"
+
+export const TRUCKS_BUCKET = "portal-trucks"
+export const INVOICES_BUCKET = "portal-invoices"
+
+// times in events passed the contract's parser, so they parse here
+const ms = (iso: string) => parseTime(iso)!
+
+/** Newest event time applied to a truck, whether shown or not: what "as of" means for the whole list. */
+const appliedAt = (doc: TruckDoc) => [doc.route?.calculatedAt, doc.tracked?.at].filter((t): t is string => !!t)
+/**
+ * Requests are served from memory, filled by a KV watch on both buckets: at start the watch delivers every key's
+ * current value (the rebuild), then each change as it is written. Not filled by this instance's handlers, because
+ * instances share one durable, so each handles only part of the events; the KV is the whole model. The cost is one
+ * copy of both buckets per instance (fine for the demo's hundreds of trucks; a real fleet would shard or page), in
+ * exchange for reads that never touch NATS, and answers that keep coming while NATS itself is away. kv.keys() per
+ * request would instead cost a consumer create plus one get per key on every page refresh.
+ */
+export type ReadModel = {
+  trucks: Map<string, TruckDoc>
+  invoices: Map<string, InvoiceGenerated>
+  asOf: { trucks: string | null; invoices: string | null }
+  stops: (() => void)[]
+  /** `logiflow rebuild portal` (mesh/rebuild.ts): while it runs, nothing is served as complete */
+  rebuild?: Follower
+}
+
+const models = new WeakMap<Runtime, ReadModel>()
+
+export function modelOf(rt: Runtime): ReadModel {
+  let m = models.get(rt)
+  if (!m) models.set(rt, (m = { trucks: new Map(), invoices: new Map(), asOf: { trucks: null, invoices: null }, stops: [] }))
+  return m
+}
+
+/** Forgets the copy in memory: the buckets are about to be emptied and filled again from the streams. */
+export function unload(m: ReadModel) {
+  m.stops.splice(0).forEach((stop) => stop())
+  m.trucks.clear()
+  m.invoices.clear()
+  m.asOf = { trucks: null, invoices: null }
+}
+
+const later = (a: string | null, b: string) => (a === null || ms(b) > ms(a) ? b : a)
+
+/** Mirrors a bucket into `into`; resolves once the values present at start are in (or after `waitMs`, logged). */
+async function mirror<T>(bucket: string, kv: KV, into: Map<string, T>, onValue: (v: T) => void, log: Logger, waitMs = 10_000): Promise<() => void> {
+  const state = (await kv.status()).streamInfo.state
+  const watch = await kv.watch()
+  let loaded!: () => void
+  const initial = new Promise<void>((r) => (loaded = r))
+  if (state.messages === 0) loaded()
+  ;(async () => {
+    for await (const e of watch) {
+      if (e.operation === "PUT" && e.length > 0) {
+        const value = e.json<T>()
+        into.set(e.key, value)
+        onValue(value)
+      } else into.delete(e.key)
+      if (e.revision >= state.last_seq) loaded()
+    }
+  })().catch((err) => log.error("KV watch ended; the portal serves what it has", { bucket, error: err }))
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), waitMs)))
+  const done = await Promise.race([initial.then(() => true), late])
+  clearTimeout(timer)
+  if (!done) log.warn("read model not fully loaded yet; serving while it fills", { bucket, waitMs })
+  return () => watch.stop()
+}
+
+async function load(rt: Runtime): Promise<void> {
+  const m = modelOf(rt)
+  const [trucks, invoices] = await Promise.all([rt.kv(TRUCKS_BUCKET), rt.kv(INVOICES_BUCKET)])
+  m.stops.push(
+    await mirror<TruckDoc>(TRUCKS_BUCKET, trucks, m.trucks, (d) => appliedAt(d).forEach((t) => (m.asOf.trucks = later(m.asOf.trucks, t))), rt.log),
+    await mirror<InvoiceGenerated>(INVOICES_BUCKET, invoices, m.invoices, (i) => (m.asOf.invoices = later(m.asOf.invoices, i.issuedAt)), rt.log),
+  )
+  rt.log.info("read model loaded", { trucks: m.trucks.size, invoices: m.invoices.size })
+}
+
+/** Loads the model, unless a rebuild is under way: then it is loaded once the rebuild has replayed the streams. */
+export async function startFollowing(rt: Runtime): Promise<void> {
+  const m = modelOf(rt)
+  m.rebuild = await followRebuild(rt, { begin: () => unload(m), end: () => load(rt) })
+  if (!m.rebuild.state) await load(rt)
+}

@@ -1,0 +1,197 @@
+// workers/route-record.ts — how routing records a route so that its answer is honest and a retry is safe.
+//
+// Every request has a record in routing-requests, under its Idempotency-Key (the client's, or one routing makes and
+// hands back), scoped by the API client, bound to the request body and to the route planned for it (a fresh UUIDv7
+// routeId, never one derived from the key). The record is written before the route is published and lives for the
+// retry horizon (the bucket's TTL): a retry within it gets the same route back, appended only if it is not on its
+// truck's subject yet (append below), so it is stored once whatever the duplicate window. Past the horizon the key is
+// free again and makes a new route with a new routeId. What the answer may claim follows from how
+// far a request got: nothing recorded (503), recorded (202), or unknown because the publish was sent and no answer
+// came (504), which a retry with the same key settles.
+import type { KV } from "@nats-io/kv"
+import { StatusError } from "itty-router"
+import { ContractError, edgeStream, ROUTING_REQUESTS, type RouteCalculated, subjectOf } from "../contracts/mod.ts"
+import { ApiCode, apiCode, getJson, hex, isNoResponders, isNotFound, isPermissionDenied, kvKey, newId, type Runtime, withTimeout } from "../mesh/mod.ts"
+
+/**
+ * What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. `since`: the last sequence on the
+ * truck's subject when the record was made; the route, if it landed, is after it.
+ */
+export type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean; since: number }
+
+/** Nothing was recorded by this request: retrying (with the same key) is safe, and needed. */
+export class NotRecorded extends Error {
+  constructor(message: string, readonly retryAfterSeconds = 2) {
+    super(message)
+  }
+}
+
+/** The publish was sent and no answer came: the route may be recorded. Only a retry with the same key can tell. */
+export class OutcomeUnknown extends Error {}
+
+const bytes = (s: string) => new TextEncoder().encode(s)
+const sha256 = async (s: string) => hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(s))))
+
+/** The record's key: JSON keeps ("a:b","c") and ("a","b:c") apart, and one client's keys from another's. */
+export const recordKey = (client: string, key: string) => sha256(JSON.stringify([client, key]))
+
+/** KV create, first writer wins: a concurrent retry that got there first has the answer. */
+async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
+  try {
+    await kv.create(kvKey(key), JSON.stringify(mine))
+    return mine
+  } catch (err) {
+    const theirs = await getJson<Recorded>(kv, key)
+    if (!theirs) throw err
+    return theirs
+  }
+}
+
+/** A publish the server answered with an error was not stored; any other failure leaves the outcome unknown. */
+function refused(err: unknown): NotRecorded | undefined {
+  const message = (err as Error)?.message ?? String(err)
+  if (apiCode(err) === ApiCode.StoreFull) {
+    return new NotRecorded(`the routing log is full (${message}); routes cannot be recorded until an operator raises its limits`, 60)
+  }
+  if (isNoResponders(err)) return new NotRecorded(`no stream records routes (${message}); run \`logiflow provision\``, 30)
+  if (apiCode(err) !== undefined || isPermissionDenied(err)) return new NotRecorded(`NATS refused the route: ${message}`)
+  return undefined
+}
+
+type Jsm = Awaited<ReturnType<Runtime["js"]["jetstreamManager"]>>
+
+/** The stream routing's routes are stored in: ROUTING, or EDGE_ROUTING at an edge site. Asked once per runtime. */
+const streams = new WeakMap<Runtime, Promise<{ jsm: Jsm; stream: string }>>()
+function routesStream(rt: Runtime) {
+  let found = streams.get(rt)
+  if (!found) {
+    found = (async () => {
+      const jsm = await rt.js.jetstreamManager(false)
+      for (const stream of ["ROUTING", edgeStream("ROUTING")]) {
+        const missing = await jsm.streams.getMessage(stream, { last_by_subj: subjectOf("RouteCalculated", "-") }).then(() => false, (err) => isNotFound(err))
+        if (!missing) return { jsm, stream }
+      }
+      throw new NotRecorded("no stream records routes (neither ROUTING nor EDGE_ROUTING); run `logiflow provision`", 30)
+    })()
+    found.catch(() => streams.delete(rt))
+    streams.set(rt, found)
+  }
+  return found
+}
+
+// a truck's routes are stored under its subject, or, in a partitioned stream, under it plus generation and partition
+const forms = (subject: string) => [subject, `${subject}.>`]
+
+/** The last sequence stored for the truck's subject, and the form of the latest (the plain one when none). */
+async function lastOf(jsm: Jsm, stream: string, subject: string): Promise<{ last: number; form: string }> {
+  let found = { last: 0, form: subject }
+  for (const form of forms(subject)) {
+    const m = await jsm.streams.getMessage(stream, { last_by_subj: form })
+    if (m && m.seq > found.last) found = { last: m.seq, form }
+  }
+  return found
+}
+
+/** Whether `routeId` is stored for the truck's subject after sequence `since`. */
+async function landed(jsm: Jsm, stream: string, subject: string, since: number, routeId: string): Promise<boolean> {
+  for (const form of forms(subject)) {
+    for (let seq = since + 1; ; ) {
+      // the server's MSG.GET takes next_by_subj (2.9 and newer); the client's type for it lists only seq and last_by_subj
+      const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: form } as unknown as { seq: number })
+      if (!m) break
+      if (m.json<{ routeId?: string }>().routeId === routeId) return true
+      seq = m.seq + 1
+    }
+  }
+  return false
+}
+
+/**
+ * Appends the route to its truck's subject exactly once, whatever the duplicate window: each attempt is guarded by the
+ * subject's last sequence as last seen (`Nats-Expected-Last-Subject-Sequence`), so an earlier attempt landing late is
+ * refused once anything came after what it saw, and a retry first looks for its route after `since`.
+ */
+async function append(rt: Runtime, rec: Recorded, fresh: boolean, traceparent?: string): Promise<void> {
+  const { jsm, stream } = await routesStream(rt)
+  const subject = subjectOf("RouteCalculated", rec.route.truckId)
+  for (let attempt = 0; attempt < 20; attempt++) {
+    // a record this request just made has nothing to look for: nothing came after its since yet, or the guard says so
+    if (!(fresh && attempt === 0) && (await landed(jsm, stream, subject, rec.since, rec.route.routeId))) return
+    // the guard names the form the truck's routes are stored under: checked on the stored subject alone, it would miss
+    // an earlier partition layout's routes (2.9 ignores the name and checks the subject, the only form it has)
+    const { last, form } = await lastOf(jsm, stream, subject)
+    try {
+      // the msg id is derived from the routeId too: within the duplicate window the stream also dedupes by it
+      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent, expectLastSubjectSequence: last, expectLastSubjectSequenceSubject: form })
+      return
+    } catch (err) {
+      // another route of this truck (or this one) was appended in between: look again
+      if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
+    }
+  }
+  throw new OutcomeUnknown("the truck's routes kept changing while this one was appended")
+}
+
+export type RecordOptions = {
+  request: unknown
+  client: string
+  key: string
+  plan(routeId: string): RouteCalculated
+  traceparent?: string
+  timeoutMs: number
+  site: string
+}
+
+/**
+ * Records the route of one request (see the file's header). Resolves with the route once it is in the routing log;
+ * rejects with a StatusError (422: the key is bound to another body), NotRecorded or OutcomeUnknown.
+ */
+export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteCalculated> {
+  let phase: "recording" | "publishing" | "published" = "recording"
+  let answered = false
+  const work = async () => {
+    const kv = await rt.kv(ROUTING_REQUESTS)
+    const id = await recordKey(o.client, o.key)
+    const print = await sha256(JSON.stringify(o.request))
+    let rec = await getJson<Recorded>(kv, id)
+    let fresh = false
+    if (!rec) {
+      const route = o.plan(newId(o.site))
+      const { jsm, stream } = await routesStream(rt)
+      const since = (await lastOf(jsm, stream, subjectOf("RouteCalculated", route.truckId))).last
+      const mine: Recorded = { fingerprint: print, route, published: false, since }
+      rec = await create(kv, id, mine)
+      fresh = rec === mine
+    }
+    if (rec.fingerprint !== print) throw new StatusError(422, `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`)
+    if (rec.published) return rec.route
+    // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
+    if (!fresh) phase = "publishing"
+    // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
+    if (answered) throw new NotRecorded("answered already")
+    phase = "publishing"
+    try {
+      await append(rt, rec, fresh, o.traceparent)
+    } catch (err) {
+      // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
+      if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown) throw err
+      throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
+    }
+    phase = "published"
+    // not awaited: the route is recorded whatever becomes of the mark; without it a retry republishes (deduped)
+    kv.put(kvKey(id), JSON.stringify({ ...rec, published: true })).catch((err) => rt.log.warn("route recorded, its record not marked published", { routeId: rec.route.routeId, error: err }))
+    return rec.route
+  }
+  try {
+    return await withTimeout(work(), o.timeoutMs, () => {
+      answered = true
+      return phase === "publishing"
+        ? new OutcomeUnknown(`NATS did not acknowledge the route within ${o.timeoutMs} ms`)
+        : new NotRecorded(`NATS did not answer within ${o.timeoutMs} ms; nothing was recorded`)
+    })
+  } catch (err) {
+    if (err instanceof StatusError || err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown) throw err
+    // the record could not be read or written: the route was not published
+    throw new NotRecorded(`the route could not be recorded: ${(err as Error)?.message ?? err}`)
+  }
+}
