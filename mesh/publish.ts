@@ -1,8 +1,9 @@
 // mesh/publish.ts — every event leaves through here: encoded by the contract, msg id = ce-id, JetStream ack awaited.
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
+import type { MsgHdrs } from "@nats-io/transport-node"
 import { ceTypeOf, encode, type EventData, type EventName, keyOf, streamOf, subjectsOf } from "../contracts/mod.ts"
 import { ApiCode, apiCode } from "./errors.ts"
+import { OutgoingHeaders } from "./headers.ts"
 import { type Context, type PublishObserver, publishing } from "./tracing.ts"
 
 /**
@@ -23,11 +24,8 @@ export type PublishMeta = {
   expectLastSubjectSequenceSubject?: string
 }
 
-export function toHeaders(record: Record<string, string>): MsgHdrs {
-  const h = natsHeaders()
-  for (const [k, v] of Object.entries(record)) h.set(k, v)
-  return h
-}
+/** Headers for a publish (mesh/headers.ts: kept as lines, encoded once). */
+export const toHeaders = (record: Record<string, string>): MsgHdrs => new OutgoingHeaders(record)
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
 /** lowercase hex of `b` (a table lookup per byte: Array.from + padStart + join cost ~5 µs per id) */
