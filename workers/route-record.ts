@@ -60,16 +60,21 @@ function refused(err: unknown): NotRecorded | undefined {
 
 type Jsm = Awaited<ReturnType<Runtime["js"]["jetstreamManager"]>>
 
-/** The stream routing's routes are stored in: ROUTING, or EDGE_ROUTING at an edge site. Asked once per runtime. */
-const streams = new WeakMap<Runtime, Promise<{ jsm: Jsm; stream: string }>>()
-function routesStream(rt: Runtime) {
-  let found = streams.get(rt)
+type Where = { jsm: Jsm; stream: string; /** the stream stores a truck's routes under its subject plus layout tokens */ partitioned: boolean }
+
+/**
+ * The stream routing's routes are stored in (ROUTING, or EDGE_ROUTING at an edge site) and whether it is partitioned:
+ * asked once per runtime, and again after a guard refusal (a layout may have changed).
+ */
+const streams = new WeakMap<Runtime, Promise<Where>>()
+function routesStream(rt: Runtime, fresh = false) {
+  let found = fresh ? undefined : streams.get(rt)
   if (!found) {
     found = (async () => {
       const jsm = await rt.js.jetstreamManager(false)
       for (const stream of ["ROUTING", edgeStream("ROUTING")]) {
-        const missing = await jsm.streams.getMessage(stream, { last_by_subj: subjectOf("RouteCalculated", "-") }).then(() => false, (err) => isNotFound(err))
-        if (!missing) return { jsm, stream }
+        const info = await jsm.streams.info(stream).catch((err) => (isNotFound(err) ? null : Promise.reject(err)))
+        if (info) return { jsm, stream, partitioned: !!info.config.subject_transform }
       }
       throw new NotRecorded("no stream records routes (neither ROUTING nor EDGE_ROUTING); run `logiflow provision`", 30)
     })()
@@ -79,17 +84,16 @@ function routesStream(rt: Runtime) {
   return found
 }
 
-// a truck's routes are stored under its subject, or, in a partitioned stream, under it plus generation and partition
+// a truck's routes are stored under its subject, or, in a partitioned stream, under it plus generation and partition;
+// an older layout's routes of the truck are older than any the current one stores, so one form is enough
+const formOf = (w: Where, subject: string) => (w.partitioned ? `${subject}.>` : subject)
 const forms = (subject: string) => [subject, `${subject}.>`]
 
-/** The last sequence stored for the truck's subject, and the form of the latest (the plain one when none). */
-async function lastOf(jsm: Jsm, stream: string, subject: string): Promise<{ last: number; form: string }> {
-  let found = { last: 0, form: subject }
-  for (const form of forms(subject)) {
-    const m = await jsm.streams.getMessage(stream, { last_by_subj: form })
-    if (m && m.seq > found.last) found = { last: m.seq, form }
-  }
-  return found
+/** The last sequence stored for the truck's subject, in the form its routes are stored under now. */
+async function lastOf(w: Where, subject: string): Promise<{ last: number; form: string }> {
+  const form = formOf(w, subject)
+  const m = await w.jsm.streams.getMessage(w.stream, { last_by_subj: form })
+  return { last: m?.seq ?? 0, form }
 }
 
 /** Whether `routeId` is stored for the truck's subject after sequence `since`. */
@@ -112,14 +116,15 @@ async function landed(jsm: Jsm, stream: string, subject: string, since: number, 
  * refused once anything came after what it saw, and a retry first looks for its route after `since`.
  */
 async function append(rt: Runtime, rec: Recorded, fresh: boolean, traceparent?: string): Promise<void> {
-  const { jsm, stream } = await routesStream(rt)
   const subject = subjectOf("RouteCalculated", rec.route.truckId)
   for (let attempt = 0; attempt < 20; attempt++) {
+    const w = await routesStream(rt, attempt > 1)
     // a record this request just made has nothing to look for: nothing came after its since yet, or the guard says so
-    if (!(fresh && attempt === 0) && (await landed(jsm, stream, subject, rec.since, rec.route.routeId))) return
-    // the guard names the form the truck's routes are stored under: checked on the stored subject alone, it would miss
-    // an earlier partition layout's routes (2.9 ignores the name and checks the subject, the only form it has)
-    const { last, form } = await lastOf(jsm, stream, subject)
+    if (!(fresh && attempt === 0) && (await landed(w.jsm, w.stream, subject, rec.since, rec.route.routeId))) return
+    // a fresh record's since is the last sequence as just seen: its first attempt is guarded by it, no second look.
+    // The guard names the form the truck's routes are stored under: checked on the stored subject alone, a
+    // partitioned stream's would never match (2.9 ignores the name and checks the subject, the only form it has)
+    const { last, form } = fresh && attempt === 0 ? { last: rec.since, form: formOf(w, subject) } : await lastOf(w, subject)
     try {
       // the msg id is derived from the routeId too: within the duplicate window the stream also dedupes by it
       await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent, expectLastSubjectSequence: last, expectLastSubjectSequenceSubject: form })
@@ -153,16 +158,13 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     const kv = await rt.kv(ROUTING_REQUESTS)
     const id = await recordKey(o.client, o.key)
     const print = await sha256(JSON.stringify(o.request))
-    let rec = await getJson<Recorded>(kv, id)
-    let fresh = false
-    if (!rec) {
-      const route = o.plan(newId(o.site))
-      const { jsm, stream } = await routesStream(rt)
-      const since = (await lastOf(jsm, stream, subjectOf("RouteCalculated", route.truckId))).last
-      const mine: Recorded = { fingerprint: print, route, published: false, since }
-      rec = await create(kv, id, mine)
-      fresh = rec === mine
-    }
+    // the usual request is a new one: its truck's last sequence, then the record made (first writer wins), with no
+    // look for an existing record first; a retry finds its record when the create is refused
+    const route = o.plan(newId(o.site))
+    const since = (await lastOf(await routesStream(rt), subjectOf("RouteCalculated", route.truckId))).last
+    const mine: Recorded = { fingerprint: print, route, published: false, since }
+    const rec = await create(kv, id, mine)
+    const fresh = rec === mine
     if (rec.fingerprint !== print) throw new StatusError(422, `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`)
     if (rec.published) return rec.route
     // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown

@@ -78,7 +78,8 @@ export function workerPermissions(w: WorkerName): string[] {
   }
   if (mine.some((c) => c.events.length > 0)) out.push(...leaseAccess(w))
   for (const b of Object.keys(spec.buckets)) out.push(...kvAccess(b))
-  for (const s of spec.reads ?? []) out.push(`$JS.API.STREAM.MSG.GET.${s}`)
+  // its layout (partitioned or not) and its messages by sequence
+  for (const s of spec.reads ?? []) out.push(`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.MSG.GET.${s}`)
   return out
 }
 
