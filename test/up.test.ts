@@ -11,7 +11,7 @@ import { findNatsServer, natsServerVersion, portInUse } from "../mesh/cli/natsd.
 import { contextName, removeContext, writeContext } from "../mesh/cli/context.ts"
 import { operatorName } from "../mesh/cli/up.ts"
 import { jetstreamManager } from "@nats-io/jetstream"
-import { connectTo, freePort, spawnTs, waitUntil } from "./harness.ts"
+import { connectTo, freePort, spawnTs, startServer, waitUntil } from "./harness.ts"
 
 const test = suite("up")
 let dir: string
@@ -100,6 +100,23 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
   assert.not.ok(existsSync(join(dir, "nats", "context", "logiflow.json")), "the context is removed with the run's passwords")
   assert.not.ok(await portInUse(natsPort), "nats-server stopped")
   for (const w of workers) assert.not.ok(await portInUse(ports[w]!, "0.0.0.0"), `${w} stopped`)
+})
+
+test("up - with NATS_URL: the version that server announces, and no nats context (its credentials are not the run's)", async () => {
+  const server = await startServer()
+  const ports = Object.fromEntries(await Promise.all(workers.map(async (w) => [`${w.toUpperCase()}_PORT`, String(await freePort())] as const)))
+  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: server.url, XDG_CONFIG_HOME: join(dir, "external"), ...ports }, ["up", "--no-fleet", "--data-dir", join(dir, "external")])
+  try {
+    await up.waitFor(/Ctrl-C stops everything/, 60_000)
+    const said = up.lines.filter((l) => l.startsWith("logiflow│ ")).map((l) => l.slice("logiflow│ ".length))
+    assert.is(said[0], `using NATS at ${server.url}: nats-server v${natsServerVersion(findNatsServer()!)!.join(".")}`)
+    assert.ok(said.includes("nats CLI: against NATS_URL, use a context of your own (nats context save …)"))
+    assert.not.ok(existsSync(join(dir, "external", "nats")))
+  } finally {
+    const code = await up.stop("SIGTERM")
+    await server.close()
+    assert.is(code, 0, up.lines.slice(-8).join("\n"))
+  }
 })
 
 test("up - without a nats-server binary or NATS_URL: one line saying how to get one, exit 1", async () => {
