@@ -11,6 +11,7 @@ import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { serverBackoff } from "../contracts/mod.ts"
 import { natsServerVersion } from "../mesh/cli/natsd.ts"
+import { atLeast, FEATURES } from "../mesh/features.ts"
 import { type Child, freePort, spawnTs, testAuth, waitUntil } from "./harness.ts"
 
 const OLD = "/usr/sbin/nats-server"
@@ -61,13 +62,12 @@ if (version) {
   test("up - runs the given 2.9.10, names it, and names each feature it lacks, one line each; every worker warns once", async () => {
     const said = up.lines.filter((l) => l.startsWith("logiflow│ ")).map((l) => l.slice("logiflow│ ".length))
     assert.match(said[0]!, new RegExp(`^nats-server v${version!.join("\\.")} \\(${OLD}\\) on nats://127\\.0\\.0\\.1:${ports.nats} \\(monitoring `))
-    assert.equal(said.filter((l) => l.startsWith("without ")), [
-      "without the dead-letter reason in MSG_TERMINATED advisories (needs 2.10.4)",
-      "without consumers with several filter subjects (needs 2.10.0)",
-      "without partitions by key (stream subject transforms) (needs 2.10.0)",
-      "without pausing and resuming a consumer (needs 2.11.0)",
-      "without per-message TTL (needs 2.11.0)",
-    ])
+    // one line per feature mesh/features.ts dates after 2.9.10, in its order
+    const newer = Object.values(FEATURES).filter((f) => atLeast(version!, f.since) < 0)
+    assert.equal(said.filter((l) => l.startsWith("without ")), newer.map((f) => `without ${f.what} (needs ${f.since.join(".")})`))
+    assert.ok(said.includes("without pausing and resuming a consumer (needs 2.11.0)"))
+    assert.ok(said.includes("without the dead-letter reason in MSG_TERMINATED advisories (needs 2.10.4)"))
+    assert.ok(newer.length >= 5, newer.map((f) => f.what).join(" | "))
     for (const w of WORKERS) {
       const warned = up.lines.filter((l) => new RegExp(`^${w}\\s*│.* warn  nats-server lacks features server=2\\.9\\.10 missing=\\[`).test(l))
       assert.is(warned.length, 1, `${w}: ${warned.join(" | ")}`)
