@@ -6,14 +6,15 @@
 //   one variant against a running server (for --cpu-prof): node --import tsx bench/consume.ts --variant mesh --url nats://… --n 20000
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import { connect, type Msg, nanos } from "@nats-io/transport-node"
-import { decode, topology } from "../contracts/mod.ts"
+import { decode, subjectsOf, topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { PulledMsg } from "../mesh/pulled.ts"
 import { worker } from "../mesh/worker.ts"
 import { args, benchServer, type Cpu, int, median, type Opts, preload, print, progress, round, type Section, spawnTs, stopwatch, variantChild } from "./lib.ts"
 
 const STREAM = "ROUTING"
-const SUBJECT = "routing.events.RouteCalculated"
+// every key's subject (routing.events.RouteCalculated.<truck>): the raw and peer variants read what the mesh reads
+const SUBJECT = subjectsOf("RouteCalculated")
 const spec = topology().consumers.find((c) => c.stream === STREAM && c.durable === "invoice")!
 
 /** `share`: the fraction of the preloaded events this variant consumes (the slow concurrency sweep takes a quarter);

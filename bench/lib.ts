@@ -7,7 +7,7 @@ import { availableParallelism, loadavg, tmpdir } from "node:os"
 import { join, resolve } from "node:path"
 import type { JetStreamClient } from "@nats-io/jetstream"
 import * as hdr from "hdr-histogram-js"
-import { findNatsServer, freePort, type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
+import { findNatsServer, freePort, type Natsd, natsServerVersion, startNatsd } from "../mesh/cli/natsd.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Child, spawnTs as spawnChildTs } from "../test/child.ts"
 import { testAuth } from "../test/credentials.ts"
@@ -55,6 +55,9 @@ export function machine() {
     cores: availableParallelism(),
     node: process.version,
     natsServer: version,
+    /** the binary every scenario started (the newest found, or --nats-server / NATS_SERVER_BIN), and its x.y.z */
+    natsServerBin: bin ?? "none",
+    natsServerVersion: (bin && natsServerVersion(bin)?.join(".")) || "unknown",
     loadavg1m: Math.round(loadavg()[0]! * 100) / 100,
     at: new Date().toISOString(),
   }
@@ -220,7 +223,7 @@ export function markdown(sections: Section[], m = machine(), command = ""): stri
   const out = [
     `# LogiFlow mesh benchmarks — ${m.at.slice(0, 10)}`,
     "",
-    `${m.cores} cores (os.availableParallelism), Node ${m.node}, ${m.natsServer}, 1-min load average at start ${m.loadavg1m}` +
+    `${m.cores} cores (os.availableParallelism), Node ${m.node}, ${m.natsServer} (${m.natsServerBin}), 1-min load average at start ${m.loadavg1m}` +
       " (the machine is shared: absolute numbers move with the neighbours' load; ratios come from the same run on the same server).",
   ]
   if (command) out.push("", `Command: \`${command}\``)

@@ -9,6 +9,8 @@ import { connect } from "@nats-io/transport-node"
 import { partitionConsumer, topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { provision } from "../mesh/provision.ts"
+import { findNatsServer, natsServerVersion } from "../mesh/cli/natsd.ts"
+import { FEATURES, versionSupports } from "../mesh/features.ts"
 import { args, benchServer, type Child, int, type Opts, preload, print, progress, ratio, round, type Section, sleep, startWorker } from "./lib.ts"
 
 const P = 8
@@ -103,6 +105,13 @@ async function takeover(events: number) {
 }
 
 export async function scale(o: Opts): Promise<Section> {
+  // partitions are stream subject transforms (2.10+): on an older server (--nats-server) there is nothing to measure
+  const bin = findNatsServer()
+  const v = bin ? natsServerVersion(bin) : undefined
+  if (v && !versionSupports(v, "subjectTransform")) {
+    const why = `${FEATURES.subjectTransform.what} needs nats-server ${FEATURES.subjectTransform.since.join(".")}; this run's is ${v.join(".")}`
+    return { name: "scale", title: "scale-out: not run", tables: [], notes: [why], data: null }
+  }
   const events = o.quick ? 1500 : 6000
   const runs = []
   for (const n of [1, 2, 3]) runs.push(await drainWith(n, events))

@@ -95,6 +95,13 @@ export type ConsumerSpec = {
   ackWaitSeconds: number
   maxDeliver: number
   maxAckPending: number
+  /**
+   * the server's waits before each redelivery after an ack timeout (a crash, a hang), in seconds (`serverBackoff`);
+   * a handler's error is retried by the client's nak(delay) instead (mesh/backoff.ts)
+   */
+  backoffSeconds: number[]
+  /** on a server without several filter subjects (2.9): this one pattern instead, and the handler skips the rest */
+  fallbackFilter?: string
 }
 
 export type BucketSpec = { bucket: string; history: number; ttlSeconds: number }
@@ -134,10 +141,22 @@ export const edgeStream = (stream: string) => `EDGE_${stream}`
 export type Topology = { replicas: number; streams: StreamSpec[]; consumers: ConsumerSpec[]; buckets: BucketSpec[] }
 
 export const DAY = 24 * 3600
-export const ADVISORY_SUBJECTS = [
-  "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>",
-  "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.>",
-]
+const ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER"
+/**
+ * What the ADVISORIES stream keeps: a message that used up its deliveries (ops files it, rule 4), each dead-lettered
+ * one (with its reason on 2.10.4+), and each pause and resume of a consumer (2.11+).
+ */
+export const ADVISORY_SUBJECTS = [`${ADVISORY}.MAX_DELIVERIES.>`, `${ADVISORY}.MSG_TERMINATED.>`, `${ADVISORY}.PAUSE.>`]
+/** What ops reads of them: MSG_TERMINATED follows a DLQ entry a worker already filed, so it stays in the stream only. */
+export const OPS_ADVISORIES = [`${ADVISORY}.MAX_DELIVERIES.>`, `${ADVISORY}.PAUSE.>`]
+
+/**
+ * Server-side backoff after ack timeouts: ack_wait × 1, 2, 4, 8, one wait per redelivery, so a crashing or hanging
+ * handler's message comes back ever later instead of every ack_wait. At most max_deliver − 1 waits: every server
+ * refuses a consumer whose max_deliver is not above the list's length (and 2.9 refuses it with an unlimited one).
+ */
+export const serverBackoff = (ackWaitSeconds: number, maxDeliver: number): number[] =>
+  maxDeliver > 1 ? [1, 2, 4, 8].slice(0, maxDeliver - 1).map((f) => f * ackWaitSeconds) : []
 
 /** `dlq.ROUTING.invoice`: where the invoice consumer of ROUTING dead-letters. */
 export const dlqSubject = (stream: string, consumer: string) => `dlq.${stream}.${consumer}`
@@ -175,7 +194,7 @@ export function topology(opts: TopologyOptions = {}): Topology {
   ]
 
   const consumers: ConsumerSpec[] = []
-  const base = { ackWaitSeconds, maxDeliver, maxAckPending }
+  const base = { ackWaitSeconds, maxDeliver, maxAckPending, backoffSeconds: serverBackoff(ackWaitSeconds, maxDeliver) }
   for (const worker of workerNames) {
     const byStream = new Map<string, EventName[]>()
     for (const e of workers[worker].consumes) byStream.set(streamOf(e), [...(byStream.get(streamOf(e)) ?? []), e])
@@ -185,9 +204,10 @@ export function topology(opts: TopologyOptions = {}): Topology {
     }
   }
   // ops' own consumers never run out of deliveries: a failure there is retried until it succeeds, because dead-lettering
-  // the safety net's input into the queue it serves would hide it where nobody looks
-  const net = { ...base, maxDeliver: -1 }
-  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
+  // the safety net's input into the queue it serves would hide it where nobody looks (and with no last delivery, no
+  // server-side backoff: 2.9 refuses one beside an unlimited max_deliver)
+  const net = { ...base, maxDeliver: -1, backoffSeconds: serverBackoff(ackWaitSeconds, -1) }
+  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: OPS_ADVISORIES, fallbackFilter: ">", events: [], ...net })
   consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
 
   const ttlOf = (bucket: string, ttlSeconds: number) => (bucket === ROUTING_REQUESTS && opts.retryHorizonSeconds ? opts.retryHorizonSeconds : ttlSeconds)

@@ -75,6 +75,7 @@ export async function bind(o: BindOptions): Promise<{ bound: BoundConsumer[]; un
       ackWaitMs: Math.round((config.ack_wait ?? 30e9) / 1e6),
       maxDeliver: md > 0 ? md : Infinity,
       maxAckPending: config.max_ack_pending ?? 1000,
+      backoffMs: (config.backoff ?? []).map((ns) => Math.round(ns / 1e6)),
       ...(later ? { later } : {}),
     }
   }

@@ -10,6 +10,7 @@ import { deliver, type DeliveryDeps, type HandlerContext, type Handlers, type Ou
 import { type Held, held as holding, HeldSet } from "./held.ts"
 import { lanes } from "./lanes.ts"
 import type { Logger } from "./log.ts"
+import { serverVersion } from "./features.ts"
 import type { Counter, Histogram } from "./metrics.ts"
 import { type Puller, puller } from "./pull.ts"
 import type { PulledMsg } from "./pulled.ts"
@@ -20,7 +21,7 @@ import type { PublishObserver } from "./tracing.ts"
  * A durable consumer this worker is bound to, with the settings the server reported for it. `later`: not pulled from
  * the start, only once attached (a partition, when this instance holds its lease).
  */
-export type BoundConsumer = { stream: string; durable: string; ackWaitMs: number; maxDeliver: number; maxAckPending: number; later?: boolean }
+export type BoundConsumer = { stream: string; durable: string; ackWaitMs: number; maxDeliver: number; maxAckPending: number; backoffMs: number[]; later?: boolean }
 
 export type ConsumeOptions = {
   worker: string
@@ -145,6 +146,9 @@ export function consume(o: ConsumeOptions): Consuming {
     handlers: o.handlers,
     raw: o.raw[c.stream],
     backoff: o.backoff,
+    redelivery: { ackWaitMs: c.ackWaitMs, backoffMs: c.backoffMs },
+    // asked when it matters (a dead letter): a reconnect may land on a server of another version
+    serverVersion: () => serverVersion(o.nc),
     log,
     // context() is called inside deliver(), while run() has the message's Held in `current`
     context: (msg, meta) => new Context(o.worker, meta, log, o.kv, current?.msg === msg ? current : { ...holding(msg as PulledMsg, c.stream, consumerKey(c)), started: true }, c.ackWaitMs),

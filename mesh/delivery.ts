@@ -5,9 +5,10 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
 import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, publishedSubject, REPLAY_STREAM, streamOf, subjectOf } from "../contracts/mod.ts"
-import { type Backoff, backoffDelay } from "./backoff.ts"
+import { type Backoff, backoffDelay, nakDelay, type ServerBackoff } from "./backoff.ts"
 import { deadLetter as dlqEntry, dlqHoldMs, publishDeadLetter, publishDeadLetterHolding, REPLAY } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
+import { type Version, versionSupports } from "./features.ts"
 import type { Logger } from "./log.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
 import type { PulledMsg } from "./pulled.ts"
@@ -42,6 +43,10 @@ export type DeliveryDeps = {
   handlers: Handlers
   raw?: RawHandler
   backoff: Backoff
+  /** the consumer's server-side backoff, which every nak(delay) is corrected for */
+  redelivery: ServerBackoff
+  /** the connected server's version: a reason goes with term() only where the server takes it */
+  serverVersion(): Version
   log: Logger
   context(msg: JsMsg, meta: Meta): HandlerContext
   observe(outcome: Outcome, type: string, seconds: number): void
@@ -138,12 +143,14 @@ async function deadLetter(x: Delivery, reason: string, error: string): Promise<O
     const publish = () => (deliveries >= d.maxDeliver ? publishDeadLetterHolding(d.js, failed, holding) : publishDeadLetter(d.js, failed))
     // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
     const entry = await publishing(dlqEntry(failed).subject, { parent: x.spanContext ?? ROOT_CONTEXT, observe: d.observePublish }, publish)
-    // no reason string: 2.9.10 ignores term(reason) and redelivers; the reason lives in the entry's headers
-    msg.term()
+    // the reason reaches the MSG_TERMINATED advisory (2.10.4+); 2.9 would redeliver a term with a reason, so it gets a
+    // plain term() there, and the entry's headers keep the reason on every server
+    if (versionSupports(d.serverVersion(), "termReason")) msg.term(reason)
+    else msg.term()
     d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), reason, error, deliveries, dlqSeq: entry.seq, ...(entry.byReference ? { byReference: true } : {}) })
     return x.finish("dlq")
   } catch (err) {
-    msg.nak(backoffDelay(deliveries, d.backoff))
+    msg.nak(nakDelay(backoffDelay(deliveries, d.backoff), deliveries, d.redelivery))
     d.log.error("dead-letter publish failed; message handed back to the server", { stream: d.stream, seq: msg.seq, reason, error: err })
     return x.finish("nak")
   }
@@ -158,7 +165,7 @@ function retryNet(x: Delivery, err: unknown): Outcome {
   const deliveries = msg.info.deliveryCount
   const delay = backoffDelay(deliveries, d.backoff)
   x.span?.setStatus({ code: SpanStatusCode.ERROR, message: String((err as Error)?.message ?? err) })
-  msg.nak(delay)
+  msg.nak(nakDelay(delay, deliveries, d.redelivery))
   d.log.error("could not handle; retrying, never dead-lettered", { stream: d.stream, seq: msg.seq, deliveries, delayMs: delay, error: err })
   return x.finish("nak")
 }
@@ -175,7 +182,7 @@ function failed(x: Delivery, err: unknown): Outcome | Promise<Outcome> {
   if (deliveries >= d.maxDeliver) return deadLetter(x, "max-deliveries", error)
   const delay = backoffDelay(deliveries, d.backoff)
   x.span?.setStatus({ code: SpanStatusCode.ERROR, message: error })
-  msg.nak(delay)
+  msg.nak(nakDelay(delay, deliveries, d.redelivery))
   d.log.warn("handler failed; will retry", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), deliveries, delayMs: delay, error })
   return x.finish("nak")
 }

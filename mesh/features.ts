@@ -5,8 +5,10 @@ import type { NatsConnection } from "@nats-io/transport-node"
 
 export type Version = readonly [number, number, number]
 
+// `what` reads after "without " in a start-up line, and before "needs nats-server …" in a refusal
 export const FEATURES = {
-  termReason: { since: [2, 10, 4], what: "term(reason): the reason reaches the MSG_TERMINATED advisory (2.9 redelivers such a message)" },
+  // 2.9 redelivers a message terminated with a reason: the mesh sends a plain term() there
+  termReason: { since: [2, 10, 4], what: "the dead-letter reason in MSG_TERMINATED advisories" },
   filterSubjects: { since: [2, 10, 0], what: "consumers with several filter subjects" },
   subjectTransform: { since: [2, 10, 0], what: "partitions by key (stream subject transforms)" },
   pause: { since: [2, 11, 0], what: "pausing and resuming a consumer" },
@@ -26,7 +28,9 @@ export const atLeast = (v: Version, since: Version) => v[0] - since[0] || v[1] -
 /** The version the server announced when the connection was made (0.0.0 when it did not). */
 export const serverVersion = (nc: NatsConnection): Version => parseVersion(nc.info?.version) ?? [0, 0, 0]
 
-export const supports = (nc: NatsConnection, feature: Feature) => atLeast(serverVersion(nc), FEATURES[feature].since) >= 0
+export const versionSupports = (v: Version, feature: Feature) => atLeast(v, FEATURES[feature].since) >= 0
+
+export const supports = (nc: NatsConnection, feature: Feature) => versionSupports(serverVersion(nc), feature)
 
 /** What this server lacks, each as one line for a start-up log: `pausing and resuming a consumer (needs 2.11.0)`. */
 export function missingFeatures(nc: NatsConnection): string[] {

@@ -50,16 +50,25 @@ export const streamConfig = (s: StreamSpec, replicas: number, layout?: Layout): 
   subject_transform: transformOf(s, layout),
 })
 
-/** One filter as `filter_subject` (what every server takes, and reports back), several as `filter_subjects` (2.10+). */
-export const consumerConfig = (c: ConsumerSpec): Partial<ConsumerConfig> & { durable_name: string } => ({
-  durable_name: c.durable,
-  ...(c.filterSubjects.length === 1 ? { filter_subject: c.filterSubjects[0] } : { filter_subjects: c.filterSubjects }),
-  ack_policy: AckPolicy.Explicit,
-  deliver_policy: DeliverPolicy.All,
-  ack_wait: nanos(c.ackWaitSeconds * 1000),
-  max_deliver: c.maxDeliver,
-  max_ack_pending: c.maxAckPending,
-})
+/**
+ * One filter as `filter_subject` (what every server takes, and reports back), several as `filter_subjects` (2.10+);
+ * `manyFilters` false (2.9): the spec's one fallback pattern instead. The other field is named as undefined so an
+ * update replaces it (the server refuses a consumer with both). `backoff` likewise: absent removes it.
+ */
+export function consumerConfig(c: ConsumerSpec, manyFilters = true): Partial<ConsumerConfig> & { durable_name: string } {
+  const filters = c.filterSubjects.length > 1 && !manyFilters && c.fallbackFilter ? [c.fallbackFilter] : c.filterSubjects
+  return {
+    durable_name: c.durable,
+    ...(filters.length === 1 ? { filter_subject: filters[0], filter_subjects: undefined } : { filter_subjects: filters, filter_subject: undefined }),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    // with a backoff, 2.10 and newer take ack_wait from its first wait, which serverBackoff makes ack_wait itself
+    ack_wait: nanos(c.ackWaitSeconds * 1000),
+    max_deliver: c.maxDeliver,
+    max_ack_pending: c.maxAckPending,
+    backoff: c.backoffSeconds.length ? c.backoffSeconds.map((s) => nanos(s * 1000)) : undefined,
+  }
+}
 
 // another stream already stores these subjects (at an edge site, EDGE_ROUTING holds routing.events.>)
 const overlaps = (err: unknown) => apiCode(err) === ApiCode.SubjectsOverlap
@@ -129,10 +138,11 @@ const streamResource = (jsm: JetStreamManager, s: StreamSpec, replicas: number, 
 }
 
 const consumerResource = (nc: NatsConnection, jsm: JetStreamManager, c: ConsumerSpec): Resource => {
-  if (c.filterSubjects.length > 1) requireFeature(nc, "filterSubjects")
-  const wanted = consumerConfig(c)
-  // 2.10 and newer change a consumer's filter in place; 2.9 cannot
+  // 2.10 and newer take several filters and change a consumer's filter in place; 2.9 does neither, and a raw request
+  // with several would make an unfiltered consumer: the spec's fallback pattern, or a refusal naming the feature
   const movable = supports(nc, "filterSubjects")
+  if (c.filterSubjects.length > 1 && !c.fallbackFilter) requireFeature(nc, "filterSubjects")
+  const wanted = consumerConfig(c, movable)
   return {
     kind: "consumer",
     name: `${c.stream}/${c.durable}`,

@@ -12,6 +12,7 @@ import { consume, type Consuming } from "./consume.ts"
 import type { Handlers, RawHandler } from "./delivery.ts"
 import { env, envInt, topologyEnv } from "./env.ts"
 import { StartupError } from "./errors.ts"
+import { missingFeatures } from "./features.ts"
 import { front, isReady, type Readiness } from "./front.ts"
 import { heartbeat, heartbeatsBucket, instanceId } from "./heartbeat.ts"
 import { serve, type Server } from "./http.ts"
@@ -185,6 +186,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
 
   nc = await connect({ name, url: so.url, user: so.user, pass: so.pass, waitForServer: true, log })
   js = jetstream(nc)
+  // once per start: each of these takes its older path or is refused by name where the mesh would use it
+  const missing = missingFeatures(nc)
+  if (missing.length) log.warn("nats-server lacks features", { server: nc.info?.version, missing })
   ;(async () => {
     for await (const s of nc.status()) if (s.type === "disconnect" || s.type === "reconnect") natsEvents.inc({ event: s.type })
   })().catch(() => {})

@@ -1,18 +1,34 @@
 // The long variants of test/chaos.test.ts and test/history.test.ts: `npm run test:chaos -- --events 100000 [--seed 7]
-// [--only crash,cluster,history]`.
-// Same scenarios (test/fixtures/faults.ts), many more events, kills and rounds. Prints the markdown table, writes
-// bench/results/chaos-<date>.json, and exits 1 when any fault lost or duplicated an event.
+// [--only crash,cluster,history] [--nats-server <bin>]`. Same scenarios (test/fixtures/faults.ts), many more events,
+// kills and rounds, on the newest nats-server found or the one --nats-server (or NATS_SERVER_BIN) names. Prints the
+// markdown table, writes bench/results/chaos-<time>-nats-<version>.md (and .json), and exits 1 when any fault lost or
+// duplicated an event.
 import { mkdirSync, writeFileSync } from "node:fs"
+import { loadavg } from "node:os"
 import { join } from "node:path"
 import { parseArgs } from "node:util"
+import { findNatsServer, natsServerVersion, pinNatsServer } from "../mesh/cli/natsd.ts"
 import { type Row, rowText, TABLE_HEAD } from "./fixtures/chaos.ts"
 import { brokerCrash, clusterNodeLoss, crashLoop, gracefulShutdown, hungConsumer, slowConsumer, streamFull } from "./fixtures/faults.ts"
 import { history } from "./fixtures/history.ts"
 import { ROOT } from "./harness.ts"
 
 const { values } = parseArgs({
-  options: { events: { type: "string", default: "100000" }, seed: { type: "string" }, only: { type: "string" } },
+  options: { events: { type: "string", default: "100000" }, seed: { type: "string" }, only: { type: "string" }, "nats-server": { type: "string" } },
 })
+if (values["nats-server"]) {
+  try {
+    pinNatsServer(values["nats-server"])
+  } catch (err) {
+    console.error(`test:chaos: --nats-server ${(err as Error).message}`)
+    process.exit(2)
+  }
+}
+const bin = findNatsServer()
+const serverVersion = (bin && natsServerVersion(bin)?.join(".")) || "unknown"
+const load = Math.round(loadavg()[0]! * 100) / 100
+const startedAt = new Date()
+console.log(`chaos soak on nats-server ${serverVersion} (${bin ?? "none found"}), 1-min load average at start ${load}`)
 const events = Number(values.events)
 if (!(events >= 100)) throw new Error(`--events must be a number ≥ 100, got ${values.events}`)
 const seed = Number(values.seed ?? Date.now() % 1_000_000)
@@ -119,13 +135,33 @@ for (const [name, run] of Object.entries(faults)) {
   }
 }
 
-console.log(`\nchaos soak (${events} events, seed ${seed}):\n${TABLE_HEAD}\n${outcomes.map((o) => rowText(o.row)).join("\n")}\n`)
+const table = `${TABLE_HEAD}\n${outcomes.map((o) => rowText(o.row)).join("\n")}`
+console.log(`\nchaos soak (${events} events, seed ${seed}):\n${table}\n`)
 const dir = join(ROOT, "bench", "results")
 mkdirSync(dir, { recursive: true })
-const file = join(dir, `chaos-${new Date().toISOString().slice(0, 19).replace(/:/g, "")}.json`)
-const json = JSON.stringify({ events, seed, at: new Date().toISOString(), node: process.version, outcomes }, (_k, v) => (v instanceof Map ? Object.fromEntries(v) : v), 2)
-writeFileSync(file, json)
-console.log(`written ${file}`)
+const base = join(dir, `chaos-${startedAt.toISOString().slice(0, 16).replace(/:/g, "")}-nats-${serverVersion}`)
+const json = JSON.stringify(
+  { events, seed, at: startedAt.toISOString(), node: process.version, natsServer: { bin, version: serverVersion }, loadavg1m: load, outcomes },
+  (_k, v) => (v instanceof Map ? Object.fromEntries(v) : v),
+  2,
+)
+writeFileSync(`${base}.json`, json)
+const argv = process.argv.slice(2).join(" ")
+const md = [
+  `# Chaos soak — ${startedAt.toISOString().slice(0, 10)}, nats-server ${serverVersion}`,
+  "",
+  `${events} events, seed ${seed}; nats-server ${serverVersion} (${bin}), Node ${process.version}, 1-min load average at start ${load}` +
+    " (the machine is shared); " + `${((Date.now() - startedAt.getTime()) / 60_000).toFixed(1)} min.`,
+  "",
+  `Command: \`npm run test:chaos${argv ? ` -- ${argv}` : ""}\``,
+  "",
+  table,
+  "",
+  ...outcomes.map((o) => `- ${o.name}: ${o.ok ? "passed" : `FAILED (${o.failures.join("; ")})`} in ${o.seconds.toFixed(0)} s`),
+  "",
+].join("\n")
+writeFileSync(`${base}.md`, md)
+console.log(`written ${base}.md and .json`)
 const failed = outcomes.filter((o) => !o.ok).length
 console.log(`${outcomes.length - failed} passed, ${failed} failed`)
 process.exit(failed ? 1 : 0)

@@ -236,7 +236,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
   assert.is(debug.code, 1)
   assert.ok(debug.err.some((l) => /^\s+at /.test(l)), "a stack trace with --debug")
   const unknown = await logiflow(["frobnicate"])
-  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, token)']])
+  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, consumer, token)']])
 })
 
 test.run()

@@ -1,7 +1,7 @@
 // contracts/: CloudEvents binary mode round trip, and rejections that name the wrong field.
 import { test } from "uvu"
 import * as assert from "uvu/assert"
-import { ceTypeOf, ContractError, decode, encode, eventNames, eventOfSubject, keyOf, parseType, streamOf, subjectOf, subjectsOf, topology, validate, workers } from "../contracts/mod.ts"
+import { ceTypeOf, ContractError, decode, encode, eventNames, eventOfSubject, keyOf, parseType, serverBackoff, streamOf, subjectOf, subjectsOf, topology, validate, workers } from "../contracts/mod.ts"
 import { invoice, route } from "./fixtures/events.ts"
 
 const headerFn = (h: Record<string, string>) => (k: string) => h[k]
@@ -111,7 +111,7 @@ test("topology - one durable per worker per stream, plus its replay consumer; no
   const t = topology()
   const names = t.consumers.map((c) => `${c.stream}/${c.durable}:${c.filterSubjects.join(",")}`).sort()
   assert.equal(names, [
-    "ADVISORIES/ops:>",
+    "ADVISORIES/ops:$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>,$JS.EVENT.ADVISORY.CONSUMER.PAUSE.>",
     "DLQ/ops:>",
     "INVOICE/portal:invoice.events.InvoiceGenerated.*",
     "POSITIONS/tracking:tracking.events.PositionReported.*",
@@ -124,6 +124,10 @@ test("topology - one durable per worker per stream, plus its replay consumer; no
     "TRACKING/portal:tracking.events.EtaUpdated.*",
   ])
   for (const c of t.consumers) assert.is(c.maxDeliver, c.worker === "ops" ? -1 : 5, `${c.stream}/${c.durable}`)
+  // the server spaces out redeliveries after ack timeouts: 30, 60, 120, 240 s (max_deliver must exceed their count);
+  // ops' unlimited ones have none
+  for (const c of t.consumers) assert.equal(c.backoffSeconds, c.worker === "ops" ? [] : [30, 60, 120, 240], `${c.stream}/${c.durable}`)
+  assert.equal([serverBackoff(1, 3), serverBackoff(2, 1), serverBackoff(2, -1)], [[1, 2], [], []])
   assert.equal(t.streams.map((s) => s.name), ["ROUTING", "INVOICE", "TRACKING", "POSITIONS", "DLQ", "ADVISORIES", "REPLAY"])
   // business events and dead letters are refused when full, never dropped; positions make room
   for (const s of ["ROUTING", "INVOICE", "TRACKING", "DLQ"]) assert.is(t.streams.find((x) => x.name === s)!.discard, "new", s)

@@ -20,8 +20,8 @@ test.after.each(async () => {
   await Promise.all(children.splice(0).map((c) => c.stop("SIGKILL")))
 })
 const f = natsSuite(test, {
-  // two deliveries, 1 s apart at most: the final delivery comes quickly
-  reset: ({ jsm }) => jsm.consumers.update("ROUTING", "invoice", { max_deliver: 2, ack_wait: nanos(1000) }),
+  // two deliveries, 1 s apart at most: the final delivery comes quickly (and the server's backoff, one wait of 1 s)
+  reset: ({ jsm }) => jsm.consumers.update("ROUTING", "invoice", { max_deliver: 2, ack_wait: nanos(1000), backoff: [nanos(1000)] }),
 })
 
 async function startOps(): Promise<Child & { url: string }> {

@@ -8,7 +8,8 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node"
 import type { Test } from "uvu"
 import { topology } from "../contracts/mod.ts"
-import { freePort, type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
+import { findNatsServer, freePort, type Natsd, natsServerVersion, startNatsd } from "../mesh/cli/natsd.ts"
+import { FEATURES, type Feature, versionSupports } from "../mesh/features.ts"
 import { provision, type ProvisionScope } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
 import { ROOT } from "./child.ts"
@@ -108,5 +109,17 @@ export async function waitUntil<T>(fn: () => T | Promise<T>, { timeoutMs = 20_00
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+/**
+ * Why the servers the suites start (the newest found, or NATS_SERVER_BIN) cannot run a test of `feature`, or
+ * undefined when they can. A file whose every test needs it prints `skipped: <why>` and registers none (test/run.ts
+ * counts it as skipped); a file with other tests leaves those few unregistered and says so.
+ */
+export function lacks(feature: Feature): string | undefined {
+  const bin = findNatsServer()
+  const v = bin ? natsServerVersion(bin) : undefined
+  if (v && versionSupports(v, feature)) return undefined
+  return `${FEATURES[feature].what} needs nats-server ${FEATURES[feature].since.join(".")}; the suites run ${bin ? `${bin} ${v?.join(".") ?? "(version unknown)"}` : "no nats-server"}`
+}
 
 export { freePort }

@@ -21,6 +21,8 @@ let passed = 0
 let failed = 0
 let skipped = 0
 const broken: string[] = []
+/** files that ran no test on purpose: they print `skipped: <why>` (a binary they need is absent) and exit 0 */
+const skippedFiles: string[] = []
 
 async function runFile(file: string): Promise<void> {
   const started = Date.now()
@@ -45,7 +47,9 @@ async function runFile(file: string): Promise<void> {
   skipped += num("Skipped")
   // uvu's Total leaves skipped tests out
   failed += total - ok
-  if (timedOut || code !== 0 || total === 0) {
+  const skippedWhy = /^skipped: (.+)$/m.exec(text)?.[1]
+  if (!timedOut && code === 0 && total === 0 && skippedWhy) skippedFiles.push(`${file}: ${skippedWhy}`)
+  else if (timedOut || code !== 0 || total === 0) {
     broken.push(`${file}: ${timedOut ? `killed after ${timeoutMs} ms` : total === 0 ? `ran no test (exit ${code})` : `exit ${code}`}`)
     if (total === ok) failed++ // a crash outside any test still counts as a failure
   }
@@ -63,6 +67,8 @@ await Promise.all(
 )
 
 console.log("")
+for (const s of skippedFiles) console.log(`SKIPPED ${s}`)
 for (const b of broken) console.log(`FAILED ${b}`)
-console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""} (${files.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s)`)
+const skips = [skipped ? `${skipped} skipped` : "", skippedFiles.length ? `${skippedFiles.length} files skipped` : ""].filter(Boolean)
+console.log(`${passed} passed, ${failed} failed${skips.length ? `, ${skips.join(", ")}` : ""} (${files.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s)`)
 process.exitCode = failed > 0 || broken.length > 0 ? 1 : 0

@@ -1,15 +1,17 @@
 // `logiflow up` (npm start) as a user runs it: nats-server from nats.conf, every worker under its own user,
 // a route in at routing comes out as an invoice at the portal, and one SIGTERM stops it all.
-import { execFileSync } from "node:child_process"
-import { mkdtemp, rm } from "node:fs/promises"
+import { execFileSync, spawnSync } from "node:child_process"
+import { existsSync, statSync } from "node:fs"
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir, userInfo } from "node:os"
-import { join } from "node:path"
+import { dirname, join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { portInUse } from "../mesh/cli/natsd.ts"
+import { findNatsServer, natsServerVersion, portInUse } from "../mesh/cli/natsd.ts"
+import { contextName, removeContext, writeContext } from "../mesh/cli/context.ts"
 import { operatorName } from "../mesh/cli/up.ts"
 import { jetstreamManager } from "@nats-io/jetstream"
-import { connectTo, freePort, spawnTs, waitUntil } from "./harness.ts"
+import { connectTo, freePort, spawnTs, startServer, waitUntil } from "./harness.ts"
 
 const test = suite("up")
 let dir: string
@@ -36,11 +38,26 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     LOGIFLOW_OPERATORS: undefined,
     LOGIFLOW_API_KEYS: undefined,
     FLEET_API_KEY: undefined,
+    // the nats CLI context goes here, never into the user's ~/.config
+    XDG_CONFIG_HOME: dir,
+    LOGIFLOW_NATS_CONTEXT: undefined,
   }
   const up = spawnTs("mesh/cli/main.ts", env, ["up", "--no-fleet", "--data-dir", dir])
   try {
     await up.waitFor(/Ctrl-C stops everything/, 60_000)
-    assert.ok(up.lines.some((l) => l.includes(`nats-server on nats://127.0.0.1:${natsPort}`)), "started its own server on the given port")
+    // which binary, and the version the server announced: the newest found (NATS_SERVER_BIN overrides)
+    const bin = findNatsServer()!
+    const started = up.lines.map((l) => /nats-server v(\d+\.\d+\.\d+) \((.+)\) on nats:\/\/127\.0\.0\.1:(\d+) \(monitoring /.exec(l)).find((m) => m)
+    assert.ok(started, up.lines.slice(0, 5).join("\n"))
+    assert.equal(started!.slice(1), [natsServerVersion(bin)!.join("."), bin, String(natsPort)], "started its own server, the newest, on the given port")
+    // the newest lacks nothing the mesh knows of
+    assert.equal(up.lines.filter((l) => /│ without /.test(l)), [])
+    // the nats CLI context: this run's URL and admin credentials, mode 0600, announced in one line
+    const context = join(dir, "nats", "context", "logiflow.json")
+    assert.ok(up.lines.some((l) => l.endsWith("│ nats CLI: nats --context logiflow stream ls")))
+    const saved = JSON.parse(await readFile(context, "utf8")) as Record<string, string>
+    assert.equal([saved.url, saved.user, statSync(context).mode & 0o777], [`nats://127.0.0.1:${natsPort}`, "admin", 0o600])
+    assert.match(saved.password!, /^p[0-9a-f]{32}$/)
     for (const w of workers) {
       await waitUntil(() => fetch(`http://127.0.0.1:${ports[w]}/readyz`).then((r) => r.status === 200, () => false), { what: `${w} ready`, timeoutMs: 60_000 })
     }
@@ -80,8 +97,26 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     assert.is(await up.stop("SIGTERM"), 0, up.lines.slice(-5).join("\n"))
   }
   assert.ok(up.lines.some((l) => l.includes("stopped")))
+  assert.not.ok(existsSync(join(dir, "nats", "context", "logiflow.json")), "the context is removed with the run's passwords")
   assert.not.ok(await portInUse(natsPort), "nats-server stopped")
   for (const w of workers) assert.not.ok(await portInUse(ports[w]!, "0.0.0.0"), `${w} stopped`)
+})
+
+test("up - with NATS_URL: the version that server announces, and no nats context (its credentials are not the run's)", async () => {
+  const server = await startServer()
+  const ports = Object.fromEntries(await Promise.all(workers.map(async (w) => [`${w.toUpperCase()}_PORT`, String(await freePort())] as const)))
+  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: server.url, XDG_CONFIG_HOME: join(dir, "external"), ...ports }, ["up", "--no-fleet", "--data-dir", join(dir, "external")])
+  try {
+    await up.waitFor(/Ctrl-C stops everything/, 60_000)
+    const said = up.lines.filter((l) => l.startsWith("logiflow│ ")).map((l) => l.slice("logiflow│ ".length))
+    assert.is(said[0], `using NATS at ${server.url}: nats-server v${natsServerVersion(findNatsServer()!)!.join(".")}`)
+    assert.ok(said.includes("nats CLI: against NATS_URL, use a context of your own (nats context save …)"))
+    assert.not.ok(existsSync(join(dir, "external", "nats")))
+  } finally {
+    const code = await up.stop("SIGTERM")
+    await server.close()
+    assert.is(code, 0, up.lines.slice(-8).join("\n"))
+  }
 })
 
 test("up - without a nats-server binary or NATS_URL: one line saying how to get one, exit 1", async () => {
@@ -103,6 +138,8 @@ test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); 
     LOG_LEVEL: "info",
     PARTITIONS: undefined,
     ADMIN_PASSWORD: "pUpScaleAdmin1",
+    // the nats CLI context goes here, never into the user's ~/.config
+    XDG_CONFIG_HOME: join(dir, "scaled"),
     ROUTING_PORT: String(ports.routing),
     INVOICE_PORT: String(ports.invoice),
     ...Object.fromEntries(["TRACKING", "PORTAL", "OPS"].map((w) => [`${w}_PORT`, "0"])),
@@ -135,6 +172,40 @@ test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); 
     }
   } finally {
     assert.is(await up.stop("SIGTERM"), 0)
+  }
+})
+
+test("up - the nats context: a foreign one or a live run's is left alone, a dead run's is replaced; only its own is removed", async () => {
+  const saved = process.env.XDG_CONFIG_HOME
+  process.env.XDG_CONFIG_HOME = join(dir, "ctx")
+  try {
+    const path = join(dir, "ctx", "nats", "context", "mine.json")
+    await mkdir(dirname(path), { recursive: true })
+    const put = (description: string) => writeFile(path, JSON.stringify({ description, url: "nats://elsewhere:4222", user: "someone" }))
+    await put("my own server")
+    assert.equal(writeContext("mine", { url: "nats://127.0.0.1:1" }), {
+      name: "mine",
+      path,
+      refused: 'a nats context "mine" exists that logiflow did not write; left as it is (set LOGIFLOW_NATS_CONTEXT to another name)',
+    })
+    await put(`logiflow up (pid ${process.ppid}): removed when it stops`)
+    assert.match((writeContext("mine", { url: "nats://127.0.0.1:1" }) as { refused: string }).refused, `belongs to another running logiflow up (pid ${process.ppid})`)
+    removeContext(path)
+    assert.match(await readFile(path, "utf8"), "elsewhere", "not this process's: kept")
+    const gone = spawnSync("true").pid!
+    await put(`logiflow up (pid ${gone}): removed when it stops`)
+    assert.equal(writeContext("mine", { url: "nats://127.0.0.1:1", user: "admin", password: "pw" }), { name: "mine", path })
+    assert.equal(JSON.parse(await readFile(path, "utf8")).url, "nats://127.0.0.1:1")
+    removeContext(path)
+    assert.not.ok(existsSync(path))
+    process.env.LOGIFLOW_NATS_CONTEXT = "../x"
+    assert.throws(() => contextName(), /^LOGIFLOW_NATS_CONTEXT must be a plain name \(letters, digits, \. _ -\), got "\.\.\/x"$/)
+    process.env.LOGIFLOW_NATS_CONTEXT = "demo"
+    assert.is(contextName(), "demo")
+  } finally {
+    delete process.env.LOGIFLOW_NATS_CONTEXT
+    if (saved === undefined) delete process.env.XDG_CONFIG_HOME
+    else process.env.XDG_CONFIG_HOME = saved
   }
 })
 

@@ -21,7 +21,9 @@ export function dashboardPage(nonce: string): string {
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
   section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  .bar { display: grid; grid-template-columns: 14rem 1fr 25rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar { display: grid; grid-template-columns: 14rem 1fr 25rem 6rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar.paused .fill { background: #e0a526; }
+  .bar .paused-until { display: block; color: #a66a00; }
   .bar .track { background: #e7e9ee; border-radius: 3px; height: .8rem; overflow: hidden; }
   .bar .fill { background: #3b7ddd; height: 100%; min-width: 1px; }
   .bar .fill.hot { background: #d9534f; }
@@ -72,6 +74,9 @@ export function dashboardPage(nonce: string): string {
   </section>
   <section class="desk">
     <h2>Consumer lag</h2>
+    <p class="muted">Pause a consumer while what it calls is down: its events wait in the stream instead of using up
+    their deliveries into the dead letters. <label>pause for <select id="pause-for"><option>15m</option>
+    <option selected>30m</option><option>1h</option><option>4h</option><option>1d</option></select></label></p>
     <div id="bars"></div>
   </section>
   <section class="desk">
@@ -153,7 +158,9 @@ async function mutate(path, body) {
   const out = await r.json().catch(() => ({}));
   if (r.status === 401) return signedOut("your session has ended: sign in again");
   if (!r.ok) return say(out.error || r.status + " " + r.statusText, true);
-  say(out.replayed !== undefined ? "replayed " + out.replayed + " entries" : out.id + " is now " + out.state);
+  say(out.replayed !== undefined ? "replayed " + out.replayed + " entries"
+    : out.paused !== undefined ? out.stream + "/" + out.consumer + (out.paused ? " paused until " + out.pauseUntil : " resumed") + " by " + out.by
+    : out.id + " is now " + out.state);
   await refresh();
 }
 
@@ -173,10 +180,16 @@ function renderBars(st) {
       const lag = c.pending + c.ackPending;
       const fill = el("div", { class: lag > 0 && c.redelivered > 0 ? "fill hot" : "fill" });
       fill.style.width = (100 * lag) / max + "%";
-      return el("div", { class: "bar", "data-consumer": c.stream + "/" + c.name },
+      const path = "/api/consumers/" + encodeURIComponent(c.stream) + "/" + encodeURIComponent(c.name);
+      const breaker = c.paused
+        ? el("button", { class: "act resume", type: "button", onclick: () => mutate(path + "/resume") }, "resume")
+        : el("button", { class: "act pause", type: "button", onclick: () => mutate(path + "/pause", { for: $("#pause-for").value }) }, "pause");
+      return el("div", { class: c.paused ? "bar paused" : "bar", "data-consumer": c.stream + "/" + c.name },
         el("span", {}, c.stream + "/" + c.name),
         el("div", { class: "track" }, fill),
-        el("span", { class: "nums" }, c.pending + " pending · " + c.ackPending + " in flight · " + c.redelivered + " redelivered · " + ago(c.lastActive)));
+        el("span", { class: "nums" }, c.pending + " pending · " + c.ackPending + " in flight · " + c.redelivered + " redelivered · " + ago(c.lastActive),
+          c.paused ? el("span", { class: "paused-until" }, "paused until " + (c.pauseUntil || "resumed")) : null),
+        breaker);
     }),
   );
   const select = document.querySelector("#filter [name=consumer]");

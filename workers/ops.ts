@@ -12,8 +12,12 @@ import {
   indexDeadLetter,
   listEntries,
   parseAdvisory,
+  parsePauseAdvisory,
+  pauseConsumer,
+  pauseEnd,
   replayEntry,
   replayMatching,
+  resumeConsumer,
   showEntry,
   status,
   toFilter,
@@ -128,6 +132,9 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
     backoff: cfg.backoff,
     raw: {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
+        // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
+        const pause = parsePauseAdvisory(msg.data)
+        if (pause) return void ctx.log.warn(pause.paused ? "consumer paused" : "consumer resumed", { stream: pause.stream, consumer: pause.consumer, until: pause.paused ? pause.pause_until : undefined })
         const adv = parseAdvisory(msg.data)
         if (!adv) return void ctx.log.warn("not an advisory; skipped", { subject: msg.subject, seq: msg.seq })
         const outcome = await fileFromAdvisory(await adminOf(), adv, msg.subject)
@@ -208,6 +215,20 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       })
       router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await adminOf(), req.params.id!, req.operator))
       router.post("/api/dlq/:id/discard", act, async (req: Signed) => discardEntry(await adminOf(), req.params.id!, req.operator))
+      // the circuit breaker (mesh/admin/pause.ts): events wait in the stream instead of burning deliveries
+      router.post("/api/consumers/:stream/:consumer/pause", act, async (req: Signed) => {
+        const body = (await readJson(req, 4096)) ?? {}
+        if (typeof body !== "object" || Array.isArray(body)) return Response.json({ status: 400, error: 'body must be a JSON object: { "for": "30m" } or { "until": "<RFC 3339>" }' }, { status: 400 })
+        const until = pauseEnd(body as Record<string, unknown>)
+        const r = await pauseConsumer({ jsm: (await adminOf()).jsm, nc: runtime.nc }, req.params.stream!, req.params.consumer!, until, req.operator)
+        runtime.log.warn("consumer pause requested", { stream: r.stream, consumer: r.consumer, until: r.pauseUntil, by: r.by })
+        return r
+      })
+      router.post("/api/consumers/:stream/:consumer/resume", act, async (req: Signed) => {
+        const r = await resumeConsumer({ jsm: (await adminOf()).jsm, nc: runtime.nc }, req.params.stream!, req.params.consumer!, req.operator)
+        runtime.log.warn("consumer resume requested", { stream: r.stream, consumer: r.consumer, by: r.by })
+        return r
+      })
     },
   })
 }

@@ -13,6 +13,9 @@ export type ConsumerStatus = {
   redelivered: number
   waiting: number
   lastActive?: string
+  /** set while the consumer is paused (2.11+): its events wait in the stream until pauseUntil, or a resume */
+  paused?: true
+  pauseUntil?: string
 }
 /** A running worker instance, from its heartbeat (mesh/heartbeat.ts); one that stopped beating is gone in 15 s. */
 export type WorkerStatus = { worker: string; instance: string; ready: boolean; inflight: number; at: string; startedAt: string; version: string }
@@ -49,6 +52,7 @@ export async function status(a: Admin): Promise<Status> {
         redelivered: c.num_redelivered,
         waiting: c.num_waiting,
         ...(last ? { lastActive: last } : {}),
+        ...(c.paused ? { paused: true as const, ...(c.config.pause_until ? { pauseUntil: c.config.pause_until } : {}) } : {}),
       })
     }
   }

@@ -83,7 +83,11 @@ export function workerPermissions(w: WorkerName): string[] {
   return out
 }
 
-/** ops reads any stream's status and originals, files and replays dead letters, and changes no stream or consumer. */
+/**
+ * ops reads any stream's status and originals, files and replays dead letters, pauses and resumes consumers (the
+ * breaker for a downstream outage, 2.11+: a pause keeps every message and the consumer's position), and creates,
+ * updates or deletes no stream or consumer.
+ */
 function opsPermissions(): string[] {
   const streams = topology().streams.map((s) => s.name)
   return [
@@ -97,6 +101,8 @@ function opsPermissions(): string[] {
     "$JS.API.CONSUMER.INFO.*.*",
     "$JS.API.CONSUMER.LIST.*",
     "$JS.API.CONSUMER.NAMES.*",
+    // POST /api/consumers/:stream/:consumer/pause|resume
+    "$JS.API.CONSUMER.PAUSE.*.*",
     // the original of a dead letter, by stream sequence (advisories carry only stream + seq); not the KV_* streams,
     // which would expose every worker's private state
     ...streams.map((s) => `$JS.API.STREAM.MSG.GET.${s}`),
@@ -114,7 +120,7 @@ const WHY: Record<WorkerName, string> = {
   invoice: "RouteCalculated in, InvoiceGenerated out (guarded: one per route).",
   tracking: "RouteCalculated and PositionReported in; PositionReported (POST /positions) and EtaUpdated out.",
   portal: "The customer read model: consumes routes, ETAs and invoices, publishes no events (only its DLQ entries).",
-  ops: "The operator's worker: files dead letters for any consumer and replays to any worker, but publishes no domain event, and its JetStream API access is read-only.",
+  ops: "The operator's worker: files dead letters for any consumer and replays to any worker, pauses and resumes consumers, but publishes no domain event, and apart from pausing its JetStream API access is read-only.",
   fleet: "The truck simulator drives routing and tracking over HTTP; on NATS it only writes its heartbeat.",
 }
 

@@ -6,6 +6,7 @@ import { env, topologyEnv } from "../env.ts"
 import { isMain } from "../main.ts"
 import { provision } from "../provision.ts"
 import { adminConnect, CliError, type Command } from "./io.ts"
+import { consumerCommand } from "./consumer.ts"
 import { commands as opsCommands } from "./ops.ts"
 import { rebuild } from "./rebuild.ts"
 import { token } from "./token.ts"
@@ -42,6 +43,7 @@ export const commands: Record<string, Command> = {
   provision: provisionCommand,
   ...opsCommands,
   rebuild,
+  consumer: consumerCommand,
   token,
 }
 

@@ -56,6 +56,17 @@ export function findNatsServer(): string | undefined {
   return best?.bin
 }
 
+/**
+ * Pins the nats-server of this process and every child it starts (NATS_SERVER_BIN): the bench and the chaos soak
+ * take `--nats-server <bin>` to measure one release beside another. Throws unless the binary reports a version.
+ */
+export function pinNatsServer(bin: string): [number, number, number] {
+  const v = existsSync(bin) ? natsServerVersion(bin) : undefined
+  if (!v) throw new Error(`${bin} is not a nats-server that reports its version (nats-server --version)`)
+  process.env.NATS_SERVER_BIN = bin
+  return v
+}
+
 /** A port that was free a moment ago (bind to 0, read, close). */
 export function freePort(host = "127.0.0.1"): Promise<number> {
   return new Promise((resolve, reject) => {

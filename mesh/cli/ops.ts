@@ -45,6 +45,11 @@ const ago = (iso?: string) => {
   return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : s < 86400 ? `${Math.round(s / 3600)}h ago` : `${Math.round(s / 86400)}d ago`
 }
 
+const left = (iso: string) => {
+  const s = Math.max(0, Math.round((Date.parse(iso) - Date.now()) / 1000))
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.round(s / 60)}m` : s < 86400 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86400)}d`
+}
+
 const oneLine = (s: string, max = 200) => {
   const flat = s.replace(/\s*[\r\n]+\s*/g, " ")
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat
@@ -57,7 +62,7 @@ function positiveInt(s: string, flag: string): number {
 }
 
 /** dlq-admin reports bad input as a StatusError; here it is a one-line CLI error. */
-async function cli<T>(p: Promise<T>): Promise<T> {
+export async function cli<T>(p: Promise<T>): Promise<T> {
   try {
     return await p
   } catch (err) {
@@ -203,6 +208,12 @@ const statusCommand: Command = {
         st.consumers.map((c) => [`${c.stream}/${c.name}`, String(c.pending), String(c.ackPending), String(c.redelivered), String(c.waiting), ago(c.lastActive)]),
       )
       io.out("")
+      // only while something is paused (2.11+): the events of these consumers wait in their streams
+      const paused = st.consumers.filter((c) => c.paused)
+      if (paused.length) {
+        table(io, ["PAUSED", "UNTIL", "LEFT"], paused.map((c) => [`${c.stream}/${c.name}`, c.pauseUntil ?? "-", c.pauseUntil ? left(c.pauseUntil) : "-"]))
+        io.out("")
+      }
       if (st.dlq.error) io.out(`DLQ: ${st.dlq.error}`)
       else if (st.dlq.open === 0) io.out("DLQ: no open entries")
       else table(io, ["DLQ OPEN", "CONSUMER", "REASON"], st.dlq.groups.map((g) => [String(g.open), g.consumer, g.reason]))
@@ -219,7 +230,7 @@ const statusCommand: Command = {
  * credential can do far more than replay), so it asks for no operator token; the history names the operator:
  * LOGIFLOW_OPERATOR, else the OS user.
  */
-function operator(): string {
+export function operator(): string {
   const named = env("LOGIFLOW_OPERATOR")?.trim()
   if (named) return named
   try {

@@ -15,6 +15,8 @@ import { CliError, type Io, SESSION_FILE } from "./io.ts"
 import { type Cluster, startCluster } from "./cluster.ts"
 import { connect } from "../connect.ts"
 import { topologyEnv } from "../env.ts"
+import { missingFeatures } from "../features.ts"
+import { contextName, removeContext, writeContext } from "./context.ts"
 import { findNatsServer, INSTALL_HINT, type Natsd, portInUse, startNatsd } from "./natsd.ts"
 import { provision } from "../provision.ts"
 
@@ -139,22 +141,31 @@ export async function up(args: string[], io: Io): Promise<number> {
   const passwords: Record<string, string> = {}
   for (const u of USERS) passwords[u] = process.env[`${u.toUpperCase()}_PASSWORD`] ?? `p${randomBytes(16).toString("hex")}`
   const creds = credentials()
+  let natsContext: string | undefined
+  try {
+    natsContext = contextName()
+  } catch (err) {
+    throw new CliError((err as Error).message)
+  }
 
   let natsd: Natsd | undefined
   let cluster: Cluster | undefined
   let url = process.env.NATS_URL
   const external = !!url
+  // what it runs is said once connected, with the version the server itself announces
+  let started = ""
+  const bin = external ? undefined : findNatsServer()
   if (!url && values.cluster) {
-    if (!findNatsServer()) throw new CliError(INSTALL_HINT)
+    if (!bin) throw new CliError(INSTALL_HINT)
     const env = Object.fromEntries(USERS.map((u) => [`${u.toUpperCase()}_PASSWORD`, passwords[u]!]))
     cluster = await startCluster({ dir: join(dataDir, "cluster"), detached: true, env, onLog: (n, l) => (process.env.NATS_LOG ? io.out(`${prefix(n, 6)}${l}`) : undefined) })
     url = cluster.urls.join(",")
     // R3 for provision below and for the workers (inherited), which size what they create themselves by it
     process.env.STREAM_REPLICAS ??= "3"
-    say(`3-node JetStream cluster on ${url} (meta leader ${cluster.leader}, stores in ${join(dataDir, "cluster")})`)
+    started = `3-node JetStream cluster of nats-server v%s (${bin}) on ${url} (meta leader ${cluster.leader}, stores in ${join(dataDir, "cluster")})`
   }
   if (!url) {
-    if (!findNatsServer()) throw new CliError(INSTALL_HINT)
+    if (!bin) throw new CliError(INSTALL_HINT)
     mkdirSync(join(dataDir, "nats"), { recursive: true })
     const port = await nextFree(Number(process.env.NATS_PORT ?? 4222))
     const monitorPort = await nextFree(Number(process.env.NATS_MONITOR_PORT ?? 8222))
@@ -168,8 +179,8 @@ export async function up(args: string[], io: Io): Promise<number> {
       onLog: (l) => (process.env.NATS_LOG ? io.out(`${prefix("nats", 6)}${l}`) : undefined),
     })
     url = natsd.url
-    say(`nats-server on ${url} (monitoring http://127.0.0.1:${monitorPort}, store ${join(dataDir, "nats")})`)
-  } else if (!cluster) say(`using NATS at ${url}`)
+    started = `nats-server v%s (${bin}) on ${url} (monitoring http://127.0.0.1:${monitorPort}, store ${join(dataDir, "nats")})`
+  } else if (!cluster) started = `using NATS at ${url}: nats-server v%s`
 
   // provision as admin; against an external server the caller's own NATS_USER/NATS_PASSWORD (if any) are used
   const admin = external
@@ -178,6 +189,9 @@ export async function up(args: string[], io: Io): Promise<number> {
   const nc = await connect({ name: "admin", url, ...admin, waitForServer: false }).catch((err) => {
     throw new CliError(`cannot reach NATS at ${url}: ${(err as Error).message}`)
   })
+  say(started.replace("%s", nc.info?.version ?? "(version not announced)"))
+  // each of these takes its older path, or is refused by name where it is asked for (mesh/features.ts)
+  for (const m of missingFeatures(nc)) say(`without ${m}`)
   const actions = await provision(nc, topology({ ...topologyEnv(), partitions })).finally(() => nc.close())
   say(`topology provisioned: ${actions.length} resources, ${actions.filter((a) => a.action !== "unchanged").length} changed`)
 
@@ -236,6 +250,11 @@ export async function up(args: string[], io: Io): Promise<number> {
   if (ownSession) {
     writeFileSync(SESSION_FILE, `NATS_URL=${url}\nNATS_USER=admin\nNATS_PASSWORD=${passwords.admin}\nPORTAL_SECRET=${creds.portalSecret}\n`, { mode: 0o600 })
   }
+  // the real nats CLI, as admin, against this run's server (removed when it stops: the passwords are this run's)
+  const context = external ? undefined : writeContext(natsContext, { url, user: "admin", password: passwords.admin })
+  if (!context) say(`nats CLI: against NATS_URL, use a context of your own (nats context save …)`)
+  else if ("refused" in context) say(`nats CLI: no context written: ${context.refused}`)
+  else say(`nats CLI: nats --context ${context.name} stream ls`)
   say("Ctrl-C stops everything")
 
   await new Promise<void>((resolveStop) => {
@@ -261,6 +280,7 @@ export async function up(args: string[], io: Io): Promise<number> {
       if (natsd) await natsd.stop()
       await cluster?.stop()
       if (ownSession) rmSync(SESSION_FILE, { force: true })
+      if (context) removeContext(context.path)
       say("stopped")
       resolveStop()
     }
@@ -268,6 +288,7 @@ export async function up(args: string[], io: Io): Promise<number> {
     process.on("SIGTERM", stop)
     // if the supervisor itself dies, take the (detached) workers with it
     process.once("exit", () => {
+      if (context) removeContext(context.path)
       supervised.forEach((s) => s.child?.exitCode === null && s.child.kill("SIGKILL"))
       if (natsd?.process.exitCode === null) natsd.process.kill("SIGTERM")
     })
