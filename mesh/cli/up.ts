@@ -125,6 +125,12 @@ export async function up(args: string[], io: Io): Promise<number> {
     args,
     options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" }, cluster: { type: "boolean" }, scale: { type: "string", multiple: true } },
   })
+  // a Ctrl-C or SIGTERM while starting is kept, not fatal: once everything started it stops it all in order (the
+  // default action would end this process and leave the server and the detached workers behind)
+  let signalledEarly = false
+  const early = () => void (signalledEarly = true)
+  process.on("SIGINT", early)
+  process.on("SIGTERM", early)
   const scale = parseScale(values.scale ?? [])
   // several instances of a worker share its partitions: default 8 when any worker is scaled out, else 1
   const partitions = Number(process.env.PARTITIONS ?? ([...scale.values()].some((n) => n > 1) ? 8 : 1))
@@ -284,8 +290,11 @@ export async function up(args: string[], io: Io): Promise<number> {
       say("stopped")
       resolveStop()
     }
+    process.off("SIGINT", early)
+    process.off("SIGTERM", early)
     process.on("SIGINT", stop)
     process.on("SIGTERM", stop)
+    if (signalledEarly) void stop()
     // if the supervisor itself dies, take the (detached) workers with it
     process.once("exit", () => {
       if (context) removeContext(context.path)
