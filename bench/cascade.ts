@@ -12,7 +12,23 @@ import { isMain } from "../mesh/main.ts"
 import { freePort } from "../mesh/cli/natsd.ts"
 import { provision } from "../mesh/provision.ts"
 import { post, routeRequest } from "./latency.ts"
-import { args, benchServer, type Child, histogram, type Latency, ms, type Opts, openLoop, print, progress, ratio, type Section, sleep, spawnTs, startWorker } from "./lib.ts"
+import {
+  args,
+  benchServer,
+  type Child,
+  histogram,
+  type Latency,
+  ms,
+  type Opts,
+  openLoop,
+  print,
+  progress,
+  ratio,
+  type Section,
+  sleep,
+  spawnTs,
+  startWorker,
+} from "./lib.ts"
 
 const RATE = 100
 const SLOW_MS = 1000
@@ -45,7 +61,14 @@ type Histogram = ReturnType<typeof histogram>
 let requests = 0
 
 /** `healthy`: also records each latency there (the healthy phases pooled: one p99 over all of them is the baseline) */
-async function load(system: "sync" | "mesh", phase: string, port: number, seconds: number, accepted?: string[], healthy?: Histogram): Promise<PhaseResult> {
+async function load(
+  system: "sync" | "mesh",
+  phase: string,
+  port: number,
+  seconds: number,
+  accepted?: string[],
+  healthy?: Histogram,
+): Promise<PhaseResult> {
   const lat = histogram()
   const statuses: Record<string, number> = {}
   let ok = 0
@@ -70,7 +93,14 @@ async function load(system: "sync" | "mesh", phase: string, port: number, second
 }
 
 /** Runs the steps against routing on `port`, switching invoice (kill -9, then start in the step's mode) between them. */
-async function phases(system: "sync" | "mesh", port: number, warmUp: number, seconds: number, invoice: (mode: Mode) => Promise<Child | undefined>, accepted?: string[]) {
+async function phases(
+  system: "sync" | "mesh",
+  port: number,
+  warmUp: number,
+  seconds: number,
+  invoice: (mode: Mode) => Promise<Child | undefined>,
+  accepted?: string[],
+) {
   const out: PhaseResult[] = []
   const healthy = histogram()
   let mode: Mode = "ok"
@@ -82,7 +112,16 @@ async function phases(system: "sync" | "mesh", port: number, warmUp: number, sec
         await current?.stop("SIGKILL")
         current = await invoice((mode = step.invoice))
       }
-      out.push(await load(system, step.phase, port, seconds, accepted, step.invoice === "ok" && step.phase !== "invoice back" ? healthy : undefined))
+      out.push(
+        await load(
+          system,
+          step.phase,
+          port,
+          seconds,
+          accepted,
+          step.invoice === "ok" && step.phase !== "invoice back" ? healthy : undefined,
+        ),
+      )
     }
   } finally {
     await current?.stop("SIGKILL")
@@ -101,7 +140,15 @@ async function syncChain(seconds: number, warmUp: number): Promise<Run> {
     await c.waitFor(/^listening/)
     return c
   }
-  const routing = spawnTs("bench/sync-chain.ts", {}, ["routing", "--port", String(routingPort), "--invoice", `http://127.0.0.1:${invoicePort}`, "--timeout-ms", String(SYNC_TIMEOUT_MS)])
+  const routing = spawnTs("bench/sync-chain.ts", {}, [
+    "routing",
+    "--port",
+    String(routingPort),
+    "--invoice",
+    `http://127.0.0.1:${invoicePort}`,
+    "--timeout-ms",
+    String(SYNC_TIMEOUT_MS),
+  ])
   try {
     await routing.waitFor(/^listening/)
     return await phases("sync", routingPort, warmUp, seconds, invoice)
@@ -119,14 +166,17 @@ async function invoicedRouteIds(url: string): Promise<string[]> {
   while (true) {
     const batch = await c.fetch({ max_messages: 1000, expires: 2000 })
     let got = 0
-    for await (const m of batch) (got++, ids.push(m.json<{ routeId: string }>().routeId))
+    for await (const m of batch) got++, ids.push(m.json<{ routeId: string }>().routeId)
     if (got === 0) break
   }
   await nc.close()
   return ids
 }
 
-async function mesh(seconds: number, warmUp: number): Promise<Run & { accepted: number; invoiced: number; distinct: number; missing: number; extra: number; recoverySeconds: number }> {
+async function mesh(
+  seconds: number,
+  warmUp: number,
+): Promise<Run & { accepted: number; invoiced: number; distinct: number; missing: number; extra: number; recoverySeconds: number }> {
   const server = await benchServer()
   const accepted: string[] = []
   let settled: Child | undefined
@@ -136,9 +186,16 @@ async function mesh(seconds: number, warmUp: number): Promise<Run & { accepted: 
     await provision(nc, topology({ ackWaitSeconds: ACK_WAIT_SECONDS }))
     await nc.close()
     routing = await startWorker("workers/routing.ts", server.url)
-    const env: Record<Mode, Record<string, string>> = { ok: {}, hang: { INVOICE_HANG: "1" }, slow: { INVOICE_SLOW_MS: String(SLOW_MS) }, down: {} }
+    const env: Record<Mode, Record<string, string>> = {
+      ok: {},
+      hang: { INVOICE_HANG: "1" },
+      slow: { INVOICE_SLOW_MS: String(SLOW_MS) },
+      down: {},
+    }
     const invoice = (mode: Mode) =>
-      mode === "down" ? Promise.resolve(undefined) : startWorker("workers/invoice.ts", server.url, { MAX_RATE: String(CATCH_UP_RATE), ...env[mode] }, INVOICE_NICE)
+      mode === "down"
+        ? Promise.resolve(undefined)
+        : startWorker("workers/invoice.ts", server.url, { MAX_RATE: String(CATCH_UP_RATE), ...env[mode] }, INVOICE_NICE)
     const out = await phases("mesh", routing.port, warmUp, seconds, invoice, accepted)
     const loadEnded = performance.now()
     settled = await invoice("ok")
@@ -214,7 +271,16 @@ export async function cascade(o: Opts): Promise<Section> {
     tables: [
       {
         title: `Routing under ${RATE} req/s open-loop, ${seconds} s per phase (latency in ms from when each request was due; 201/202 = success)`,
-        columns: ["system", "phase", "requests", "routing success", "p50", "p99", "max", "p99 vs healthy (p99 of the healthy phases pooled)"],
+        columns: [
+          "system",
+          "phase",
+          "requests",
+          "routing success",
+          "p50",
+          "p99",
+          "max",
+          "p99 vs healthy (p99 of the healthy phases pooled)",
+        ],
         rows,
       },
     ],

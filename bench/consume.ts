@@ -10,7 +10,22 @@ import { decode, subjectsOf, topology } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { PulledMsg } from "../mesh/pulled.ts"
 import { worker } from "../mesh/worker.ts"
-import { args, benchServer, type Cpu, int, median, type Opts, preload, print, progress, round, type Section, spawnTs, stopwatch, variantChild } from "./lib.ts"
+import {
+  args,
+  benchServer,
+  type Cpu,
+  int,
+  median,
+  type Opts,
+  preload,
+  print,
+  progress,
+  round,
+  type Section,
+  spawnTs,
+  stopwatch,
+  variantChild,
+} from "./lib.ts"
 
 const STREAM = "ROUTING"
 // every key's subject (routing.events.RouteCalculated.<truck>): the raw and peer variants read what the mesh reads
@@ -30,12 +45,30 @@ type Variant = {
 }
 const VARIANTS: Variant[] = [
   { id: "raw", label: "(a) raw @nats-io/jetstream consume(), callback, max_messages 1000", kind: "raw" },
-  { id: "raw-decode", label: "(a′) = (a) + the contract: CloudEvents headers from the raw header block, as the mesh reads them, and the schema check (contracts decode())", kind: "raw-decode" },
-  { id: "raw-decode-hdrs", label: "(a″) = (a′) reading the headers through the client's MsgHdrs", kind: "raw-decode", env: { HEADERS: "client" }, once: true },
+  {
+    id: "raw-decode",
+    label:
+      "(a′) = (a) + the contract: CloudEvents headers from the raw header block, as the mesh reads them, and the schema check (contracts decode())",
+    kind: "raw-decode",
+  },
+  {
+    id: "raw-decode-hdrs",
+    label: "(a″) = (a′) reading the headers through the client's MsgHdrs",
+    kind: "raw-decode",
+    env: { HEADERS: "client" },
+    once: true,
+  },
   { id: "mesh", label: "(b) mesh worker, defaults: concurrency 16, PREFETCH 256", kind: "mesh" },
   { id: "mesh-c1", label: "(c) mesh worker, concurrency 1 (PREFETCH 16)", kind: "mesh", concurrency: 1, share: 0.25, once: true },
   { id: "mesh-c8", label: "(c) mesh worker, concurrency 8 (PREFETCH 128)", kind: "mesh", concurrency: 8, share: 0.25, once: true },
-  { id: "mesh-c64", label: "(c) mesh worker, concurrency 64 (PREFETCH 1000: max_ack_pending)", kind: "mesh", concurrency: 64, share: 0.25, once: true },
+  {
+    id: "mesh-c64",
+    label: "(c) mesh worker, concurrency 64 (PREFETCH 1000: max_ack_pending)",
+    kind: "mesh",
+    concurrency: 64,
+    share: 0.25,
+    once: true,
+  },
   { id: "mesh-p64", label: "(b′) mesh worker, concurrency 16, PREFETCH 64", kind: "mesh", env: { PREFETCH: "64" }, once: true },
   { id: "mesh-p1000", label: "(b″) mesh worker, concurrency 16, PREFETCH 1000", kind: "mesh", env: { PREFETCH: "1000" }, once: true },
   { id: "moleculer", label: "(d) @moleculer/channels 0.1.8 NATS adapter, maxInFlight 1000", kind: "moleculer" },
@@ -112,7 +145,10 @@ async function runVariant(v: Variant, url: string, n: number): Promise<Result> {
   } else if (v.kind === "mesh") {
     durable = "invoice"
     await fresh(jsm, durable)
-    const running = await worker({ name: "invoice", concurrency: v.concurrency, consumes: { RouteCalculated: () => m.tick() } }).start({ url, port: 0 })
+    const running = await worker({ name: "invoice", concurrency: v.concurrency, consumes: { RouteCalculated: () => m.tick() } }).start({
+      url,
+      port: 0,
+    })
     close = () => running.stop()
   } else {
     durable = "bench-moleculer"
@@ -123,7 +159,9 @@ async function runVariant(v: Variant, url: string, n: number): Promise<Result> {
       logger: false,
       middlewares: [
         // the object form: a bare URL string is ignored and the adapter dials localhost:4222 (NATS-FACTS.md)
-        Middleware({ adapter: { type: "NATS", options: { nats: { url, consumerOptions: { config: { deliver_policy: "all" } } }, maxInFlight: 1000 } } } as never) as never,
+        Middleware({
+          adapter: { type: "NATS", options: { nats: { url, consumerOptions: { config: { deliver_policy: "all" } } }, maxInFlight: 1000 } },
+        } as never) as never,
       ],
     })
     broker.createService({
@@ -178,7 +216,14 @@ export async function consume(o: Opts, n = o.quick ? 10_000 : 200_000, rounds = 
         if (v.once && r > 1) continue
         const count = Math.round(n * (v.share ?? 1))
         const p = progress(`consume round ${r}/${rounds}: ${v.id} (${count})`)
-        const child = spawnTs("bench/consume.ts", { LOG_LEVEL: "error", ...v.env }, ["--variant", v.id, "--url", server.url, "--n", String(count)])
+        const child = spawnTs("bench/consume.ts", { LOG_LEVEL: "error", ...v.env }, [
+          "--variant",
+          v.id,
+          "--url",
+          server.url,
+          "--n",
+          String(count),
+        ])
         const code = await child.exited
         const line = child.lines.find((l) => l.startsWith("RESULT "))
         if (code !== 0 || !line) throw new Error(`consume ${v.id} failed (exit ${code}): ${child.lines.slice(-8).join(" | ")}`)
@@ -249,5 +294,11 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
 if (isMain(import.meta)) {
   const { quick, flags } = args()
   await variantChild(VARIANTS, flags, (v) => runVariant(v, flags.get("url")!, Number(flags.get("n") ?? 20_000)))
-  print([await consume({ quick }, flags.has("n") ? Number(flags.get("n")) : undefined, flags.has("rounds") ? Number(flags.get("rounds")) : undefined)])
+  print([
+    await consume(
+      { quick },
+      flags.has("n") ? Number(flags.get("n")) : undefined,
+      flags.has("rounds") ? Number(flags.get("rounds")) : undefined,
+    ),
+  ])
 }

@@ -35,10 +35,21 @@ async function startInvoice(url: string): Promise<Invoice> {
  * Watches `inv` until the invoice consumer is empty and `publishing` (if any) has finished, sampling RSS and
  * progress every 250 ms. The clock starts at `from` (a publish start) or at the worker's ready line.
  */
-async function watch(inv: Invoice, jsm: JetStreamManager, events: number, label: string, from?: number, publishing?: Promise<void>): Promise<Drain> {
+async function watch(
+  inv: Invoice,
+  jsm: JetStreamManager,
+  events: number,
+  label: string,
+  from?: number,
+  publishing?: Promise<void>,
+): Promise<Drain> {
   const spawned = from ?? performance.now()
   let ready: number | undefined = from
-  if (ready === undefined) void inv.ready.then((t) => (ready = t), () => {})
+  if (ready === undefined)
+    void inv.ready.then(
+      (t) => (ready = t),
+      () => {},
+    )
   let published = !publishing
   void publishing?.then(() => (published = true))
   const base = (await jsm.consumers.info("ROUTING", "invoice")).ack_floor.stream_seq
@@ -47,7 +58,8 @@ async function watch(inv: Invoice, jsm: JetStreamManager, events: number, label:
   const p = progress(label)
   while (true) {
     await sleep(250)
-    if (inv.child.proc.exitCode !== null) throw new Error(`invoice exited (${inv.child.proc.exitCode}): ${inv.child.lines.slice(-5).join(" | ")}`)
+    if (inv.child.proc.exitCode !== null)
+      throw new Error(`invoice exited (${inv.child.proc.exitCode}): ${inv.child.lines.slice(-5).join(" | ")}`)
     const info = await jsm.consumers.info("ROUTING", "invoice")
     const done = Math.min(events, info.ack_floor.stream_seq - base)
     const r = rssMiB(inv.child.pid)
@@ -74,9 +86,17 @@ async function watch(inv: Invoice, jsm: JetStreamManager, events: number, label:
     drainSeconds,
     eventsPerSec: events / drainSeconds,
     quarters,
-    rss: { first: all[0] ?? NaN, max: Math.max(...all), last: all.at(-1) ?? NaN, samples: all.length, tail: [Math.min(...tail), Math.max(...tail)] as [number, number] },
+    rss: {
+      first: all[0] ?? NaN,
+      max: Math.max(...all),
+      last: all.at(-1) ?? NaN,
+      samples: all.length,
+      tail: [Math.min(...tail), Math.max(...tail)] as [number, number],
+    },
   }
-  p.done(`${int(events)} in ${drainSeconds.toFixed(1)} s, RSS ${d.rss.first.toFixed(0)} → max ${d.rss.max.toFixed(0)} → ${d.rss.last.toFixed(0)} MiB`)
+  p.done(
+    `${int(events)} in ${drainSeconds.toFixed(1)} s, RSS ${d.rss.first.toFixed(0)} → max ${d.rss.max.toFixed(0)} → ${d.rss.last.toFixed(0)} MiB`,
+  )
   return d
 }
 
@@ -104,7 +124,8 @@ export async function drain(o: Opts): Promise<Section> {
     const invoices = (await jsm.streams.info("INVOICE")).state.messages
     await nc.close()
     const f = (x: number) => x.toFixed(0)
-    const warmRate = (d: Drain) => (d.events * 0.75) / (d.events * 0.25 / d.quarters[1]! + d.events * 0.25 / d.quarters[2]! + d.events * 0.25 / d.quarters[3]!)
+    const warmRate = (d: Drain) =>
+      (d.events * 0.75) / ((d.events * 0.25) / d.quarters[1]! + (d.events * 0.25) / d.quarters[2]! + (d.events * 0.25) / d.quarters[3]!)
     const row = (label: string, d: Drain) => [
       label,
       int(d.events),
@@ -125,7 +146,18 @@ export async function drain(o: Opts): Promise<Section> {
       tables: [
         {
           title: "invoice (child process, defaults: concurrency 16, PREFETCH 256) draining a backlog of RouteCalculated",
-          columns: ["backlog", "events", "s from spawn", "s from ready", "events/s", "events/s after warm-up (quarters 2–4)", "vs baseline", "events/s per quarter", "RSS MiB first / max / last", "RSS MiB after the first quarter"],
+          columns: [
+            "backlog",
+            "events",
+            "s from spawn",
+            "s from ready",
+            "events/s",
+            "events/s after warm-up (quarters 2–4)",
+            "vs baseline",
+            "events/s per quarter",
+            "RSS MiB first / max / last",
+            "RSS MiB after the first quarter",
+          ],
           rows: [row(`${int(short)}: the baseline`, steady), row(`${int(n)}`, full)],
         },
       ],

@@ -10,7 +10,22 @@ import { subjectsOf } from "../contracts/mod.ts"
 import { isMain } from "../mesh/main.ts"
 import { testAuth } from "../test/credentials.ts"
 import { route } from "../test/fixtures/events.ts"
-import { args, benchServer, cpuMsOf, histogram, type Latency, ms, type Opts, openLoop, print, progress, ratio, type Section, sleep, startWorker } from "./lib.ts"
+import {
+  args,
+  benchServer,
+  cpuMsOf,
+  histogram,
+  type Latency,
+  ms,
+  type Opts,
+  openLoop,
+  print,
+  progress,
+  ratio,
+  type Section,
+  sleep,
+  startWorker,
+} from "./lib.ts"
 
 type Run = {
   system: string
@@ -31,11 +46,25 @@ type Run = {
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 })
 
 /** POST JSON; resolves with the status and body (never rejects: a failure is status 0, the error in `body`). */
-export function post(port: number, path: string, body: unknown, timeoutMs = 15_000, retry = true): Promise<{ status: number; body: string }> {
+export function post(
+  port: number,
+  path: string,
+  body: unknown,
+  timeoutMs = 15_000,
+  retry = true,
+): Promise<{ status: number; body: string }> {
   const data = JSON.stringify(body)
   return new Promise((resolve) => {
     const req = http.request(
-      { host: "127.0.0.1", port, path, method: "POST", agent, timeout: timeoutMs, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data), ...testAuth().headers.routes } },
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: "POST",
+        agent,
+        timeout: timeoutMs,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(data), ...testAuth().headers.routes },
+      },
       (res) => {
         let text = ""
         res.setEncoding("utf8")
@@ -48,7 +77,11 @@ export function post(port: number, path: string, body: unknown, timeoutMs = 15_0
     // a kept-alive socket the server closed just as it was reused: the request never reached the server (Node's
     // documented case for one retry), not a failure of the system under test
     req.on("error", (err: NodeJS.ErrnoException) =>
-      resolve(retry && req.reusedSocket && err.code === "ECONNRESET" ? post(port, path, body, timeoutMs, false) : { status: 0, body: String(err.message) }),
+      resolve(
+        retry && req.reusedSocket && err.code === "ECONNRESET"
+          ? post(port, path, body, timeoutMs, false)
+          : { status: 0, body: String(err.message) },
+      ),
     )
     req.end(data)
   })
@@ -87,7 +120,9 @@ export async function latency(o: Opts): Promise<Section> {
     const due = new Map<string, number>()
     let onInvoice: (truckId: string, at: number) => void = () => {}
     const dec = new TextDecoder()
-    nc.subscribe(subjectsOf("InvoiceGenerated"), { callback: (_e, m) => onInvoice((JSON.parse(dec.decode(m.data)) as { truckId: string }).truckId, performance.now()) })
+    nc.subscribe(subjectsOf("InvoiceGenerated"), {
+      callback: (_e, m) => onInvoice((JSON.parse(dec.decode(m.data)) as { truckId: string }).truckId, performance.now()),
+    })
 
     const mesh = async (rate: number, secs: number, label: string, record: boolean) => {
       const e2e = histogram()
@@ -109,7 +144,7 @@ export async function latency(o: Opts): Promise<Section> {
           due.set(truckId, dueAt)
           const r = await post(routing!.port, "/routes", routeRequest(truckId))
           if (r.status === 202) accepted.record(performance.now() - dueAt)
-          else (failed++, due.delete(truckId), (failures[r.status] = (failures[r.status] ?? 0) + 1))
+          else failed++, due.delete(truckId), (failures[r.status] = (failures[r.status] ?? 0) + 1)
         },
         `latency mesh ${label}`,
       )
@@ -128,7 +163,12 @@ export async function latency(o: Opts): Promise<Section> {
 
     // raw floor: the same RouteCalculated body, js.publish with a msg id → stream → consume() callback → ack
     await jsm.streams.add({ name: "BENCH_RAW", subjects: ["bench.raw.>"] })
-    await jsm.consumers.add("BENCH_RAW", { durable_name: "raw", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.New, max_ack_pending: 1000 })
+    await jsm.consumers.add("BENCH_RAW", {
+      durable_name: "raw",
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      max_ack_pending: 1000,
+    })
     const rawDue = new Map<number, number>()
     let onRaw: (i: number, at: number) => void = () => {}
     const sub = await (await js.consumers.get("BENCH_RAW", "raw")).consume({
@@ -153,13 +193,25 @@ export async function latency(o: Opts): Promise<Section> {
         secs,
         async (i, dueAt) => {
           rawDue.set(i, dueAt)
-          await js.publish(`bench.raw.${label}`, enc.encode(JSON.stringify({ i, ...route(i) })), { msgID: `raw-${label}-${i}` }).catch(() => (failed++, rawDue.delete(i)))
+          await js
+            .publish(`bench.raw.${label}`, enc.encode(JSON.stringify({ i, ...route(i) })), { msgID: `raw-${label}-${i}` })
+            .catch(() => (failed++, rawDue.delete(i)))
         },
         `latency raw ${label}`,
       )
       await waitFor(() => rawDue.size === 0, 20_000)
       rawDue.clear()
-      runs.push({ system: "raw: js.publish → consume()", rate, seconds: secs, sent: load.total, achievedRate: load.achievedRate, lagMs: load.lagMs, completed: lat.count, failed, latency: lat.summary() })
+      runs.push({
+        system: "raw: js.publish → consume()",
+        rate,
+        seconds: secs,
+        sent: load.total,
+        achievedRate: load.achievedRate,
+        lagMs: load.lagMs,
+        completed: lat.count,
+        failed,
+        latency: lat.summary(),
+      })
     }
 
     const warm = progress("latency: warm-up (100/s for 2 s, not recorded)")
@@ -184,9 +236,16 @@ function report(runs: Run[], seconds: number): Section {
   const rows = runs.map((r) => {
     const floor = runs.find((x) => x.rate === r.rate && x.system.startsWith("raw"))!
     const perRun = !r.system.endsWith("202") // the → 202 row shares its run with the → InvoiceGenerated row
-    if (perRun && r.achievedRate < 0.95 * r.rate) notes.push(`${r.system} at ${r.rate}/s: the offered rate was not achieved (the sender reached ${Math.round(r.achievedRate)}/s).`)
-    if (perRun && r.failures && r.failed) notes.push(`${r.system} at ${r.rate}/s: ${r.failed} requests failed (${Object.entries(r.failures).map(([k, n]) => `${n}× ${k === "0" ? "no answer" : k}`).join(", ")}).`)
-    if (perRun && r.completed + r.failed < r.sent) notes.push(`${r.system} at ${r.rate}/s: ${r.sent - r.completed - r.failed} of ${r.sent} not completed within 20 s of the last send.`)
+    if (perRun && r.achievedRate < 0.95 * r.rate)
+      notes.push(`${r.system} at ${r.rate}/s: the offered rate was not achieved (the sender reached ${Math.round(r.achievedRate)}/s).`)
+    if (perRun && r.failures && r.failed)
+      notes.push(
+        `${r.system} at ${r.rate}/s: ${r.failed} requests failed (${Object.entries(r.failures)
+          .map(([k, n]) => `${n}× ${k === "0" ? "no answer" : k}`)
+          .join(", ")}).`,
+      )
+    if (perRun && r.completed + r.failed < r.sent)
+      notes.push(`${r.system} at ${r.rate}/s: ${r.sent - r.completed - r.failed} of ${r.sent} not completed within 20 s of the last send.`)
     return [
       r.system,
       r.rate,
@@ -208,7 +267,20 @@ function report(runs: Run[], seconds: number): Section {
     tables: [
       {
         title: `Open-loop latency, ${seconds} s per rate (ms, from when each request was due)`,
-        columns: ["path", "offered /s", "sent /s", "sender late ≤ ms", "completed", "p50", "p95", "p99", "max", "p50 vs raw", "p99 vs raw", "CPU ms/event routing / invoice"],
+        columns: [
+          "path",
+          "offered /s",
+          "sent /s",
+          "sender late ≤ ms",
+          "completed",
+          "p50",
+          "p95",
+          "p99",
+          "max",
+          "p50 vs raw",
+          "p99 vs raw",
+          "CPU ms/event routing / invoice",
+        ],
         rows,
       },
     ],

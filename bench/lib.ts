@@ -39,7 +39,11 @@ export function args(argv = process.argv.slice(2)): { quick: boolean; names: str
  * The child side of a scenario that measures each variant in a fresh process: with `--variant <id>` it runs that
  * variant, prints `RESULT <json>` (the line the parent looks for) and exits; without `--variant` it returns.
  */
-export async function variantChild<V extends { id: string }>(variants: V[], flags: Map<string, string>, run: (v: V) => Promise<unknown>): Promise<void> {
+export async function variantChild<V extends { id: string }>(
+  variants: V[],
+  flags: Map<string, string>,
+  run: (v: V) => Promise<unknown>,
+): Promise<void> {
   const id = flags.get("variant")
   if (!id) return
   const v = variants.find((x) => x.id === id)
@@ -86,7 +90,7 @@ export async function preload(js: JetStreamClient, n: number, { from = 0, window
     while (next < end) {
       const i = next++
       const r = route(i)
-      await publishEvent(js, "RouteCalculated", r, { id: `bench:${r.routeId}`, source: "logiflow/bench"})
+      await publishEvent(js, "RouteCalculated", r, { id: `bench:${r.routeId}`, source: "logiflow/bench" })
       if ((i - from) % 5000 === 0) p.update(`${i - from}/${n}`)
     }
   }
@@ -102,7 +106,7 @@ export function progress(label: string) {
   const write = (text: string, final = false) => {
     const line = `  ${label}: ${text} (${((Date.now() - started) / 1000).toFixed(1)} s)`
     if (tty) process.stderr.write(`\r\x1b[K${line}${final ? "\n" : ""}`)
-    else if (final || Date.now() - last > 5000) (process.stderr.write(line + "\n"), (last = Date.now()))
+    else if (final || Date.now() - last > 5000) process.stderr.write(`${line}\n`), (last = Date.now())
   }
   return { update: (text: string) => write(text), done: (text = "done") => write(text, true) }
 }
@@ -209,7 +213,12 @@ export function rssMiB(pid: number): number | undefined {
 }
 
 /** A worker file as a child process on free ports against `url`; resolves once it logged "ready". */
-export async function startWorker(file: string, url: string, env: Record<string, string> = {}, nice = 0): Promise<Child & { port: number }> {
+export async function startWorker(
+  file: string,
+  url: string,
+  env: Record<string, string> = {},
+  nice = 0,
+): Promise<Child & { port: number }> {
   const port = await freePort()
   const name = /workers\/(\w+)\.ts$/.exec(file)?.[1]?.toUpperCase() ?? "WORKER"
   const child = spawnTs(file, { NATS_URL: url, [`${name}_PORT`]: String(port), LOG_LEVEL: "info", ...env }, [], [], nice)
@@ -235,17 +244,19 @@ export function markdown(sections: Section[], m = machine(), command = ""): stri
     }
     if (s.notes.length) out.push("", ...s.notes.map((n) => `- ${n}`))
   }
-  return out.join("\n") + "\n"
+  return `${out.join("\n")}\n`
 }
 
 export function print(sections: Section[]): void {
-  console.log("\n" + markdown(sections))
+  console.log(`\n${markdown(sections)}`)
 }
 
 /** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat (Linux). */
 export function cpuMsOf(pid: number): number {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ")
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8")
+      .replace(/^.*\) /, "")
+      .split(" ")
     // after the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc)
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
   } catch {

@@ -59,7 +59,11 @@ export async function publish(o: Opts): Promise<Section> {
   try {
     const nc = await connect({ servers: server.url })
     const t = topology().streams.find((s) => s.name === "ROUTING")!
-    await (await jetstreamManager(nc)).streams.add({ name: t.name, subjects: t.subjects, duplicate_window: nanos(t.duplicateWindowSeconds * 1000) })
+    await (await jetstreamManager(nc)).streams.add({
+      name: t.name,
+      subjects: t.subjects,
+      duplicate_window: nanos(t.duplicateWindowSeconds * 1000),
+    })
     await nc.close()
     const results: Result[][] = []
     for (let r = 1; r <= rounds; r++) {
@@ -67,7 +71,16 @@ export async function publish(o: Opts): Promise<Section> {
       for (const v of VARIANTS) {
         const n = v.window === 1 ? nSeq : nPipe
         const p = progress(`publish round ${r}/${rounds}: ${v.id} (${n})`)
-        const child = spawnTs("bench/publish.ts", { LOG_LEVEL: "error" }, ["--variant", v.id, "--url", server.url, "--n", String(n), "--tag", `r${r}-${v.id}`])
+        const child = spawnTs("bench/publish.ts", { LOG_LEVEL: "error" }, [
+          "--variant",
+          v.id,
+          "--url",
+          server.url,
+          "--n",
+          String(n),
+          "--tag",
+          `r${r}-${v.id}`,
+        ])
         const code = await child.exited
         const line = child.lines.find((l) => l.startsWith("RESULT "))
         if (code !== 0 || !line) throw new Error(`publish ${v.id} failed (exit ${code}): ${child.lines.slice(-8).join(" | ")}`)
@@ -101,7 +114,16 @@ export async function publish(o: Opts): Promise<Section> {
       tables: [
         {
           title: `Publish with msg id and awaited ack (sequential ${nSeq}, pipelined ${nPipe} per run)`,
-          columns: ["publisher", "msgs/s", "vs raw, same mode", "vs sequential", "ms per publish (seq)", "CPU µs/msg", "CPU/msg vs raw", "duplicates"],
+          columns: [
+            "publisher",
+            "msgs/s",
+            "vs raw, same mode",
+            "vs sequential",
+            "ms per publish (seq)",
+            "CPU µs/msg",
+            "CPU/msg vs raw",
+            "duplicates",
+          ],
           rows,
         },
       ],

@@ -34,7 +34,9 @@ if (unknown.length) {
 const chosen = names.length ? Object.keys(scenarios).filter((n) => names.includes(n)) : Object.keys(scenarios)
 const m = machine()
 const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`
-console.error(`bench: ${chosen.join(", ")}${quick ? " (quick)" : ""} — ${m.natsServer} (${m.natsServerBin}), ${m.cores} cores, load average ${m.loadavg1m}`)
+console.error(
+  `bench: ${chosen.join(", ")}${quick ? " (quick)" : ""} — ${m.natsServer} (${m.natsServerBin}), ${m.cores} cores, load average ${m.loadavg1m}`,
+)
 
 const started = Date.now()
 const sections: Section[] = []
@@ -51,13 +53,13 @@ for (const name of chosen) {
   console.error(`bench ${name}: ${((Date.now() - t) / 1000).toFixed(0)} s`)
 }
 const minutes = ((Date.now() - started) / 60_000).toFixed(1)
-const report = markdown(sections, m, command) + `\nTotal ${minutes} min.\n`
-console.log("\n" + report)
+const report = `${markdown(sections, m, command)}\nTotal ${minutes} min.\n`
+console.log(`\n${report}`)
 
 const dir = join(ROOT, "bench", "results")
 mkdirSync(dir, { recursive: true })
 const base = `${m.at.slice(0, 10)}-nats-${m.natsServerVersion}${quick ? "-quick" : ""}${names.length ? `-${chosen.join("-")}` : ""}`
 writeFileSync(join(dir, `${base}.md`), report)
-writeFileSync(join(dir, `${base}.json`), JSON.stringify({ machine: m, command, minutes: Number(minutes), sections }, null, 2) + "\n")
+writeFileSync(join(dir, `${base}.json`), `${JSON.stringify({ machine: m, command, minutes: Number(minutes), sections }, null, 2)}\n`)
 console.error(`wrote bench/results/${base}.md and .json`)
 process.exit(failed ? 1 : 0)

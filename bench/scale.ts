@@ -11,12 +11,27 @@ import { isMain } from "../mesh/main.ts"
 import { provision } from "../mesh/provision.ts"
 import { findNatsServer, natsServerVersion } from "../mesh/cli/natsd.ts"
 import { FEATURES, versionSupports } from "../mesh/features.ts"
-import { args, benchServer, type Child, int, type Opts, preload, print, progress, ratio, round, type Section, sleep, startWorker } from "./lib.ts"
+import {
+  args,
+  benchServer,
+  type Child,
+  int,
+  type Opts,
+  preload,
+  print,
+  progress,
+  ratio,
+  round,
+  type Section,
+  sleep,
+  startWorker,
+} from "./lib.ts"
 
 const P = 8
 const ACK_WAIT_SECONDS = 5
 const LEASE_MS = 3000
-const worker = (url: string) => startWorker("workers/invoice.ts", url, { INVOICE_SLOW_MS: "20", CONCURRENCY: "4", PARTITION_LEASE_MS: String(LEASE_MS) })
+const worker = (url: string) =>
+  startWorker("workers/invoice.ts", url, { INVOICE_SLOW_MS: "20", CONCURRENCY: "4", PARTITION_LEASE_MS: String(LEASE_MS) })
 
 /** Routes acknowledged by invoice over every partition consumer. */
 async function handled(jsm: JetStreamManager): Promise<{ acked: number; pending: number }> {
@@ -73,18 +88,28 @@ async function takeover(events: number) {
     // let both settle on 4 partitions each and get going
     await sleep(2 * LEASE_MS)
     const victim = children[0]!
-    const held = [...new Set(victim.lines.filter((l) => l.includes("partition lease taken")).map((l) => /invoice-a(\d+)/.exec(l)?.[1]).filter((x) => x !== undefined))]
+    const held = [
+      ...new Set(
+        victim.lines
+          .filter((l) => l.includes("partition lease taken"))
+          .map((l) => /invoice-a(\d+)/.exec(l)?.[1])
+          .filter((x) => x !== undefined),
+      ),
+    ]
       .map(Number)
       .filter((p) => !victim.lines.some((l) => l.includes("partition handed over") && l.includes(`invoice-a${p}"`)))
-    const floors = async () => Promise.all(held.map(async (p) => (await jsm.consumers.info("ROUTING", partitionConsumer("invoice", 1, p))).ack_floor.consumer_seq))
+    const floors = async () =>
+      Promise.all(held.map(async (p) => (await jsm.consumers.info("ROUTING", partitionConsumer("invoice", 1, p))).ack_floor.consumer_seq))
     victim.proc.kill("SIGKILL")
     const killedAt = performance.now()
     const atKill = await floors()
     // only partitions with work left can move again
-    const busy = await Promise.all(held.map(async (p) => {
-      const c = await jsm.consumers.info("ROUTING", partitionConsumer("invoice", 1, p))
-      return c.num_pending + c.num_ack_pending > 0
-    }))
+    const busy = await Promise.all(
+      held.map(async (p) => {
+        const c = await jsm.consumers.info("ROUTING", partitionConsumer("invoice", 1, p))
+        return c.num_pending + c.num_ack_pending > 0
+      }),
+    )
     const movedAfter: (number | undefined)[] = held.map(() => undefined)
     for (;;) {
       await sleep(100)

@@ -26,7 +26,8 @@ const readBody = (req: http.IncomingMessage) =>
     })
   })
 
-const reply = (res: http.ServerResponse, status: number, body: unknown) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body))
+const reply = (res: http.ServerResponse, status: number, body: unknown) =>
+  res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body))
 
 // the coupling under test: routing's answer waits for invoice's, up to the timeout
 async function invoiceFor(route: unknown, url: string, timeoutMs: number): Promise<{ invoiceId: string }> {

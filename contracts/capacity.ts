@@ -76,10 +76,22 @@ export function limits(c: Capacity) {
       maxMsgsPerSubject: 2 * perTruck,
     },
     // entries are never dropped: a full DLQ refuses, the worker naks and retries, and the alert says so long before
-    DLQ: { maxAgeSeconds: 90 * DAY, maxBytes: 4 * GiB, maxMsgs: -1, maxMsgSize: MAX_EVENT_BYTES.ROUTING + DLQ_HEADER_BYTES, maxMsgsPerSubject: -1 },
+    DLQ: {
+      maxAgeSeconds: 90 * DAY,
+      maxBytes: 4 * GiB,
+      maxMsgs: -1,
+      maxMsgSize: MAX_EVENT_BYTES.ROUTING + DLQ_HEADER_BYTES,
+      maxMsgsPerSubject: -1,
+    },
     // the safety net's input: once ops has filed an advisory it is history
     ADVISORIES: { maxAgeSeconds: 30 * DAY, maxBytes: 256 * MiB, maxMsgs: -1, maxMsgSize: 64 * 1024, maxMsgsPerSubject: -1 },
-    REPLAY: { maxAgeSeconds: 30 * DAY, maxBytes: 1 * GiB, maxMsgs: -1, maxMsgSize: MAX_EVENT_BYTES.ROUTING + DLQ_HEADER_BYTES, maxMsgsPerSubject: -1 },
+    REPLAY: {
+      maxAgeSeconds: 30 * DAY,
+      maxBytes: 1 * GiB,
+      maxMsgs: -1,
+      maxMsgSize: MAX_EVENT_BYTES.ROUTING + DLQ_HEADER_BYTES,
+      maxMsgsPerSubject: -1,
+    },
   } satisfies Record<string, StreamLimits>
 }
 

@@ -9,7 +9,11 @@ export type ContractIssue = { path: string; message: string }
 /** Input that breaks the contract. `reason` is what a DLQ entry records; `issues` say which field is wrong. */
 export class ContractError extends Error {
   override name = "ContractError"
-  constructor(readonly reason: ContractReason, message: string, readonly issues: ContractIssue[] = []) {
+  constructor(
+    readonly reason: ContractReason,
+    message: string,
+    readonly issues: ContractIssue[] = [],
+  ) {
     super(message)
   }
 }

@@ -3,11 +3,19 @@ import * as v from "valibot"
 import { isTime } from "./time.ts"
 
 /** An id: 1–128 characters, none of them a control character (C0, DEL, C1: they break logs, headers, terminals). */
-export const Id = v.pipe(v.string(), v.minLength(1), v.maxLength(128), v.regex(/^[^\x00-\x1f\x7f-\x9f]*$/, "must not contain control characters"))
+export const Id = v.pipe(
+  v.string(),
+  v.minLength(1),
+  v.maxLength(128),
+  v.regex(/^[^\x00-\x1f\x7f-\x9f]*$/, "must not contain control characters"),
+)
 /** An RFC 3339 date-time that parses to a real instant (contracts/time.ts): `2026-02-30T00:00:00Z` is refused. */
 export const Time = v.pipe(
   v.string(),
-  v.check((s: string) => isTime(s), "must be an RFC 3339 date-time such as 2026-11-25T08:00:00Z (a real day, seconds included, Z or ±hh:mm)"),
+  v.check(
+    (s: string) => isTime(s),
+    "must be an RFC 3339 date-time such as 2026-11-25T08:00:00Z (a real day, seconds included, Z or ±hh:mm)",
+  ),
   v.metadata({ format: "date-time" }),
 )
 const Lat = v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90))

@@ -34,7 +34,8 @@ export function parsePartitioning(dest: string | undefined): { generation: numbe
 export const partitionConsumer = (worker: string, generation: number, p: number) => `${worker}-${generation % 2 === 1 ? "a" : "b"}${p}`
 
 /** What a partition consumer reads: its partition of one generation, every key. */
-export const partitionFilter = (eventSubjects: string, generation: number, p: number) => `${eventSubjects.slice(0, -1)}*.g${generation}.${p}`
+export const partitionFilter = (eventSubjects: string, generation: number, p: number) =>
+  `${eventSubjects.slice(0, -1)}*.g${generation}.${p}`
 
 /** A stored subject with the generation and partition the server added stripped: the subject it was published on. */
 export function publishedSubject(stored: string): string {

@@ -30,7 +30,13 @@ export const workers: Record<WorkerName, WorkerSpec> = {
   },
   // a retry with the same Idempotency-Key gets the same answer while the key's record lives: the retry horizon, a day
   // unless TopologyOptions.retryHorizonSeconds (ROUTING_RETRY_HORIZON_SECONDS) says otherwise
-  routing: { port: 8081, consumes: [], publishes: ["RouteCalculated"], buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } }, reads: ["ROUTING", "EDGE_ROUTING"] },
+  routing: {
+    port: 8081,
+    consumes: [],
+    publishes: ["RouteCalculated"],
+    buckets: { "routing-requests": { ttlSeconds: 24 * 3600 } },
+    reads: ["ROUTING", "EDGE_ROUTING"],
+  },
   tracking: {
     port: 8082,
     consumes: ["RouteCalculated", "PositionReported"],
@@ -130,7 +136,7 @@ export type TopologyOptions = {
  * from the edge's domain. The leafnode's deny lists (deploy/edge/edge.conf) keep the hub stream from also
  * capturing edge publishes live.
  */
-export type EdgeOptions = { role: "edge" | "hub"; /** the edge server's JetStream domain */ domain?: string }
+export type EdgeOptions = { role: "edge" | "hub" /** the edge server's JetStream domain */; domain?: string }
 
 /** What runs at an edge site: it must keep taking requests while the link to the hub is down. */
 export const EDGE_WORKERS: WorkerName[] = ["routing"]
@@ -198,21 +204,40 @@ export function topology(opts: TopologyOptions = {}): Topology {
   for (const worker of workerNames) {
     const byStream = new Map<string, EventName[]>()
     for (const e of workers[worker].consumes) byStream.set(streamOf(e), [...(byStream.get(streamOf(e)) ?? []), e])
-    for (const [stream, evs] of byStream) consumers.push({ stream, durable: worker, worker, filterSubjects: evs.map(subjectsOf), events: evs, ...base })
+    for (const [stream, evs] of byStream)
+      consumers.push({ stream, durable: worker, worker, filterSubjects: evs.map(subjectsOf), events: evs, ...base })
     if (byStream.size > 0) {
-      consumers.push({ stream: REPLAY_STREAM, durable: worker, worker, filterSubjects: [`replay.${worker}.>`], events: workers[worker].consumes, ...base })
+      consumers.push({
+        stream: REPLAY_STREAM,
+        durable: worker,
+        worker,
+        filterSubjects: [`replay.${worker}.>`],
+        events: workers[worker].consumes,
+        ...base,
+      })
     }
   }
   // ops' own consumers never run out of deliveries: a failure there is retried until it succeeds, because dead-lettering
   // the safety net's input into the queue it serves would hide it where nobody looks (and with no last delivery, no
   // server-side backoff: 2.9 refuses one beside an unlimited max_deliver)
   const net = { ...base, maxDeliver: -1, backoffSeconds: serverBackoff(ackWaitSeconds, -1) }
-  consumers.push({ stream: "ADVISORIES", durable: "ops", worker: "ops", filterSubjects: OPS_ADVISORIES, fallbackFilter: ">", events: [], ...net })
+  consumers.push({
+    stream: "ADVISORIES",
+    durable: "ops",
+    worker: "ops",
+    filterSubjects: OPS_ADVISORIES,
+    fallbackFilter: ">",
+    events: [],
+    ...net,
+  })
   consumers.push({ stream: "DLQ", durable: "ops", worker: "ops", filterSubjects: [">"], events: [], ...net })
 
-  const ttlOf = (bucket: string, ttlSeconds: number) => (bucket === ROUTING_REQUESTS && opts.retryHorizonSeconds ? opts.retryHorizonSeconds : ttlSeconds)
+  const ttlOf = (bucket: string, ttlSeconds: number) =>
+    bucket === ROUTING_REQUESTS && opts.retryHorizonSeconds ? opts.retryHorizonSeconds : ttlSeconds
   const buckets: BucketSpec[] = [
-    ...workerNames.flatMap((w) => Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: ttlOf(bucket, b.ttlSeconds) }))),
+    ...workerNames.flatMap((w) =>
+      Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: ttlOf(bucket, b.ttlSeconds) })),
+    ),
     { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
     { bucket: PARTITIONS_BUCKET, history: 1, ttlSeconds: DAY },
   ]

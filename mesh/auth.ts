@@ -32,7 +32,11 @@ export function secret(name: string): string | undefined {
 
 const enc = new TextEncoder()
 
-export const base64url = (bytes: Uint8Array): string => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "")
+export const base64url = (bytes: Uint8Array): string =>
+  btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "")
 
 function fromBase64url(s: string): Uint8Array | undefined {
   if (!/^[A-Za-z0-9_-]*$/.test(s) || s.length % 4 === 1) return undefined
@@ -60,7 +64,8 @@ const hmacKey = (secret: string) => {
   if (!k) keys.set(secret, (k = crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"])))
   return k
 }
-const mac = async (secret: string, text: string) => new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), enc.encode(text)))
+const mac = async (secret: string, text: string) =>
+  new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), enc.encode(text)))
 
 /** Control characters (C0, DEL, C1) have no place in an id: they break logs, headers and terminals. */
 export const CONTROL = /[\x00-\x1f\x7f-\x9f]/
@@ -76,7 +81,11 @@ export async function signToken(secret: string, subject: string, expiresAt: numb
 }
 
 /** The subject and expiry of a genuine, unexpired token; undefined for anything else (forged, expired, malformed). */
-export async function verifyToken(secret: string, token: string, now = Date.now()): Promise<{ subject: string; expiresAt: number } | undefined> {
+export async function verifyToken(
+  secret: string,
+  token: string,
+  now = Date.now(),
+): Promise<{ subject: string; expiresAt: number } | undefined> {
   if (token.length > 1024) return undefined
   const m = /^([A-Za-z0-9_-]+)\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token)
   const given = m && fromBase64url(m[3]!)
@@ -115,7 +124,10 @@ function credential(setting: string, i: number, name: string, token: string): { 
   const hex = DIGEST.exec(token)?.[1]
   if (!hex && !TOKEN.test(token)) throw new Error(`${at} ("${name}"): the secret must be ${FORMAT}`)
   let digest: Promise<Uint8Array> | undefined
-  return { name, digest: () => (digest ??= hex ? Promise.resolve(Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16))) : sha256(token)) }
+  return {
+    name,
+    digest: () => (digest ??= hex ? Promise.resolve(Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16))) : sha256(token)),
+  }
 }
 
 /** The entry whose secret is `presented`; every entry is compared, so the answer takes as long whichever matches. */
@@ -146,7 +158,10 @@ export function parseOperators(text: string, setting = "LOGIFLOW_OPERATORS"): Op
     if (colon < 0) throw new Error(`${setting} entry ${i + 1}: expected name:token`)
     return credential(setting, i, e.slice(0, colon), e.slice(colon + 1))
   })
-  unique(setting, list.map((o) => o.name))
+  unique(
+    setting,
+    list.map((o) => o.name),
+  )
   return { names: list.map((o) => o.name), find: async (token) => (await match(list, token))?.name }
 }
 
@@ -173,11 +188,15 @@ export function parseApiKeys(text: string, setting = "LOGIFLOW_API_KEYS"): ApiKe
     if (!(rate > 0) || !Number.isFinite(rate)) throw new Error(`${at}: ratePerSecond must be a positive number`)
     return { ...credential(setting, i, name!, rest.join(":")), scopes, ratePerSecond: rate }
   })
-  unique(setting, keys.map((k) => k.name))
+  unique(
+    setting,
+    keys.map((k) => k.name),
+  )
   return keys
 }
 
-const problem = (status: number, error: string, headers: Record<string, string> = {}) => Response.json({ status, error }, { status, headers })
+const problem = (status: number, error: string, headers: Record<string, string> = {}) =>
+  Response.json({ status, error }, { status, headers })
 
 /** The credential a request presents: `Authorization: Bearer <token>`, or (for API keys) `X-Api-Key`. */
 export function presented(request: Request, apiKeyHeader = false): string | undefined {
@@ -194,9 +213,15 @@ export type ApiKeyGate = (request: Request) => Promise<Response | undefined>
  * Keys come from LOGIFLOW_API_KEYS or LOGIFLOW_API_KEYS_FILE; with none configured every request is refused. A request
  * let through carries its key's name as `request.client`.
  */
-export function apiKeyGate(scope: Scope, o: { log: Logger; keys?: ApiKey[]; now?: () => number; counted?(client: string, status: number): void }): ApiKeyGate {
+export function apiKeyGate(
+  scope: Scope,
+  o: { log: Logger; keys?: ApiKey[]; now?: () => number; counted?(client: string, status: number): void },
+): ApiKeyGate {
   const keys = o.keys ?? parseApiKeys(secret("LOGIFLOW_API_KEYS") ?? "")
-  if (keys.length === 0) o.log.warn(`no API keys configured: every POST /${scope} is refused with 401 until LOGIFLOW_API_KEYS (or LOGIFLOW_API_KEYS_FILE) is set`)
+  if (keys.length === 0)
+    o.log.warn(
+      `no API keys configured: every POST /${scope} is refused with 401 until LOGIFLOW_API_KEYS (or LOGIFLOW_API_KEYS_FILE) is set`,
+    )
   const buckets = new Map<string, Rate>()
   const bucket = (k: ApiKey) => {
     let b = buckets.get(k.name)
@@ -205,17 +230,25 @@ export function apiKeyGate(scope: Scope, o: { log: Logger; keys?: ApiKey[]; now?
   }
   const challenge = { "www-authenticate": 'Bearer realm="logiflow"' }
   return async (request) => {
-    if (keys.length === 0) return problem(401, "no API keys are configured on this server: an operator must set LOGIFLOW_API_KEYS (or LOGIFLOW_API_KEYS_FILE)", challenge)
+    if (keys.length === 0)
+      return problem(
+        401,
+        "no API keys are configured on this server: an operator must set LOGIFLOW_API_KEYS (or LOGIFLOW_API_KEYS_FILE)",
+        challenge,
+      )
     const given = presented(request, true)
     if (!given) return problem(401, "missing API key: send Authorization: Bearer <key> or X-Api-Key: <key>", challenge)
     const key = await match(keys, given)
     if (!key) return (o.counted?.("unknown", 401), problem(401, "unknown API key", challenge))
-    if (!key.scopes.includes(scope)) return (o.counted?.(key.name, 403), problem(403, `API key "${key.name}" may not send ${scope} (its scopes: ${key.scopes.join("+")})`))
+    if (!key.scopes.includes(scope))
+      return (o.counted?.(key.name, 403), problem(403, `API key "${key.name}" may not send ${scope} (its scopes: ${key.scopes.join("+")})`))
     const b = bucket(key)
     if (b.available() < 1) {
       const retryAfter = Math.max(1, Math.ceil(b.msUntil(1) / 1000))
       o.counted?.(key.name, 429)
-      return problem(429, `API key "${key.name}" is over its rate of ${key.ratePerSecond} requests per second; retry in ${retryAfter} s`, { "retry-after": String(retryAfter) })
+      return problem(429, `API key "${key.name}" is over its rate of ${key.ratePerSecond} requests per second; retry in ${retryAfter} s`, {
+        "retry-after": String(retryAfter),
+      })
     }
     b.take(1)
     o.counted?.(key.name, 0)
@@ -227,7 +260,11 @@ export function apiKeyGate(scope: Scope, o: { log: Logger; keys?: ApiKey[]; now?
 
 /** The gate for a worker's ingestion route, its refusals counted in logiflow_api_key_refused_total{client,status}. */
 export function requireApiKey(rt: { log: Logger; metrics: Registry }, scope: Scope): ApiKeyGate {
-  const refused = rt.metrics.counter("logiflow_api_key_refused_total", "Ingestion requests refused by the API key check, by client (key name) and status", ["client", "status"])
+  const refused = rt.metrics.counter(
+    "logiflow_api_key_refused_total",
+    "Ingestion requests refused by the API key check, by client (key name) and status",
+    ["client", "status"],
+  )
   return apiKeyGate(scope, { log: rt.log, counted: (client, status) => status && refused.inc({ client, status: String(status) }) })
 }
 

@@ -1,7 +1,15 @@
 // mesh/bind.ts — what a worker checks and binds at start: its handlers against the topology, what it needs on the
 // server (created here only where its user may: a dev server without auth), and its durable consumers.
 import { jetstreamManager, type JetStreamClient } from "@nats-io/jetstream"
-import { type ConsumerSpec, type EventName, PARTITIONS_BUCKET, streamOf, type Topology, type WorkerSpec, workers } from "../contracts/mod.ts"
+import {
+  type ConsumerSpec,
+  type EventName,
+  PARTITIONS_BUCKET,
+  streamOf,
+  type Topology,
+  type WorkerSpec,
+  workers,
+} from "../contracts/mod.ts"
 import type { Connection } from "./connect.ts"
 import type { BoundConsumer } from "./consume.ts"
 import type { Handlers, RawHandler } from "./delivery.ts"
@@ -16,7 +24,12 @@ const specOf = (name: string): WorkerSpec | undefined => (workers as Record<stri
  * Why the handlers do not fit the topology, or undefined when they do. A handler the topology does not route to this
  * worker would never run; an event it routes here without a handler would be dead-lettered (`unhandled-type`).
  */
-export function handlerMismatch(name: string, specs: ConsumerSpec[], handlers: Handlers, raw: Record<string, RawHandler>): string | undefined {
+export function handlerMismatch(
+  name: string,
+  specs: ConsumerSpec[],
+  handlers: Handlers,
+  raw: Record<string, RawHandler>,
+): string | undefined {
   const routed = new Set<string>(specs.flatMap((c) => c.events))
   const given = Object.keys(handlers)
   const stray = given.filter((e) => !routed.has(e))
@@ -29,9 +42,11 @@ export function handlerMismatch(name: string, specs: ConsumerSpec[], handlers: H
   }
   const rawStreams = new Set(specs.filter((c) => c.events.length === 0).map((c) => c.stream))
   const strayRaw = Object.keys(raw).filter((s) => !rawStreams.has(s))
-  if (strayRaw.length) return `raw handler${strayRaw.length > 1 ? "s" : ""} for ${strayRaw.join(", ")}: ${name} has no consumer on ${strayRaw.length > 1 ? "those streams" : "that stream"}`
+  if (strayRaw.length)
+    return `raw handler${strayRaw.length > 1 ? "s" : ""} for ${strayRaw.join(", ")}: ${name} has no consumer on ${strayRaw.length > 1 ? "those streams" : "that stream"}`
   const missingRaw = [...rawStreams].filter((s) => !raw[s])
-  if (missingRaw.length) return `${name} consumes ${missingRaw.join(", ")} but has no raw handler for ${missingRaw.length > 1 ? "them" : "it"}`
+  if (missingRaw.length)
+    return `${name} consumes ${missingRaw.join(", ")} but has no raw handler for ${missingRaw.length > 1 ? "them" : "it"}`
   return undefined
 }
 
@@ -45,7 +60,11 @@ export async function bind(o: BindOptions): Promise<{ bound: BoundConsumer[]; un
   const { name, nc, js, specs } = o
   const spec = specOf(name)
   const own = Object.keys(spec?.buckets ?? {})
-  const needed = new Set([...specs.map((c) => c.stream), ...(spec?.publishes ?? []).map((e: EventName) => streamOf(e)), ...(specs.length ? ["DLQ"] : [])])
+  const needed = new Set([
+    ...specs.map((c) => c.stream),
+    ...(spec?.publishes ?? []).map((e: EventName) => streamOf(e)),
+    ...(specs.length ? ["DLQ"] : []),
+  ])
   const fail = (message: string): never => {
     throw new StartupError(`${name}: ${message}. Run \`logiflow provision\` (npm run provision) as the admin user first.`)
   }
@@ -66,7 +85,9 @@ export async function bind(o: BindOptions): Promise<{ bound: BoundConsumer[]; un
   }
   const jsm = await jetstreamManager(nc, { checkAPI: false })
   const bindOne = async (stream: string, durable: string, later = false): Promise<BoundConsumer> => {
-    const consumer = await js.consumers.get(stream, durable).catch((err) => fail(`cannot bind consumer ${stream}/${durable} (${(err as Error).message})`))
+    const consumer = await js.consumers
+      .get(stream, durable)
+      .catch((err) => fail(`cannot bind consumer ${stream}/${durable} (${(err as Error).message})`))
     const { config } = await consumer.info(true)
     const md = config.max_deliver ?? -1
     return {
@@ -103,7 +124,7 @@ export async function bind(o: BindOptions): Promise<{ bound: BoundConsumer[]; un
       bound.push(b)
       units.push({ consumer: b, old: false })
     }
-    for (const b of stale) (bound.push(b), units.push({ consumer: b, old: true }))
+    for (const b of stale) bound.push(b), units.push({ consumer: b, old: true })
   }
   return { bound, units }
 }

@@ -21,7 +21,15 @@ import type { PublishObserver } from "./tracing.ts"
  * A durable consumer this worker is bound to, with the settings the server reported for it. `later`: not pulled from
  * the start, only once attached (a partition, when this instance holds its lease).
  */
-export type BoundConsumer = { stream: string; durable: string; ackWaitMs: number; maxDeliver: number; maxAckPending: number; backoffMs: number[]; later?: boolean }
+export type BoundConsumer = {
+  stream: string
+  durable: string
+  ackWaitMs: number
+  maxDeliver: number
+  maxAckPending: number
+  backoffMs: number[]
+  later?: boolean
+}
 
 export type ConsumeOptions = {
   worker: string
@@ -103,7 +111,8 @@ export function consume(o: ConsumeOptions): Consuming {
       }
     }
   }
-  const later: (f: () => void) => void = (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
+  const later: (f: () => void) => void =
+    (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
   let turnQueued = false
   let first = 0
   const turn = () => {
@@ -151,7 +160,15 @@ export function consume(o: ConsumeOptions): Consuming {
     serverVersion: () => serverVersion(o.nc),
     log,
     // context() is called inside deliver(), while run() has the message's Held in `current`
-    context: (msg, meta) => new Context(o.worker, meta, log, o.kv, current?.msg === msg ? current : { ...holding(msg as PulledMsg, c.stream, consumerKey(c)), started: true }, c.ackWaitMs),
+    context: (msg, meta) =>
+      new Context(
+        o.worker,
+        meta,
+        log,
+        o.kv,
+        current?.msg === msg ? current : { ...holding(msg as PulledMsg, c.stream, consumerKey(c)), started: true },
+        c.ackWaitMs,
+      ),
     observe: observer(c.stream),
     observePublish: o.metrics.observePublish,
     ack,
@@ -160,7 +177,8 @@ export function consume(o: ConsumeOptions): Consuming {
   // done() frees the message's lane: when delivery ends, or when the sweep gives up on a handler past ack_wait.
   // deliver() settles every message itself; a throw out of it is a runtime bug, and the server redelivers
   const finished = (h: Held, done: () => void, err?: unknown) => {
-    if (err !== undefined) log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, seq: h.msg.seq, error: err })
+    if (err !== undefined)
+      log.error("delivery failed unexpectedly; the server redelivers after ack_wait", { stream: h.stream, seq: h.msg.seq, error: err })
     held.delete(h)
     roomFreed()
     done()
@@ -182,7 +200,11 @@ export function consume(o: ConsumeOptions): Consuming {
     } finally {
       current = outer
     }
-    if (outcome instanceof Promise) outcome.then(() => finished(h, done), (err) => finished(h, done, err ?? "rejected with undefined"))
+    if (outcome instanceof Promise)
+      outcome.then(
+        () => finished(h, done),
+        (err) => finished(h, done, err ?? "rejected with undefined"),
+      )
     else finished(h, done)
   }
 
@@ -191,21 +213,27 @@ export function consume(o: ConsumeOptions): Consuming {
   // messages waiting for their key's turn are not the handler's fault: "work in progress" keeps the server from
   // redelivering them
   const minAckWait = Math.min(...o.consumers.map((c) => c.ackWaitMs), 30_000)
-  const inProgress = setInterval(() => {
-    for (const h of held.values()) if (!h.started) h.msg.working()
-  }, Math.max(1000, Math.floor(minAckWait / 3)))
+  const inProgress = setInterval(
+    () => {
+      for (const h of held.values()) if (!h.started) h.msg.working()
+    },
+    Math.max(1000, Math.floor(minAckWait / 3)),
+  )
   // a handler still running after ack_wait is redelivered by the server, so its lane moves on: checked here rather
   // than by a timer per message
-  const sweep = setInterval(() => {
-    const now = Date.now()
-    for (const h of held.values()) {
-      if (h.started && h.deadline === 0) h.deadline = now + h.ackWaitMs
-      if (!h.started || now <= h.deadline) continue
-      h.deadline = Infinity
-      log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
-      h.abandon?.()
-    }
-  }, Math.min(1000, Math.max(100, Math.floor(minAckWait / 4))))
+  const sweep = setInterval(
+    () => {
+      const now = Date.now()
+      for (const h of held.values()) {
+        if (h.started && h.deadline === 0) h.deadline = now + h.ackWaitMs
+        if (!h.started || now <= h.deadline) continue
+        h.deadline = Infinity
+        log.warn("handler still running after ack_wait; its lane moves on and the server redelivers", { stream: h.stream, seq: h.msg.seq })
+        h.abandon?.()
+      }
+    },
+    Math.min(1000, Math.max(100, Math.floor(minAckWait / 4))),
+  )
 
   const { rate, prefetch } = o
   let rateTimer: ReturnType<typeof setTimeout> | undefined
@@ -278,7 +306,7 @@ export function consume(o: ConsumeOptions): Consuming {
       // back: a nak would charge each held message a delivery on every handover (max_deliver would drop them)
       await b.puller.stop()
       const gone = await untilEmpty(key, deadline)
-      if (!gone) for (const h of work.takeWaiting((h) => h.consumer === key)) (h.msg.nak(), held.delete(h))
+      if (!gone) for (const h of work.takeWaiting((h) => h.consumer === key)) h.msg.nak(), held.delete(h)
       flushAcks()
       return gone
     },
@@ -288,7 +316,7 @@ export function consume(o: ConsumeOptions): Consuming {
       await Promise.allSettled(pullers.map((p) => p.stop()))
       bound.clear()
       // not started yet: hand back at once so another instance can take them now, not after ack_wait
-      for (const h of work.takeWaiting()) (h.msg.nak(), held.delete(h))
+      for (const h of work.takeWaiting()) h.msg.nak(), held.delete(h)
       let timer: ReturnType<typeof setTimeout> | undefined
       const expired = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), Math.max(0, deadline - Date.now()))))
       // the timer is cleared either way: left running it would keep an embedding process alive until the deadline

@@ -4,7 +4,20 @@
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { ContractError, decode, type Envelope, type EventData, type EventName, isEventName, keyOf, type Meta, publishedSubject, REPLAY_STREAM, streamOf, subjectOf } from "../contracts/mod.ts"
+import {
+  ContractError,
+  decode,
+  type Envelope,
+  type EventData,
+  type EventName,
+  isEventName,
+  keyOf,
+  type Meta,
+  publishedSubject,
+  REPLAY_STREAM,
+  streamOf,
+  subjectOf,
+} from "../contracts/mod.ts"
 import { type Backoff, backoffDelay, nakDelay, type ServerBackoff } from "./backoff.ts"
 import { deadLetter as dlqEntry, dlqHoldMs, publishDeadLetter, publishDeadLetterHolding, REPLAY } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
@@ -12,7 +25,20 @@ import { type Version, versionSupports } from "./features.ts"
 import type { Logger } from "./log.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
 import type { PulledMsg } from "./pulled.ts"
-import { type Context, contextOf, eventNameOf, type PublishObserver, publishing, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, spansOn, tracer, trace } from "./tracing.ts"
+import {
+  type Context,
+  contextOf,
+  eventNameOf,
+  type PublishObserver,
+  publishing,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  spansOn,
+  tracer,
+  trace,
+} from "./tracing.ts"
 
 export type HandlerContext = {
   worker: string
@@ -136,10 +162,33 @@ async function deadLetter(x: Delivery, reason: string, error: string): Promise<O
   x.span?.setStatus({ code: SpanStatusCode.ERROR, message: `${reason}: ${error}` })
   const deliveries = msg.info.deliveryCount
   try {
-    const failed = { stream: d.stream, seq: msg.seq, consumer: d.consumer, subject: msg.subject, headers: msg.headers, data: msg.data, deliveries, reason, error, storedAt: msg.time }
+    const failed = {
+      stream: d.stream,
+      seq: msg.seq,
+      consumer: d.consumer,
+      subject: msg.subject,
+      headers: msg.headers,
+      data: msg.data,
+      deliveries,
+      reason,
+      error,
+      storedAt: msg.time,
+    }
     // on the final delivery a refused entry is retried in place: handed back, the message would be filed by ops from
     // the MAX_DELIVERIES advisory, as `max-deliveries` instead of its own reason
-    const holding = { holdMs: dlqHoldMs(), backoff: d.backoff, keepAlive: () => msg.working(), onRetry: (attempt: number, err: unknown) => d.log.warn("dead-letter publish refused; holding the message and retrying", { stream: d.stream, seq: msg.seq, reason, attempt, error: err }) }
+    const holding = {
+      holdMs: dlqHoldMs(),
+      backoff: d.backoff,
+      keepAlive: () => msg.working(),
+      onRetry: (attempt: number, err: unknown) =>
+        d.log.warn("dead-letter publish refused; holding the message and retrying", {
+          stream: d.stream,
+          seq: msg.seq,
+          reason,
+          attempt,
+          error: err,
+        }),
+    }
     const publish = () => (deliveries >= d.maxDeliver ? publishDeadLetterHolding(d.js, failed, holding) : publishDeadLetter(d.js, failed))
     // the entry keeps the original's traceparent (replays continue its trace); the span only records the publish
     const entry = await publishing(dlqEntry(failed).subject, { parent: x.spanContext ?? ROOT_CONTEXT, observe: d.observePublish }, publish)
@@ -147,7 +196,16 @@ async function deadLetter(x: Delivery, reason: string, error: string): Promise<O
     // plain term() there, and the entry's headers keep the reason on every server
     if (versionSupports(d.serverVersion(), "termReason")) msg.term(reason)
     else msg.term()
-    d.log.warn("dead-lettered", { stream: d.stream, seq: msg.seq, type: x.typeAsSent(), reason, error, deliveries, dlqSeq: entry.seq, ...(entry.byReference ? { byReference: true } : {}) })
+    d.log.warn("dead-lettered", {
+      stream: d.stream,
+      seq: msg.seq,
+      type: x.typeAsSent(),
+      reason,
+      error,
+      deliveries,
+      dlqSeq: entry.seq,
+      ...(entry.byReference ? { byReference: true } : {}),
+    })
     return x.finish("dlq")
   } catch (err) {
     msg.nak(nakDelay(backoffDelay(deliveries, d.backoff), deliveries, d.redelivery))
@@ -212,7 +270,12 @@ function handled(x: Delivery, event: Envelope, out: Outgoing[] | void): Outcome 
           d.js,
           o.name,
           o.data,
-          { id: o.id ?? `${d.worker}:${meta.id}:${i}`, source: `logiflow/${d.worker}`, traceparent: childTraceparent(meta.traceparent), once: o.once },
+          {
+            id: o.id ?? `${d.worker}:${meta.id}:${i}`,
+            source: `logiflow/${d.worker}`,
+            traceparent: childTraceparent(meta.traceparent),
+            once: o.once,
+          },
           parent,
           d.observePublish,
         ),
@@ -264,7 +327,11 @@ function handle(x: Delivery): Outcome | Promise<Outcome> {
     return deadLetter(x, "wrong-subject", `${event.name} with key ${key} arrived on ${storedAs}; its subject is ${subject}`)
   }
   if (event.meta.key !== key) {
-    return deadLetter(x, "wrong-subject", `${event.name}'s ce-subject is ${event.meta.key === undefined ? "missing" : `"${event.meta.key}"`}; its key is "${key}"`)
+    return deadLetter(
+      x,
+      "wrong-subject",
+      `${event.name}'s ce-subject is ${event.meta.key === undefined ? "missing" : `"${event.meta.key}"`}; its key is "${key}"`,
+    )
   }
   const handler = d.handlers[event.name] as Handler<EventName> | undefined
   if (!handler) return deadLetter(x, "unhandled-type", `${d.worker} has no handler for ${event.name}`)

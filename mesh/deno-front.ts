@@ -39,7 +39,9 @@ const concat = (a: Uint8Array, b: Uint8Array) => {
 
 function answer(status: number, error: string): Uint8Array {
   const body = JSON.stringify({ status, error })
-  return bytes(`HTTP/1.1 ${status} ${REASONS[status] ?? "Bad Request"}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${body.length}\r\n\r\n${body}`)
+  return bytes(
+    `HTTP/1.1 ${status} ${REASONS[status] ?? "Bad Request"}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+  )
 }
 
 /** Index just past the blank line ending the head (CRLF CRLF, or a bare LF LF, which RFC 9112 lets a server accept). */
@@ -57,7 +59,9 @@ const TOKEN_START = /[!#$%&'*+\-.^_`|~0-9A-Za-z]/
 
 /** The head with its connection-management headers replaced by `Connection: close`. */
 function oneRequest(head: Uint8Array): Uint8Array {
-  const lines = text(head).replace(/\r?\n\r?\n$/, "").split(/\r?\n/)
+  const lines = text(head)
+    .replace(/\r?\n\r?\n$/, "")
+    .split(/\r?\n/)
   const kept = lines.filter((l, i) => i === 0 || !/^(connection|keep-alive|proxy-connection|upgrade)[ \t]*:/i.test(l))
   return bytes(`${kept.join("\r\n")}\r\nconnection: close\r\n\r\n`)
 }
@@ -86,7 +90,13 @@ async function pipe(from: Conn, to: Conn, closeBoth: boolean, done: () => void) 
 }
 
 /** Listens on `port`/`hostname` and hands each connection's one request to the server on 127.0.0.1:`target`. */
-export function denoFront(o: { port: number; hostname: string; target: number; limits: HttpLimits; onRefused?(status: number, why: string): void }): Front {
+export function denoFront(o: {
+  port: number
+  hostname: string
+  target: number
+  limits: HttpLimits
+  onRefused?(status: number, why: string): void
+}): Front {
   const { limits } = o
   const listener = Deno.listen({ port: o.port, hostname: o.hostname })
   const open = new Set<Conn>()

@@ -63,7 +63,8 @@ const KEPT = /^(ce-|traceparent$|logiflow-replay-)/i
  */
 export function byReference(d: DeadLetter): DeadLetter {
   const h = natsHeaders()
-  for (const [k, values] of d.headers) if (KEPT.test(k) || k.toLowerCase().startsWith("logiflow-dlq-")) for (const v of values) h.append(k, v)
+  for (const [k, values] of d.headers)
+    if (KEPT.test(k) || k.toLowerCase().startsWith("logiflow-dlq-")) for (const v of values) h.append(k, v)
   h.set(DLQ.payload, BY_REFERENCE)
   return { ...d, headers: h, data: new Uint8Array() }
 }
@@ -72,7 +73,10 @@ export function byReference(d: DeadLetter): DeadLetter {
 const tooLarge = (err: unknown) => apiCode(err) === ApiCode.MessageTooLarge || err instanceof InvalidArgumentError
 
 /** Publishes the entry and waits for the DLQ stream to store it; throws if it was not stored. */
-export async function publishDeadLetter(js: JetStreamClient, f: Failed): Promise<{ seq: number; duplicate: boolean; byReference: boolean }> {
+export async function publishDeadLetter(
+  js: JetStreamClient,
+  f: Failed,
+): Promise<{ seq: number; duplicate: boolean; byReference: boolean }> {
   const d = deadLetter(f)
   try {
     const ack = await js.publish(d.subject, d.data, { msgID: d.msgID, headers: d.headers })
@@ -103,7 +107,11 @@ export type Holding = {
  * the message alive meanwhile. For the final delivery: handed back, it would be filed by ops from the server's
  * MAX_DELIVERIES advisory, under the reason `max-deliveries` instead of its own.
  */
-export async function publishDeadLetterHolding(js: JetStreamClient, f: Failed, h: Holding): Promise<{ seq: number; duplicate: boolean; byReference: boolean }> {
+export async function publishDeadLetterHolding(
+  js: JetStreamClient,
+  f: Failed,
+  h: Holding,
+): Promise<{ seq: number; duplicate: boolean; byReference: boolean }> {
   const until = Date.now() + h.holdMs
   for (let attempt = 1; ; attempt++) {
     try {

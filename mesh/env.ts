@@ -23,5 +23,9 @@ export const isDeno = typeof Deno !== "undefined"
 export function topologyEnv(): { replicas: number; partitions: number; retryHorizonSeconds?: number } {
   const horizon = envInt("ROUTING_RETRY_HORIZON_SECONDS", 0)
   if (horizon < 0) throw new Error(`ROUTING_RETRY_HORIZON_SECONDS must be a number of seconds > 0, got ${horizon}`)
-  return { replicas: envInt("STREAM_REPLICAS", 1), partitions: envInt("PARTITIONS", 1), ...(horizon > 0 ? { retryHorizonSeconds: horizon } : {}) }
+  return {
+    replicas: envInt("STREAM_REPLICAS", 1),
+    partitions: envInt("PARTITIONS", 1),
+    ...(horizon > 0 ? { retryHorizonSeconds: horizon } : {}),
+  }
 }

@@ -9,7 +9,10 @@ import { NoRespondersError, PermissionViolationError } from "@nats-io/transport-
  */
 export class PermanentError extends Error {
   override name = "PermanentError"
-  constructor(readonly reason: string, message: string = reason) {
+  constructor(
+    readonly reason: string,
+    message: string = reason,
+  ) {
     super(message)
   }
 }

@@ -24,8 +24,16 @@ export const isReady = (r: Readiness) => r.connected && r.bound && r.refused.siz
 export function front(o: FrontOptions): FetchHandler {
   const { name, log, metrics } = o
   const labelNames = ["method", "route", "status"]
-  const requests = metrics.counter("logiflow_http_requests_total", "HTTP requests answered, by method, route pattern and status", labelNames)
-  const seconds = metrics.histogram("logiflow_http_request_seconds", "Time to answer an HTTP request, by method, route pattern and status", { labelNames })
+  const requests = metrics.counter(
+    "logiflow_http_requests_total",
+    "HTTP requests answered, by method, route pattern and status",
+    labelNames,
+  )
+  const seconds = metrics.histogram(
+    "logiflow_http_request_seconds",
+    "Time to answer an HTTP request, by method, route pattern and status",
+    { labelNames },
+  )
 
   const router = AutoRouter({
     catch: (err: unknown) => {

@@ -46,7 +46,7 @@ export class OutgoingHeaders implements MsgHdrs {
     return this.#values.filter((_, i) => this.#names[i] === k)
   }
   delete(k: string, _match?: Match): void {
-    for (let i = this.#names.length - 1; i >= 0; i--) if (this.#names[i] === k) (this.#names.splice(i, 1), this.#values.splice(i, 1))
+    for (let i = this.#names.length - 1; i >= 0; i--) if (this.#names[i] === k) this.#names.splice(i, 1), this.#values.splice(i, 1)
   }
   *[Symbol.iterator](): Iterator<[string, string[]]> {
     for (const k of this.keys()) yield [k, this.values(k)]

@@ -58,7 +58,14 @@ export function heartbeat(o: HeartbeatOptions): { beat(): Promise<boolean>; stop
 
   async function beat(): Promise<boolean> {
     if (stopped) return false
-    const value: Beat = { worker: o.worker, instance: o.instance, startedAt, at: new Date().toISOString(), ...o.state(), version: version() }
+    const value: Beat = {
+      worker: o.worker,
+      instance: o.instance,
+      startedAt,
+      at: new Date().toISOString(),
+      ...o.state(),
+      version: version(),
+    }
     try {
       kv ??= new Kvm(o.js).open(HEARTBEATS)
       await (await kv).put(key, JSON.stringify(value))
@@ -70,12 +77,16 @@ export function heartbeat(o: HeartbeatOptions): { beat(): Promise<boolean>; stop
       const missing = isNoResponders(err) || isNotFound(err)
       if (missing && o.provision && !provisioned) {
         provisioned = true
-        const created = await o.provision().then(() => true, () => false)
+        const created = await o.provision().then(
+          () => true,
+          () => false,
+        )
         if (created) return beat()
       }
       // a permission will not appear by itself, and each denied publish is also a server error line: stop trying
       const denied = isPermissionDenied(err)
-      if (!failing) o.log.warn("cannot write heartbeats; the worker runs on without them", { bucket: HEARTBEATS, key, error: err, retrying: !denied })
+      if (!failing)
+        o.log.warn("cannot write heartbeats; the worker runs on without them", { bucket: HEARTBEATS, key, error: err, retrying: !denied })
       failing = true
       if (denied) clearInterval(timer)
       return false

@@ -6,7 +6,13 @@ type NodeRequest = import("node:http").IncomingMessage
 type NodeResponse = import("node:http").ServerResponse
 type Socket = import("node:stream").Duplex
 
-const REASONS: Record<number, string> = { 400: "Bad Request", 405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large" }
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  431: "Request Header Fields Too Large",
+}
 
 /** A whole answer written straight to the socket, for requests the HTTP parser refused (no response object exists). */
 function rawAnswer(socket: Socket, status: number, error: string) {
@@ -29,12 +35,23 @@ function clientErrorStatus(code: string | undefined): { status: number; why: str
   return { status: 400, why: `malformed request (${code ?? "parse error"})` }
 }
 
-export async function serveNode(guarded: FetchHandler, port: number, hostname: string, limits: HttpLimits, o: ServeOptions): Promise<Server> {
+export async function serveNode(
+  guarded: FetchHandler,
+  port: number,
+  hostname: string,
+  limits: HttpLimits,
+  o: ServeOptions,
+): Promise<Server> {
   const http = await import("node:http")
   const refuse = (res: NodeResponse, status: number, why: string, headers: Record<string, string> = {}) => {
     o.onRefused?.(status, why)
     const body = JSON.stringify({ status, error: why })
-    res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), connection: "close", ...headers })
+    res.writeHead(status, {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": Buffer.byteLength(body),
+      connection: "close",
+      ...headers,
+    })
     res.end(body)
   }
 
@@ -68,7 +85,11 @@ export async function serveNode(guarded: FetchHandler, port: number, hostname: s
       body?.discard()
       // fetch refuses some methods outright (TRACE, TRACK) and some header values the HTTP parser let through
       const forbidden = /method/i.test((err as Error).message)
-      return refuse(res, forbidden ? 405 : 400, forbidden ? `method ${req.method} is not allowed` : `request not acceptable: ${(err as Error).message}`)
+      return refuse(
+        res,
+        forbidden ? 405 : 400,
+        forbidden ? `method ${req.method} is not allowed` : `request not acceptable: ${(err as Error).message}`,
+      )
     }
     const response = await guarded(request)
     const head: Record<string, string | string[]> = {}
@@ -184,4 +205,3 @@ function drained(req: NodeRequest, ms: number): Promise<boolean> {
     req.resume()
   })
 }
-

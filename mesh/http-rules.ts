@@ -40,13 +40,15 @@ export type ServeOptions = {
   onError?(err: unknown): void
 }
 
-export const problem = (status: number, error: string, headers: Record<string, string> = {}) => Response.json({ status, error }, { status, headers })
+export const problem = (status: number, error: string, headers: Record<string, string> = {}) =>
+  Response.json({ status, error }, { status, headers })
 
 /**
  * A Host header as RFC 9110 allows it: a registered name, IPv4 or bracketed IPv6 literal, and an optional port.
  * Anything else (`a b`, `a@b`, a second Host) is a 400: such a request may be a smuggling attempt or a confused proxy.
  */
-const HOST = /^(?:\[[0-9A-Fa-f:.]{2,45}(?:%25[A-Za-z0-9._~-]+)?\]|[A-Za-z0-9._~!$&'()*+,;=-]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9._~!$&'()*+,;=-]*)*)(?::[0-9]{0,5})?$/
+const HOST =
+  /^(?:\[[0-9A-Fa-f:.]{2,45}(?:%25[A-Za-z0-9._~-]+)?\]|[A-Za-z0-9._~!$&'()*+,;=-]*(?:%[0-9A-Fa-f]{2}[A-Za-z0-9._~!$&'()*+,;=-]*)*)(?::[0-9]{0,5})?$/
 
 /**
  * The path and query of a request target (RFC 9112 §3.2), or why it is refused: origin-form (`/path?q`) as is,
@@ -75,4 +77,3 @@ export function hostProblem(values: string[] | undefined): string | undefined {
   if (values.length > 1) return "more than one Host header"
   return HOST.test(values[0]!) ? undefined : "malformed Host header"
 }
-

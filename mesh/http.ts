@@ -30,7 +30,9 @@ export async function serve(fetch: FetchHandler, o: ServeOptions = {}): Promise<
     }
   }
   // imported only on Node: Deno has no node:http to load, and needs none
-  return isDeno ? serveDeno(guarded, port, hostname, limits, o) : (await import("./http-node.ts")).serveNode(guarded, port, hostname, limits, o)
+  return isDeno
+    ? serveDeno(guarded, port, hostname, limits, o)
+    : (await import("./http-node.ts")).serveNode(guarded, port, hostname, limits, o)
 }
 
 async function serveDeno(guarded: FetchHandler, port: number, hostname: string, limits: HttpLimits, o: ServeOptions): Promise<Server> {
@@ -102,7 +104,7 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
   }
   const bytes = new Uint8Array(total)
   let at = 0
-  for (const c of chunks) (bytes.set(c, at), (at += c.byteLength))
+  for (const c of chunks) bytes.set(c, at), (at += c.byteLength)
   try {
     return JSON.parse(new TextDecoder().decode(bytes))
   } catch (err) {

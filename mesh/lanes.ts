@@ -88,7 +88,7 @@ export function lanes<T>(concurrency: number, keyOf: (item: T) => string | undef
       const queue = queues.get(key)
       if (queue && queue.length > 0) queue.push(item)
       else {
-        if (queue) (empty--, queue.push(item))
+        if (queue) empty--, queue.push(item)
         else queues.set(key, [item])
         ready.push(key)
       }

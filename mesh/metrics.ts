@@ -33,7 +33,11 @@ export type Registry = {
 
 export const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
-const keyOf = (l: Labels) => Object.keys(l).sort().map((k) => `${k}=${l[k]}`).join("\u0000")
+const keyOf = (l: Labels) =>
+  Object.keys(l)
+    .sort()
+    .map((k) => `${k}=${l[k]}`)
+    .join("\u0000")
 
 /** one label set of a histogram: `counts[i]` observations in bucket i (the last: above every bound) */
 type HistogramSeries = { labels: Labels; counts: number[]; sum: number; count: number }
@@ -78,7 +82,7 @@ export function registry({ defaults = true } = {}): Registry {
         }
         use(metric, extra.length ? Object.fromEntries(Object.entries(labels).filter(([k]) => known!.includes(k))) : labels)
       } catch (err) {
-        if (!warned.has(name)) (warned.add(name), console.warn(`metrics: ${name}: ${(err as Error).message}`))
+        if (!warned.has(name)) warned.add(name), console.warn(`metrics: ${name}: ${(err as Error).message}`)
       }
     }
   }
@@ -91,21 +95,24 @@ export function registry({ defaults = true } = {}): Registry {
       // label check and a hash (prom-client's own inc costs both, every call)
       type Series = { total: number; pending: number; labels?: Labels; metric?: client.Counter }
       const series = new Map<string, Series>()
-      const call = guarded(name, labelNames, (ln) =>
-        new client.Counter({
-          name,
-          help,
-          labelNames: ln,
-          registers: [prom],
-          collect() {
-            for (const x of series.values()) {
-              if (!x.pending || !x.metric) continue
-              const by = x.pending
-              x.pending = 0
-              x.metric.inc(x.labels!, by)
-            }
-          },
-        }),
+      const call = guarded(
+        name,
+        labelNames,
+        (ln) =>
+          new client.Counter({
+            name,
+            help,
+            labelNames: ln,
+            registers: [prom],
+            collect() {
+              for (const x of series.values()) {
+                if (!x.pending || !x.metric) continue
+                const by = x.pending
+                x.pending = 0
+                x.metric.inc(x.labels!, by)
+              }
+            },
+          }),
       )
       const seriesOf = (labels: Labels): Series => {
         const key = keyOf(labels)
@@ -140,7 +147,9 @@ export function registry({ defaults = true } = {}): Registry {
         ...(collect && {
           async collect() {
             // a failed sample keeps the last values rather than failing the whole scrape
-            const rows = await Promise.resolve().then(collect).catch(() => undefined)
+            const rows = await Promise.resolve()
+              .then(collect)
+              .catch(() => undefined)
             if (rows === undefined) return
             if (typeof rows === "number") return void this.set(rows)
             this.reset()

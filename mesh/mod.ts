@@ -19,7 +19,7 @@ export {
   verifyToken,
 } from "./auth.ts"
 export { connect, type Connection } from "./connect.ts"
-export { type Handler, type HandlerContext, type Handlers, type RawHandler } from "./delivery.ts"
+export type { Handler, HandlerContext, Handlers, RawHandler } from "./delivery.ts"
 export { deadLetter, publishDeadLetter } from "./dlq.ts"
 export { env, envInt } from "./env.ts"
 export { ApiCode, apiCode, isNoResponders, isNotFound, isPermissionDenied, PermanentError, StartupError } from "./errors.ts"

@@ -1,7 +1,17 @@
 // mesh/partitioning.ts — from a stream's partition layout (contracts/partitions.ts) to the concrete durable consumers
 // of each worker: what provision creates and removes, and what a worker binds to.
 import type { StreamConfig } from "@nats-io/jetstream"
-import { type ConsumerSpec, eventNames, MAX_PARTITIONS, streamOf, parsePartitioning, partitionConsumer, partitionFilter, partitionTransform, type StreamSpec } from "../contracts/mod.ts"
+import {
+  type ConsumerSpec,
+  eventNames,
+  MAX_PARTITIONS,
+  streamOf,
+  parsePartitioning,
+  partitionConsumer,
+  partitionFilter,
+  partitionTransform,
+  type StreamSpec,
+} from "../contracts/mod.ts"
 
 /** Whether a stream may be partitioned: one that stores events (not REPLAY, DLQ, ADVISORIES). */
 export const partitionable = (stream: string) => eventNames.some((e) => streamOf(e) === stream)
@@ -21,7 +31,8 @@ export function nextLayout(existing: Layout, spec: StreamSpec): Layout {
 
 /** The one event type a partitioned stream stores (its subject pattern): the transform and the filters derive from it. */
 function eventSubjects(stream: StreamSpec): string {
-  if (stream.subjects.length !== 1) throw new Error(`stream ${stream.name}: partitions need exactly one event type, it has ${stream.subjects.join(", ")}`)
+  if (stream.subjects.length !== 1)
+    throw new Error(`stream ${stream.name}: partitions need exactly one event type, it has ${stream.subjects.join(", ")}`)
   return stream.subjects[0]!
 }
 

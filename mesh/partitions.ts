@@ -22,7 +22,7 @@ import type { Logger } from "./log.ts"
 /** A partition consumer this worker may pull; `old`: of an earlier layout, drained before the current one runs. */
 export type Unit = { consumer: BoundConsumer; old: boolean }
 
-type Lease = { instance: string; state: "held" | "released"; /** when a new holder may start pulling (ms) */ safeAt: number }
+type Lease = { instance: string; state: "held" | "released" /** when a new holder may start pulling (ms) */; safeAt: number }
 
 export type LeaseOptions = {
   worker: string
@@ -132,7 +132,11 @@ export function leases(o: LeaseOptions): Leases {
     // renew; a lease this instance could not renew in time may be someone else's already: stop pulling at once
     for (const [name, h] of mine) {
       try {
-        h.revision = await o.kv.update(keyOf(o.worker, h.unit), write({ instance: o.instance, state: "held", safeAt: h.safeAt }), h.revision)
+        h.revision = await o.kv.update(
+          keyOf(o.worker, h.unit),
+          write({ instance: o.instance, state: "held", safeAt: h.safeAt }),
+          h.revision,
+        )
         h.renewedAt = now
       } catch (err) {
         if (!lost(err) && now - h.renewedAt < leaseMs * 0.75) continue

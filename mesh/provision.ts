@@ -16,7 +16,17 @@ import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import type { BucketSpec, ConsumerSpec, StreamSpec, Topology } from "../contracts/mod.ts"
 import { ApiCode, apiCode, isNotFound, isPermissionDenied } from "./errors.ts"
 import { requireFeature, supports } from "./features.ts"
-import { type Concrete, concreteConsumers, partitionable, durableNames, isStale, type Layout, layoutOf, nextLayout, transformOf } from "./partitioning.ts"
+import {
+  type Concrete,
+  concreteConsumers,
+  partitionable,
+  durableNames,
+  isStale,
+  type Layout,
+  layoutOf,
+  nextLayout,
+  transformOf,
+} from "./partitioning.ts"
 
 export type Action = {
   kind: "stream" | "consumer" | "bucket"
@@ -59,7 +69,9 @@ export function consumerConfig(c: ConsumerSpec, manyFilters = true): Partial<Con
   const filters = c.filterSubjects.length > 1 && !manyFilters && c.fallbackFilter ? [c.fallbackFilter] : c.filterSubjects
   return {
     durable_name: c.durable,
-    ...(filters.length === 1 ? { filter_subject: filters[0], filter_subjects: undefined } : { filter_subjects: filters, filter_subject: undefined }),
+    ...(filters.length === 1
+      ? { filter_subject: filters[0], filter_subjects: undefined }
+      : { filter_subjects: filters, filter_subject: undefined }),
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     // with a backoff, 2.10 and newer take ack_wait from its first wait, which serverBackoff makes ack_wait itself
@@ -197,14 +209,18 @@ async function layouts(nc: NatsConnection, jsm: JetStreamManager, t: Topology, c
 }
 
 /** A worker's durables on a stream left from an earlier layout: removed once drained, else reported as draining. */
-async function staleConsumers(jsm: JetStreamManager, stream: string, wanted: { c: ConsumerSpec; concrete: Concrete[] }[]): Promise<Action[]> {
+async function staleConsumers(
+  jsm: JetStreamManager,
+  stream: string,
+  wanted: { c: ConsumerSpec; concrete: Concrete[] }[],
+): Promise<Action[]> {
   const actions: Action[] = []
   for await (const info of jsm.consumers.list(stream)) {
     const mine = wanted.find(({ c }) => durableNames(c.worker).includes(info.name))
     if (!mine || !isStale(info.name, mine.concrete)) continue
     const name = `${stream}/${info.name}`
     if (info.num_pending > 0 || info.num_ack_pending > 0) actions.push({ kind: "consumer", name, action: "draining" })
-    else (await jsm.consumers.delete(stream, info.name), actions.push({ kind: "consumer", name, action: "deleted" }))
+    else await jsm.consumers.delete(stream, info.name), actions.push({ kind: "consumer", name, action: "deleted" })
   }
   return actions
 }
@@ -216,7 +232,9 @@ export async function provision(nc: NatsConnection, t: Topology, scope: Provisio
   const createMissing = scope.createMissing ?? false
   const layout = await layouts(nc, jsm, t, createMissing)
   const streams = new Map(t.streams.map((s) => [s.name, s]))
-  const consumers = t.consumers.filter(scope.consumers ?? all).map((c) => ({ c, concrete: concreteConsumers(c, streams.get(c.stream), layout.get(c.stream)) }))
+  const consumers = t.consumers
+    .filter(scope.consumers ?? all)
+    .map((c) => ({ c, concrete: concreteConsumers(c, streams.get(c.stream), layout.get(c.stream)) }))
   const resources = [
     ...t.streams.filter(scope.streams ?? all).map((s) => streamResource(jsm, s, t.replicas, layout.get(s.name))),
     ...consumers.flatMap(({ concrete }) => concrete.map((c) => consumerResource(nc, jsm, c))),
@@ -227,7 +245,13 @@ export async function provision(nc: NatsConnection, t: Topology, scope: Provisio
   // an earlier layout's consumers go once they hold nothing (the admin's provision only: workers may not delete)
   if (!createMissing) {
     for (const stream of new Set(consumers.filter(({ c }) => partitionable(c.stream)).map(({ c }) => c.stream))) {
-      actions.push(...(await staleConsumers(jsm, stream, consumers.filter(({ c }) => c.stream === stream))))
+      actions.push(
+        ...(await staleConsumers(
+          jsm,
+          stream,
+          consumers.filter(({ c }) => c.stream === stream),
+        )),
+      )
     }
   }
   return actions

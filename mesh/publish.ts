@@ -61,10 +61,18 @@ export function childTraceparent(parent?: string): string {
  * the server also refuses it when its subject holds any message (`Nats-Expected-Last-Subject-Sequence: 0`), at any
  * age; that refusal is answered as a duplicate.
  */
-export async function publishEvent<N extends EventName>(js: JetStreamClient, name: N, data: EventData<N>, meta: PublishMeta): Promise<PubAck> {
+export async function publishEvent<N extends EventName>(
+  js: JetStreamClient,
+  name: N,
+  data: EventData<N>,
+  meta: PublishMeta,
+): Promise<PubAck> {
   const { subject, headers, body } = encode(name, data, meta)
   if (meta.expectLastSubjectSequence !== undefined) {
-    const expect = { lastSubjectSequence: meta.expectLastSubjectSequence, ...(meta.expectLastSubjectSequenceSubject ? { lastSubjectSequenceSubject: meta.expectLastSubjectSequenceSubject } : {}) }
+    const expect = {
+      lastSubjectSequence: meta.expectLastSubjectSequence,
+      ...(meta.expectLastSubjectSequenceSubject ? { lastSubjectSequenceSubject: meta.expectLastSubjectSequenceSubject } : {}),
+    }
     return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect })
   }
   if (!meta.once) return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
@@ -98,7 +106,9 @@ export function publishTraced<N extends EventName>(
   const fallback = meta.traceparent ?? childTraceparent()
   // spans and the publish metric are named by the event's subjects (`….RouteCalculated.*`), never one key's subject:
   // a series per truck would grow without bound
-  return publishing(subjectsOf(name), { parent, fallback, attributes, observe }, (traceparent) => publishEvent(js, name, data, { ...meta, traceparent }))
+  return publishing(subjectsOf(name), { parent, fallback, attributes, observe }, (traceparent) =>
+    publishEvent(js, name, data, { ...meta, traceparent }),
+  )
 }
 
 /** A UUIDv7: time-ordered, globally unique; `prefix` (an edge site) keeps ids from different sites apart. */

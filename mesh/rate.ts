@@ -14,7 +14,8 @@ export type Rate = {
 }
 
 export function rateLimit(perSecond: number, now = () => performance.now(), burst = Math.max(1, Math.ceil(perSecond / 10))): Rate {
-  if (!(perSecond > 0) || !Number.isFinite(perSecond)) throw new Error(`MAX_RATE must be a positive number of events per second, got ${perSecond}`)
+  if (!(perSecond > 0) || !Number.isFinite(perSecond))
+    throw new Error(`MAX_RATE must be a positive number of events per second, got ${perSecond}`)
   let tokens = burst
   let at = now()
   const refill = () => {

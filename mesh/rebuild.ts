@@ -39,7 +39,8 @@ export function replayed(m: Mark, c: Progress): boolean {
 }
 
 /** 0..1: how much of what the consumer had to replay at its reset it has delivered. */
-export const fraction = (m: Mark, c: Progress) => (m.target === undefined ? 0 : replayed(m, c) ? 1 : m.total ? Math.max(0, Math.min(1, 1 - c.num_pending / m.total)) : 0)
+export const fraction = (m: Mark, c: Progress) =>
+  m.target === undefined ? 0 : replayed(m, c) ? 1 : m.total ? Math.max(0, Math.min(1, 1 - c.num_pending / m.total)) : 0
 
 /** The durables of a worker's consumers as they are now: one per partition of a partitioned stream's current layout. */
 export async function durablesOf(jsm: JetStreamManager, worker: string): Promise<ConsumerSpec[]> {
@@ -47,7 +48,13 @@ export async function durablesOf(jsm: JetStreamManager, worker: string): Promise
   const out: ConsumerSpec[] = []
   for (const c of consumersOf(t, worker).filter((c) => c.events.length > 0)) {
     const layout = partitionable(c.stream) ? layoutOf((await jsm.streams.info(c.stream).catch(() => null))?.config) : undefined
-    out.push(...concreteConsumers(c, t.streams.find((s) => s.name === c.stream), layout))
+    out.push(
+      ...concreteConsumers(
+        c,
+        t.streams.find((s) => s.name === c.stream),
+        layout,
+      ),
+    )
   }
   return out
 }
@@ -65,7 +72,10 @@ export type Follower = {
  * once every consumer has replayed (load the rebuilt model; serving resumes when it resolves). The first poll is
  * done before this resolves, so a worker starting mid-rebuild never serves what it found in its buckets.
  */
-export async function followRebuild(rt: Runtime, o: { begin(s: RebuildState): void | Promise<void>; end(): void | Promise<void>; everyMs?: number }): Promise<Follower> {
+export async function followRebuild(
+  rt: Runtime,
+  o: { begin(s: RebuildState): void | Promise<void>; end(): void | Promise<void>; everyMs?: number },
+): Promise<Follower> {
   const jsm = await jetstreamManager(rt.nc, { checkAPI: false })
   let state: RebuildState | undefined
   // the marks stay until the CLI has seen the end too: a finished rebuild must not begin again

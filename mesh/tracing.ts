@@ -3,7 +3,17 @@
 // Without a registered SDK the API is a no-op, and events carry the manual child traceparent (publish.ts) as before.
 // Contexts are passed explicitly, never through the active context: that needs a context manager, which a bare
 // provider (and Deno) does not install, and a span parented through it would quietly start a new trace.
-import { type Attributes, type Context, isSpanContextValid, ProxyTracerProvider, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api"
+import {
+  type Attributes,
+  type Context,
+  isSpanContextValid,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api"
 import { env } from "./env.ts"
 import type { Logger } from "./log.ts"
 
@@ -52,7 +62,10 @@ export function serverSpan(request: Request): Span {
   const url = new URL(request.url)
   const span = tracer().startSpan(
     request.method,
-    { kind: SpanKind.SERVER, attributes: { "http.request.method": request.method, "url.path": url.pathname, "url.scheme": url.protocol.replace(":", "") } },
+    {
+      kind: SpanKind.SERVER,
+      attributes: { "http.request.method": request.method, "url.path": url.pathname, "url.scheme": url.protocol.replace(":", "") },
+    },
     parent,
   )
   ;(request as { traceparent?: string }).traceparent = traceparentOf(span, parent, request.headers.get("traceparent") ?? "") || undefined
@@ -87,7 +100,12 @@ export async function publishing<T extends { duplicate: boolean }>(
   o: { parent: Context; fallback?: string; attributes?: Attributes; observe?: PublishObserver },
   fn: (traceparent: string | undefined) => Promise<T>,
 ): Promise<T> {
-  const attributes = { "messaging.system": "nats", "messaging.destination.name": subject, "messaging.operation.type": "send", ...o.attributes }
+  const attributes = {
+    "messaging.system": "nats",
+    "messaging.destination.name": subject,
+    "messaging.operation.type": "send",
+    ...o.attributes,
+  }
   const span = tracer().startSpan(`publish ${subject}`, { kind: SpanKind.PRODUCER, attributes }, o.parent)
   const started = performance.now()
   let outcome: PublishOutcome = "error"

@@ -40,7 +40,11 @@ export type Runtime = {
    * publishes one event from outside a handler (an HTTP route); id defaults to a fresh UUIDv7. `traceparent` is
    * the parent of the publish span, and what the event carries when no tracing SDK is registered
    */
-  publish<N extends EventName>(name: N, data: EventData<N>, meta?: { id?: string; traceparent?: string; expectLastSubjectSequence?: number; expectLastSubjectSequenceSubject?: string }): Promise<PubAck>
+  publish<N extends EventName>(
+    name: N,
+    data: EventData<N>,
+    meta?: { id?: string; traceparent?: string; expectLastSubjectSequence?: number; expectLastSubjectSequenceSubject?: string },
+  ): Promise<PubAck>
   kv(bucket: string): Promise<KV>
   /** writes this instance's heartbeat now, not at the next tick: a state others wait on has changed */
   heartbeat(): void
@@ -106,28 +110,51 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const mismatch = handlerMismatch(name, specs, o.consumes ?? {}, o.raw ?? {})
   if (mismatch) throw new StartupError(`${name}: ${mismatch}`)
 
-  const events = metrics.counter("logiflow_events_total", "Events handled, by stream, type and outcome (ack, nak, dlq)", ["stream", "type", "outcome"])
-  const handlerSeconds = metrics.histogram("logiflow_handler_seconds", "Time from pickup to ack/nak/dlq, by stream", { labelNames: ["stream"] })
-  const publishSeconds = metrics.histogram("logiflow_publish_seconds", "Time for JetStream to store a publish (events and DLQ entries), by subject and outcome (ok, duplicate, error)", {
-    labelNames: ["subject", "outcome"],
+  const events = metrics.counter("logiflow_events_total", "Events handled, by stream, type and outcome (ack, nak, dlq)", [
+    "stream",
+    "type",
+    "outcome",
+  ])
+  const handlerSeconds = metrics.histogram("logiflow_handler_seconds", "Time from pickup to ack/nak/dlq, by stream", {
+    labelNames: ["stream"],
   })
+  const publishSeconds = metrics.histogram(
+    "logiflow_publish_seconds",
+    "Time for JetStream to store a publish (events and DLQ entries), by subject and outcome (ok, duplicate, error)",
+    {
+      labelNames: ["subject", "outcome"],
+    },
+  )
   const observePublish: PublishObserver = (subject, outcome, seconds) => publishSeconds.observe(seconds, { subject, outcome })
-  metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", { collect: () => engine?.held ?? 0 })
+  metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", {
+    collect: () => engine?.held ?? 0,
+  })
   metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", { collect: () => (nc?.connected ? 1 : 0) })
-  const natsEvents = metrics.counter("logiflow_nats_connection_events_total", "NATS connection changes, by event (disconnect, reconnect)", ["event"])
+  const natsEvents = metrics.counter("logiflow_nats_connection_events_total", "NATS connection changes, by event (disconnect, reconnect)", [
+    "event",
+  ])
   const consumerGauge = (field: "num_pending" | "num_ack_pending") => async (): Promise<[Record<string, string>, number][]> => {
     if (!js || !nc?.connected) return []
     const rows = await Promise.all(
       specs.map(async (c) => {
-        const info = await withTimeout(js!.consumers.get(c.stream, c.durable).then((x) => x.info(false)), 1000).catch(() => undefined)
+        const info = await withTimeout(
+          js!.consumers.get(c.stream, c.durable).then((x) => x.info(false)),
+          1000,
+        ).catch(() => undefined)
         return info ? ([{ stream: c.stream, consumer: c.durable }, info[field]] as [Record<string, string>, number]) : undefined
       }),
     )
     return rows.filter((r) => r !== undefined)
   }
   const sampled = { labelNames: ["stream", "consumer"] }
-  metrics.gauge("logiflow_consumer_pending", "Messages not yet delivered to the consumer (sampled at scrape)", { ...sampled, collect: consumerGauge("num_pending") })
-  metrics.gauge("logiflow_consumer_ack_pending", "Messages delivered but not yet acked (sampled at scrape)", { ...sampled, collect: consumerGauge("num_ack_pending") })
+  metrics.gauge("logiflow_consumer_pending", "Messages not yet delivered to the consumer (sampled at scrape)", {
+    ...sampled,
+    collect: consumerGauge("num_pending"),
+  })
+  metrics.gauge("logiflow_consumer_ack_pending", "Messages delivered but not yet acked (sampled at scrape)", {
+    ...sampled,
+    collect: consumerGauge("num_ack_pending"),
+  })
 
   let nc: Connection | undefined
   let js: JetStreamClient | undefined
@@ -162,7 +189,14 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       const traceparent = childTraceparent(meta.traceparent)
       const { expectLastSubjectSequence, expectLastSubjectSequenceSubject } = meta
       const guard = expectLastSubjectSequence === undefined ? {} : { expectLastSubjectSequence, expectLastSubjectSequenceSubject }
-      return publishTraced(rt.js, event, data, { id, source: `logiflow/${name}`, traceparent, ...guard }, contextOf(meta.traceparent), observePublish)
+      return publishTraced(
+        rt.js,
+        event,
+        data,
+        { id, source: `logiflow/${name}`, traceparent, ...guard },
+        contextOf(meta.traceparent),
+        observePublish,
+      )
     },
     kv(bucket) {
       let kv = buckets.get(bucket)
@@ -173,8 +207,18 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   }
 
   // HTTP first: /healthz answers while NATS is still being dialled, /readyz says 503 until bound
-  const fetch = front({ name, log, metrics, readiness: () => ({ ...readiness, connected: !!nc?.connected }), routes: (router) => o.routes?.(router, rt) })
-  const refused = metrics.counter("logiflow_http_refused_total", "Requests refused before routing (malformed, too large, too slow), by status", ["status"])
+  const fetch = front({
+    name,
+    log,
+    metrics,
+    readiness: () => ({ ...readiness, connected: !!nc?.connected }),
+    routes: (router) => o.routes?.(router, rt),
+  })
+  const refused = metrics.counter(
+    "logiflow_http_refused_total",
+    "Requests refused before routing (malformed, too large, too slow), by status",
+    ["status"],
+  )
   const port = so.port ?? envInt(`${name.toUpperCase()}_PORT`, o.port ?? specOf(name)?.port ?? 0)
   const server: Server = await serve(fetch, {
     port,
@@ -203,7 +247,13 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   // max_ack_pending (1000) at once, a few crashes in a row used up max_deliver of events that never ran, and the
   // server then drops them from the consumer (test/chaos.test.ts, crash loop). consume() cannot be held back — it
   // pulls again as messages arrive, not as they finish — so mesh/pull.ts asks for the room that is free.
-  const prefetch = Math.max(1, Math.min(o.prefetch ?? envInt("PREFETCH", concurrency * 16), ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity))))
+  const prefetch = Math.max(
+    1,
+    Math.min(
+      o.prefetch ?? envInt("PREFETCH", concurrency * 16),
+      ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity)),
+    ),
+  )
   const maxRate = o.maxRate ?? envInt("MAX_RATE", 0)
   engine = consume({
     worker: name,
@@ -222,12 +272,24 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     onBound(c, ok, why) {
       const key = `${c.stream}/${c.durable}`
       if (ok) readiness.refused.delete(key), log.info("consumer bound again", { stream: c.stream, consumer: c.durable })
-      else readiness.refused.set(key, why), log.error("consumer not usable; pulling again every second", { stream: c.stream, consumer: c.durable, why })
+      else
+        readiness.refused.set(key, why),
+          log.error("consumer not usable; pulling again every second", { stream: c.stream, consumer: c.durable, why })
     },
   })
   // a partitioned worker pulls a partition only while it holds its lease: instances share them, one each at a time
   const shared = units.length
-    ? leases({ worker: name, instance, kv: await rt.kv(PARTITIONS_BUCKET), jsm: await jetstreamManager(nc, { checkAPI: false }), engine, log, units, leaseMs: LEASE_MS, drainMs: drainTimeoutMs })
+    ? leases({
+        worker: name,
+        instance,
+        kv: await rt.kv(PARTITIONS_BUCKET),
+        jsm: await jetstreamManager(nc, { checkAPI: false }),
+        engine,
+        log,
+        units,
+        leaseMs: LEASE_MS,
+        drainMs: drainTimeoutMs,
+      })
     : undefined
   const leaseTimer = shared ? setInterval(() => void shared.tick(), LEASE_MS / 4) : undefined
   await shared?.tick()
@@ -239,7 +301,10 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     js,
     log,
     state: () => ({ ...o.beat?.(rt), ready: rt.ready, inflight: engine?.held ?? 0 }),
-    provision: () => provision(nc!, { ...topo, buckets: [heartbeatsBucket] }, { createMissing: true, streams: () => false, consumers: () => false }).then(() => {}),
+    provision: () =>
+      provision(nc!, { ...topo, buckets: [heartbeatsBucket] }, { createMissing: true, streams: () => false, consumers: () => false }).then(
+        () => {},
+      ),
   })
   log.info("ready", { consumers: specs.map((c) => `${c.stream}/${c.durable}`), concurrency, port: server.port })
 
@@ -256,7 +321,10 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       await o.onStop?.(rt)
       await withTimeout(nc!.drain(), Math.max(1000, deadline - Date.now())).catch(() => nc!.close())
       await server.close()
-      await withTimeout(flushSpans.then((flush) => flush?.()), 2000).catch(() => {})
+      await withTimeout(
+        flushSpans.then((flush) => flush?.()),
+        2000,
+      ).catch(() => {})
       log.info("stopped", { drained })
     })())
 

@@ -26,11 +26,22 @@ test("contracts/asyncapi.json - @asyncapi/parser finds no error or warning", asy
 
 test("channels - one per event subject, plus dlq.{stream}.{consumer} and replay.{worker}.{stream} with their parameters", async () => {
   const { document } = await parse()
-  const addresses = document!.channels().all().map((c) => c.address())
+  const addresses = document!
+    .channels()
+    .all()
+    .map((c) => c.address())
   const keyed = (e: EventName) => subjectsOf(e).replace(/\*$/, "{key}")
   assert.equal(addresses.sort(), [...eventNames.map(keyed), "dlq.{stream}.{consumer}", "replay.{worker}.{stream}"].sort())
-  const dlq = document!.channels().all().find((c) => c.address() === "dlq.{stream}.{consumer}")!
-  const params = Object.fromEntries(dlq.parameters().all().map((p) => [p.id(), (p.json() as { enum?: string[] }).enum]))
+  const dlq = document!
+    .channels()
+    .all()
+    .find((c) => c.address() === "dlq.{stream}.{consumer}")!
+  const params = Object.fromEntries(
+    dlq
+      .parameters()
+      .all()
+      .map((p) => [p.id(), (p.json() as { enum?: string[] }).enum]),
+  )
   const consuming = workerNames.filter((w) => workers[w].consumes.length > 0)
   assert.equal(params, { stream: ["INVOICE", "POSITIONS", "ROUTING", "TRACKING"], consumer: consuming })
 })
@@ -39,7 +50,12 @@ test("operations - each worker sends exactly what it publishes and receives exac
   const { document } = await parse()
   const ops = document!.operations().all()
   for (const w of workerNames) {
-    const mine = ops.filter((o) => o.tags().all().some((t) => t.name() === w))
+    const mine = ops.filter((o) =>
+      o
+        .tags()
+        .all()
+        .some((t) => t.name() === w),
+    )
     const of = (action: string) =>
       mine
         .filter((o) => o.action() === action)

@@ -80,7 +80,8 @@ function percentile(answers: Answer[], q: number): number {
   return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)]!
 }
 const ms = (x: number) => `${x.toFixed(0)} ms`
-const figures = (answers: Answer[]) => `p50 ${ms(percentile(answers, 0.5))}, p99 ${ms(percentile(answers, 0.99))} (${answers.length} requests)`
+const figures = (answers: Answer[]) =>
+  `p50 ${ms(percentile(answers, 0.5))}, p99 ${ms(percentile(answers, 0.99))} (${answers.length} requests)`
 
 // --- processes and streams ------------------------------------------------------------------------------------
 
@@ -104,7 +105,14 @@ const get = async (name: Name, path: string) => {
 }
 
 const ready = (name: Name) =>
-  waitUntil(() => get(name, "/readyz").then((r) => r.status === 200, () => false), { what: `${name} /readyz`, timeoutMs: 60_000, every: 100 })
+  waitUntil(
+    () =>
+      get(name, "/readyz").then(
+        (r) => r.status === 200,
+        () => false,
+      ),
+    { what: `${name} /readyz`, timeoutMs: 60_000, every: 100 },
+  )
 
 /** Routes the invoice consumer has not acked: not yet delivered, or delivered and not yet acked. */
 async function invoicePending(): Promise<number> {
@@ -131,7 +139,10 @@ async function portalRouteIds(): Promise<string[]> {
     const res = await get("portal", `/api/invoices?customerId=${c}`)
     assert.is(res.status, 200)
     const body = (await res.json()) as { invoices: { routeId: string; customerId: string }[] }
-    assert.ok(body.invoices.every((i) => i.customerId === c), `portal lists only ${c}'s invoices for ${c}`)
+    assert.ok(
+      body.invoices.every((i) => i.customerId === c),
+      `portal lists only ${c}'s invoices for ${c}`,
+    )
     ids.push(...body.invoices.map((i) => i.routeId))
   }
   return ids
@@ -195,7 +206,9 @@ test("cascade - invoice killed with -9: every route still answers 202 as fast as
   const before = percentile(healthy, 0.99)
   const after = percentile(outage.slice(0, HEALTHY), 0.99)
   console.log(`\nhealthy:      ${figures(healthy)}`)
-  console.log(`invoice down: ${figures(outage)}; first ${HEALTHY} after the kill: p99 ${ms(after)} = ${(after / before).toFixed(2)}× healthy (bound ${P99_BOUND}×)`)
+  console.log(
+    `invoice down: ${figures(outage)}; first ${HEALTHY} after the kill: p99 ${ms(after)} = ${(after / before).toFixed(2)}× healthy (bound ${P99_BOUND}×)`,
+  )
   for (const a of outage) assert.is(a.status, 202)
   accepted.push(...first.map((a) => a.routeId), poisonId, ...second.map((a) => a.routeId))
   postedAfterPoison = second.map((a) => a.routeId)
@@ -235,12 +248,16 @@ test("cascade - a restarted invoice drains the backlog: exactly one InvoiceGener
   assert.is(new Set(invoices.map((i) => i.invoiceId)).size, invoices.length)
 
   let listed: string[] = []
-  await waitUntil(async () => (listed = await portalRouteIds()).length >= expected.length, { what: "the portal to list every invoice", timeoutMs: 30_000, every: 250 }).catch(
-    async (err) => {
-      const c = await jsm.consumers.info("INVOICE", "portal")
-      throw new Error(`${(err as Error).message}: it lists ${listed.length}; its INVOICE consumer has ${c.num_pending} pending, ${c.num_ack_pending} unacked`)
-    },
-  )
+  await waitUntil(async () => (listed = await portalRouteIds()).length >= expected.length, {
+    what: "the portal to list every invoice",
+    timeoutMs: 30_000,
+    every: 250,
+  }).catch(async (err) => {
+    const c = await jsm.consumers.info("INVOICE", "portal")
+    throw new Error(
+      `${(err as Error).message}: it lists ${listed.length}; its INVOICE consumer has ${c.num_pending} pending, ${c.num_ack_pending} unacked`,
+    )
+  })
   assert.equal(sorted(listed), expected)
 })
 
@@ -255,7 +272,11 @@ test("cascade - the poison route is dead-lettered once as no-tariff and holds up
 
   assert.is(postedAfterPoison.length, OUTAGE / 2)
   const invoiced = new Set((await storedInvoices()).map((i) => i.routeId))
-  assert.equal(postedAfterPoison.filter((id) => !invoiced.has(id)), [], "every route posted after the poison is invoiced")
+  assert.equal(
+    postedAfterPoison.filter((id) => !invoiced.has(id)),
+    [],
+    "every route posted after the poison is invoiced",
+  )
   assert.not.ok(invoiced.has(poisonId))
 })
 

@@ -14,7 +14,12 @@ import { history } from "./fixtures/history.ts"
 import { ROOT } from "./harness.ts"
 
 const { values } = parseArgs({
-  options: { events: { type: "string", default: "100000" }, seed: { type: "string" }, only: { type: "string" }, "nats-server": { type: "string" } },
+  options: {
+    events: { type: "string", default: "100000" },
+    seed: { type: "string" },
+    only: { type: "string" },
+    "nats-server": { type: "string" },
+  },
 })
 if (values["nats-server"]) {
   try {
@@ -39,8 +44,21 @@ type Outcome = { name: string; row: Row; ok: boolean; failures: string[]; second
 // each check: [what must hold, whether it does]; a fault passes when all do
 const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean][]; detail: unknown }>> = {
   crash: async () => {
-    const r = await crashLoop({ events, seed, maxKills: Math.max(10, Math.round(events / 1000)), publishSeconds: Math.max(10, events / 1000), timeoutMs: 120_000 + events * 5 })
-    return { row: r.row, detail: { ...r, row: undefined }, checks: [[`${events} invoiced once each`, r.distinct === events && r.total === events], ["DLQ empty", r.dlq === 0]] }
+    const r = await crashLoop({
+      events,
+      seed,
+      maxKills: Math.max(10, Math.round(events / 1000)),
+      publishSeconds: Math.max(10, events / 1000),
+      timeoutMs: 120_000 + events * 5,
+    })
+    return {
+      row: r.row,
+      detail: { ...r, row: undefined },
+      checks: [
+        [`${events} invoiced once each`, r.distinct === events && r.total === events],
+        ["DLQ empty", r.dlq === 0],
+      ],
+    }
   },
   broker: async () => {
     const requests = Math.min(20_000, Math.max(400, Math.round(events / 10)))
@@ -53,7 +71,10 @@ const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean]
         ["every 202 invoiced exactly once", counts.every((c) => c === 1)],
         ["no 503 (nothing recorded) stored after all", r.notRecordedButStored === 0],
         ["one invoice per request after retries", r.afterRetry.total === requests && r.afterRetry.distinct === requests],
-        ["readiness 503 during the outage, 200 after", Object.values(r.readiness).every((x) => x.duringOutage.includes(503) && !x.duringOutage.includes(200) && x.after === 200)],
+        [
+          "readiness 503 during the outage, 200 after",
+          Object.values(r.readiness).every((x) => x.duringOutage.includes(503) && !x.duringOutage.includes(200) && x.after === 200),
+        ],
       ],
     }
   },
@@ -63,14 +84,24 @@ const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean]
       row: r.row,
       detail: { ...r, row: undefined },
       checks: [
-        ["every acked event invoiced once", r.invoicesForAcked.missing === 0 && r.invoicesForAcked.twice === 0 && r.invoices.total === r.invoices.distinct],
+        [
+          "every acked event invoiced once",
+          r.invoicesForAcked.missing === 0 && r.invoicesForAcked.twice === 0 && r.invoices.total === r.invoices.distinct,
+        ],
         ["longest stall < 15 s", r.longestGapMs < 15_000],
       ],
     }
   },
   hung: async () => {
     const r = await hungConsumer()
-    return { row: r.row, detail: { ...r, row: undefined }, checks: [["one DLQ entry, max-deliveries", r.dlq.count === 1 && r.dlq.reason === "max-deliveries"], ["exit 0", r.exits.every((c) => c === 0)]] }
+    return {
+      row: r.row,
+      detail: { ...r, row: undefined },
+      checks: [
+        ["one DLQ entry, max-deliveries", r.dlq.count === 1 && r.dlq.reason === "max-deliveries"],
+        ["exit 0", r.exits.every((c) => c === 0)],
+      ],
+    }
   },
   slow: async () => {
     const requests = Math.min(5000, Math.max(100, Math.round(events / 20)))
@@ -113,7 +144,14 @@ const faults: Record<string, () => Promise<{ row: Row; checks: [string, boolean]
   },
   full: async () => {
     const r = await streamFull({ maxMsgs: 1000, requests: 1500 })
-    return { row: r.row, detail: { ...r, row: undefined }, checks: [["202s == stored", r.accepted === r.stored], ["retries stored once", r.afterRaise.distinct === 1500 && r.afterRaise.stored === 1500]] }
+    return {
+      row: r.row,
+      detail: { ...r, row: undefined },
+      checks: [
+        ["202s == stored", r.accepted === r.stored],
+        ["retries stored once", r.afterRaise.distinct === 1500 && r.afterRaise.stored === 1500],
+      ],
+    }
   },
 }
 
@@ -129,7 +167,14 @@ for (const [name, run] of Object.entries(faults)) {
     outcomes.push({ name, row, ok, failures, seconds: (Date.now() - t) / 1000, detail })
     console.log(`${rowText(row)}${ok ? "" : `\n   FAILED: ${failures.join("; ") || "lost or duplicated"}`}`)
   } catch (err) {
-    const row: Row = { fault: name, load: `${events}`, lost: -1, duplicated: -1, recoveryMs: null, notes: `crashed: ${(err as Error).message}` }
+    const row: Row = {
+      fault: name,
+      load: `${events}`,
+      lost: -1,
+      duplicated: -1,
+      recoveryMs: null,
+      notes: `crashed: ${(err as Error).message}`,
+    }
     outcomes.push({ name, row, ok: false, failures: [(err as Error).message], seconds: (Date.now() - t) / 1000, detail: null })
     console.log(`   FAILED: ${(err as Error).stack}`)
   }
@@ -141,7 +186,15 @@ const dir = join(ROOT, "bench", "results")
 mkdirSync(dir, { recursive: true })
 const base = join(dir, `chaos-${startedAt.toISOString().slice(0, 16).replace(/:/g, "")}-nats-${serverVersion}`)
 const json = JSON.stringify(
-  { events, seed, at: startedAt.toISOString(), node: process.version, natsServer: { bin, version: serverVersion }, loadavg1m: load, outcomes },
+  {
+    events,
+    seed,
+    at: startedAt.toISOString(),
+    node: process.version,
+    natsServer: { bin, version: serverVersion },
+    loadavg1m: load,
+    outcomes,
+  },
   (_k, v) => (v instanceof Map ? Object.fromEntries(v) : v),
   2,
 )
@@ -151,7 +204,8 @@ const md = [
   `# Chaos soak — ${startedAt.toISOString().slice(0, 10)}, nats-server ${serverVersion}`,
   "",
   `${events} events, seed ${seed}; nats-server ${serverVersion} (${bin}), Node ${process.version}, 1-min load average at start ${load}` +
-    " (the machine is shared); " + `${((Date.now() - startedAt.getTime()) / 60_000).toFixed(1)} min.`,
+    " (the machine is shared); " +
+    `${((Date.now() - startedAt.getTime()) / 60_000).toFixed(1)} min.`,
   "",
   `Command: \`npm run test:chaos${argv ? ` -- ${argv}` : ""}\``,
   "",

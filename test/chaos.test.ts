@@ -66,7 +66,11 @@ test("cluster node loss - kill -9 the ROUTING leader of a 3-node R3 cluster unde
 test("hung handler - past ack_wait it is redelivered, past max_deliver ops files exactly one DLQ entry", async () => {
   const r = await hungConsumer({ ackWaitMs: 2000, maxDeliver: 3 })
   report(r.row)
-  assert.is(r.deliveriesSeen.reduce((a, b) => a + b, 0), 3, `three deliveries reached a handler (${r.deliveriesSeen.join("/")})`)
+  assert.is(
+    r.deliveriesSeen.reduce((a, b) => a + b, 0),
+    3,
+    `three deliveries reached a handler (${r.deliveriesSeen.join("/")})`,
+  )
   assert.is(r.dlq.count, 1, "one DLQ message")
   assert.is(r.dlq.reason, "max-deliveries")
   assert.is(r.dlq.deliveries, "3")
@@ -84,7 +88,9 @@ test("slow consumer - a 10× slower invoice worker changes none of routing's ans
     assert.ok((p.portal[200] ?? 0) > 0, "the portal was asked")
     assert.equal(Object.keys(p.portal), ["200"], `the portal answered 200 throughout (${JSON.stringify(p.portal)})`)
   }
-  console.log(`  routing latency: invoice normal ${JSON.stringify(r.phases[0]!.latency)}, invoice ${r.phases[1]!.invoiceSlowMs} ms/event ${JSON.stringify(r.phases[1]!.latency)}`)
+  console.log(
+    `  routing latency: invoice normal ${JSON.stringify(r.phases[0]!.latency)}, invoice ${r.phases[1]!.invoiceSlowMs} ms/event ${JSON.stringify(r.phases[1]!.latency)}`,
+  )
   assert.is(r.invoices.distinct, 2 * requests)
   assert.is(r.invoices.total, 2 * requests)
 })

@@ -56,7 +56,10 @@ export function spawnChild(command: string, args: string[], env: Record<string, 
       const seen = lines.find((l) => re.test(l))
       if (seen) return Promise.resolve(seen)
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`${o.name}: no line matching ${re} within ${timeoutMs} ms; last: ${lines.slice(-5).join(" | ")}`)), timeoutMs)
+        const t = setTimeout(
+          () => reject(new Error(`${o.name}: no line matching ${re} within ${timeoutMs} ms; last: ${lines.slice(-5).join(" | ")}`)),
+          timeoutMs,
+        )
         waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) })
       })
     },

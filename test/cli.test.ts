@@ -38,7 +38,7 @@ function logiflow(args: string[], env: Record<string, string> = {}): Promise<Run
   return Object.assign(done, { err })
 }
 
-const send = (r: RouteCalculated) => publishEvent(f.js, "RouteCalculated", r, { id: newId(), source: "logiflow/test"})
+const send = (r: RouteCalculated) => publishEvent(f.js, "RouteCalculated", r, { id: newId(), source: "logiflow/test" })
 
 const cells = (line: string) => line.split(/\s{2,}/)
 
@@ -54,10 +54,18 @@ test("publish → tail - a live tail prints each published event as one line, an
   await writeFile(file, JSON.stringify(route(2)))
   const p1 = await logiflow(["publish", "RouteCalculated", JSON.stringify(route(1))])
   const p2 = await logiflow(["publish", "RouteCalculated", `@${file}`])
-  for (const [p, seq] of [[p1, 1], [p2, 2]] as const) {
+  for (const [p, seq] of [
+    [p1, 1],
+    [p2, 2],
+  ] as const) {
     assert.is(p.code, 0, p.err.join("\n"))
     assert.is(p.out.length, 1)
-    assert.match(p.out[0]!, new RegExp(`^published RouteCalculated [0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12} \\(key truck-${seq}\\) to ROUTING seq ${seq}$`))
+    assert.match(
+      p.out[0]!,
+      new RegExp(
+        `^published RouteCalculated [0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12} \\(key truck-${seq}\\) to ROUTING seq ${seq}$`,
+      ),
+    )
     const stored = (await f.jsm.streams.getMessage("ROUTING", { seq }))!
     assert.is(p.out[0]!.split(" ")[2], stored.header.get("ce-id"))
     assert.is(stored.header.get("Nats-Msg-Id"), stored.header.get("ce-id"))
@@ -84,7 +92,15 @@ test("tail --since - starts from the stream with an ordered consumer; --raw prin
   assert.equal(t.out, [await routeLine(1), await routeLine(2)])
   // an event type without a key means every key: the pattern is widened by one token
   assert.match(t.err[0]!, /^tail: listening on \*\.events\.RouteCalculated\.\* since \d{4}-\d\d-\d\dT/)
-  const raw = await logiflow(["tail", "routing.events.RouteCalculated", "--since", new Date(Date.now() - 60_000).toISOString(), "--count", "1", "--raw"])
+  const raw = await logiflow([
+    "tail",
+    "routing.events.RouteCalculated",
+    "--since",
+    new Date(Date.now() - 60_000).toISOString(),
+    "--count",
+    "1",
+    "--raw",
+  ])
   const m = (await f.jsm.streams.getMessage("ROUTING", { seq: 1 }))!
   const headerLines = [...m.header].flatMap(([k, vs]) => vs.map((v) => `${k}: ${v}`))
   assert.equal(raw.out, ["routing.events.RouteCalculated.truck-1", ...headerLines, "", new TextDecoder().decode(m.data), ""])
@@ -95,7 +111,10 @@ test("status - streams, consumers with their lag, open DLQ entries by consumer a
   await send(route(1))
   const empty = await logiflow(["status"])
   assert.is(empty.code, 0, empty.err.join("\n"))
-  const [workers, streams, consumers, dlq] = empty.out.join("\n").split("\n\n").map((s) => s.split("\n"))
+  const [workers, streams, consumers, dlq] = empty.out
+    .join("\n")
+    .split("\n\n")
+    .map((s) => s.split("\n"))
   assert.equal(workers, ["WORKERS: no heartbeats (none running, or the heartbeats bucket is missing)"])
   assert.equal(cells(streams![0]!), ["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "SUBJECTS"])
   const routing = streams!.map(cells).find((r) => r[0] === "ROUTING")!
@@ -107,7 +126,12 @@ test("status - streams, consumers with their lag, open DLQ entries by consumer a
   )
   assert.equal(cells(consumers![0]!), ["CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "WAITING", "LAST ACTIVE"])
   const rows = Object.fromEntries(consumers!.slice(1).map((r) => [cells(r)[0], cells(r).slice(1)]))
-  assert.equal(Object.keys(rows), topology().consumers.map((c) => `${c.stream}/${c.durable}`).sort())
+  assert.equal(
+    Object.keys(rows),
+    topology()
+      .consumers.map((c) => `${c.stream}/${c.durable}`)
+      .sort(),
+  )
   assert.equal(rows["ROUTING/invoice"], ["1", "0", "0", "0", "never"])
   assert.equal(rows["INVOICE/portal"], ["0", "0", "0", "0", "never"])
   assert.equal(dlq, ["DLQ: no open entries"])
@@ -121,7 +145,13 @@ test("status - streams, consumers with their lag, open DLQ entries by consumer a
   const sections = after.out.join("\n").split("\n\n")
   const beats = sections[0]!.split("\n").map(cells)
   assert.equal(beats[0], ["WORKER", "INSTANCE", "READY", "IN FLIGHT", "VERSION", "STARTED", "LAST BEAT"])
-  assert.equal(beats.slice(1).map((r) => [r[0], r[2], r[3]]), [["invoice", "yes", "0"], ["ops", "yes", "0"]])
+  assert.equal(
+    beats.slice(1).map((r) => [r[0], r[2], r[3]]),
+    [
+      ["invoice", "yes", "0"],
+      ["ops", "yes", "0"],
+    ],
+  )
   assert.equal(sections[3]!.split("\n"), ["DLQ OPEN  CONSUMER  REASON", "2         invoice   no-tariff"])
   const invoice = cells(sections[2]!.split("\n").find((l) => l.startsWith("ROUTING/invoice "))!)
   assert.equal(invoice.slice(1, 5), ["0", "0", "0", "1"], "all handled; one pull waiting")
@@ -143,10 +173,13 @@ async function startNoTariff() {
   f.running.push(await w.start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }))
 }
 const untilEntries = (n: number) =>
-  waitUntil(async () => {
-    const e = await allEntries({ js: f.js })
-    return e.length >= n ? e : null
-  }, { what: `${n} entries` })
+  waitUntil(
+    async () => {
+      const e = await allEntries({ js: f.js })
+      return e.length >= n ? e : null
+    },
+    { what: `${n} entries` },
+  )
 
 test("dlq list / show / replay / discard - the same operations as the API, one line per outcome", async () => {
   await startOps()
@@ -158,7 +191,12 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
 
   const list = await logiflow(["dlq", "list"])
   assert.is(list.code, 0, list.err.join("\n"))
-  assert.equal(list.out.map(cells), [["ID", "STATE", "CONSUMER", "REASON", "DELIVERIES", "FAILED AT", "ERROR"], row(e2), row(e1), ["2 entries"]])
+  assert.equal(list.out.map(cells), [
+    ["ID", "STATE", "CONSUMER", "REASON", "DELIVERIES", "FAILED AT", "ERROR"],
+    row(e2),
+    row(e1),
+    ["2 entries"],
+  ])
   assert.equal((await logiflow(["dlq", "list", "--consumer", "tracking"])).out, ["no entries"])
   assert.equal((await logiflow(["dlq", "list", "--limit", "1"])).out.at(-1), "showing 1 of 2 entries (--limit N for more)")
 
@@ -180,7 +218,9 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
     "headers:",
     ...[...dlqMsg.header].map(([k, vs]) => `  ${k}: ${vs.join(", ")}`),
     "payload:",
-    ...JSON.stringify(route(1, { customerId: "nobody" }), null, 2).split("\n").map((l) => `  ${l}`),
+    ...JSON.stringify(route(1, { customerId: "nobody" }), null, 2)
+      .split("\n")
+      .map((l) => `  ${l}`),
     "timeline:",
     `  ${e1.failedAt} dead-lettered by invoice`,
   ])
@@ -204,19 +244,31 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
   assert.match(shown.out.at(-2)!, /^ {2}\S+ replayed by alice$/)
   assert.match(shown.out.at(-1)!, new RegExp(`^ {2}\\S+ discarded by ${userInfo().username}$`), "without LOGIFLOW_OPERATOR: the OS user")
   const open = await logiflow(["dlq", "list", "--state", "open"])
-  assert.equal(open.out.slice(1, -1).map((l) => cells(l)[0]), (await allEntries({ js: f.js })).filter((e) => e.state === "open").map((e) => e.id))
+  assert.equal(
+    open.out.slice(1, -1).map((l) => cells(l)[0]),
+    (await allEntries({ js: f.js })).filter((e) => e.state === "open").map((e) => e.id),
+  )
   assert.ok(!open.out.some((l) => l.startsWith(`${e2.id} `)))
 })
 
 test("errors - one line, exit code 1, no stack trace unless --debug", async () => {
   const dead = `nats://127.0.0.1:${await freePort()}`
   const cases: [string[], RegExp | string, Record<string, string>?][] = [
-    [["publish", "Foo", "{}"], 'logiflow publish: unknown event "Foo" (known: RouteCalculated, InvoiceGenerated, PositionReported, EtaUpdated)'],
+    [
+      ["publish", "Foo", "{}"],
+      'logiflow publish: unknown event "Foo" (known: RouteCalculated, InvoiceGenerated, PositionReported, EtaUpdated)',
+    ],
     [["publish", "RouteCalculated", "{not json"], /^logiflow publish: invalid JSON: .+$/],
-    [["publish", "RouteCalculated", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] })], /^logiflow publish: breaks the contract: RouteCalculated: stops\.0\.lat: /],
+    [
+      ["publish", "RouteCalculated", JSON.stringify({ ...route(1), stops: [{ id: "x", lat: 91, lon: 0 }] })],
+      /^logiflow publish: breaks the contract: RouteCalculated: stops\.0\.lat: /,
+    ],
     [["publish", "RouteCalculated", "@/nonexistent/route.json"], "logiflow publish: cannot read /nonexistent/route.json: ENOENT"],
     [["tail", "routing..RouteCalculated"], /^logiflow tail: "routing\.\.RouteCalculated" is not a valid subject pattern/],
-    [["tail", "routing.RouteCalculated"], /^logiflow tail: no stream stores "routing\.RouteCalculated"; stored subjects: .*routing\.events\.RouteCalculated\.\*/],
+    [
+      ["tail", "routing.RouteCalculated"],
+      /^logiflow tail: no stream stores "routing\.RouteCalculated"; stored subjects: .*routing\.events\.RouteCalculated\.\*/,
+    ],
     [["tail", "routing.events.>", "--since", "bogus"], 'logiflow tail: "bogus" is neither a duration (5m, 2h, 1d) nor an ISO time'],
     [["dlq", "show", "ROUTING.invoice.404"], 'logiflow dlq: no DLQ entry "ROUTING.invoice.404"'],
     [["dlq", "list", "--state", "bogus"], "logiflow dlq: state must be one of open, replayed, discarded, resolved"],
@@ -234,9 +286,15 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
   })
   const debug = await logiflow(["status", "--debug"], { NATS_URL: dead })
   assert.is(debug.code, 1)
-  assert.ok(debug.err.some((l) => /^\s+at /.test(l)), "a stack trace with --debug")
+  assert.ok(
+    debug.err.some((l) => /^\s+at /.test(l)),
+    "a stack trace with --debug",
+  )
   const unknown = await logiflow(["frobnicate"])
-  assert.equal([unknown.code, unknown.err], [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, consumer, token)']])
+  assert.equal(
+    [unknown.code, unknown.err],
+    [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, consumer, token)']],
+  )
 })
 
 test.run()

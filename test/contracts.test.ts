@@ -1,7 +1,23 @@
 // contracts/: CloudEvents binary mode round trip, and rejections that name the wrong field.
 import { test } from "uvu"
 import * as assert from "uvu/assert"
-import { ceTypeOf, ContractError, decode, encode, eventNames, eventOfSubject, keyOf, parseType, serverBackoff, streamOf, subjectOf, subjectsOf, topology, validate, workers } from "../contracts/mod.ts"
+import {
+  ceTypeOf,
+  ContractError,
+  decode,
+  encode,
+  eventNames,
+  eventOfSubject,
+  keyOf,
+  parseType,
+  serverBackoff,
+  streamOf,
+  subjectOf,
+  subjectsOf,
+  topology,
+  validate,
+  workers,
+} from "../contracts/mod.ts"
 import { invoice, route } from "./fixtures/events.ts"
 
 const headerFn = (h: Record<string, string>) => (k: string) => h[k]
@@ -13,7 +29,13 @@ const rejects = (fn: () => unknown): ContractError => {
     assert.instance(err, ContractError)
     return err as ContractError
   }
-  throw new assert.Assertion({ message: "expected a ContractError", generated: false, operator: "throws", expects: "throw", actual: "none" })
+  throw new assert.Assertion({
+    message: "expected a ContractError",
+    generated: false,
+    operator: "throws",
+    expects: "throw",
+    actual: "none",
+  })
 }
 
 test("contracts - subjects, streams and ce-types follow <domain>.events.<Name>.<key>", () => {
@@ -58,7 +80,10 @@ test("envelope - encode then decode gives back the same event, metadata in ce-* 
 test("envelope - encode refuses an event that breaks its own contract", () => {
   const err = rejects(() => encode("RouteCalculated", { ...route(1), distanceKm: -1 }, { id: "x", source: "s" }))
   assert.is(err.reason, "invalid-event")
-  assert.equal(err.issues.map((i) => i.path), ["distanceKm"])
+  assert.equal(
+    err.issues.map((i) => i.path),
+    ["distanceKm"],
+  )
 })
 
 test("validate - each wrong field is named by its exact path", () => {
@@ -66,7 +91,10 @@ test("validate - each wrong field is named by its exact path", () => {
     validate("RouteCalculated", {
       ...route(1),
       truckId: 42,
-      stops: [{ id: "a", lat: 91, lon: 0 }, { id: "b", lat: 0, lon: -181 }],
+      stops: [
+        { id: "a", lat: 91, lon: 0 },
+        { id: "b", lat: 0, lon: -181 },
+      ],
       eta: "tomorrow",
       extra: true,
     }),
@@ -97,9 +125,18 @@ test("decode - missing headers, unknown types and versions, bad JSON each have t
   const without = (k: string) => Object.fromEntries(Object.entries(e.headers).filter(([h]) => h !== k))
   assert.is(rejects(() => decode(headerFn(without("ce-type")), e.body)).reason, "missing-header")
   assert.is(rejects(() => decode(headerFn(without("ce-id")), e.body)).message, "missing header ce-id")
-  assert.is(rejects(() => decode(headerFn({ ...e.headers, "ce-type": "logiflow.routing.RouteExploded.v1" }), e.body)).reason, "unknown-type")
-  assert.is(rejects(() => decode(headerFn({ ...e.headers, "ce-type": "logiflow.invoice.RouteCalculated.v1" }), e.body)).reason, "unknown-type")
-  assert.is(rejects(() => decode(headerFn({ ...e.headers, "ce-type": "logiflow.routing.RouteCalculated.v2" }), e.body)).reason, "unknown-version")
+  assert.is(
+    rejects(() => decode(headerFn({ ...e.headers, "ce-type": "logiflow.routing.RouteExploded.v1" }), e.body)).reason,
+    "unknown-type",
+  )
+  assert.is(
+    rejects(() => decode(headerFn({ ...e.headers, "ce-type": "logiflow.invoice.RouteCalculated.v1" }), e.body)).reason,
+    "unknown-type",
+  )
+  assert.is(
+    rejects(() => decode(headerFn({ ...e.headers, "ce-type": "logiflow.routing.RouteCalculated.v2" }), e.body)).reason,
+    "unknown-version",
+  )
   assert.is(rejects(() => decode(headerFn(e.headers), new TextEncoder().encode("{oops"))).reason, "invalid-json")
   const wrong = rejects(() => decode(headerFn(e.headers), new TextEncoder().encode(JSON.stringify({ ...route(1), stops: [] }))))
   assert.is(wrong.reason, "invalid-event")
@@ -128,12 +165,16 @@ test("topology - one durable per worker per stream, plus its replay consumer; no
   // ops' unlimited ones have none
   for (const c of t.consumers) assert.equal(c.backoffSeconds, c.worker === "ops" ? [] : [30, 60, 120, 240], `${c.stream}/${c.durable}`)
   assert.equal([serverBackoff(1, 3), serverBackoff(2, 1), serverBackoff(2, -1)], [[1, 2], [], []])
-  assert.equal(t.streams.map((s) => s.name), ["ROUTING", "INVOICE", "TRACKING", "POSITIONS", "DLQ", "ADVISORIES", "REPLAY"])
+  assert.equal(
+    t.streams.map((s) => s.name),
+    ["ROUTING", "INVOICE", "TRACKING", "POSITIONS", "DLQ", "ADVISORIES", "REPLAY"],
+  )
   // business events and dead letters are refused when full, never dropped; positions make room
   for (const s of ["ROUTING", "INVOICE", "TRACKING", "DLQ"]) assert.is(t.streams.find((x) => x.name === s)!.discard, "new", s)
   assert.is(t.streams.find((s) => s.name === "POSITIONS")!.discard, "old")
   assert.is(topology({ replicas: 3 }).replicas, 3)
-  for (const w of Object.values(workers)) for (const e of w.publishes) assert.ok(t.streams.some((s) => s.name === streamOf(e) && s.subjects.includes(subjectsOf(e))))
+  for (const w of Object.values(workers))
+    for (const e of w.publishes) assert.ok(t.streams.some((s) => s.name === streamOf(e) && s.subjects.includes(subjectsOf(e))))
 })
 
 test.run()

@@ -26,7 +26,11 @@ export function testAuth(): TestAuth {
   const portalSecret = token()
   // rates far above what any test sends: only the tests of the limit itself run into it, with keys of their own
   const env = {
-    LOGIFLOW_API_KEYS: [`test-dispatcher:${keys.routes}:routes:100000`, `test-gateway:${keys.positions}:positions:100000`, `test-fleet:${keys.both}:routes+positions:100000`].join(","),
+    LOGIFLOW_API_KEYS: [
+      `test-dispatcher:${keys.routes}:routes:100000`,
+      `test-gateway:${keys.positions}:positions:100000`,
+      `test-fleet:${keys.both}:routes+positions:100000`,
+    ].join(","),
     LOGIFLOW_OPERATORS: `${operator.name}:${operator.token}`,
     PORTAL_SECRET: portalSecret,
     FLEET_API_KEY: keys.both,
@@ -37,7 +41,8 @@ export function testAuth(): TestAuth {
     keys,
     headers: { routes: bearer(keys.routes), positions: bearer(keys.positions) },
     operator: { ...operator, headers: bearer(operator.token) },
-    customerToken: (customerId, o = {}) => signToken(o.secret ?? portalSecret, customerId, o.expiresAt ?? Math.floor(Date.now() / 1000) + 3600),
+    customerToken: (customerId, o = {}) =>
+      signToken(o.secret ?? portalSecret, customerId, o.expiresAt ?? Math.floor(Date.now() / 1000) + 3600),
   }
   return made
 }

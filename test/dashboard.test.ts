@@ -48,16 +48,27 @@ test.after(async () => {
 // in the test, not in before(): uvu reports an error thrown by a hook as 0 of 1 passed with exit code 0
 async function launch(): Promise<Browser> {
   if (!existsSync(CHROMIUM)) {
-    assert.unreachable(`Chromium not found at ${CHROMIUM}: the dashboard test needs it (apt-get update && apt-get install -y chromium; or set CHROMIUM_PATH)`)
+    assert.unreachable(
+      `Chromium not found at ${CHROMIUM}: the dashboard test needs it (apt-get update && apt-get install -y chromium; or set CHROMIUM_PATH)`,
+    )
   }
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   })
 }
 
-const send = (r: RouteCalculated) => publishEvent(js, "RouteCalculated", r, { id: newId(), source: "logiflow/test"})
+const send = (r: RouteCalculated) => publishEvent(js, "RouteCalculated", r, { id: newId(), source: "logiflow/test" })
 
 test("dashboard - shows a dead letter, replays and discards it from the page, renders a <script> payload as text", async () => {
   browser = await launch()
@@ -122,8 +133,20 @@ test("dashboard - shows a dead letter, replays and discards it from the page, re
   await page.waitForFunction((id) => document.querySelector(`tr[data-id="${id}"] td.state`)?.textContent === "discarded", hostileId)
   const all = await allEntries({ js })
   const entries = Object.fromEntries(all.map((e) => [e.id, e.state]))
-  assert.equal(all.find((e) => e.id === plainId)!.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["replayed", "tester"]])
-  assert.equal(all.find((e) => e.id === hostileId)!.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["discarded", "tester"]])
+  assert.equal(
+    all.find((e) => e.id === plainId)!.history.map((h) => [h.action, h.by]),
+    [
+      ["dead-lettered", "invoice"],
+      ["replayed", "tester"],
+    ],
+  )
+  assert.equal(
+    all.find((e) => e.id === hostileId)!.history.map((h) => [h.action, h.by]),
+    [
+      ["dead-lettered", "invoice"],
+      ["discarded", "tester"],
+    ],
+  )
   assert.is(entries[plainId], "replayed")
   assert.is(entries[hostileId], "discarded")
 

@@ -11,11 +11,20 @@ import { type Child, connectTo, freePort, spawnChild, startServer, type TestServ
 type DenoChild = Child & { port: number }
 
 function runDeno(file: string, port: number, env: Record<string, string>): DenoChild {
-  const child = spawnChild(denoBinary(), ["run", "-A", file], { LOG_LEVEL: "info", DENO_NO_UPDATE_CHECK: "1", ...env }, { name: `deno ${file}` })
+  const child = spawnChild(
+    denoBinary(),
+    ["run", "-A", file],
+    { LOG_LEVEL: "info", DENO_NO_UPDATE_CHECK: "1", ...env },
+    { name: `deno ${file}` },
+  )
   return Object.assign(child, { port })
 }
 
-const status = (port: number, path: string) => fetch(`http://127.0.0.1:${port}${path}`).then((r) => (r.body?.cancel(), r.status), () => 0)
+const status = (port: number, path: string) =>
+  fetch(`http://127.0.0.1:${port}${path}`).then(
+    (r) => (r.body?.cancel(), r.status),
+    () => 0,
+  )
 
 async function startWorker(name: string, extra: Record<string, string> = {}): Promise<DenoChild> {
   const port = await freePort()
@@ -87,10 +96,13 @@ test("routing and invoice under Deno: POST /routes → 202, one InvoiceGenerated
   const { routeId } = (await res.json()) as { routeId: string }
   assert.match(routeId, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
 
-  const [inv, ...more] = await waitUntil(async () => {
-    const found = await invoicesFor(routeId)
-    return found.length ? found : null
-  }, { timeoutMs: 20_000, what: `an InvoiceGenerated for ${routeId}` })
+  const [inv, ...more] = await waitUntil(
+    async () => {
+      const found = await invoicesFor(routeId)
+      return found.length ? found : null
+    },
+    { timeoutMs: 20_000, what: `an InvoiceGenerated for ${routeId}` },
+  )
   assert.equal(more, [])
   assert.is(inv!.routeId, routeId)
   assert.is(inv!.truckId, "deno-truck")
@@ -104,13 +116,22 @@ test("routing and invoice under Deno: POST /routes → 202, one InvoiceGenerated
 test("SIGTERM under Deno drains routing and invoice and exits 0", async () => {
   assert.is(await routing.stop(), 0, routing.lines.slice(-3).join(" | "))
   assert.is(await invoice.stop(), 0, invoice.lines.slice(-3).join(" | "))
-  for (const c of [routing, invoice]) assert.ok(c.lines.some((l) => /"msg":"stopped","drained":true/.test(l)), c.lines.slice(-3).join(" | "))
+  for (const c of [routing, invoice])
+    assert.ok(
+      c.lines.some((l) => /"msg":"stopped","drained":true/.test(l)),
+      c.lines.slice(-3).join(" | "),
+    )
 })
 
 test("tracking, portal, ops and fleet run under Deno: /healthz and /readyz 200, SIGTERM exits 0", async () => {
   // fleet's routing and tracking are down on purpose: it logs the outage and stays up
   const nowhere = `http://127.0.0.1:${await freePort()}`
-  for (const [name, extra] of [["tracking", {}], ["portal", {}], ["ops", {}], ["fleet", { ROUTING_URL: nowhere, TRACKING_URL: nowhere }]] as const) {
+  for (const [name, extra] of [
+    ["tracking", {}],
+    ["portal", {}],
+    ["ops", {}],
+    ["fleet", { ROUTING_URL: nowhere, TRACKING_URL: nowhere }],
+  ] as const) {
     const child = await startWorker(name, extra)
     assert.is(await status(child.port, "/healthz"), 200, name)
     assert.is(await status(child.port, "/readyz"), 200, name)

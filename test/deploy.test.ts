@@ -58,7 +58,14 @@ function envReadByCode(): Set<string> {
 
 /** `$NAME` references of a nats-server config (quoted subjects like "$JS.API.>" aside): what it reads from its environment. */
 const natsVars = (file: string) =>
-  new Set([...read(file).replace(/#.*$/gm, "").replace(/"[^"]*"/g, "").matchAll(/\$([A-Z][A-Z0-9_]*)/g)].map((m) => m[1]!))
+  new Set(
+    [
+      ...read(file)
+        .replace(/#.*$/gm, "")
+        .replace(/"[^"]*"/g, "")
+        .matchAll(/\$([A-Z][A-Z0-9_]*)/g),
+    ].map((m) => m[1]!),
+  )
 
 const drainDefaultMs = () => {
   const m = /envInt\("DRAIN_TIMEOUT_MS",\s*([\d_]+)\)/.exec(read("mesh/worker.ts"))
@@ -126,7 +133,11 @@ files("compose - every worker is a service of the one image, under its own user,
     const port = String(DEFAULT_PORTS[w])
     assert.is(env.WORKER, w)
     assert.is(env.NATS_USER, w)
-    assert.match(env.NATS_PASSWORD!, new RegExp(`^\\$\\{${w.toUpperCase()}_PASSWORD:\\?`), `${w}: compose refuses to start without its password`)
+    assert.match(
+      env.NATS_PASSWORD!,
+      new RegExp(`^\\$\\{${w.toUpperCase()}_PASSWORD:\\?`),
+      `${w}: compose refuses to start without its password`,
+    )
     assert.is(env[`${w.toUpperCase()}_PORT`], port)
     assert.equal(s.ports, PUBLISHED[w], `${w}: published ports`)
     assert.is(env.NATS_URL, natsServices.map((n) => `nats://${n}:4222`).join(","))
@@ -134,7 +145,7 @@ files("compose - every worker is a service of the one image, under its own user,
     assert.is(s.depends_on.provision.condition, "service_completed_successfully")
     assert.equal(s.healthcheck.test, ["CMD", "node", "deploy/healthcheck.mjs"])
     // the grace period covers the drain
-    assert.ok(Number.parseInt(s.stop_grace_period) * 1000 > Number(env.DRAIN_TIMEOUT_MS ?? drainDefaultMs()), `${w}: stop_grace_period`)
+    assert.ok(Number.parseInt(s.stop_grace_period, 10) * 1000 > Number(env.DRAIN_TIMEOUT_MS ?? drainDefaultMs()), `${w}: stop_grace_period`)
   }
   assert.is(services.fleet.environment.ROUTING_URL, `http://routing:${DEFAULT_PORTS.routing}`)
   assert.is(services.fleet.environment.TRACKING_URL, `http://tracking:${DEFAULT_PORTS.tracking}`)
@@ -151,7 +162,8 @@ files("compose - secrets come from files under deploy/secrets/ (git-ignored), ea
     assert.equal(services[w].secrets, want ? [want.file] : undefined, `${w}: secrets`)
     if (want) assert.is(env[want.env], `/run/secrets/${want.file}`, `${w}: ${want.env}`)
     // never the values themselves in the file or the environment
-    for (const k of ["PORTAL_SECRET", "LOGIFLOW_OPERATORS", "LOGIFLOW_API_KEYS", "FLEET_API_KEY", "LOGIFLOW_OPS_TOKEN"]) assert.is(env[k], undefined, `${w}: ${k}`)
+    for (const k of ["PORTAL_SECRET", "LOGIFLOW_OPERATORS", "LOGIFLOW_API_KEYS", "FLEET_API_KEY", "LOGIFLOW_OPS_TOKEN"])
+      assert.is(env[k], undefined, `${w}: ${k}`)
   }
   assert.equal(Object.keys(compose.secrets).sort(), [...new Set(Object.values(SECRET_FILES).map((x) => x!.file))].sort())
 })
@@ -179,7 +191,10 @@ files("compose - three NATS nodes of deploy/nats/node.conf, each valid to nats-s
     assert.ok(mount, `${n}: a volume holds ${config}`)
     assert.is(join(DEPLOY, mount![0]!, config.slice(mount![1]!.length)), join(DEPLOY, "nats/node.conf"))
     assert.is(mount![2], "ro")
-    assert.ok((s.volumes as string[]).some((v) => v.split(":")[1] === store), `${n}: ${store} is a volume`)
+    assert.ok(
+      (s.volumes as string[]).some((v) => v.split(":")[1] === store),
+      `${n}: ${store} is a volume`,
+    )
     const env: Env = Object.fromEntries(Object.entries(s.environment as Env).map(([k, v]) => [k, interpolate(v, passwordEnv)]))
     names.add(env.NATS_SERVER_NAME!)
     assert.is(env.NATS_ROUTES, `[${natsServices.map((x) => `nats://${x}:6222`).join(", ")}]`)
@@ -209,7 +224,10 @@ const helm = yamlFile("deploy/k8s/nats-values.yaml")
 files("k8s - kustomization lists every manifest (not the Helm values) and sets the image", () => {
   const kz = yamlFile("deploy/k8s/kustomization.yaml")
   assert.equal([...kz.resources].sort(), k8sFiles.filter((f) => f !== "kustomization.yaml" && f !== "nats-values.yaml").sort())
-  assert.equal(kz.images.map((i: Json) => i.name), ["logiflow-mesh"])
+  assert.equal(
+    kz.images.map((i: Json) => i.name),
+    ["logiflow-mesh"],
+  )
   assert.is(kz.namespace, "logiflow")
 })
 
@@ -241,7 +259,11 @@ files("k8s - a Deployment and a Service per worker: probes, ports, user, secrets
     assert.is(pod.securityContext.runAsNonRoot, true)
     assert.ok(pod.securityContext.runAsUser > 0)
     // tsx needs a writable temp dir; a read-only root needs one mounted
-    if (c.securityContext.readOnlyRootFilesystem) assert.ok(c.volumeMounts.some((m: Json) => m.mountPath === "/tmp"), `${w}: /tmp volume`)
+    if (c.securityContext.readOnlyRootFilesystem)
+      assert.ok(
+        c.volumeMounts.some((m: Json) => m.mountPath === "/tmp"),
+        `${w}: /tmp volume`,
+      )
     const sleep = c.lifecycle.preStop.exec.command
     assert.is(sleep[0], "sleep")
     assert.ok(pod.terminationGracePeriodSeconds * 1000 > drainMs + Number(sleep[1]) * 1000, `${w}: grace period > preStop + drain`)
@@ -269,7 +291,9 @@ files("k8s - a Deployment and a Service per worker: probes, ports, user, secrets
 files("k8s - the Ingress exposes only the portal, POST /routes and POST /positions; no health or metrics path, no catch-all", () => {
   const ing = kind("Ingress", "logiflow")
   assert.ok(ing, "Ingress logiflow")
-  const paths = ing.spec.rules.flatMap((r: Json) => r.http.paths.map((p: Json) => [p.path, p.pathType, p.backend.service.name, p.backend.service.port.name]))
+  const paths = ing.spec.rules.flatMap((r: Json) =>
+    r.http.paths.map((p: Json) => [p.path, p.pathType, p.backend.service.name, p.backend.service.port.name]),
+  )
   assert.equal(paths, [
     ["/", "Exact", "portal", "http"],
     ["/login", "Exact", "portal", "http"],
@@ -279,7 +303,10 @@ files("k8s - the Ingress exposes only the portal, POST /routes and POST /positio
     ["/positions", "Exact", "tracking", "http"],
   ])
   for (const [path, type] of paths) {
-    assert.not.ok(OPEN_PATHS.some((o) => o === path || (type === "Prefix" && o.startsWith(path === "/" ? "/" : `${path}/`))), `${path} (${type}) would expose ${OPEN_PATHS}`)
+    assert.not.ok(
+      OPEN_PATHS.some((o) => o === path || (type === "Prefix" && o.startsWith(path === "/" ? "/" : `${path}/`))),
+      `${path} (${type}) would expose ${OPEN_PATHS}`,
+    )
   }
   assert.ok(ing.spec.tls?.length, "TLS")
 })
@@ -289,8 +316,11 @@ files("k8s - a NetworkPolicy lets only the ingress controller's namespace and th
   assert.ok(np, "NetworkPolicy logiflow-workers")
   assert.equal(np.spec.podSelector, { matchLabels: { "app.kubernetes.io/part-of": "logiflow" } })
   assert.equal(np.spec.policyTypes, ["Ingress"])
-  assert.equal(np.spec.ingress, [{ from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "ingress-nginx" } } }, { podSelector: {} }] }])
-  for (const w of workerNames) assert.is(kind("Deployment", w).spec.template.metadata.labels["app.kubernetes.io/part-of"], "logiflow", `${w} is selected`)
+  assert.equal(np.spec.ingress, [
+    { from: [{ namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "ingress-nginx" } } }, { podSelector: {} }] },
+  ])
+  for (const w of workerNames)
+    assert.is(kind("Deployment", w).spec.template.metadata.labels["app.kubernetes.io/part-of"], "logiflow", `${w} is selected`)
 })
 
 files("k8s - the provision Job runs `logiflow provision --replicas 3` as admin", () => {
@@ -307,7 +337,8 @@ files("k8s - every variable a manifest sets is one the code reads", () => {
   const known = envReadByCode()
   for (const k of Object.keys(configMap)) assert.ok(known.has(k), `ConfigMap: ${k} is read by no code`)
   for (const d of k8s.filter((x) => x.kind === "Deployment" || x.kind === "Job"))
-    for (const e of d.spec.template.spec.containers[0].env) assert.ok(known.has(e.name), `${d.kind} ${d.metadata.name}: ${e.name} is read by no code`)
+    for (const e of d.spec.template.spec.containers[0].env)
+      assert.ok(known.has(e.name), `${d.kind} ${d.metadata.name}: ${e.name} is read by no code`)
   assert.is(configMap.STREAM_REPLICAS, "3")
 })
 
@@ -347,7 +378,13 @@ function kept(ignoreFile: string, path: string): boolean {
     if (!line || line.startsWith("#")) continue
     const negate = line.startsWith("!")
     const glob = negate ? line.slice(1) : line
-    const re = new RegExp(`^${glob.replace(/[.+^$()|[\]]/g, "\\$&").replace(/\*\*/g, "\u0000").replace(/\*/g, "[^/]*").replace(/\u0000/g, ".*")}$`)
+    const re = new RegExp(
+      `^${glob
+        .replace(/[.+^$()|[\]]/g, "\\$&")
+        .replace(/\*\*/g, "\u0000")
+        .replace(/\*/g, "[^/]*")
+        .replace(/\u0000/g, ".*")}$`,
+    )
     if (re.test(path)) keep = negate
   }
   return keep
@@ -388,7 +425,11 @@ files("Dockerfile - Node 20 slim, npm ci --omit=dev, non-root, HEALTHCHECK on /r
 
 files("Dockerfile - every package a worker or `logiflow provision` imports is a runtime dependency, so --omit=dev keeps it", () => {
   const deps = Object.keys(JSON.parse(read("package.json")).dependencies)
-  const pkgOf = (spec: string) => spec.split("/").slice(0, spec.startsWith("@") ? 2 : 1).join("/")
+  const pkgOf = (spec: string) =>
+    spec
+      .split("/")
+      .slice(0, spec.startsWith("@") ? 2 : 1)
+      .join("/")
   // follow the relative imports from what the containers run; build scripts beside them (npm run asyncapi) may use dev tools
   const seen = new Set<string>()
   const queue = [...workerNames.map((w) => `workers/${w}.ts`), "mesh/cli/main.ts"]
@@ -402,8 +443,8 @@ files("Dockerfile - every package a worker or `logiflow provision` imports is a 
       const spec = m[1]!
       if (spec.startsWith(".")) {
         if (spec.endsWith(".ts")) queue.push(join(f, "..", spec)) // a JSON import (contracts/asyncapi.json) has no imports
-      }
-      else if (!spec.startsWith("node:")) assert.ok(deps.includes(pkgOf(spec)), `${f} imports ${spec}, which is not in package.json dependencies`)
+      } else if (!spec.startsWith("node:"))
+        assert.ok(deps.includes(pkgOf(spec)), `${f} imports ${spec}, which is not in package.json dependencies`)
     }
   }
   assert.ok(seen.has("mesh/worker.ts") && seen.has("contracts/topology.ts"), "the walk reached the runtime")
@@ -419,35 +460,38 @@ files("Dockerfile.deno - Deno 2, non-root, the same workers and health check", (
   checkCopies("deploy/Dockerfile.deno")
 })
 
-files("healthcheck.mjs - without <NAME>_PORT it asks the port of the worker's spec, from the ports.json the image build writes", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "logiflow-health-"))
-  try {
-    copyFileSync(join(DEPLOY, "healthcheck.mjs"), join(dir, "healthcheck.mjs"))
-    const ports = spawnSync(process.execPath, ["--import", "tsx", join(DEPLOY, "ports.ts")], { encoding: "utf8" })
-    assert.is(ports.status, 0, ports.stderr)
-    writeFileSync(join(dir, "ports.json"), ports.stdout)
-    assert.equal(JSON.parse(ports.stdout), DEFAULT_PORTS)
-    // a server that answers /readyz 200 on a free port, named by <NAME>_PORT: healthy; without it the spec's port
-    const server = createServer((_q, r) => r.end("{}")).listen(0, "127.0.0.1")
-    await new Promise((r) => server.once("listening", r))
-    const port = (server.address() as AddressInfo).port
-    const run = (env: Record<string, string>) =>
-      new Promise<{ status: number | null; stderr: string }>((resolve) => {
-        const c = spawn(process.execPath, [join(dir, "healthcheck.mjs")], { env: { PATH: process.env.PATH!, ...env } })
-        let stderr = ""
-        c.stderr.on("data", (b) => (stderr += b))
-        c.on("exit", (status) => resolve({ status, stderr }))
-      })
-    assert.is((await run({ WORKER: "invoice", INVOICE_PORT: String(port) })).status, 0)
-    const fallback = await run({ WORKER: "invoice", INVOICE_PORT: "" })
-    server.close()
-    assert.is(fallback.status, 1)
-    assert.match(fallback.stderr, new RegExp(`:${DEFAULT_PORTS.invoice}/readyz`))
-    assert.match((await run({ WORKER: "nobody" })).stderr, /unknown WORKER "nobody"/)
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
-})
+files(
+  "healthcheck.mjs - without <NAME>_PORT it asks the port of the worker's spec, from the ports.json the image build writes",
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "logiflow-health-"))
+    try {
+      copyFileSync(join(DEPLOY, "healthcheck.mjs"), join(dir, "healthcheck.mjs"))
+      const ports = spawnSync(process.execPath, ["--import", "tsx", join(DEPLOY, "ports.ts")], { encoding: "utf8" })
+      assert.is(ports.status, 0, ports.stderr)
+      writeFileSync(join(dir, "ports.json"), ports.stdout)
+      assert.equal(JSON.parse(ports.stdout), DEFAULT_PORTS)
+      // a server that answers /readyz 200 on a free port, named by <NAME>_PORT: healthy; without it the spec's port
+      const server = createServer((_q, r) => r.end("{}")).listen(0, "127.0.0.1")
+      await new Promise((r) => server.once("listening", r))
+      const port = (server.address() as AddressInfo).port
+      const run = (env: Record<string, string>) =>
+        new Promise<{ status: number | null; stderr: string }>((resolve) => {
+          const c = spawn(process.execPath, [join(dir, "healthcheck.mjs")], { env: { PATH: process.env.PATH!, ...env } })
+          let stderr = ""
+          c.stderr.on("data", (b) => (stderr += b))
+          c.on("exit", (status) => resolve({ status, stderr }))
+        })
+      assert.is((await run({ WORKER: "invoice", INVOICE_PORT: String(port) })).status, 0)
+      const fallback = await run({ WORKER: "invoice", INVOICE_PORT: "" })
+      server.close()
+      assert.is(fallback.status, 1)
+      assert.match(fallback.stderr, new RegExp(`:${DEFAULT_PORTS.invoice}/readyz`))
+      assert.match((await run({ WORKER: "nobody" })).stderr, /unknown WORKER "nobody"/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  },
+)
 
 // ---- NATS configs ------------------------------------------------------------------------------------------
 
@@ -496,18 +540,20 @@ files("nats - accounts.conf is nats.conf's accounts block (or nats.conf includes
 // not registered without the plugin, rather than files.skip: test/run.ts subtracts uvu's skipped count from a total
 // that already leaves skips out, and would print "-1 failed"
 const composeCli = spawnSync("docker", ["compose", "version"], { encoding: "utf8" }).status === 0
-if (!composeCli) console.log("deploy.test: `docker compose` (the compose plugin) is not installed here: not running `docker compose config`")
-else files("compose - docker compose config accepts the file with every password set", () => {
-  // --env-file /dev/null: a developer's deploy/.env must not decide either outcome
-  const config = ["compose", "--env-file", "/dev/null", "-f", join(DEPLOY, "compose.yaml"), "config", "--quiet"]
-  const r = spawnSync("docker", config, {
-    env: { ...process.env, ...passwordEnv },
-    encoding: "utf8",
+if (!composeCli)
+  console.log("deploy.test: `docker compose` (the compose plugin) is not installed here: not running `docker compose config`")
+else
+  files("compose - docker compose config accepts the file with every password set", () => {
+    // --env-file /dev/null: a developer's deploy/.env must not decide either outcome
+    const config = ["compose", "--env-file", "/dev/null", "-f", join(DEPLOY, "compose.yaml"), "config", "--quiet"]
+    const r = spawnSync("docker", config, {
+      env: { ...process.env, ...passwordEnv },
+      encoding: "utf8",
+    })
+    assert.is(r.status, 0, r.stderr)
+    const bare = spawnSync("docker", config, { env: { PATH: process.env.PATH }, encoding: "utf8" })
+    assert.is.not(bare.status, 0, "refuses without passwords")
   })
-  assert.is(r.status, 0, r.stderr)
-  const bare = spawnSync("docker", config, { env: { PATH: process.env.PATH }, encoding: "utf8" })
-  assert.is.not(bare.status, 0, "refuses without passwords")
-})
 
 files.run()
 
@@ -536,14 +582,21 @@ live.after(async () => {
 
 const replicaState = async (stream: string) => {
   const si = await jsm.streams.info(stream)
-  return { replicas: si.config.num_replicas, leader: si.cluster?.leader, followers: si.cluster?.replicas ?? [], messages: si.state.messages }
+  return {
+    replicas: si.config.num_replicas,
+    leader: si.cluster?.leader,
+    followers: si.cluster?.replicas ?? [],
+    messages: si.state.messages,
+  }
 }
 
 live("cluster - three nodes agree on one JetStream meta leader", async () => {
   assert.is(cluster.nodes.length, 3)
   assert.ok(["n1", "n2", "n3"].includes(cluster.leader))
   for (const n of cluster.nodes) {
-    const jsz = (await (await fetch(`http://127.0.0.1:${n.monitorPort}/jsz`)).json()) as { meta_cluster: { leader: string; cluster_size: number } }
+    const jsz = (await (await fetch(`http://127.0.0.1:${n.monitorPort}/jsz`)).json()) as {
+      meta_cluster: { leader: string; cluster_size: number }
+    }
     assert.is(jsz.meta_cluster.leader, cluster.leader)
     assert.is(jsz.meta_cluster.cluster_size, 3)
   }
@@ -553,7 +606,7 @@ live("cluster - provision at R3, 100 events: ROUTING has a leader and two curren
   await provision(nc, topology({ replicas: 3 }))
   const js = jetstream(nc)
   for (let i = 0; i < 100; i++) {
-    const ack = await publishEvent(js, "RouteCalculated", route(i), { id: `cluster-${i}`, source: "logiflow/test"})
+    const ack = await publishEvent(js, "RouteCalculated", route(i), { id: `cluster-${i}`, source: "logiflow/test" })
     assert.is(ack.stream, "ROUTING")
   }
   const s = await waitUntil(
@@ -572,8 +625,15 @@ live("cluster - provision at R3, 100 events: ROUTING has a leader and two curren
 
 live("cluster - a worker under its own user works through the three URLs, and the image health check sees it ready", async () => {
   const port = await freePort()
-  const env = { NATS_URL: cluster.urls.join(","), NATS_USER: "invoice", NATS_PASSWORD: passwordEnv.INVOICE_PASSWORD, INVOICE_PORT: String(port), STREAM_REPLICAS: "3" }
-  const health = () => spawnSync(process.execPath, [join(DEPLOY, "healthcheck.mjs")], { env: { ...env, WORKER: "invoice" }, encoding: "utf8" })
+  const env = {
+    NATS_URL: cluster.urls.join(","),
+    NATS_USER: "invoice",
+    NATS_PASSWORD: passwordEnv.INVOICE_PASSWORD,
+    INVOICE_PORT: String(port),
+    STREAM_REPLICAS: "3",
+  }
+  const health = () =>
+    spawnSync(process.execPath, [join(DEPLOY, "healthcheck.mjs")], { env: { ...env, WORKER: "invoice" }, encoding: "utf8" })
   assert.is(health().status, 1, "not running yet: unhealthy")
   const invoice = spawnTs("workers/invoice.ts", env)
   try {
@@ -601,7 +661,7 @@ live("cluster - with the ROUTING leader's node stopped, a new leader takes over 
     },
     { timeoutMs: 20_000, what: "a new ROUTING leader" },
   )
-  const ack = await publishEvent(js, "RouteCalculated", route(100), { id: "cluster-100", source: "logiflow/test"})
+  const ack = await publishEvent(js, "RouteCalculated", route(100), { id: "cluster-100", source: "logiflow/test" })
   assert.is(ack.seq, 101)
   assert.is(after.replicas, 3)
   await victim.restart()

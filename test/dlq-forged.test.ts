@@ -42,13 +42,15 @@ test.after(async () => {
   await server.close()
 })
 
-const send = (r: RouteCalculated) => publishEvent(jetstream(admin), "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/routing" })
+const send = (r: RouteCalculated) =>
+  publishEvent(jetstream(admin), "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/routing" })
 const api = async (path: string, method = "GET") => {
   const r = await fetch(ops.url + path, { method, headers: testAuth().operator.headers })
   return { status: r.status, body: (await r.json()) as any }
 }
 const entries = async (): Promise<DlqEntry[]> => (await api("/api/dlq")).body.entries
-const refusedCount = async () => Number(/^logiflow_ops_dlq_refused_total (\d+)/m.exec(await fetch(`${ops.url}/metrics`).then((r) => r.text()))?.[1] ?? 0)
+const refusedCount = async () =>
+  Number(/^logiflow_ops_dlq_refused_total (\d+)/m.exec(await fetch(`${ops.url}/metrics`).then((r) => r.text()))?.[1] ?? 0)
 const invoicesOf = async (routeId: string) => {
   const m = await jsm.streams.getMessage("INVOICE", { last_by_subj: subjectOf("InvoiceGenerated", routeId) })
   return m ? 1 : 0
@@ -76,7 +78,16 @@ test("forged - headers naming another consumer, a body unlike its original, a st
   const rjs = jetstream(rogue)
   try {
     const original = (await jsm.streams.getMessage("ROUTING", { seq: a2.seq }))!
-    const entry = deadLetter({ stream: "ROUTING", seq: a2.seq, consumer: "invoice", subject: original.subject, headers: original.header, data: original.data, deliveries: 5, reason: "forged" })
+    const entry = deadLetter({
+      stream: "ROUTING",
+      seq: a2.seq,
+      consumer: "invoice",
+      subject: original.subject,
+      headers: original.header,
+      data: original.data,
+      deliveries: 5,
+      reason: "forged",
+    })
     // 1. headers that claim the tracking consumer, on invoice's own subject
     await rjs.publish(entry.subject, entry.data, { msgID: "forge-1", headers: copy(entry.headers, { [DLQ.consumer]: "tracking" }) })
     // 2. the right headers, another body: a route nobody ever recorded
@@ -85,10 +96,15 @@ test("forged - headers naming another consumer, a body unlike its original, a st
     // 3. a stream invoice does not read
     await rjs.publish("dlq.TRACKING.invoice", entry.data, { msgID: "forge-3", headers: copy(entry.headers, { [DLQ.stream]: "TRACKING" }) })
     // and another worker's subject is denied by the server outright
-    const denied = await rjs.publish("dlq.ROUTING.tracking", entry.data, { msgID: "forge-4", headers: entry.headers }).then(() => "stored", (e: Error) => e.constructor.name)
+    const denied = await rjs.publish("dlq.ROUTING.tracking", entry.data, { msgID: "forge-4", headers: entry.headers }).then(
+      () => "stored",
+      (e: Error) => e.constructor.name,
+    )
     assert.is.not(denied, "stored")
     await waitUntil(async () => (await refusedCount()) === 3, { what: "three refusals" })
-    assert.ok(ops.lines.some((l) => l.includes('"msg":"dead letter refused; not indexed"') && l.includes("headers naming ROUTING/tracking")))
+    assert.ok(
+      ops.lines.some((l) => l.includes('"msg":"dead letter refused; not indexed"') && l.includes("headers naming ROUTING/tracking")),
+    )
     assert.ok(ops.lines.some((l) => l.includes("its body differs from the original's")))
     assert.ok(ops.lines.some((l) => l.includes("no worker consumes TRACKING as invoice")))
     // 4. a genuine copy of a real route it reads: an entry, under invoice, whatever it was filed for
@@ -125,7 +141,16 @@ test("replay - what a worker filed reaches only its REPLAY consumer; a replayed 
   const body = new TextEncoder().encode(JSON.stringify(route(4, { routeId: "replay-wrong", truckId: "truck-4" })))
   const h = (subject?: string) => {
     const x = natsHeaders()
-    for (const [k, v] of Object.entries({ "ce-specversion": "1.0", "ce-id": "routing:replay-wrong", "ce-source": "logiflow/routing", "ce-type": "logiflow.routing.RouteCalculated.v1", "ce-time": new Date().toISOString(), "ce-subject": "truck-4", "content-type": "application/json" })) x.set(k, v)
+    for (const [k, v] of Object.entries({
+      "ce-specversion": "1.0",
+      "ce-id": "routing:replay-wrong",
+      "ce-source": "logiflow/routing",
+      "ce-type": "logiflow.routing.RouteCalculated.v1",
+      "ce-time": new Date().toISOString(),
+      "ce-subject": "truck-4",
+      "content-type": "application/json",
+    }))
+      x.set(k, v)
     x.set(REPLAY.of, "ROUTING.invoice.1")
     x.set(REPLAY.stream, "ROUTING")
     x.set(REPLAY.seq, String(ack.seq))
@@ -139,7 +164,8 @@ test("replay - what a worker filed reaches only its REPLAY consumer; a replayed 
   await waitUntil(async () => (await jsm.streams.info("DLQ")).state.messages === before + 3, { what: "three wrong-subject dead letters" })
   const info = await jsm.streams.info("DLQ")
   const reasons = []
-  for (let seq = before + 1; seq <= info.state.last_seq; seq++) reasons.push((await jsm.streams.getMessage("DLQ", { seq }))!.header.get(DLQ.reason))
+  for (let seq = before + 1; seq <= info.state.last_seq; seq++)
+    reasons.push((await jsm.streams.getMessage("DLQ", { seq }))!.header.get(DLQ.reason))
   assert.equal(reasons, ["wrong-subject", "wrong-subject", "wrong-subject"])
   assert.ok(invoice.lines.some((l) => l.includes("arrived on routing.events.RouteCalculated.truck-2")))
   assert.ok(invoice.lines.some((l) => l.includes("arrived on replay.invoice.ROUTING without its original subject")))

@@ -39,14 +39,16 @@ async function startFailing(env: Record<string, string> = {}): Promise<Child> {
   return child
 }
 
-const send = (r: RouteCalculated) => publishEvent(f.js, "RouteCalculated", r, { id: `rc-${r.routeId}-${crypto.randomUUID()}`, source: "logiflow/test" })
+const send = (r: RouteCalculated) =>
+  publishEvent(f.js, "RouteCalculated", r, { id: `rc-${r.routeId}-${crypto.randomUUID()}`, source: "logiflow/test" })
 
 async function api(base: string, path: string, method = "GET"): Promise<{ status: number; body: any }> {
   const r = await fetch(base + path, { method, headers: testAuth().operator.headers })
   return { status: r.status, body: await r.json() }
 }
 const entries = async (base: string): Promise<DlqEntry[]> => (await api(base, "/api/dlq")).body.entries
-const untilEntries = (base: string, n: number) => waitUntil(async () => ((await entries(base)).length >= n ? entries(base) : null), { timeoutMs: 30_000, what: `${n} DLQ entries` })
+const untilEntries = (base: string, n: number) =>
+  waitUntil(async () => ((await entries(base)).length >= n ? entries(base) : null), { timeoutMs: 30_000, what: `${n} DLQ entries` })
 
 /** Every message of a stream: subject, headers, body. */
 async function all(stream: string) {
@@ -80,10 +82,17 @@ test("ops' own consumers - indexing that fails is retried past any max deliverie
   // the bucket ops indexes into disappears: every attempt to index fails until it is back
   await f.jsm.streams.delete("KV_dlq-entries")
   const ack = await send(route(1, { customerId: "nobody" }))
-  await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_failures_total{stream="DLQ"}')) >= 8, { timeoutMs: 20_000, what: "8 failed attempts" })
+  await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_failures_total{stream="DLQ"}')) >= 8, {
+    timeoutMs: 20_000,
+    what: "8 failed attempts",
+  })
   await ops.waitFor(/"msg":"could not handle; retrying, never dead-lettered".*"stream":"DLQ"/)
   const dlq = await all("DLQ")
-  assert.equal(dlq.map((m) => m.subject), ["dlq.ROUTING.invoice"], "the worker's entry only: nothing on dlq.DLQ.ops or dlq.ADVISORIES.ops")
+  assert.equal(
+    dlq.map((m) => m.subject),
+    ["dlq.ROUTING.invoice"],
+    "the worker's entry only: nothing on dlq.DLQ.ops or dlq.ADVISORIES.ops",
+  )
   assert.is(await maxDeliveriesAdvisories(), 0, "the server never gave up on ops' consumer")
   await provision(f.nc, topology(), { streams: () => false, consumers: () => false, buckets: (b) => b.bucket === "dlq-entries" })
   const [entry] = await untilEntries(ops.url, 1)
@@ -110,7 +119,10 @@ test("DLQ refusing on the final delivery - the worker holds its message, files i
   assert.is(entry!.id, `ROUTING.invoice.${ack.seq}`)
   assert.is(entry!.reason, "no-tariff")
   assert.is(entry!.deliveries, 2)
-  assert.equal((await all("DLQ")).map((m) => m.subject), ["dlq.filler.x", "dlq.ROUTING.invoice"])
+  assert.equal(
+    (await all("DLQ")).map((m) => m.subject),
+    ["dlq.filler.x", "dlq.ROUTING.invoice"],
+  )
   assert.is(await maxDeliveriesAdvisories(), 0)
 })
 
@@ -121,7 +133,10 @@ test("DLQ refusing, worker gives up - ops files from the advisory, retrying whil
   const ack = await send(route(3, { customerId: "nobody" }))
   await w.waitFor(/"msg":"dead-letter publish failed; message handed back to the server".*"deliveries"|"msg":"dead-letter publish failed/)
   await waitUntil(async () => (await maxDeliveriesAdvisories()) === 1, { what: "the MAX_DELIVERIES advisory" })
-  await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_failures_total{stream="ADVISORIES"}')) >= 5, { timeoutMs: 20_000, what: "ops retrying the advisory" })
+  await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_failures_total{stream="ADVISORIES"}')) >= 5, {
+    timeoutMs: 20_000,
+    what: "ops retrying the advisory",
+  })
   await ops.waitFor(/"msg":"could not handle; retrying, never dead-lettered".*"stream":"ADVISORIES"/)
   assert.ok(await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq }), "the original is in its stream while nothing could be filed")
   assert.is((await all("DLQ")).length, 1, "the filler only")
@@ -132,7 +147,11 @@ test("DLQ refusing, worker gives up - ops files from the advisory, retrying whil
   assert.is(entry!.id, `ROUTING.invoice.${ack.seq}`)
   assert.is(entry!.reason, "max-deliveries")
   assert.match(entry!.error, /the DLQ refused its own entry/)
-  assert.equal((await all("DLQ")).map((m) => m.subject), ["dlq.filler.x", "dlq.ROUTING.invoice"], "never an entry of ops itself")
+  assert.equal(
+    (await all("DLQ")).map((m) => m.subject),
+    ["dlq.filler.x", "dlq.ROUTING.invoice"],
+    "never an entry of ops itself",
+  )
   assert.ok(await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq }))
 })
 
@@ -197,16 +216,40 @@ test("effect stored - an advisory for a route already invoiced files nothing; a 
   await w.waitFor(/"msg":"invoiced".*"route-6"/)
   await waitUntil(async () => (await f.jsm.streams.info("INVOICE")).state.messages === 1, { what: "the invoice" })
   // a crash between the invoice's publish and the ack, on the final delivery: the server advises, ops finds the invoice
-  const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "invoice", stream_seq: ack.seq, deliveries: 2 }
+  const advisory = {
+    type: "io.nats.jetstream.advisory.v1.max_deliver",
+    stream: "ROUTING",
+    consumer: "invoice",
+    stream_seq: ack.seq,
+    deliveries: 2,
+  }
   await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
-  await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_advisories_total{outcome="effect-stored"}')) === 1, { what: "the advisory handled" })
+  await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_advisories_total{outcome="effect-stored"}')) === 1, {
+    what: "the advisory handled",
+  })
   assert.is((await f.jsm.streams.info("DLQ")).state.messages, 0, "nothing filed")
   // the worker's own dead letter after a lost publish ack: the invoice is there, so the failure is resolved
   const original = (await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq }))!
-  await publishDeadLetter(f.js, { stream: "ROUTING", seq: ack.seq, consumer: "invoice", subject: original.subject, headers: original.header, data: original.data, deliveries: 2, reason: "max-deliveries", error: "publish ack lost" })
+  await publishDeadLetter(f.js, {
+    stream: "ROUTING",
+    seq: ack.seq,
+    consumer: "invoice",
+    subject: original.subject,
+    headers: original.header,
+    data: original.data,
+    deliveries: 2,
+    reason: "max-deliveries",
+    error: "publish ack lost",
+  })
   const [entry] = await untilEntries(ops.url, 1)
   assert.is(entry!.state, "resolved")
-  assert.equal(entry!.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["resolved", "ops"]])
+  assert.equal(
+    entry!.history.map((h) => [h.action, h.by]),
+    [
+      ["dead-lettered", "invoice"],
+      ["resolved", "ops"],
+    ],
+  )
   assert.match(entry!.history[1]!.note!, /invoice\.events\.InvoiceGenerated\.route-6 holds it \(INVOICE seq 1\)/)
   assert.is((await api(ops.url, "/api/status")).body.dlq.open, 0)
   const replay = await api(ops.url, `/api/dlq/${entry!.id}/replay`, "POST")

@@ -38,14 +38,29 @@ let invoice: Child
 let routingPort: number
 
 const leafnodes = (server: Natsd) =>
-  fetch(`http://127.0.0.1:${server.monitorPort}/leafz`).then((r) => r.json() as Promise<{ leafnodes: number }>, () => ({ leafnodes: -1 }))
+  fetch(`http://127.0.0.1:${server.monitorPort}/leafz`).then(
+    (r) => r.json() as Promise<{ leafnodes: number }>,
+    () => ({ leafnodes: -1 }),
+  )
 
 test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), "logiflow-edge-"))
   const leafPort = await freePort()
   const onLog = process.env.TEST_VERBOSE ? (l: string) => console.log(`[natsd] ${l}`) : undefined
-  hub = await startNatsd({ config: await render("hub.conf", dir, leafPort), port: await freePort(), monitorPort: await freePort(), storeDir: join(dir, "hub"), onLog })
-  edge = await startNatsd({ config: await render("edge.conf", dir, leafPort), port: await freePort(), monitorPort: await freePort(), storeDir: join(dir, "edge"), onLog })
+  hub = await startNatsd({
+    config: await render("hub.conf", dir, leafPort),
+    port: await freePort(),
+    monitorPort: await freePort(),
+    storeDir: join(dir, "hub"),
+    onLog,
+  })
+  edge = await startNatsd({
+    config: await render("edge.conf", dir, leafPort),
+    port: await freePort(),
+    monitorPort: await freePort(),
+    storeDir: join(dir, "edge"),
+    onLog,
+  })
   await waitUntil(async () => (await leafnodes(edge)).leafnodes === 1, { what: "the edge's leafnode link to the hub" })
   hubNc = await connectTo(hub)
   edgeNc = await connectTo(edge)
@@ -103,25 +118,43 @@ const posted: string[] = []
 /** `logiflow provision --edge <role>` against `server`, as documented in deploy/edge/README.md; its output lines. */
 async function provisionCli(role: string, server: Natsd): Promise<string[]> {
   const out: string[] = []
-  await commands.provision!.run(["--edge", role], { out: (l) => out.push(l), connect: () => connect({ name: "admin", url: server.url }), debug: false })
+  await commands.provision!.run(["--edge", role], {
+    out: (l) => out.push(l),
+    connect: () => connect({ name: "admin", url: server.url }),
+    debug: false,
+  })
   return out
 }
 
 test("topology - edge: EDGE_ROUTING, routing's bucket and heartbeats, no consumers; hub: as without edge, ROUTING also sourcing EDGE_ROUTING", () => {
   const plain = topology()
   const atEdge = topology({ edge: { role: "edge" } })
-  assert.equal(atEdge.streams.map((s) => [s.name, s.subjects]), [[EDGE_ROUTING, ["routing.events.RouteCalculated.*"]]])
+  assert.equal(
+    atEdge.streams.map((s) => [s.name, s.subjects]),
+    [[EDGE_ROUTING, ["routing.events.RouteCalculated.*"]]],
+  )
   assert.equal(atEdge.consumers, [])
-  assert.equal(atEdge.buckets.map((b) => b.bucket), ["routing-requests", "heartbeats"])
+  assert.equal(
+    atEdge.buckets.map((b) => b.bucket),
+    ["routing-requests", "heartbeats"],
+  )
   const hubSide = topology({ edge: { role: "hub" } })
   assert.equal(hubSide.streams.find((s) => s.name === "ROUTING")!.sources, [{ name: EDGE_ROUTING, domain: "edge" }])
-  assert.equal(hubSide.streams.map(({ sources: _, ...s }) => s), plain.streams)
+  assert.equal(
+    hubSide.streams.map(({ sources: _, ...s }) => s),
+    plain.streams,
+  )
   assert.equal([hubSide.consumers, hubSide.buckets], [plain.consumers, plain.buckets])
   assert.equal(topology({ edge: { role: "hub", domain: "depot7" } }).streams[0]!.sources, [{ name: EDGE_ROUTING, domain: "depot7" }])
 })
 
 test("provisioning: the edge holds EDGE_ROUTING and routing's bucket only; the hub's ROUTING sources it from domain edge", async () => {
-  assert.equal(await provisionCli("edge", edge), ["created   stream   EDGE_ROUTING", "created   bucket   routing-requests", "created   bucket   heartbeats", "3 resources, 3 changed"])
+  assert.equal(await provisionCli("edge", edge), [
+    "created   stream   EDGE_ROUTING",
+    "created   bucket   routing-requests",
+    "created   bucket   heartbeats",
+    "3 resources, 3 changed",
+  ])
   const hubOut = await provisionCli("hub", hub)
   assert.ok(hubOut.includes("created   stream   ROUTING"), hubOut.join("\n"))
   const routingConfig = (await hubJsm.streams.info("ROUTING")).config
@@ -159,10 +192,16 @@ test("routes posted at the edge reach the hub's ROUTING through the source only,
   posted.push(first.routeId!)
   for (const id of posted) assert.match(id, /^edge1-[0-9a-f]{8}-/)
 
-  await waitUntil(async () => (await count(hubJsm, "ROUTING")) >= posted.length, { timeoutMs: 30_000, what: "the hub's ROUTING to source 5 routes" })
+  await waitUntil(async () => (await count(hubJsm, "ROUTING")) >= posted.length, {
+    timeoutMs: 30_000,
+    what: "the hub's ROUTING to source 5 routes",
+  })
   await invoiceSettled()
   const hubRoutes = await all(hubJsm, "ROUTING")
-  assert.equal(hubRoutes.map((m) => m.json<RouteCalculated>().routeId), posted)
+  assert.equal(
+    hubRoutes.map((m) => m.json<RouteCalculated>().routeId),
+    posted,
+  )
   // every copy on the hub came through the source: the deny lists kept the hub from capturing edge publishes live
   for (const m of hubRoutes) assert.match(m.header.get("Nats-Stream-Source"), new RegExp(`^${EDGE_ROUTING}\\b`))
   assert.equal((await all(hubJsm, "INVOICE")).map((m) => m.json<InvoiceGenerated>().routeId).sort(), [...posted].sort())
@@ -173,7 +212,10 @@ test("routes posted at the edge reach the hub's ROUTING through the source only,
   assert.is(await count(hubJsm, "KV_routing-requests"), 0)
   // the edge site has its own heartbeats bucket: its routing shows up there (and logged no heartbeat warning)
   assert.ok((await count(edgeJsm, "KV_heartbeats")) >= 1, "routing's heartbeat at the edge")
-  assert.not.ok(routing.lines.some((l) => l.includes("cannot write heartbeats")), "no heartbeat warning")
+  assert.not.ok(
+    routing.lines.some((l) => l.includes("cannot write heartbeats")),
+    "no heartbeat warning",
+  )
 })
 
 test("link cut: the hub stopped, the edge answers 202 to every route; back on the same ports and store, the hub gets each once", async () => {
@@ -197,11 +239,17 @@ test("link cut: the hub stopped, the edge answers 202 to every route; back on th
     every: 250,
     what: `the hub's ROUTING to catch up to ${posted.length} routes`,
   })
-  await waitUntil(async () => (await count(hubJsm, "INVOICE").catch(() => 0)) >= posted.length, { timeoutMs: 30_000, what: `${posted.length} invoices` })
+  await waitUntil(async () => (await count(hubJsm, "INVOICE").catch(() => 0)) >= posted.length, {
+    timeoutMs: 30_000,
+    what: `${posted.length} invoices`,
+  })
   await invoiceSettled()
 
   // no dup, no gap, in the edge's order
-  assert.equal((await all(hubJsm, "ROUTING")).map((m) => m.json<RouteCalculated>().routeId), posted)
+  assert.equal(
+    (await all(hubJsm, "ROUTING")).map((m) => m.json<RouteCalculated>().routeId),
+    posted,
+  )
   const invoices = (await all(hubJsm, "INVOICE")).map((m) => m.json<InvoiceGenerated>())
   assert.is(invoices.length, posted.length)
   assert.equal(invoices.map((i) => i.routeId).sort(), [...posted].sort())

@@ -29,7 +29,8 @@ async function startInvoice(o: Partial<WorkerOptions>): Promise<Running> {
   return r
 }
 
-const send = (i: number, over = {}) => publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test" })
+const send = (i: number, over = {}) =>
+  publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test" })
 const advisory = (subject: string) => f.jsm.streams.getMessage("ADVISORIES", { last_by_subj: subject }).catch(() => null)
 const gapsOf = (ts: number[]) => ts.slice(1).map((t, i) => t - ts[i]!)
 
@@ -45,14 +46,23 @@ if (!why) {
       },
     })
     const sent = await send(1, { customerId: "nobody" })
-    const terminated = await waitUntil(() => advisory("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ROUTING.invoice"), { what: "the MSG_TERMINATED advisory" })
+    const terminated = await waitUntil(() => advisory("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ROUTING.invoice"), {
+      what: "the MSG_TERMINATED advisory",
+    })
     const a = terminated.json<{ type: string; stream: string; consumer: string; stream_seq: number; deliveries: number; reason: string }>()
-    assert.equal([a.type, a.stream, a.consumer, a.stream_seq, a.deliveries, a.reason], ["io.nats.jetstream.advisory.v1.terminated", "ROUTING", "invoice", sent.seq, 1, "no-tariff"])
+    assert.equal(
+      [a.type, a.stream, a.consumer, a.stream_seq, a.deliveries, a.reason],
+      ["io.nats.jetstream.advisory.v1.terminated", "ROUTING", "invoice", sent.seq, 1, "no-tariff"],
+    )
     const dlq = (await f.jsm.streams.getMessage("DLQ", { seq: 1 }))!
     assert.is(dlq.header.get(DLQ.reason), "no-tariff", "the entry keeps the reason too")
     await sleep(1500)
     const info = await f.jsm.consumers.info("ROUTING", "invoice")
-    assert.equal([calls, info.num_redelivered, info.num_ack_pending, info.ack_floor.stream_seq], [1, 0, 0, sent.seq], "terminated: never delivered again")
+    assert.equal(
+      [calls, info.num_redelivered, info.num_ack_pending, info.ack_floor.stream_seq],
+      [1, 0, 0, sent.seq],
+      "terminated: never delivered again",
+    )
   })
 
   test("backoff - a hung handler's message comes back after ack_wait × 1, 2, 4 (server-side), where every redelivery used to wait ack_wait", async () => {
@@ -67,13 +77,18 @@ if (!why) {
       },
     })
     const c = await f.jsm.consumers.info("ROUTING", "invoice")
-    assert.equal([c.config.ack_wait, c.config.backoff, c.config.max_deliver], [nanos(1000), serverBackoff(1, 4).map((s) => nanos(s * 1000)), 4])
+    assert.equal(
+      [c.config.ack_wait, c.config.backoff, c.config.max_deliver],
+      [nanos(1000), serverBackoff(1, 4).map((s) => nanos(s * 1000)), 4],
+    )
     await send(1)
     await waitUntil(() => starts.length >= 4 || null, { timeoutMs: 15_000, what: "four deliveries" })
     const gaps = gapsOf(starts)
     // a redelivery may wait in its key's lane until the worker's ack_wait sweep lets the hung one go (≤ 0.5 s), and
     // the next gap is that much shorter: each gap within 0.6 s of its wait, and the sum exact to 0.5 s
-    ;[1000, 2000, 4000].forEach((wait, i) => assert.ok(Math.abs(gaps[i]! - wait) < 600, `gap ${i + 1}: ${gaps[i]} ms, wanted ${wait} (gaps ${gaps.join(", ")})`))
+    ;[1000, 2000, 4000].forEach((wait, i) =>
+      assert.ok(Math.abs(gaps[i]! - wait) < 600, `gap ${i + 1}: ${gaps[i]} ms, wanted ${wait} (gaps ${gaps.join(", ")})`),
+    )
     assert.ok(Math.abs(starts[3]! - starts[0]! - 7000) < 500, `from first to fourth: ${starts[3]! - starts[0]!} ms, wanted 7000`)
     await sleep(1500)
     assert.is(starts.length, 4, "max_deliver 4: no fifth")
@@ -95,12 +110,17 @@ if (!why) {
     await waitUntil(() => starts.length >= 5 || null, { timeoutMs: 10_000, what: "five deliveries" })
     const gaps = gapsOf(starts)
     // a plain nak(delay) would wait delay + backoff[n − 1] − ack_wait: 200, 1400, 3800, 8600 ms
-    ;[200, 400, 800, 1600].forEach((want, i) => assert.ok(gaps[i]! >= want - 20 && gaps[i]! < want + 300, `gap ${i + 1}: ${gaps[i]} ms, wanted ${want} (gaps ${gaps.join(", ")})`))
+    ;[200, 400, 800, 1600].forEach((want, i) =>
+      assert.ok(gaps[i]! >= want - 20 && gaps[i]! < want + 300, `gap ${i + 1}: ${gaps[i]} ms, wanted ${want} (gaps ${gaps.join(", ")})`),
+    )
     const dlq = await waitUntil(() => f.jsm.streams.getMessage("DLQ", { seq: 1 }).catch(() => null), { what: "the DLQ entry" })
     assert.equal([dlq.header.get(DLQ.reason), dlq.header.get(DLQ.deliveries)], ["max-deliveries", "5"])
     // the correction, as the worker computes it: exact on the first delivery, backoff[n − 1] − ack_wait less after
     const s = { ackWaitMs: 1000, backoffMs: [1000, 2000, 4000, 8000] }
-    assert.equal([1, 2, 3, 4, 5, 9].map((n) => nakDelay(500, n, s)), [500, -500, -2500, -6500, -6500, -6500])
+    assert.equal(
+      [1, 2, 3, 4, 5, 9].map((n) => nakDelay(500, n, s)),
+      [500, -500, -2500, -6500, -6500, -6500],
+    )
     assert.is(nakDelay(500, 3, { ackWaitMs: 30_000, backoffMs: [] }), 500)
   })
 
@@ -121,7 +141,9 @@ if (!why) {
       },
     })
     await send(1, { customerId: "nobody" })
-    const terminated = await waitUntil(() => advisory("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ROUTING.invoice"), { what: "MSG_TERMINATED stored" })
+    const terminated = await waitUntil(() => advisory("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ROUTING.invoice"), {
+      what: "MSG_TERMINATED stored",
+    })
     await sleep(500)
     assert.equal(seen.length, 0, "not delivered to ops")
     const before = await f.jsm.consumers.info("ADVISORIES", "ops")
@@ -136,17 +158,38 @@ if (!why) {
 
   test("filter_subjects - provision moves an ops consumer made with the old single filter (>) to filter_subjects in place, keeping its position", async () => {
     await f.jsm.consumers.delete("ADVISORIES", "ops")
-    await f.jsm.consumers.add("ADVISORIES", { durable_name: "ops", filter_subject: ">", ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, ack_wait: nanos(30_000), max_deliver: 5 })
-    await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.PAUSE.ROUTING.invoice", JSON.stringify({ type: "io.nats.jetstream.advisory.v1.consumer_pause" }))
+    await f.jsm.consumers.add("ADVISORIES", {
+      durable_name: "ops",
+      filter_subject: ">",
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(30_000),
+      max_deliver: 5,
+    })
+    await f.js.publish(
+      "$JS.EVENT.ADVISORY.CONSUMER.PAUSE.ROUTING.invoice",
+      JSON.stringify({ type: "io.nats.jetstream.advisory.v1.consumer_pause" }),
+    )
     const old = await f.js.consumers.get("ADVISORIES", "ops")
     ;(await old.next({ expires: 2000 }))!.ack()
     await waitUntil(async () => (await f.jsm.consumers.info("ADVISORIES", "ops")).ack_floor.stream_seq === 1 || null, { what: "acked" })
-    const actions = await provision(f.nc, topology(), { streams: () => false, buckets: () => false, consumers: (c) => c.stream === "ADVISORIES" })
+    const actions = await provision(f.nc, topology(), {
+      streams: () => false,
+      buckets: () => false,
+      consumers: (c) => c.stream === "ADVISORIES",
+    })
     assert.equal(actions, [{ kind: "consumer", name: "ADVISORIES/ops", action: "updated" }])
     const now = await f.jsm.consumers.info("ADVISORIES", "ops")
     assert.equal([now.config.filter_subject, now.config.filter_subjects, now.ack_floor.stream_seq], [undefined, OPS_ADVISORIES, 1])
-    const again = await provision(f.nc, topology(), { streams: () => false, buckets: () => false, consumers: (c) => c.stream === "ADVISORIES" })
-    assert.equal(again.map((a) => a.action), ["unchanged"])
+    const again = await provision(f.nc, topology(), {
+      streams: () => false,
+      buckets: () => false,
+      consumers: (c) => c.stream === "ADVISORIES",
+    })
+    assert.equal(
+      again.map((a) => a.action),
+      ["unchanged"],
+    )
   })
 }
 

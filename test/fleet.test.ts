@@ -24,12 +24,24 @@ Object.assign(process.env, {
   ROUTING_URL: `http://127.0.0.1:${routingPort}`,
   TRACKING_URL: `http://127.0.0.1:${trackingPort}`,
 })
-const { default: fleetWorker, BERLIN, CUSTOMERS, advance, assignRoute, positions, prng, routeRequest, simulate, step } = await import("../workers/fleet.ts")
+const {
+  default: fleetWorker,
+  BERLIN,
+  CUSTOMERS,
+  advance,
+  assignRoute,
+  positions,
+  prng,
+  routeRequest,
+  simulate,
+  step,
+} = await import("../workers/fleet.ts")
 const { default: routing, RouteRequest } = await import("../workers/routing.ts")
 
 const pure = suite("fleet simulator")
 
-const inBerlin = (p: { lat: number; lon: number }) => p.lat >= BERLIN.south && p.lat <= BERLIN.north && p.lon >= BERLIN.west && p.lon <= BERLIN.east
+const inBerlin = (p: { lat: number; lon: number }) =>
+  p.lat >= BERLIN.south && p.lat <= BERLIN.north && p.lon >= BERLIN.west && p.lon <= BERLIN.east
 
 pure("simulate - the same seed gives the same city and trucks; another seed another city", () => {
   const a = simulate(42, 5)
@@ -42,11 +54,20 @@ pure("simulate - the same seed gives the same city and trucks; another seed anot
   const lons = a.stops.map((s) => s.lon)
   assert.ok(Math.max(...lats) - Math.min(...lats) > 0.8 * (BERLIN.north - BERLIN.south))
   assert.ok(Math.max(...lons) - Math.min(...lons) > 0.8 * (BERLIN.east - BERLIN.west))
-  assert.equal(a.trucks.map((t) => t.id), ["truck-01", "truck-02", "truck-03", "truck-04", "truck-05"])
-  assert.equal(a.trucks.map((t) => t.customerId), ["acme", "globex", "initech", "acme", "globex"])
+  assert.equal(
+    a.trucks.map((t) => t.id),
+    ["truck-01", "truck-02", "truck-03", "truck-04", "truck-05"],
+  )
+  assert.equal(
+    a.trucks.map((t) => t.customerId),
+    ["acme", "globex", "initech", "acme", "globex"],
+  )
   assert.ok(a.trucks.every((t) => inBerlin(t) && t.speedKmh >= 25 && t.speedKmh <= 55 && !t.route))
   const b = simulate(43, 5)
-  assert.not.equal(b.stops.map((s) => [s.lat, s.lon]), a.stops.map((s) => [s.lat, s.lon]))
+  assert.not.equal(
+    b.stops.map((s) => [s.lat, s.lon]),
+    a.stops.map((s) => [s.lat, s.lon]),
+  )
 })
 
 pure("routeRequest - 3 to 8 distinct pool addresses from where the truck stands, a body routing accepts", () => {
@@ -164,10 +185,13 @@ live("routing down, then up: fleet keeps going, logs the outage once, and its ro
   assert.match(fleetLines().find((l) => l.includes("tracking unreachable"))!, /404/)
 
   routingRunning = await routing.start({ url: server.url, port: routingPort, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
-  const landed = await waitUntil(async () => {
-    const r = await routes()
-    return new Set(r.map((x) => x.truckId)).size === 3 && r.length >= 6 ? r : null
-  }, { timeoutMs: 15_000, what: "routes from all 3 trucks" })
+  const landed = await waitUntil(
+    async () => {
+      const r = await routes()
+      return new Set(r.map((x) => x.truckId)).size === 3 && r.length >= 6 ? r : null
+    },
+    { timeoutMs: 15_000, what: "routes from all 3 trucks" },
+  )
   for (const r of landed) {
     assert.ok(["truck-01", "truck-02", "truck-03"].includes(r.truckId))
     assert.is(r.customerId, { "truck-01": "acme", "truck-02": "globex", "truck-03": "initech" }[r.truckId])
@@ -176,9 +200,14 @@ live("routing down, then up: fleet keeps going, logs the outage once, and its ro
   // retried with the same Idempotency-Key: the first attempts that failed did not turn into extra routes later
   assert.is(new Set(landed.map((r) => r.routeId)).size, landed.length)
 
-  const state = (await (await fetch(`http://127.0.0.1:${fleetRunning.port}/fleet`)).json()) as { trucks: { id: string; route?: { routeId: string } }[] }
+  const state = (await (await fetch(`http://127.0.0.1:${fleetRunning.port}/fleet`)).json()) as {
+    trucks: { id: string; route?: { routeId: string } }[]
+  }
   const known = new Set((await routes()).map((r) => r.routeId))
-  assert.ok(state.trucks.every((t) => t.route && known.has(t.route.routeId)), "each truck drives a route routing recorded")
+  assert.ok(
+    state.trucks.every((t) => t.route && known.has(t.route.routeId)),
+    "each truck drives a route routing recorded",
+  )
 })
 
 live("tracking back: position batches arrive in the tracking contract, moving along the routes", async () => {
@@ -188,7 +217,8 @@ live("tracking back: position batches arrive in the tracking contract, moving al
     assert.is(b.positions.length, 3)
     for (const p of b.positions) assert.ok(v.safeParse(PositionReported, p).success, JSON.stringify(p))
   }
-  const track = (truckId: string) => batches.map((b) => b.positions.find((p) => (p as { truckId: string }).truckId === truckId) as { lat: number; lon: number })
+  const track = (truckId: string) =>
+    batches.map((b) => b.positions.find((p) => (p as { truckId: string }).truckId === truckId) as { lat: number; lon: number })
   const moved = ["truck-01", "truck-02", "truck-03"].filter((id) => {
     const t = track(id)
     return t.some((p) => p.lat !== t[0]!.lat || p.lon !== t[0]!.lon)

@@ -3,7 +3,7 @@
 // JSON `error`, never a 5xx or a crash; whole random requests sent raw (request line, headers, framing) get an answer
 // below 500 or a closed connection, and the process lives on; every consumer dead-letters broken events with the
 // precise reason and keeps processing the valid ones behind them. Real workers as child processes, one nats-server.
-import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import fc from "fast-check"
 import { suite } from "uvu"
@@ -36,7 +36,9 @@ test.before(async () => {
   // LOG_LEVEL=warn hides the "ready" line: wait on /readyz instead
   const procs = await Promise.all(names.map((n) => spawnWorker(n, env, { ready: false })))
   names.forEach((n, i) => (w[n] = procs[i]!))
-  await Promise.all(procs.map((p) => waitUntil(async () => (await statusOf(p.url, "/readyz")) === 200, { timeoutMs: 60_000, what: `${p.name} ready` })))
+  await Promise.all(
+    procs.map((p) => waitUntil(async () => (await statusOf(p.url, "/readyz")) === 200, { timeoutMs: 60_000, what: `${p.name} ready` })),
+  )
 })
 test.after(async () => {
   await Promise.all(Object.values(w).map((p) => p.stop("SIGKILL")))
@@ -49,7 +51,27 @@ test.after(async () => {
 const text = fc.string({ unit: "binary", maxLength: 40 })
 /** values that break a field: wrong types, out of range, NaN as a string, huge, unicode, empty */
 const weird = fc.oneof(
-  fc.constantFrom(null, true, false, 0, -1, 91, -91, 181, -181, 1e308, -1e308, 2 ** 53 + 1, "NaN", "Infinity", "", " ", "💥", "\u0000", "2026-13-45T99:99:99Z"),
+  fc.constantFrom(
+    null,
+    true,
+    false,
+    0,
+    -1,
+    91,
+    -91,
+    181,
+    -181,
+    1e308,
+    -1e308,
+    2 ** 53 + 1,
+    "NaN",
+    "Infinity",
+    "",
+    " ",
+    "💥",
+    "\u0000",
+    "2026-13-45T99:99:99Z",
+  ),
   fc.double(),
   fc.integer(),
   text,
@@ -69,17 +91,24 @@ function mutated(valid: Json): fc.Arbitrary<Json> {
     else if (x && typeof x === "object") for (const [k, y] of Object.entries(x)) walk(y, [...path, k])
   }
   walk(valid, [])
-  return fc.record({ path: fc.constantFrom(...paths.filter((p) => p.length > 0)), how: fc.constantFrom("replace", "remove", "extra"), value: weird, key: text }).map(({ path, how, value, key }) => {
-    const doc = structuredClone(valid)
-    let parent = doc as Record<string | number, unknown>
-    for (const p of path.slice(0, -1)) parent = parent[p] as Record<string | number, unknown>
-    const last = path.at(-1)!
-    if (how === "replace") parent[last] = value
-    else if (how === "remove") Array.isArray(parent) ? parent.splice(last as number, 1) : delete parent[last]
-    else if (!Array.isArray(parent)) parent[`${key}~extra`] = value
-    else parent[last] = { ...(parent[last] as object), [`${key}~extra`]: value }
-    return doc
-  })
+  return fc
+    .record({
+      path: fc.constantFrom(...paths.filter((p) => p.length > 0)),
+      how: fc.constantFrom("replace", "remove", "extra"),
+      value: weird,
+      key: text,
+    })
+    .map(({ path, how, value, key }) => {
+      const doc = structuredClone(valid)
+      let parent = doc as Record<string | number, unknown>
+      for (const p of path.slice(0, -1)) parent = parent[p] as Record<string | number, unknown>
+      const last = path.at(-1)!
+      if (how === "replace") parent[last] = value
+      else if (how === "remove") Array.isArray(parent) ? parent.splice(last as number, 1) : delete parent[last]
+      else if (!Array.isArray(parent)) parent[`${key}~extra`] = value
+      else parent[last] = { ...(parent[last] as object), [`${key}~extra`]: value }
+      return doc
+    })
 }
 
 type Req = { body: string; type: string; note: string }
@@ -91,8 +120,18 @@ function bodies(valid: Json, maxBytes: number): fc.Arbitrary<Req> {
     { weight: 5, arbitrary: mutated(valid).map((d) => ({ body: JSON.stringify(d), type: json, note: "mutated" })) },
     { weight: 2, arbitrary: fc.jsonValue().map((d) => ({ body: JSON.stringify(d), type: json, note: "any JSON" })) },
     { weight: 2, arbitrary: fc.string({ unit: "binary", maxLength: 200 }).map((s) => ({ body: s, type: json, note: "text" })) },
-    { weight: 1, arbitrary: fc.constantFrom("text/plain", "", "application/x-www-form-urlencoded", "application/jsonx", "multipart/form-data").map((t) => ({ body: JSON.stringify(valid), type: t, note: "content-type" })) },
-    { weight: 1, arbitrary: fc.constantFrom(maxBytes + 1, maxBytes * 2).map((n) => ({ body: JSON.stringify({ ...valid, pad: "x".repeat(n) }), type: json, note: "oversized" })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom("text/plain", "", "application/x-www-form-urlencoded", "application/jsonx", "multipart/form-data")
+        .map((t) => ({ body: JSON.stringify(valid), type: t, note: "content-type" })),
+    },
+    {
+      weight: 1,
+      arbitrary: fc
+        .constantFrom(maxBytes + 1, maxBytes * 2)
+        .map((n) => ({ body: JSON.stringify({ ...valid, pad: "x".repeat(n) }), type: json, note: "oversized" })),
+    },
     { weight: 1, arbitrary: fc.constant({ body: JSON.stringify(valid), type: "application/json; charset=utf-8", note: "valid" }) },
   )
 }
@@ -118,12 +157,16 @@ const post = (url: string, r: Req, headers: Record<string, string> = {}) =>
 /** fetch itself refuses to send some header values (NUL, control characters, non-Latin-1) */
 const refused = (err: Error) => /header|ByteString/i.test(`${err.message} ${(err.cause as Error | undefined)?.message}`)
 
-const property = <T>(arb: fc.Arbitrary<T>, run: (x: T) => Promise<void>) => fc.assert(fc.asyncProperty(arb, run), { seed: SEED, numRuns: RUNS })
+const property = <T>(arb: fc.Arbitrary<T>, run: (x: T) => Promise<void>) =>
+  fc.assert(fc.asyncProperty(arb, run), { seed: SEED, numRuns: RUNS })
 
 async function stillUp(p: Proc) {
   assert.is(p.proc.exitCode, null, `${p.name} still running`)
   assert.is(await statusOf(p.url, "/healthz"), 200, `${p.name} /healthz`)
-  assert.not.ok(p.lines.some((l) => /unhandled|uncaught/i.test(l)), `${p.name} logged no unhandled error`)
+  assert.not.ok(
+    p.lines.some((l) => /unhandled|uncaught/i.test(l)),
+    `${p.name} logged no unhandled error`,
+  )
 }
 
 // ---- HTTP ----------------------------------------------------------------------------------------------------
@@ -142,12 +185,17 @@ const routeRequest = {
 test("routing POST /routes - broken bodies get a 4xx with an error, valid ones 202; never a 5xx", async () => {
   const key = testAuth().headers.routes
   await property(bodies(routeRequest, 256 * 1024), async (r) => check(await post(`${w.routing.url}/routes`, r, key), r, [202]))
-  await fc.assert(fc.asyncProperty(text, async (key) => {
-    const r = { body: JSON.stringify(routeRequest), type: "application/json", note: `Idempotency-Key ${JSON.stringify(key)}` }
-    // fetch refuses header values it cannot send (NUL, line breaks); what it can send, routing must answer sensibly
-    const res = await post(`${w.routing.url}/routes`, r, { ...testAuth().headers.routes, "idempotency-key": key }).catch((err: Error) => (refused(err) ? null : Promise.reject(err)))
-    if (res) await check(res, r, [202, 422])
-  }), { seed: SEED, numRuns: Math.ceil(RUNS / 3) })
+  await fc.assert(
+    fc.asyncProperty(text, async (key) => {
+      const r = { body: JSON.stringify(routeRequest), type: "application/json", note: `Idempotency-Key ${JSON.stringify(key)}` }
+      // fetch refuses header values it cannot send (NUL, line breaks); what it can send, routing must answer sensibly
+      const res = await post(`${w.routing.url}/routes`, r, { ...testAuth().headers.routes, "idempotency-key": key }).catch((err: Error) =>
+        refused(err) ? null : Promise.reject(err),
+      )
+      if (res) await check(res, r, [202, 422])
+    }),
+    { seed: SEED, numRuns: Math.ceil(RUNS / 3) },
+  )
   await stillUp(w.routing)
 })
 
@@ -155,8 +203,17 @@ test("tracking POST /positions - broken batches get a 4xx with an error, valid o
   const batch = { positions: [{ truckId: "truck-1", lat: 52.5, lon: 13.4, speedKmh: 40, at: "2026-11-25T08:00:00.000Z" }] }
   const key = testAuth().headers.positions
   await property(bodies(batch, 512 * 1024), async (r) => check(await post(`${w.tracking.url}/positions`, r, key), r, [202]))
-  const many = { positions: Array.from({ length: 501 }, (_, i) => ({ ...batch.positions[0]!, at: new Date(Date.UTC(2026, 10, 25, 8, 0, i)).toISOString() })) }
-  await check(await post(`${w.tracking.url}/positions`, { body: JSON.stringify(many), type: "application/json", note: "501 positions" }, key), { note: "501 positions" }, [])
+  const many = {
+    positions: Array.from({ length: 501 }, (_, i) => ({
+      ...batch.positions[0]!,
+      at: new Date(Date.UTC(2026, 10, 25, 8, 0, i)).toISOString(),
+    })),
+  }
+  await check(
+    await post(`${w.tracking.url}/positions`, { body: JSON.stringify(many), type: "application/json", note: "501 positions" }, key),
+    { note: "501 positions" },
+    [],
+  )
   await stillUp(w.tracking)
 })
 
@@ -165,7 +222,14 @@ test("portal GET /api/... - any truck id, customer id or query: 200, 400, 403 or
   const segment = fc.oneof(text, fc.constantFrom("%", "%zz", "%E0%A4%A", "..", "%2F", "truck-1", "a".repeat(5000), "💥"))
   await property(fc.record({ kind: fc.constantFrom("trucks", "truck", "invoices", "invoices-none"), s: segment }), async ({ kind, s }) => {
     const q = encodeURIComponent(s)
-    const path = kind === "trucks" ? `/api/trucks?customerId=${q}` : kind === "truck" ? `/api/trucks/${s.replace(/[/?#]/g, "")}` : kind === "invoices" ? `/api/invoices?customerId=${q}` : "/api/invoices"
+    const path =
+      kind === "trucks"
+        ? `/api/trucks?customerId=${q}`
+        : kind === "truck"
+          ? `/api/trucks/${s.replace(/[/?#]/g, "")}`
+          : kind === "invoices"
+            ? `/api/invoices?customerId=${q}`
+            : "/api/invoices"
     const res = await fetch(w.portal.url + path, { headers: acme }).catch((err: Error) => (refused(err) ? null : Promise.reject(err)))
     if (res) await check(res, { note: path.slice(0, 80) }, [200, 404])
   })
@@ -174,20 +238,27 @@ test("portal GET /api/... - any truck id, customer id or query: 200, 400, 403 or
 
 test("ops API - random filters, ids and replay bodies: 2xx or 4xx with an error, never a 5xx", async () => {
   const auth = testAuth().operator.headers
-  const filters = fc.dictionary(fc.constantFrom("consumer", "subject", "reason", "state", "since", "until", "limit", "cursor", "bogus"), text, { maxKeys: 3 })
-  await property(fc.record({ f: filters, id: text, body: bodies({ consumer: "invoice", reason: "no-tariff" }, 16 * 1024), which: fc.nat(3) }), async ({ f, id, body, which }) => {
-    const qs = new URLSearchParams(f).toString()
-    const safeId = encodeURIComponent(id)
-    const res =
-      which === 0
-        ? await fetch(`${w.ops.url}/api/dlq?${qs}`, { headers: auth })
-        : which === 1
-          ? await fetch(`${w.ops.url}/api/dlq/${safeId}`, { headers: auth })
-          : which === 2
-            ? await fetch(`${w.ops.url}/api/dlq/${safeId}/${id.length % 2 ? "replay" : "discard"}`, { method: "POST", headers: auth })
-            : await post(`${w.ops.url}/api/dlq/replay`, body, auth)
-    await check(res, { note: `ops ${which} ${qs || id || body.note}` }, [200, 202, 404])
-  })
+  const filters = fc.dictionary(
+    fc.constantFrom("consumer", "subject", "reason", "state", "since", "until", "limit", "cursor", "bogus"),
+    text,
+    { maxKeys: 3 },
+  )
+  await property(
+    fc.record({ f: filters, id: text, body: bodies({ consumer: "invoice", reason: "no-tariff" }, 16 * 1024), which: fc.nat(3) }),
+    async ({ f, id, body, which }) => {
+      const qs = new URLSearchParams(f).toString()
+      const safeId = encodeURIComponent(id)
+      const res =
+        which === 0
+          ? await fetch(`${w.ops.url}/api/dlq?${qs}`, { headers: auth })
+          : which === 1
+            ? await fetch(`${w.ops.url}/api/dlq/${safeId}`, { headers: auth })
+            : which === 2
+              ? await fetch(`${w.ops.url}/api/dlq/${safeId}/${id.length % 2 ? "replay" : "discard"}`, { method: "POST", headers: auth })
+              : await post(`${w.ops.url}/api/dlq/replay`, body, auth)
+      await check(res, { note: `ops ${which} ${qs || id || body.note}` }, [200, 202, 404])
+    },
+  )
   await stillUp(w.ops)
 })
 
@@ -196,8 +267,16 @@ test("raw requests - random request lines, headers (control characters, non-ASCI
   const acme = await auth.customerToken("acme")
   const workers: [Proc, string[], string[]][] = [
     [w.routing, ["/routes", "/metrics"], [`Bearer ${auth.keys.routes}`, auth.keys.routes]],
-    [w.portal, ["/api/trucks", "/api/trucks/truck-1", "/api/invoices", "/login?token=", "/"], [`Bearer ${acme}`, `logiflow_portal=${acme}`]],
-    [w.ops, ["/api/dlq", "/api/dlq/ROUTING.invoice.1", "/api/dlq/replay", "/api/status", "/login?token="], [`Bearer ${auth.operator.token}`]],
+    [
+      w.portal,
+      ["/api/trucks", "/api/trucks/truck-1", "/api/invoices", "/login?token=", "/"],
+      [`Bearer ${acme}`, `logiflow_portal=${acme}`],
+    ],
+    [
+      w.ops,
+      ["/api/dlq", "/api/dlq/ROUTING.invoice.1", "/api/dlq/replay", "/api/status", "/login?token="],
+      [`Bearer ${auth.operator.token}`],
+    ],
   ]
   for (const [p, paths, credentials] of workers) {
     const pid = p.pid
@@ -205,7 +284,8 @@ test("raw requests - random request lines, headers (control characters, non-ASCI
       fc.asyncProperty(rawRequests(paths, credentials), async (req) => {
         // half-closed after the request: a server waiting for more body sees the end at once
         const a = await raw(p.port, req.bytes, { end: true, waitMs: 4000 })
-        if (a.status !== undefined ? a.status >= 500 : !a.closed) throw new Error(`${p.name}: ${a.status ?? "no answer, no close"} for ${req.note}`)
+        if (a.status !== undefined ? a.status >= 500 : !a.closed)
+          throw new Error(`${p.name}: ${a.status ?? "no answer, no close"} for ${req.note}`)
         if (p.proc.exitCode !== null) throw new Error(`${p.name} exited after ${req.note}`)
       }),
       { seed: SEED, numRuns: Math.ceil(RUNS / 2) },
@@ -220,15 +300,25 @@ test("raw requests - random request lines, headers (control characters, non-ASCI
 type Bad = { reason: string; headers: Record<string, string>; body: Uint8Array }
 
 const enc = new TextEncoder()
-const headerSafe = fc.string({ unit: "binary-ascii", minLength: 1, maxLength: 40 }).filter((s) => /^[\x21-\x7e][\x20-\x7e]*$/.test(s) && !s.endsWith(" "))
+const headerSafe = fc
+  .string({ unit: "binary-ascii", minLength: 1, maxLength: 40 })
+  .filter((s) => /^[\x21-\x7e][\x20-\x7e]*$/.test(s) && !s.endsWith(" "))
 const isRoute = (x: unknown) => v.safeParse(RouteCalculated, x).success
 const good = (i: number) => route(i, { routeId: `fz-${i}`, truckId: `fz-truck-${i % 7}` })
 
 function badEvents(): fc.Arbitrary<Bad> {
-  const base = (id: string, type = ceTypeOf("RouteCalculated")) => ({ "ce-specversion": "1.0", "ce-id": id, "ce-source": "logiflow/fuzz", "ce-type": type, "content-type": "application/json", "ce-subject": "fz-truck-bad" })
+  const base = (id: string, type = ceTypeOf("RouteCalculated")) => ({
+    "ce-specversion": "1.0",
+    "ce-id": id,
+    "ce-source": "logiflow/fuzz",
+    "ce-type": type,
+    "content-type": "application/json",
+    "ce-subject": "fz-truck-bad",
+  })
   const id = fc.uuid()
   return fc.oneof(
-    fc.record({ id, bytes: fc.uint8Array({ minLength: 0, maxLength: 300 }) })
+    fc
+      .record({ id, bytes: fc.uint8Array({ minLength: 0, maxLength: 300 }) })
       .filter(({ bytes }) => {
         try {
           JSON.parse(new TextDecoder().decode(bytes))
@@ -238,11 +328,28 @@ function badEvents(): fc.Arbitrary<Bad> {
         }
       })
       .map(({ id, bytes }) => ({ reason: "invalid-json", headers: base(id), body: bytes })),
-    fc.record({ id, doc: fc.oneof(mutated(good(0) as unknown as Json), fc.jsonValue()) })
+    fc
+      .record({ id, doc: fc.oneof(mutated(good(0) as unknown as Json), fc.jsonValue()) })
       .filter(({ doc }) => !isRoute(doc))
       .map(({ id, doc }) => ({ reason: "invalid-event", headers: base(id), body: enc.encode(JSON.stringify(doc)) })),
-    fc.record({ id, version: fc.integer({ min: 2, max: 999 }) }).map(({ id, version }) => ({ reason: "unknown-version", headers: base(id, `logiflow.routing.RouteCalculated.v${version}`), body: enc.encode(JSON.stringify(good(0))) })),
-    fc.record({ id, type: fc.oneof(headerSafe, fc.constantFrom("logiflow.routing.Nope.v1", "logiflow.invoice.RouteCalculated.v1", "logiflow.routing.RouteCalculated", "RouteCalculated")) })
+    fc.record({ id, version: fc.integer({ min: 2, max: 999 }) }).map(({ id, version }) => ({
+      reason: "unknown-version",
+      headers: base(id, `logiflow.routing.RouteCalculated.v${version}`),
+      body: enc.encode(JSON.stringify(good(0))),
+    })),
+    fc
+      .record({
+        id,
+        type: fc.oneof(
+          headerSafe,
+          fc.constantFrom(
+            "logiflow.routing.Nope.v1",
+            "logiflow.invoice.RouteCalculated.v1",
+            "logiflow.routing.RouteCalculated",
+            "RouteCalculated",
+          ),
+        ),
+      })
       .filter(({ type }) => !/^logiflow\.routing\.RouteCalculated\.v\d+$/.test(type))
       .map(({ id, type }) => ({ reason: "unknown-type", headers: base(id, type), body: enc.encode(JSON.stringify(good(0))) })),
     fc.record({ id, drop: fc.constantFrom("ce-type", "ce-id", "ce-source") }).map(({ id, drop }) => {
@@ -258,22 +365,26 @@ test("consumers - broken events land in each consumer's DLQ with the precise rea
   const valid = 60
   // the HTTP tests before this one stored routes too (and some customers without a tariff): count from here on
   const from = (await jsm.streams.info("ROUTING")).state.last_seq + 1
-  const mine = (m: { headers?: { get(k: string): string } }) => m.headers?.get(DLQ.stream) === "ROUTING" && Number(m.headers.get(DLQ.seq)) >= from
+  const mine = (m: { headers?: { get(k: string): string } }) =>
+    m.headers?.get(DLQ.stream) === "ROUTING" && Number(m.headers.get(DLQ.seq)) >= from
   const expected = new Map<number, string>()
   let v = 0
   for (let i = 0; i < bad.length; i++) {
     const b = bad[i]!
     // ce-id is also the msg id the server dedupes on; a dropped ce-id still needs a unique one
-    const ack = await js.publish(subjectOf("RouteCalculated", "fuzz"), b.body, { headers: toHeaders(b.headers), msgID: `fuzz-bad-${SEED}-${i}` })
+    const ack = await js.publish(subjectOf("RouteCalculated", "fuzz"), b.body, {
+      headers: toHeaders(b.headers),
+      msgID: `fuzz-bad-${SEED}-${i}`,
+    })
     expected.set(ack.seq, b.reason)
     if (i % 3 === 0 && v < valid) {
       const r = good(v++)
-      await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz"})
+      await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz" })
     }
   }
   while (v < valid) {
     const r = good(v++)
-    await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz"})
+    await publishEvent(js, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/fuzz" })
   }
   const consumers = ["invoice", "tracking", "portal"]
   await Promise.all(consumers.map((c) => settled(jsm, "ROUTING", c, 60_000)))
@@ -286,24 +397,40 @@ test("consumers - broken events land in each consumer's DLQ with the precise rea
   ).catch(async (err) => {
     const all = await readStream(js, jsm, "DLQ")
     const by = (c: string) => all.filter((m) => mine(m) && m.headers?.get(DLQ.consumer) === c).length
-    throw new Error(`${(err as Error).message}; entries by consumer: ${consumers.map((c) => `${c} ${by(c)}`).join(", ")} of ${bad.length} each`)
+    throw new Error(
+      `${(err as Error).message}; entries by consumer: ${consumers.map((c) => `${c} ${by(c)}`).join(", ")} of ${bad.length} each`,
+    )
   })
   for (const c of consumers) {
-    const got = new Map(entries.filter((m) => m.headers?.get(DLQ.consumer) === c).map((m) => [Number(m.headers!.get(DLQ.seq)), m.headers!.get(DLQ.reason)]))
-    const wrong = [...expected].filter(([seq, reason]) => got.get(seq) !== reason).map(([seq, reason]) => `seq ${seq}: want ${reason}, got ${got.get(seq)}`)
+    const got = new Map(
+      entries.filter((m) => m.headers?.get(DLQ.consumer) === c).map((m) => [Number(m.headers!.get(DLQ.seq)), m.headers!.get(DLQ.reason)]),
+    )
+    const wrong = [...expected]
+      .filter(([seq, reason]) => got.get(seq) !== reason)
+      .map(([seq, reason]) => `seq ${seq}: want ${reason}, got ${got.get(seq)}`)
     assert.equal(wrong, [], `${c}: one entry per broken event, with its reason`)
     assert.is(got.size, expected.size, `${c}: nothing else dead-lettered`)
   }
   const reasons = [...expected.values()].reduce<Record<string, number>>((a, r) => ((a[r] = (a[r] ?? 0) + 1), a), {})
   console.log(`  ${bad.length} broken events (${JSON.stringify(reasons)}) × ${consumers.length} consumers, ${valid} valid`)
-  for (const r of ["invalid-json", "invalid-event", "unknown-version", "unknown-type", "missing-header"]) assert.ok(reasons[r]! > 0, `the sample has ${r}`)
+  for (const r of ["invalid-json", "invalid-event", "unknown-version", "unknown-type", "missing-header"])
+    assert.ok(reasons[r]! > 0, `the sample has ${r}`)
   await settled(jsm, "ROUTING", "invoice")
   const inv = [...(await invoiceCounts(js, jsm)).byRoute].filter(([id]) => id.startsWith("fz-"))
   assert.equal(inv.map(([id]) => id).sort(), Array.from({ length: valid }, (_, i) => `fz-${i}`).sort(), "every valid route invoiced")
-  assert.ok(inv.every(([, n]) => n === 1), "once")
+  assert.ok(
+    inv.every(([, n]) => n === 1),
+    "once",
+  )
   const acme = { authorization: `Bearer ${await testAuth().customerToken("acme")}` }
   const trucks = (await (await fetch(`${w.portal.url}/api/trucks`, { headers: acme })).json()) as { trucks: { truckId: string }[] }
-  assert.equal(trucks.trucks.map((t) => t.truckId).filter((id) => id.startsWith("fz-truck-")).sort(), Array.from({ length: 7 }, (_, i) => `fz-truck-${i}`))
+  assert.equal(
+    trucks.trucks
+      .map((t) => t.truckId)
+      .filter((id) => id.startsWith("fz-truck-"))
+      .sort(),
+    Array.from({ length: 7 }, (_, i) => `fz-truck-${i}`),
+  )
   for (const p of [w.invoice, w.tracking, w.portal]) await stillUp(p)
 })
 

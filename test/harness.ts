@@ -97,7 +97,10 @@ export function connectTo(server: { url: string }, auth?: { user: string; pass: 
   return natsConnect({ servers: server.url, ...(auth ?? {}), maxReconnectAttempts: -1, reconnectTimeWait: 200 })
 }
 
-export async function waitUntil<T>(fn: () => T | Promise<T>, { timeoutMs = 20_000, every = 50, what = "condition" } = {}): Promise<NonNullable<T>> {
+export async function waitUntil<T>(
+  fn: () => T | Promise<T>,
+  { timeoutMs = 20_000, every = 50, what = "condition" } = {},
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs
   let last: T | undefined
   while (Date.now() < deadline) {

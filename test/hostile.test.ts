@@ -28,7 +28,8 @@ test.before(async () => {
   const auth = testAuth()
   const acme = await auth.customerToken("acme")
   // each worker's own credential, so a malformed path reaches the route instead of stopping at the check
-  const header = (name: string) => `Authorization: Bearer ${name === "portal" ? acme : name === "ops" ? auth.operator.token : auth.keys.both}`
+  const header = (name: string) =>
+    `Authorization: Bearer ${name === "portal" ? acme : name === "ops" ? auth.operator.token : auth.keys.both}`
   const nowhere = `http://127.0.0.1:${await freePort()}`
   const env = { NATS_URL: server.url, ROUTING_URL: nowhere, TRACKING_URL: nowhere, ...ENV }
   const names = ["routing", "tracking", "portal", "ops", "invoice", "fleet"] as const
@@ -36,10 +37,19 @@ test.before(async () => {
   for (const p of node) targets.push({ name: p.name, runtime: "node", port: p.port, child: p, auth: header(p.name) })
   for (const name of ["routing", "portal"]) {
     const port = await freePort()
-    const child = spawnChild(denoBinary(), ["run", "-A", `workers/${name}.ts`], { ...env, [`${name.toUpperCase()}_PORT`]: String(port), LOG_LEVEL: "info", DENO_NO_UPDATE_CHECK: "1" }, { name: `deno ${name}` })
+    const child = spawnChild(
+      denoBinary(),
+      ["run", "-A", `workers/${name}.ts`],
+      { ...env, [`${name.toUpperCase()}_PORT`]: String(port), LOG_LEVEL: "info", DENO_NO_UPDATE_CHECK: "1" },
+      { name: `deno ${name}` },
+    )
     targets.push({ name, runtime: "deno", port, child, auth: header(name) })
     // the first run on a machine also transpiles the import graph into Deno's cache
-    await waitUntil(async () => child.proc.exitCode !== null || (await statusOf(`http://127.0.0.1:${port}`, "/readyz")) === 200, { timeoutMs: 90_000, every: 250, what: `${name} under Deno` })
+    await waitUntil(async () => child.proc.exitCode !== null || (await statusOf(`http://127.0.0.1:${port}`, "/readyz")) === 200, {
+      timeoutMs: 90_000,
+      every: 250,
+      what: `${name} under Deno`,
+    })
   }
 })
 test.after(async () => {
@@ -61,17 +71,45 @@ const CASES: Case[] = [
   { name: "absolute-form (as proxies send it)", bytes: () => GET("http://x/healthz"), expect: 200 },
   { name: "authority-form CONNECT", bytes: () => "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", expect: 405 },
   { name: "asterisk-form OPTIONS", bytes: () => "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", expect: 400 },
-  { name: "bad percent-encoding in the path", bytes: (t) => GET("/api/trucks/%E0%A4%A", `Host: x\r\n${t.auth}\r\n`), expect: "4xx", deno: "4xx" },
-  { name: "bad percent-encoding in the query", bytes: (t) => GET("/api/invoices?customerId=%ZZ", `Host: x\r\n${t.auth}\r\n`), expect: "4xx", deno: "4xx" },
+  {
+    name: "bad percent-encoding in the path",
+    bytes: (t) => GET("/api/trucks/%E0%A4%A", `Host: x\r\n${t.auth}\r\n`),
+    expect: "4xx",
+    deno: "4xx",
+  },
+  {
+    name: "bad percent-encoding in the query",
+    bytes: (t) => GET("/api/invoices?customerId=%ZZ", `Host: x\r\n${t.auth}\r\n`),
+    expect: "4xx",
+    deno: "4xx",
+  },
   { name: "a lone % in the path", bytes: () => GET("/%"), expect: "4xx", deno: "4xx" },
-  { name: "one header over 16 KiB", bytes: () => GET("/healthz", `Host: x\r\nX-Big: ${"a".repeat(17 * 1024)}\r\n`), expect: 431, deno: 431 },
-  { name: "150 headers", bytes: () => GET("/healthz", `Host: x\r\n${Array.from({ length: 150 }, (_, i) => `X-H${i}: v\r\n`).join("")}`), expect: 431 },
+  {
+    name: "one header over 16 KiB",
+    bytes: () => GET("/healthz", `Host: x\r\nX-Big: ${"a".repeat(17 * 1024)}\r\n`),
+    expect: 431,
+    deno: 431,
+  },
+  {
+    name: "150 headers",
+    bytes: () => GET("/healthz", `Host: x\r\n${Array.from({ length: 150 }, (_, i) => `X-H${i}: v\r\n`).join("")}`),
+    expect: 431,
+  },
   { name: "two different Content-Lengths", bytes: () => post("Content-Length: 2\r\nContent-Length: 3\r\n", "{}"), expect: 400 },
   { name: "a negative Content-Length", bytes: () => post("Content-Length: -1\r\n", "{}"), expect: 400 },
   { name: "the same Content-Length twice", bytes: () => post("Content-Length: 2\r\nContent-Length: 2\r\n", "{}"), expect: "4xx" },
-  { name: "Content-Length and Transfer-Encoding", bytes: () => post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), expect: 400 },
+  {
+    name: "Content-Length and Transfer-Encoding",
+    bytes: () => post("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"),
+    expect: 400,
+  },
   { name: "a chunk size that is not hex", bytes: () => post("Transfer-Encoding: chunked\r\n", "zz\r\n{}\r\n0\r\n\r\n"), expect: 400 },
-  { name: "a body shorter than announced, then the client closes", bytes: (t) => post(`${t.auth}\r\nContent-Length: 100\r\n`, '{"truckId":'), expect: "4xx-or-closed", end: true },
+  {
+    name: "a body shorter than announced, then the client closes",
+    bytes: (t) => post(`${t.auth}\r\nContent-Length: 100\r\n`, '{"truckId":'),
+    expect: "4xx-or-closed",
+    end: true,
+  },
   { name: "a TLS ClientHello", bytes: () => TLS_CLIENT_HELLO, expect: "4xx-or-closed", deno: "4xx-or-closed" },
   { name: "an unknown method", bytes: () => "FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n", expect: 400 },
   { name: "TRACE", bytes: () => "TRACE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", expect: 405 },
@@ -108,7 +146,10 @@ test("every worker - each hostile request gets its 4xx (or a close where no answ
       const expect = t.runtime === "deno" ? c.deno : c.expect
       if (expect === undefined) continue
       const a = await raw(t.port, c.bytes(t), { end: c.end, waitMs: 3000 })
-      if (!check(a, expect)) wrong.push(`${t.runtime} ${t.name}, ${c.name}: want ${expect}, got ${a.status ?? (a.closed ? "a close" : "nothing")} (${a.head.split("\r\n")[0]})`)
+      if (!check(a, expect))
+        wrong.push(
+          `${t.runtime} ${t.name}, ${c.name}: want ${expect}, got ${a.status ?? (a.closed ? "a close" : "nothing")} (${a.head.split("\r\n")[0]})`,
+        )
       await alive(t, c.name)
     }
   }
@@ -120,7 +161,10 @@ test("slow heads - a head trickled a byte at a time gets 408 or a close within a
   const answers = await Promise.all(targets.map((t) => raw(t.port, head, { trickleMs: 50, waitMs: 8000 })))
   answers.forEach((a, i) => {
     const t = targets[i]!
-    assert.ok(a.status === 408 || (a.status === undefined && a.closed), `${t.runtime} ${t.name}: ${a.status ?? "no answer"}, closed ${a.closed}`)
+    assert.ok(
+      a.status === 408 || (a.status === undefined && a.closed),
+      `${t.runtime} ${t.name}: ${a.status ?? "no answer"}, closed ${a.closed}`,
+    )
     assert.ok(a.ms < 4000, `${t.runtime} ${t.name}: cut off after ${a.ms} ms`)
   })
   for (const t of targets) await alive(t, "a trickled head")
@@ -142,7 +186,8 @@ test("slow heads - 200 stalled connections at once: /healthz still answers quick
 
 test("open and closed - /healthz, /readyz and /metrics need no credential on any worker; the APIs do", async () => {
   for (const t of targets) {
-    for (const path of ["/healthz", "/readyz", "/metrics"]) assert.is(await statusOf(`http://127.0.0.1:${t.port}`, path), 200, `${t.runtime} ${t.name} ${path}`)
+    for (const path of ["/healthz", "/readyz", "/metrics"])
+      assert.is(await statusOf(`http://127.0.0.1:${t.port}`, path), 200, `${t.runtime} ${t.name} ${path}`)
   }
   const at = (name: string) => `http://127.0.0.1:${targets.find((t) => t.name === name && t.runtime === "node")!.port}`
   const status = (url: string, init?: RequestInit) => fetch(url, init).then(async (r) => (await r.arrayBuffer(), r.status))
@@ -151,7 +196,10 @@ test("open and closed - /healthz, /readyz and /metrics need no credential on any
   assert.is(await status(`${at("ops")}/api/dlq`), 401)
   assert.is(await status(`${at("ops")}/api/status`), 401)
   assert.is(await status(`${at("routing")}/routes`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }), 401)
-  assert.is(await status(`${at("tracking")}/positions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }), 401)
+  assert.is(
+    await status(`${at("tracking")}/positions`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }),
+    401,
+  )
 })
 
 test.run()

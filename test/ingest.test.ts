@@ -42,18 +42,35 @@ test.after(async () => {
   await server?.close()
 })
 
-const routeBody = { truckId: "truck-1", customerId: "acme", depot: { lat: 52.52, lon: 13.405 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }] }
+const routeBody = {
+  truckId: "truck-1",
+  customerId: "acme",
+  depot: { lat: 52.52, lon: 13.405 },
+  stops: [{ id: "a", lat: 52.53, lon: 13.41 }],
+}
 const positionsBody = () => ({ positions: [{ truckId: "truck-1", lat: 52.5, lon: 13.4, at: new Date().toISOString() }] })
 
 type Answer = { status: number; body: { status?: number; error?: string }; headers: Headers }
-async function post(p: Proc, path: string, headers: Record<string, string>, body: unknown = path === "/routes" ? routeBody : positionsBody()): Promise<Answer> {
-  const res = await fetch(p.url + path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) })
+async function post(
+  p: Proc,
+  path: string,
+  headers: Record<string, string>,
+  body: unknown = path === "/routes" ? routeBody : positionsBody(),
+): Promise<Answer> {
+  const res = await fetch(p.url + path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  })
   return { status: res.status, body: await res.json(), headers: res.headers }
 }
 const bearer = (t: string) => ({ authorization: `Bearer ${t}` })
 
 test("keys - 401 without a key or with an unknown one, 403 outside its scopes, 202 by Bearer or X-Api-Key", async () => {
-  for (const [p, path, own, other] of [[routing, "/routes", k.dispatcher, k.gateway], [tracking, "/positions", k.gateway, k.dispatcher]] as const) {
+  for (const [p, path, own, other] of [
+    [routing, "/routes", k.dispatcher, k.gateway],
+    [tracking, "/positions", k.gateway, k.dispatcher],
+  ] as const) {
     const none = await post(p, path, {})
     assert.equal([none.status, none.body.error], [401, "missing API key: send Authorization: Bearer <key> or X-Api-Key: <key>"], path)
     assert.is(none.headers.get("www-authenticate"), 'Bearer realm="logiflow"')
@@ -64,7 +81,10 @@ test("keys - 401 without a key or with an unknown one, 403 outside its scopes, 2
     assert.equal((await post(p, path, { authorization: `Basic ${own}` })).status, 401)
     const wrongScope = await post(p, path, bearer(other))
     assert.is(wrongScope.status, 403)
-    assert.match(wrongScope.body.error!, new RegExp(`^API key "(gateway|dispatcher)" may not send ${path.slice(1)} \\(its scopes: (positions|routes)\\)$`))
+    assert.match(
+      wrongScope.body.error!,
+      new RegExp(`^API key "(gateway|dispatcher)" may not send ${path.slice(1)} \\(its scopes: (positions|routes)\\)$`),
+    )
     assert.is((await post(p, path, bearer(own))).status, 202)
     assert.is((await post(p, path, { "x-api-key": own })).status, 202)
     // stored as sha256:<hex>: the plaintext still opens, the digest itself does not
@@ -90,9 +110,16 @@ test("rate - past its rate a key gets 429 with Retry-After, other keys are untou
   assert.is(limited!.body.status, 429)
   // 20 requests of another client at once, while dispatcher is held back: every one accepted
   const fast = await Promise.all(Array.from({ length: 20 }, () => post(routing, "/routes", bearer(k.fast))))
-  assert.equal(fast.map((a) => a.status), Array(20).fill(202))
+  assert.equal(
+    fast.map((a) => a.status),
+    Array(20).fill(202),
+  )
   assert.is((await post(routing, "/routes", bearer(k.dispatcher))).status, 429)
-  await waitUntil(async () => (await post(routing, "/routes", bearer(k.dispatcher))).status === 202, { timeoutMs: 3000, every: 250, what: "dispatcher accepted again" })
+  await waitUntil(async () => (await post(routing, "/routes", bearer(k.dispatcher))).status === 202, {
+    timeoutMs: 3000,
+    every: 250,
+    what: "dispatcher accepted again",
+  })
   const metrics = await (await fetch(`${routing.url}/metrics`)).text()
   assert.match(metrics, /logiflow_api_key_refused_total\{client="dispatcher",status="429"\} [1-9]/)
   assert.match(metrics, /logiflow_api_key_refused_total\{client="unknown",status="401"\} 4\n/)
@@ -107,7 +134,10 @@ test("open endpoints - /healthz, /readyz and /metrics need no key; the ingestion
 test("no keys configured - a warning at start naming LOGIFLOW_API_KEYS, and 401 for everyone saying so", async () => {
   const p = await spawnWorker("routing", { NATS_URL: server.url, LOGIFLOW_API_KEYS: "" })
   extra.push(p)
-  assert.ok(p.lines.some((l) => /"level":"warn".*no API keys configured.*LOGIFLOW_API_KEYS/.test(l)), p.lines.join("\n"))
+  assert.ok(
+    p.lines.some((l) => /"level":"warn".*no API keys configured.*LOGIFLOW_API_KEYS/.test(l)),
+    p.lines.join("\n"),
+  )
   for (const h of [{}, bearer(k.dispatcher)]) {
     const a = await post(p, "/routes", h)
     assert.is(a.status, 401)
@@ -118,21 +148,43 @@ test("no keys configured - a warning at start naming LOGIFLOW_API_KEYS, and 401 
 
 test("keys from a file - LOGIFLOW_API_KEYS_FILE, one per line with # comments; both variables set is a start error", async () => {
   const file = join(server.storeDir, "api-keys")
-  await writeFile(file, `# gateways\ngateway-a:${k.gateway}:positions:10   # depot A\n\n# digest only\nhashed:sha256:${sha(k.hashed)}:routes+positions:5\n`, { mode: 0o600 })
+  await writeFile(
+    file,
+    `# gateways\ngateway-a:${k.gateway}:positions:10   # depot A\n\n# digest only\nhashed:sha256:${sha(k.hashed)}:routes+positions:5\n`,
+    { mode: 0o600 },
+  )
   const p = await spawnWorker("tracking", { NATS_URL: server.url, LOGIFLOW_API_KEYS: "", LOGIFLOW_API_KEYS_FILE: file })
   extra.push(p)
   assert.is((await post(p, "/positions", bearer(k.gateway))).status, 202)
   assert.is((await post(p, "/positions", bearer(k.hashed))).status, 202)
   assert.is((await post(p, "/positions", bearer(k.fast))).status, 401)
 
-  const both = spawnTs("workers/tracking.ts", { NATS_URL: server.url, LOGIFLOW_API_KEYS: KEYS, LOGIFLOW_API_KEYS_FILE: file, TRACKING_PORT: "0" })
+  const both = spawnTs("workers/tracking.ts", {
+    NATS_URL: server.url,
+    LOGIFLOW_API_KEYS: KEYS,
+    LOGIFLOW_API_KEYS_FILE: file,
+    TRACKING_PORT: "0",
+  })
   assert.is(await both.exited, 1)
-  assert.ok(both.lines.some((l) => l.includes("set LOGIFLOW_API_KEYS or LOGIFLOW_API_KEYS_FILE, not both")), both.lines.join("\n"))
+  assert.ok(
+    both.lines.some((l) => l.includes("set LOGIFLOW_API_KEYS or LOGIFLOW_API_KEYS_FILE, not both")),
+    both.lines.join("\n"),
+  )
   const secretKey = key()
-  const broken = spawnTs("workers/routing.ts", { NATS_URL: server.url, LOGIFLOW_API_KEYS: `ok:${key()}:routes:1,bad:${secretKey}:routes:fast`, ROUTING_PORT: "0" })
+  const broken = spawnTs("workers/routing.ts", {
+    NATS_URL: server.url,
+    LOGIFLOW_API_KEYS: `ok:${key()}:routes:1,bad:${secretKey}:routes:fast`,
+    ROUTING_PORT: "0",
+  })
   assert.is(await broken.exited, 1)
-  assert.ok(broken.lines.some((l) => l.includes('LOGIFLOW_API_KEYS entry 2 ("bad"): ratePerSecond must be a positive number')), broken.lines.join("\n"))
-  assert.not.ok(broken.lines.some((l) => l.includes(secretKey)), "the error never shows the key")
+  assert.ok(
+    broken.lines.some((l) => l.includes('LOGIFLOW_API_KEYS entry 2 ("bad"): ratePerSecond must be a positive number')),
+    broken.lines.join("\n"),
+  )
+  assert.not.ok(
+    broken.lines.some((l) => l.includes(secretKey)),
+    "the error never shows the key",
+  )
 })
 
 test("parseApiKeys - every malformed entry is refused with its position, never echoing the key", () => {
@@ -153,11 +205,17 @@ test("parseApiKeys - every malformed entry is refused with its position, never e
       parseApiKeys(text)
       assert.unreachable(text)
     } catch (err) {
-      assert.ok((err as Error).message.startsWith(message) || (err as Error).message.includes(message), `${text}: ${(err as Error).message}`)
+      assert.ok(
+        (err as Error).message.startsWith(message) || (err as Error).message.includes(message),
+        `${text}: ${(err as Error).message}`,
+      )
       assert.not.ok((err as Error).message.includes(secretKey))
     }
   }
-  assert.equal(parseApiKeys(`x:${secretKey}:routes+positions:0.5`).map((a) => [a.name, a.scopes, a.ratePerSecond]), [["x", ["routes", "positions"], 0.5]])
+  assert.equal(
+    parseApiKeys(`x:${secretKey}:routes+positions:0.5`).map((a) => [a.name, a.scopes, a.ratePerSecond]),
+    [["x", ["routes", "positions"], 0.5]],
+  )
 })
 
 test.run()

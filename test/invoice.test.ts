@@ -1,6 +1,6 @@
 // workers/invoice.ts as its own process against a real nats-server: exact cents, one invoice per routeId through
 // redeliveries, kill -9 and injected failures, and no-tariff routes dead-lettered without blocking the rest.
-import { type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream"
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
@@ -40,7 +40,7 @@ test.after(async () => {
 })
 
 const publishRoute = (r: RouteCalculated, id = `routing:${r.routeId}`) =>
-  publishEvent(js, "RouteCalculated", r, { id, source: "logiflow/test"})
+  publishEvent(js, "RouteCalculated", r, { id, source: "logiflow/test" })
 
 async function all(stream: string) {
   const info = await jsm.streams.info(stream)
@@ -54,7 +54,12 @@ async function all(stream: string) {
 
 async function invoices(prefix: string) {
   return (await all("INVOICE"))
-    .map((m) => ({ msgId: m.header.get("Nats-Msg-Id"), key: m.header.get("ce-subject"), subject: m.subject, data: m.json<InvoiceGenerated>() }))
+    .map((m) => ({
+      msgId: m.header.get("Nats-Msg-Id"),
+      key: m.header.get("ce-subject"),
+      subject: m.subject,
+      data: m.json<InvoiceGenerated>(),
+    }))
     .filter((i) => i.data.routeId.startsWith(prefix))
 }
 
@@ -76,7 +81,11 @@ test("prices every route once, in exact cents, keyed by route, on the route's su
   await settled()
   assert.is((await invoices("price-")).length, 30)
   // 12.5 km and 2 stops each: acme 4500 + 1500 + 2·800; globex 6000 + 1188 (1187.5 rounded) + 2·1250; initech 3000 + 1875 + 2·500
-  const expected = { acme: [7600, "EUR", [4500, 1500, 1600]], globex: [9688, "USD", [6000, 1188, 2500]], initech: [5875, "EUR", [3000, 1875, 1000]] }
+  const expected = {
+    acme: [7600, "EUR", [4500, 1500, 1600]],
+    globex: [9688, "USD", [6000, 1188, 2500]],
+    initech: [5875, "EUR", [3000, 1875, 1000]],
+  }
   const byRoute = new Map(got.map((i) => [i.data.routeId, i]))
   assert.is(byRoute.size, 30)
   for (const r of routes) {
@@ -84,8 +93,14 @@ test("prices every route once, in exact cents, keyed by route, on the route's su
     const [total, currency, lines] = expected[r.customerId as keyof typeof expected]
     assert.is(inv.data.totalCents, total, r.routeId)
     assert.is(inv.data.currency, currency)
-    assert.equal(inv.data.lines.map((l) => l.amountCents), lines)
-    assert.equal(inv.data.lines.map((l) => l.description), ["Base fee", "Distance 12.5 km", "Stops × 2"])
+    assert.equal(
+      inv.data.lines.map((l) => l.amountCents),
+      lines,
+    )
+    assert.equal(
+      inv.data.lines.map((l) => l.description),
+      ["Base fee", "Distance 12.5 km", "Stops × 2"],
+    )
     assert.is(inv.data.truckId, r.truckId)
     assert.is(inv.data.customerId, r.customerId)
     assert.is(inv.msgId, `invoice:${r.routeId}`)
@@ -98,7 +113,9 @@ test("prices every route once, in exact cents, keyed by route, on the route's su
 test("a redelivered route (same routeId, another msg id) still yields one invoice: the first one", async () => {
   const r = route(1, { routeId: "redeliver-1" })
   await publishRoute(r)
-  const [first] = await waitUntil(async () => ((await invoices("redeliver-")).length === 1 ? invoices("redeliver-") : null), { what: "the first invoice" })
+  const [first] = await waitUntil(async () => ((await invoices("redeliver-")).length === 1 ? invoices("redeliver-") : null), {
+    what: "the first invoice",
+  })
   const ack = await publishRoute(r, "routing:redeliver-1:again")
   assert.is(ack.duplicate, false, "the route itself is stored twice")
   await settled()
@@ -114,14 +131,20 @@ test("past the duplicate window - a route arriving again later (a retry, a repla
   try {
     const r = route(2, { routeId: "late-1" })
     await publishRoute(r)
-    const [first] = await waitUntil(async () => ((await invoices("late-")).length === 1 ? invoices("late-") : null), { what: "the first invoice" })
+    const [first] = await waitUntil(async () => ((await invoices("late-")).length === 1 ? invoices("late-") : null), {
+      what: "the first invoice",
+    })
     await new Promise((res) => setTimeout(res, 1500))
     // the very same event again (same msg id): outside the window the stream stores it, and invoice prices it again
     assert.is((await publishRoute(r)).duplicate, false)
     await settled()
-    assert.equal((await invoices("late-")).map((i) => i.data), [first!.data])
+    assert.equal(
+      (await invoices("late-")).map((i) => i.data),
+      [first!.data],
+    )
   } finally {
-    for (const s of ["INVOICE", "ROUTING"]) await jsm.streams.update(s, { ...(await jsm.streams.info(s)).config, duplicate_window: 120_000_000_000 })
+    for (const s of ["INVOICE", "ROUTING"])
+      await jsm.streams.update(s, { ...(await jsm.streams.info(s)).config, duplicate_window: 120_000_000_000 })
   }
 })
 
@@ -173,14 +196,24 @@ test("INVOICE_FAIL_RATE - transient failures are retried, each route is still in
   // 0.3⁵ ≈ 0.2 %: a route may run out of deliveries, and then it is dead-lettered, never invoiced as well
   assert.is(got.length + deadLettered.length, 20)
   assert.is(new Set([...got.map((i) => i.data.routeId), ...deadLettered]).size, 20)
-  assert.ok(child!.lines.some((l) => l.includes("injected transient failure")), "failures were injected")
+  assert.ok(
+    child!.lines.some((l) => l.includes("injected transient failure")),
+    "failures were injected",
+  )
   await startInvoice()
 })
 
 test("INVOICE_CRASH_ON_START=1 - exits 1 before touching NATS", async () => {
-  const crashing = spawnTs("workers/invoice.ts", { NATS_URL: server.url, INVOICE_PORT: String(await freePort()), INVOICE_CRASH_ON_START: "1" })
+  const crashing = spawnTs("workers/invoice.ts", {
+    NATS_URL: server.url,
+    INVOICE_PORT: String(await freePort()),
+    INVOICE_CRASH_ON_START: "1",
+  })
   assert.is(await crashing.exited, 1)
-  assert.ok(crashing.lines.some((l) => l.includes("INVOICE_CRASH_ON_START=1")), crashing.lines.join("\n"))
+  assert.ok(
+    crashing.lines.some((l) => l.includes("INVOICE_CRASH_ON_START=1")),
+    crashing.lines.join("\n"),
+  )
   assert.not.ok(crashing.lines.some((l) => l.includes("nats connected")))
 })
 
@@ -191,7 +224,10 @@ test("a bad INVOICE_TARIFFS stops the worker at start with the field that is wro
     INVOICE_TARIFFS: JSON.stringify({ acme: { baseCents: 1, perKmCents: 1, perStopCents: 1, currency: "eur" } }),
   })
   assert.is.not(await bad.exited, 0)
-  assert.ok(bad.lines.some((l) => l.includes("INVOICE_TARIFFS.acme.currency")), bad.lines.join("\n"))
+  assert.ok(
+    bad.lines.some((l) => l.includes("INVOICE_TARIFFS.acme.currency")),
+    bad.lines.join("\n"),
+  )
 })
 
 test.run()

@@ -12,7 +12,9 @@ import * as assert from "uvu/assert"
 import { type Child, freePort, lacks, spawnChild, spawnTs, testAuth, waitUntil } from "./harness.ts"
 
 const test = suite("natscli")
-const NATS = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/bin"].map((d) => join(d, "nats")).find((p) => existsSync(p) && statSync(p).isFile())
+const NATS = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/bin"]
+  .map((d) => join(d, "nats"))
+  .find((p) => existsSync(p) && statSync(p).isFile())
 // `nats stream view` pages interactively and needs a terminal: script(1) gives it one
 const SCRIPT = ["/usr/bin/script", "/bin/script"].find(existsSync)
 if (!NATS) console.log("skipped: no nats CLI on PATH or in /usr/local/bin (bash deploy/nats/install.sh builds the pinned one)")
@@ -38,7 +40,12 @@ const postRoute = (customerId: string) =>
   fetch(`http://127.0.0.1:${ports.routing}/routes`, {
     method: "POST",
     headers: { ...testAuth().headers.routes, "content-type": "application/json" },
-    body: JSON.stringify({ truckId: "truck-7", customerId, depot: { lat: 52.52, lon: 13.405 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }] }),
+    body: JSON.stringify({
+      truckId: "truck-7",
+      customerId,
+      depot: { lat: 52.52, lon: 13.405 },
+      stops: [{ id: "a", lat: 52.53, lon: 13.41 }],
+    }),
   }).then(async (r) => ({ status: r.status, body: (await r.json()) as { routeId: string } }))
 
 if (NATS) {
@@ -46,18 +53,39 @@ if (NATS) {
     dir = await mkdtemp(join(tmpdir(), "logiflow-natscli-"))
     for (const w of ["routing", "invoice", "tracking", "portal", "ops", "nats", "monitor"]) ports[w] = await freePort()
     // the CLI's config and home in the temp dir; no NATS_* of the caller's that the CLI would read instead
-    env = { XDG_CONFIG_HOME: dir, HOME: dir, NATS_URL: undefined, NATS_CONTEXT: undefined, NATS_USER: undefined, NATS_PASSWORD: undefined, NATS_CREDS: undefined }
-    up = spawnTs("mesh/cli/main.ts", {
-      ...env,
-      HOME: process.env.HOME,
-      NATS_PORT: String(ports.nats),
-      NATS_MONITOR_PORT: String(ports.monitor),
-      ...Object.fromEntries(["routing", "invoice", "tracking", "portal", "ops"].map((w) => [`${w.toUpperCase()}_PORT`, String(ports[w])])),
-      LOGIFLOW_NATS_CONTEXT: undefined,
-    }, ["up", "--no-fleet", "--data-dir", join(dir, "data")])
+    env = {
+      XDG_CONFIG_HOME: dir,
+      HOME: dir,
+      NATS_URL: undefined,
+      NATS_CONTEXT: undefined,
+      NATS_USER: undefined,
+      NATS_PASSWORD: undefined,
+      NATS_CREDS: undefined,
+    }
+    up = spawnTs(
+      "mesh/cli/main.ts",
+      {
+        ...env,
+        HOME: process.env.HOME,
+        NATS_PORT: String(ports.nats),
+        NATS_MONITOR_PORT: String(ports.monitor),
+        ...Object.fromEntries(
+          ["routing", "invoice", "tracking", "portal", "ops"].map((w) => [`${w.toUpperCase()}_PORT`, String(ports[w])]),
+        ),
+        LOGIFLOW_NATS_CONTEXT: undefined,
+      },
+      ["up", "--no-fleet", "--data-dir", join(dir, "data")],
+    )
     await up.waitFor(/Ctrl-C stops everything/, 60_000)
     for (const w of ["routing", "invoice", "ops"]) {
-      await waitUntil(() => fetch(`http://127.0.0.1:${ports[w]}/readyz`).then((r) => r.status === 200, () => false), { what: `${w} ready`, timeoutMs: 60_000 })
+      await waitUntil(
+        () =>
+          fetch(`http://127.0.0.1:${ports[w]}/readyz`).then(
+            (r) => r.status === 200,
+            () => false,
+          ),
+        { what: `${w} ready`, timeoutMs: 60_000 },
+      )
     }
   })
   test.after(async () => {
@@ -67,7 +95,10 @@ if (NATS) {
 
   test("context - up writes $XDG_CONFIG_HOME/nats/context/logiflow.json (mode 0600) with its URL and admin's password, and says so in one line", () => {
     const c = JSON.parse(readFileSync(context(), "utf8")) as Record<string, string>
-    assert.equal([c.url, c.user, statSync(context()).mode & 0o777, statSync(join(dir, "nats", "context")).mode & 0o777], [`nats://127.0.0.1:${ports.nats}`, "admin", 0o600, 0o700])
+    assert.equal(
+      [c.url, c.user, statSync(context()).mode & 0o777, statSync(join(dir, "nats", "context")).mode & 0o777],
+      [`nats://127.0.0.1:${ports.nats}`, "admin", 0o600, 0o700],
+    )
     assert.match(c.description!, new RegExp(`^logiflow up \\(pid ${up.pid}\\): removed when it stops`))
     assert.is(up.lines.filter((l) => l.includes("nats CLI: ")).length, 1)
     assert.ok(up.lines.some((l) => l.endsWith("│ nats CLI: nats --context logiflow stream ls")))
@@ -93,18 +124,23 @@ if (NATS) {
     assert.equal(["invoice", "portal", "tracking"].map(rows), [1, 1, 1])
     const kv = await run(["kv", "ls"])
     assert.is(kv.code, 0, kv.text)
-    for (const b of ["dlq-entries", "heartbeats", "portal-invoices", "portal-trucks", "routing-requests", "tracking-trucks"]) assert.match(kv.text, new RegExp(`│ ${b}\\s+│`), b)
+    for (const b of ["dlq-entries", "heartbeats", "portal-invoices", "portal-trucks", "routing-requests", "tracking-trucks"])
+      assert.match(kv.text, new RegExp(`│ ${b}\\s+│`), b)
     const streams = await run(["stream", "ls"])
-    for (const s of ["ADVISORIES", "DLQ", "INVOICE", "POSITIONS", "REPLAY", "ROUTING", "TRACKING"]) assert.match(streams.text, new RegExp(`│ ${s}\\s+│`), s)
+    for (const s of ["ADVISORIES", "DLQ", "INVOICE", "POSITIONS", "REPLAY", "ROUTING", "TRACKING"])
+      assert.match(streams.text, new RegExp(`│ ${s}\\s+│`), s)
   })
 
   test("stream view DLQ - after a no-tariff route, the entry with its reason headers and the original body", async () => {
     const posted = await postRoute("nobody")
     assert.is(posted.status, 202)
-    await waitUntil(async () => {
-      const r = await fetch(`http://127.0.0.1:${ports.ops}/api/dlq`, { headers: testAuth().operator.headers })
-      return ((await r.json()) as { total: number }).total === 1 || null
-    }, { what: "the DLQ entry at ops" })
+    await waitUntil(
+      async () => {
+        const r = await fetch(`http://127.0.0.1:${ports.ops}/api/dlq`, { headers: testAuth().operator.headers })
+        return ((await r.json()) as { total: number }).total === 1 || null
+      },
+      { what: "the DLQ entry at ops" },
+    )
     let text: string
     if (SCRIPT) {
       // a page larger than the stream: it prints and ends ("Reached apparent end of data") without a prompt

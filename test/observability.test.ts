@@ -75,8 +75,12 @@ function parse(text: string): Sample[] {
 
 /** the value of the one series with exactly these labels; undefined when there is none */
 const value = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
-  samples.find((s) => s.name === name && Object.keys(s.labels).length === Object.keys(labels).length && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    ?.value
+  samples.find(
+    (s) =>
+      s.name === name &&
+      Object.keys(s.labels).length === Object.keys(labels).length &&
+      Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  )?.value
 
 async function scrape(port: number): Promise<Sample[]> {
   const res = await fetch(`http://127.0.0.1:${port}/metrics`)
@@ -95,7 +99,9 @@ function assertCumulative(samples: Sample[], name: string) {
   }
   assert.ok(series.size > 0, `${name} has buckets`)
   for (const [k, buckets] of series) {
-    const sorted = [...buckets].sort((a, b) => (a.labels.le === "+Inf" ? 1 : b.labels.le === "+Inf" ? -1 : Number(a.labels.le) - Number(b.labels.le)))
+    const sorted = [...buckets].sort((a, b) =>
+      a.labels.le === "+Inf" ? 1 : b.labels.le === "+Inf" ? -1 : Number(a.labels.le) - Number(b.labels.le),
+    )
     sorted.reduce((prev, b) => (assert.ok(b.value >= prev, `${name}${k} le=${b.labels.le} decreases`), b.value), 0)
     assert.is(sorted.at(-1)!.labels.le, "+Inf")
     assert.is(sorted.at(-1)!.value, value(samples, `${name}_count`, JSON.parse(k)), `${name}${k}: +Inf = _count`)
@@ -132,12 +138,18 @@ test("metrics - events by stream/type/outcome, handler and publish latency move 
 
 test("metrics - in-flight and consumer ack-pending are sampled at scrape time", async () => {
   // handlers that never return: two run, the third waits for a slot (the prefetch, 16 × concurrency, has room for all)
-  const probe = await start(worker({ name: "invoice", consumes: { RouteCalculated: () => new Promise<never>(() => {}) }, concurrency: 2 }), 300)
+  const probe = await start(
+    worker({ name: "invoice", consumes: { RouteCalculated: () => new Promise<never>(() => {}) }, concurrency: 2 }),
+    300,
+  )
   for (let i = 1; i <= 3; i++) await send(i)
-  const m = await waitUntil(async () => {
-    const s = await scrape(probe.port)
-    return value(s, "logiflow_inflight") === 3 ? s : null
-  }, { what: "3 messages held" })
+  const m = await waitUntil(
+    async () => {
+      const s = await scrape(probe.port)
+      return value(s, "logiflow_inflight") === 3 ? s : null
+    },
+    { what: "3 messages held" },
+  )
   assert.is(value(m, "logiflow_consumer_pending", { stream: "ROUTING", consumer: "invoice" }), 0)
   assert.is(value(m, "logiflow_consumer_ack_pending", { stream: "ROUTING", consumer: "invoice" }), 3)
   assert.is(value(m, "logiflow_handler_seconds_count", { stream: "ROUTING" }), undefined, "nothing finished")
@@ -158,7 +170,8 @@ test("metrics - HTTP requests by method, route pattern (not the raw path) and st
       },
     }),
   )
-  const get = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${w.port}${path}`, init).then((r) => (r.body?.cancel(), r.status))
+  const get = (path: string, init?: RequestInit) =>
+    fetch(`http://127.0.0.1:${w.port}${path}`, init).then((r) => (r.body?.cancel(), r.status))
   for (const id of ["t1", "t2", "t3", "t4"]) assert.is(await get(`/api/trucks/${id}`), 200)
   assert.is(await get("/api/fail", { method: "POST" }), 422)
   assert.is(await get("/api/fail", { method: "POST" }), 422)
@@ -174,7 +187,10 @@ test("metrics - HTTP requests by method, route pattern (not the raw path) and st
   assert.is(count("GET", "unmatched", "404"), 2)
   assert.is(count("GET", "/healthz", "200"), 1)
   assert.is(count("GET", "/metrics", "200"), undefined, "a scrape is counted once it is answered")
-  assert.not.ok(m.some((s) => s.labels.route?.includes("t1")), "no raw path becomes a label value")
+  assert.not.ok(
+    m.some((s) => s.labels.route?.includes("t1")),
+    "no raw path becomes a label value",
+  )
   assert.is(value(m, "logiflow_http_request_seconds_count", { method: "GET", route: "/api/trucks/:id", status: "200" }), 4)
   assertCumulative(m, "logiflow_http_request_seconds")
   const next = await scrape(w.port)
@@ -197,15 +213,23 @@ test("metrics - a histogram counts each value in the first bucket whose le it do
   )
   assert.is(value(m, "demo_seconds_count", a), 5)
   assert.is(Math.round(value(m, "demo_seconds_sum", a)! * 1e7), Math.round((0.01 + 0.0100001 + 0.5 + 1 + 7) * 1e7))
-  assert.equal(["0.01", "+Inf"].map((le) => value(m, "demo_seconds_bucket", { stream: "B", le })), [1, 1])
+  assert.equal(
+    ["0.01", "+Inf"].map((le) => value(m, "demo_seconds_bucket", { stream: "B", le })),
+    [1, 1],
+  )
   assertCumulative(m, "demo_seconds")
 })
 
 test("metrics - a label the metric was not declared with is dropped, never thrown into the handler", async () => {
-  const w = await start(worker({ name: "fleet", routes: (router, rt) => {
-    const c = rt.metrics.counter("demo_total", "demo", ["outcome"])
-    router.get("/x", () => (c.inc({ outcome: "ok", extra: "y" }), { ok: true }))
-  } }))
+  const w = await start(
+    worker({
+      name: "fleet",
+      routes: (router, rt) => {
+        const c = rt.metrics.counter("demo_total", "demo", ["outcome"])
+        router.get("/x", () => (c.inc({ outcome: "ok", extra: "y" }), { ok: true }))
+      },
+    }),
+  )
   const warn = console.warn
   const warned: string[] = []
   console.warn = (...a: unknown[]) => void warned.push(a.join(" "))
@@ -226,10 +250,13 @@ test("ops - open DLQ entries by consumer and reason at scrape time, and GET /asy
   await send(2, { customerId: "nobody" })
   await send(3, { customerId: "acme" })
   await settled(3)
-  const m = await waitUntil(async () => {
-    const s = await scrape(ops.port)
-    return value(s, "logiflow_dlq_open_entries", { consumer: "invoice", reason: "no-tariff" }) === 2 ? s : null
-  }, { what: "2 open entries indexed" })
+  const m = await waitUntil(
+    async () => {
+      const s = await scrape(ops.port)
+      return value(s, "logiflow_dlq_open_entries", { consumer: "invoice", reason: "no-tariff" }) === 2 ? s : null
+    },
+    { what: "2 open entries indexed" },
+  )
   assert.equal(
     m.filter((s) => s.name === "logiflow_dlq_open_entries").map((s) => [s.labels, s.value]),
     [[{ consumer: "invoice", reason: "no-tariff" }, 2]],
@@ -274,14 +301,24 @@ test("logs - at info, one JSON line per lifecycle event and none per successful 
     assert.match(String(l.time), /^\d{4}-\d\d-\d\dT/)
   }
   const dlq = lines.filter((l) => l.msg === "dead-lettered")
-  assert.equal(dlq.map((l) => [l.level, l.reason, l.stream, l.seq]), [["warn", "no-tariff", "ROUTING", 49], ["warn", "no-tariff", "ROUTING", 50]])
+  assert.equal(
+    dlq.map((l) => [l.level, l.reason, l.stream, l.seq]),
+    [
+      ["warn", "no-tariff", "ROUTING", 49],
+      ["warn", "no-tariff", "ROUTING", 50],
+    ],
+  )
 })
 
 test("readiness and logs - /readyz is 503 while NATS is down and 200 again after it returns; one line each way", async () => {
   const { lines } = await captured(async () => {
     const w = await invoice.start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
     f.running.push(w)
-    const ready = () => fetch(`http://127.0.0.1:${w.port}/readyz`).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }))
+    const ready = () =>
+      fetch(`http://127.0.0.1:${w.port}/readyz`).then(async (r) => ({
+        status: r.status,
+        body: (await r.json()) as Record<string, unknown>,
+      }))
     assert.equal(await ready(), { status: 200, body: { status: "ready", worker: "invoice" } })
     await f.nc.close()
     await f.server.stop()
@@ -336,7 +373,12 @@ const postRoute = (port: number, customerId: string, traceparent: string) =>
   fetch(`http://127.0.0.1:${port}/routes`, {
     method: "POST",
     headers: { "content-type": "application/json", ...testAuth().headers.routes, traceparent },
-    body: JSON.stringify({ truckId: "truck-7", customerId, depot: { lat: 52.52, lon: 13.4 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }] }),
+    body: JSON.stringify({
+      truckId: "truck-7",
+      customerId,
+      depot: { lat: 52.52, lon: 13.4 },
+      stops: [{ id: "a", lat: 52.53, lon: 13.41 }],
+    }),
   })
 
 test("tracing - the caller's trace id reaches InvoiceGenerated through routing and invoice, and stays on a DLQ entry", async () => {
@@ -431,7 +473,10 @@ async function collector() {
   return { url: `http://127.0.0.1:${port}`, bodies, close: () => new Promise<void>((r) => srv.close(() => r())) }
 }
 type OtlpTraces = {
-  resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { scope: { name: string }; spans: { name: string; traceId: string; parentSpanId?: string }[] }[] }[]
+  resourceSpans: {
+    resource: { attributes: { key: string; value: { stringValue?: string } }[] }
+    scopeSpans: { scope: { name: string }; spans: { name: string; traceId: string; parentSpanId?: string }[] }[]
+  }[]
 }
 
 test("tracing - with OTEL_EXPORTER_OTLP_ENDPOINT set, a worker process exports its spans over OTLP/HTTP (flushed on SIGTERM)", async () => {
@@ -445,12 +490,22 @@ test("tracing - with OTEL_EXPORTER_OTLP_ENDPOINT set, a worker process exports i
     assert.is(await child.stop("SIGTERM"), 0)
     const spans = otlp.bodies.flatMap((b) =>
       b.json.resourceSpans.flatMap((rs) =>
-        rs.scopeSpans.flatMap((ss) => ss.spans.map((s) => ({ ...s, path: b.path, scope: ss.scope.name, service: rs.resource.attributes.find((a) => a.key === "service.name")?.value.stringValue }))),
+        rs.scopeSpans.flatMap((ss) =>
+          ss.spans.map((s) => ({
+            ...s,
+            path: b.path,
+            scope: ss.scope.name,
+            service: rs.resource.attributes.find((a) => a.key === "service.name")?.value.stringValue,
+          })),
+        ),
       ),
     )
     const handled = spans.find((s) => s.name === "invoice handle RouteCalculated")
     assert.ok(handled, `spans received: ${spans.map((s) => s.name).join(", ")}`)
-    assert.equal([handled!.path, handled!.scope, handled!.service, handled!.traceId, handled!.parentSpanId], ["/v1/traces", "logiflow", "logiflow-invoice", TRACE, CALLER])
+    assert.equal(
+      [handled!.path, handled!.scope, handled!.service, handled!.traceId, handled!.parentSpanId],
+      ["/v1/traces", "logiflow", "logiflow-invoice", TRACE, CALLER],
+    )
     assert.ok(spans.some((s) => s.name === "publish invoice.events.InvoiceGenerated.*" && s.traceId === TRACE))
   } finally {
     await child.stop("SIGKILL")
@@ -475,7 +530,7 @@ test("heartbeats - a running worker keeps <worker>.<instance> in the heartbeats 
   await w.stop()
   f.running.length = 0
   const after = await kv.get(key)
-  assert.ok(!after || after.operation !== "PUT", "the key is gone at stop")
+  assert.ok(after?.operation !== "PUT", "the key is gone at stop")
 })
 
 test("heartbeats - a worker whose user may not write heartbeats starts, works, and says so once", async () => {
@@ -496,7 +551,9 @@ test("heartbeats - a worker whose user may not write heartbeats starts, works, a
       const res = await fetch(`http://127.0.0.1:${w.port}/readyz`)
       assert.is(res.status, 200)
       await publishEvent(jetstream(own), "RouteCalculated", route(1), { id: "rc-1", source: "logiflow/test" })
-      await waitUntil(async () => (await jetstreamManager(own).then((m) => m.streams.info("INVOICE"))).state.messages === 1, { what: "an invoice" })
+      await waitUntil(async () => (await jetstreamManager(own).then((m) => m.streams.info("INVOICE"))).state.messages === 1, {
+        what: "an invoice",
+      })
       await sleep(5500) // past the next beat: still one line
     } finally {
       await w.stop()
@@ -523,7 +580,10 @@ test("heartbeats - under nats.conf each worker user writes only its own keys, an
       const kv = await new Kvm(jetstream(nc)).open(HEARTBEATS)
       await kv.put(`${w}.i1`, JSON.stringify({ worker: w }))
       const other = workerNames.find((x) => x !== w)!
-      const err = await kv.put(`${other}.i1`, "{}").then(() => undefined, (e: Error) => e)
+      const err = await kv.put(`${other}.i1`, "{}").then(
+        () => undefined,
+        (e: Error) => e,
+      )
       assert.match(String(err?.cause ?? err), /permission/i, `${w} may not write ${other}'s heartbeat`)
     }
     const ops = await as("ops")

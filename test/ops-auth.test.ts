@@ -6,7 +6,7 @@ import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type DlqEntry } from "../mesh/admin/mod.ts"
+import type { DlqEntry } from "../mesh/admin/mod.ts"
 import { parseOperators, signToken } from "../mesh/auth.ts"
 import { publishDeadLetter } from "../mesh/dlq.ts"
 import { publishEvent } from "../mesh/publish.ts"
@@ -39,7 +39,16 @@ async function deadLetters(ops: Proc, n: number): Promise<string[]> {
     const r = route(i)
     const ack = await publishEvent(f.js, "RouteCalculated", r, { id: `oa-${i}-${crypto.randomUUID()}`, source: "logiflow/test" })
     const m = (await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq }))!
-    await publishDeadLetter(f.js, { stream: "ROUTING", seq: ack.seq, consumer: "invoice", subject: m.subject, headers: m.header, data: m.data, deliveries: 1, reason: "no-tariff" })
+    await publishDeadLetter(f.js, {
+      stream: "ROUTING",
+      seq: ack.seq,
+      consumer: "invoice",
+      subject: m.subject,
+      headers: m.header,
+      data: m.data,
+      deliveries: 1,
+      reason: "no-tariff",
+    })
     ids.push(`ROUTING.invoice.${ack.seq}`)
   }
   await waitUntil(async () => (await call(ops, "/api/dlq", { headers: bearer(alice) })).body.total === n, { what: `${n} entries indexed` })
@@ -66,14 +75,21 @@ test("reads - every API read needs a named operator: 401 without or with an unkn
   for (const path of READS) {
     const none = await call(ops, path)
     assert.is(none.status, 401, path)
-    assert.equal(none.body, { status: 401, error: "sign in: open GET /login?token=<your operator token>, or send Authorization: Bearer <token>" })
+    assert.equal(none.body, {
+      status: 401,
+      error: "sign in: open GET /login?token=<your operator token>, or send Authorization: Bearer <token>",
+    })
     assert.is(none.headers.get("www-authenticate"), 'Bearer realm="logiflow-ops"')
     const unknown = await call(ops, path, { headers: bearer(tok()) })
     assert.equal([unknown.status, unknown.body.error], [401, "unknown operator token, or the session has expired"], path)
   }
   assert.equal((await call(ops, "/api/session", { headers: bearer(alice) })).body, { operator: "alice" })
   assert.equal((await call(ops, "/api/session", { headers: bearer(bob) })).body, { operator: "bob" }, "bob's token, stored as its digest")
-  assert.is((await call(ops, "/api/session", { headers: bearer(createHash("sha256").update(bob).digest("hex")) })).status, 401, "the digest itself is no token")
+  assert.is(
+    (await call(ops, "/api/session", { headers: bearer(createHash("sha256").update(bob).digest("hex")) })).status,
+    401,
+    "the digest itself is no token",
+  )
   assert.is((await call(ops, "/asyncapi.json", { headers: bearer(alice) })).status, 200)
   // open without credentials: the page (a sign-in form until there is a session), health and metrics
   for (const path of ["/", "/healthz", "/readyz", "/metrics"]) assert.is((await call(ops, path)).status, 200, path)
@@ -97,7 +113,10 @@ test("login - /login?token= sets a 12 h session cookie (not the token), which th
   assert.equal((await call(ops, "/api/session", { headers: session })).body, { operator: "bob" })
   assert.is((await call(ops, "/api/dlq", { headers: session })).status, 200)
   // a session signed by anything but this ops process (another key, a portal token) is no session
-  for (const forged of [await signToken("some-other-key-0123456789-0123456789", "bob", 4_000_000_000), m![1]!.replace(/.$/, (c) => (c === "A" ? "B" : "A"))]) {
+  for (const forged of [
+    await signToken("some-other-key-0123456789-0123456789", "bob", 4_000_000_000),
+    m![1]!.replace(/.$/, (c) => (c === "A" ? "B" : "A")),
+  ]) {
     assert.is((await call(ops, "/api/session", { headers: { cookie: `logiflow_ops=${forged}` } })).status, 401)
   }
   const logout = await call(ops, "/logout", { headers: session })
@@ -127,18 +146,36 @@ test("CSRF - a POST carried by the session cookie needs this origin (Sec-Fetch-S
 
   assert.is((await post(`/api/dlq/${one}/discard`, { cookie, origin: `http://${host}` })).status, 200)
   assert.is((await post(`/api/dlq/${two}/discard`, { cookie, "sec-fetch-site": "same-origin" })).status, 200)
-  assert.is((await post(`/api/dlq/${three}/discard`, bearer(alice))).status, 200, "a bearer token is no ambient credential: no origin needed")
-  const by = async (id: string) => ((await call(ops, `/api/dlq/${id}`, { headers: bearer(alice) })).body.entry as DlqEntry).history.map((h) => [h.action, h.by])
-  assert.equal(await by(one), [["dead-lettered", "invoice"], ["discarded", "bob"]])
-  assert.equal(await by(two), [["dead-lettered", "invoice"], ["discarded", "bob"]])
-  assert.equal(await by(three), [["dead-lettered", "invoice"], ["discarded", "alice"]])
+  assert.is(
+    (await post(`/api/dlq/${three}/discard`, bearer(alice))).status,
+    200,
+    "a bearer token is no ambient credential: no origin needed",
+  )
+  const by = async (id: string) =>
+    ((await call(ops, `/api/dlq/${id}`, { headers: bearer(alice) })).body.entry as DlqEntry).history.map((h) => [h.action, h.by])
+  assert.equal(await by(one), [
+    ["dead-lettered", "invoice"],
+    ["discarded", "bob"],
+  ])
+  assert.equal(await by(two), [
+    ["dead-lettered", "invoice"],
+    ["discarded", "bob"],
+  ])
+  assert.equal(await by(three), [
+    ["dead-lettered", "invoice"],
+    ["discarded", "alice"],
+  ])
   assert.is((await post(`/api/dlq/${one}/replay`, {})).status, 401)
 })
 
 test("configuration - no operators: reads and actions 503 naming LOGIFLOW_OPERATORS (health stays); a file works; bad lists stop the start", async () => {
   const none = await startOps({ LOGIFLOW_OPERATORS: "" })
   assert.ok(none.lines.some((l) => /"level":"warn".*no operators configured.*LOGIFLOW_OPERATORS/.test(l)))
-  for (const [path, method] of [...READS.map((p) => [p, "GET"]), ["/api/dlq/ROUTING.invoice.1/replay", "POST"], ["/login?token=x", "GET"]]) {
+  for (const [path, method] of [
+    ...READS.map((p) => [p, "GET"]),
+    ["/api/dlq/ROUTING.invoice.1/replay", "POST"],
+    ["/login?token=x", "GET"],
+  ]) {
     const r = await call(none, path!, { method, headers: bearer(alice) })
     assert.is(r.status, 503, path)
     assert.match(r.body.error, /no operators are configured; set LOGIFLOW_OPERATORS \(or LOGIFLOW_OPERATORS_FILE\)/)
@@ -146,7 +183,11 @@ test("configuration - no operators: reads and actions 503 naming LOGIFLOW_OPERAT
   assert.is((await call(none, "/healthz")).status, 200)
 
   const file = join(f.server.storeDir, "operators")
-  await writeFile(file, `# the on-call rota\ncarol:${alice}\n\ndave:sha256:${createHash("sha256").update(bob).digest("hex")}  # since May\n`, { mode: 0o600 })
+  await writeFile(
+    file,
+    `# the on-call rota\ncarol:${alice}\n\ndave:sha256:${createHash("sha256").update(bob).digest("hex")}  # since May\n`,
+    { mode: 0o600 },
+  )
   const fromFile = await startOps({ LOGIFLOW_OPERATORS: "", LOGIFLOW_OPERATORS_FILE: file })
   assert.equal((await call(fromFile, "/api/session", { headers: bearer(alice) })).body, { operator: "carol" })
   assert.equal((await call(fromFile, "/api/session", { headers: bearer(bob) })).body, { operator: "dave" })
@@ -159,8 +200,14 @@ test("configuration - no operators: reads and actions 503 naming LOGIFLOW_OPERAT
   ] as const) {
     const c = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: "0", ...env })
     assert.is(await c.exited, 1)
-    assert.ok(c.lines.some((l) => l.includes(message)), c.lines.join("\n"))
-    assert.not.ok(c.lines.some((l) => l.includes(secretToken)), "never the token")
+    assert.ok(
+      c.lines.some((l) => l.includes(message)),
+      c.lines.join("\n"),
+    )
+    assert.not.ok(
+      c.lines.some((l) => l.includes(secretToken)),
+      "never the token",
+    )
   }
   assert.equal(parseOperators(" # nobody yet\n").names, [])
   assert.equal(parseOperators(`x@example.com:${secretToken}`).names, ["x@example.com"])

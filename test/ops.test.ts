@@ -53,16 +53,23 @@ async function api(base: string, path: string, o: { method?: string; token?: str
   const token = o.token === undefined ? TOKEN : o.token
   if (token) headers.authorization = `Bearer ${token}`
   if (o.body !== undefined) headers["content-type"] = "application/json"
-  const r = await fetch(base + path, { method: o.method ?? "GET", headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) })
+  const r = await fetch(base + path, {
+    method: o.method ?? "GET",
+    headers,
+    body: o.body === undefined ? undefined : JSON.stringify(o.body),
+  })
   return { status: r.status, body: await r.json(), headers: r.headers }
 }
 
 const entriesVia = async (base: string, query = ""): Promise<DlqEntry[]> => (await api(base, `/api/dlq${query}`)).body.entries
 const untilEntries = (base: string, n: number, query = "") =>
-  waitUntil(async () => {
-    const e = await entriesVia(base, query)
-    return e.length >= n ? e : null
-  }, { what: `${n} DLQ entries${query}` })
+  waitUntil(
+    async () => {
+      const e = await entriesVia(base, query)
+      return e.length >= n ? e : null
+    },
+    { what: `${n} DLQ entries${query}` },
+  )
 const dlqMessages = async () => (await f.jsm.streams.info("DLQ")).state.messages
 
 test("advisory path - a worker SIGKILLed on its final delivery yields exactly one entry, reason max-deliveries", async () => {
@@ -116,11 +123,14 @@ test("both paths racing - worker and advisory file the same failure: one DLQ mes
   const w = await startFailing({ FAIL_BELOW: "2", HANG_ON: "2", HANG_MS: "4000" })
   const ack = await send(1)
   await w.waitFor(/"msg":"dead-lettered"/, 15_000)
-  await waitUntil(async () => {
-    const [s, c] = await Promise.all([f.jsm.streams.info("ADVISORIES"), f.jsm.consumers.info("ADVISORIES", "ops")])
-    // ops reads the MAX_DELIVERIES advisory; the worker's MSG_TERMINATED stays in the stream, not delivered to ops
-    return s.state.messages >= 1 && c.delivered.consumer_seq >= 1 && c.num_pending === 0 && c.num_ack_pending === 0
-  }, { what: "the advisory handled" })
+  await waitUntil(
+    async () => {
+      const [s, c] = await Promise.all([f.jsm.streams.info("ADVISORIES"), f.jsm.consumers.info("ADVISORIES", "ops")])
+      // ops reads the MAX_DELIVERIES advisory; the worker's MSG_TERMINATED stays in the stream, not delivered to ops
+      return s.state.messages >= 1 && c.delivered.consumer_seq >= 1 && c.num_pending === 0 && c.num_ack_pending === 0
+    },
+    { what: "the advisory handled" },
+  )
   const [entry] = await untilEntries(ops.url, 1)
   await sleep(500)
   assert.is((await entriesVia(ops.url)).length, 1)
@@ -138,16 +148,34 @@ test("dedupe window - past it, the index still keeps one entry per failure", asy
   const [entry] = await untilEntries(ops.url, 1)
   await sleep(1200)
   // a late MAX_DELIVERIES advisory for the same message: the bucket, not the expired dedupe, says it is filed
-  const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "invoice", stream_seq: ack.seq, deliveries: 2 }
+  const advisory = {
+    type: "io.nats.jetstream.advisory.v1.max_deliver",
+    stream: "ROUTING",
+    consumer: "invoice",
+    stream_seq: ack.seq,
+    deliveries: 2,
+  }
   await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
   await ops.child.waitFor(/"msg":"ready"/)
-  await waitUntil(async () => (await f.jsm.consumers.info("ADVISORIES", "ops")).num_ack_pending + (await f.jsm.consumers.info("ADVISORIES", "ops")).num_pending === 0, {
-    what: "advisories handled",
-  })
+  await waitUntil(
+    async () =>
+      (await f.jsm.consumers.info("ADVISORIES", "ops")).num_ack_pending + (await f.jsm.consumers.info("ADVISORIES", "ops")).num_pending ===
+      0,
+    {
+      what: "advisories handled",
+    },
+  )
   // and a duplicate DLQ message published past the window is stored, but indexed as the same entry
   const original = (await f.jsm.streams.getMessage("ROUTING", { seq: ack.seq }))!
   const dup = await publishDeadLetter(f.js, {
-    stream: "ROUTING", seq: ack.seq, consumer: "invoice", subject: original.subject, headers: original.header, data: original.data, deliveries: 1, reason: "no-tariff",
+    stream: "ROUTING",
+    seq: ack.seq,
+    consumer: "invoice",
+    subject: original.subject,
+    headers: original.header,
+    data: original.data,
+    deliveries: 1,
+    reason: "no-tariff",
   })
   assert.is(dup.duplicate, false)
   await waitUntil(async () => (await f.jsm.consumers.info("DLQ", "ops")).ack_floor.stream_seq === dup.seq, { what: "duplicate indexed" })
@@ -161,7 +189,13 @@ test("original gone - an advisory for a message no longer in its stream is still
   const ops = await startOps()
   const ack = await send(3)
   await f.jsm.streams.deleteMessage("ROUTING", ack.seq)
-  const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "invoice", stream_seq: ack.seq, deliveries: 2 }
+  const advisory = {
+    type: "io.nats.jetstream.advisory.v1.max_deliver",
+    stream: "ROUTING",
+    consumer: "invoice",
+    stream_seq: ack.seq,
+    deliveries: 2,
+  }
   await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
   const [entry] = await untilEntries(ops.url, 1)
   assert.is(entry!.id, `ROUTING.invoice.${ack.seq}`)
@@ -176,7 +210,10 @@ test("replay - only the consumer that failed sees it again, and the effect happe
   const ops = await startOps()
   const seenByPortal: string[] = []
   f.running.push(
-    await worker({ name: "portal", consumes: { RouteCalculated: (r) => void seenByPortal.push(r.routeId), EtaUpdated: () => {}, InvoiceGenerated: () => {} } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }),
+    await worker({
+      name: "portal",
+      consumes: { RouteCalculated: (r) => void seenByPortal.push(r.routeId), EtaUpdated: () => {}, InvoiceGenerated: () => {} },
+    }).start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 }),
   )
   const w = await startFailing({ NO_TARIFF: "nobody" })
   await send(5, { customerId: "nobody" })
@@ -202,7 +239,14 @@ test("replay - only the consumer that failed sees it again, and the effect happe
   assert.is(portalReplay.delivered.stream_seq, 0)
   assert.is(portalReplay.num_pending, 0)
   const replayed = (await api(ops.url, `/api/dlq/${entry!.id}`)).body.entry as DlqEntry
-  assert.equal(replayed.history.map((h) => [h.action, h.by]), [["dead-lettered", "invoice"], ["replayed", "tester"], ["replayed", "tester"]])
+  assert.equal(
+    replayed.history.map((h) => [h.action, h.by]),
+    [
+      ["dead-lettered", "invoice"],
+      ["replayed", "tester"],
+      ["replayed", "tester"],
+    ],
+  )
 })
 
 test("replay failing again - a new entry under the original stream and seq; bulk replay by filter counts", async () => {
@@ -224,7 +268,11 @@ test("replay failing again - a new entry under the original stream and seq; bulk
   assert.is(again.reason, "no-tariff")
   assert.is(again.state, "open")
   assert.is(all.find((e) => e.id === id)!.state, "replayed")
-  const none = await api(ops.url, "/api/dlq/replay", { method: "POST", token: TOKEN, body: { consumer: "invoice", reason: "no-such-reason" } })
+  const none = await api(ops.url, "/api/dlq/replay", {
+    method: "POST",
+    token: TOKEN,
+    body: { consumer: "invoice", reason: "no-such-reason" },
+  })
   assert.equal(none.body, { replayed: 0, ids: [] })
   const bulk = await api(ops.url, "/api/dlq/replay", { method: "POST", token: TOKEN, body: { consumer: "invoice", reason: "no-tariff" } })
   assert.is(bulk.status, 200)
@@ -274,12 +322,18 @@ test("pagination - newest first, a cursor continues where the last page stopped"
   for (let i = 0; i < 5; i++) await send(20 + i, { customerId: "nobody" })
   const all = await untilEntries(ops.url, 5)
   const seqs = all.map((e) => e.dlqSeq)
-  assert.equal(seqs, [...seqs].sort((a, b) => b - a))
+  assert.equal(
+    seqs,
+    [...seqs].sort((a, b) => b - a),
+  )
   const p1 = (await api(ops.url, "/api/dlq?limit=2")).body
   const p2 = (await api(ops.url, `/api/dlq?limit=2&cursor=${p1.nextCursor}`)).body
   const p3 = (await api(ops.url, `/api/dlq?limit=2&cursor=${p2.nextCursor}`)).body
   assert.is(p1.total, 5)
-  assert.equal([...p1.entries, ...p2.entries, ...p3.entries].map((e: DlqEntry) => e.id), all.map((e) => e.id))
+  assert.equal(
+    [...p1.entries, ...p2.entries, ...p3.entries].map((e: DlqEntry) => e.id),
+    all.map((e) => e.id),
+  )
   assert.is(p3.nextCursor, undefined)
 })
 
@@ -302,7 +356,11 @@ secure.after(async () => {
 })
 
 secure("least privilege - as nats.conf's ops user: advisory filed, entries indexed, listed, replayed, status reported", async () => {
-  const as = (user: string) => ({ NATS_URL: authServer.url, NATS_USER: user, NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]! })
+  const as = (user: string) => ({
+    NATS_URL: authServer.url,
+    NATS_USER: user,
+    NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]!,
+  })
   const port = await freePort()
   const ops = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port) })
   const inv = spawnTs("test/fixtures/failing-worker.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()), NO_TARIFF: "nobody" })
@@ -312,7 +370,13 @@ secure("least privilege - as nats.conf's ops user: advisory filed, entries index
   const ajs = jetstream(admin)
   const p1 = await publishEvent(ajs, "RouteCalculated", route(1, { customerId: "nobody" }), { id: "sec-1", source: "logiflow/test" })
   const p2 = await publishEvent(ajs, "RouteCalculated", route(2), { id: "sec-2", source: "logiflow/test" })
-  const advisory = { type: "io.nats.jetstream.advisory.v1.max_deliver", stream: "ROUTING", consumer: "tracking", stream_seq: p2.seq, deliveries: 5 }
+  const advisory = {
+    type: "io.nats.jetstream.advisory.v1.max_deliver",
+    stream: "ROUTING",
+    consumer: "tracking",
+    stream_seq: p2.seq,
+    deliveries: 5,
+  }
   await admin.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.tracking", JSON.stringify(advisory))
   const entries = await untilEntries(base, 2)
   assert.equal(entries.map((e) => e.id).sort(), [`ROUTING.invoice.${p1.seq}`, `ROUTING.tracking.${p2.seq}`].sort())
@@ -322,7 +386,10 @@ secure("least privilege - as nats.conf's ops user: advisory filed, entries index
   const st = await api(base, "/api/status")
   assert.is(st.status, 200, JSON.stringify(st.body))
   assert.is(st.body.dlq.open, 2)
-  assert.equal(ops.lines.filter((l) => /Permissions Violation|"level":"error"/i.test(l)), [])
+  assert.equal(
+    ops.lines.filter((l) => /Permissions Violation|"level":"error"/i.test(l)),
+    [],
+  )
 })
 
 secure.run()

@@ -5,7 +5,14 @@ import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type EtaUpdated, type InvoiceGenerated, partitionConsumer, type PositionReported, type RouteCalculated, topology } from "../contracts/mod.ts"
+import {
+  type EtaUpdated,
+  type InvoiceGenerated,
+  partitionConsumer,
+  type PositionReported,
+  type RouteCalculated,
+  topology,
+} from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { readStream, settled, spawnWorker, type Proc } from "./fixtures/chaos.ts"
@@ -49,13 +56,20 @@ async function orders() {
     for (const i of items) m.set(i.truckId, [...(m.get(i.truckId) ?? []), i.routeId])
     return m
   }
-  return { routes: byTruck(routes.map((m) => m.json<RouteCalculated>())), invoices: byTruck(invoices.map((m) => m.json<InvoiceGenerated>())), stored: invoices.length }
+  return {
+    routes: byTruck(routes.map((m) => m.json<RouteCalculated>())),
+    invoices: byTruck(invoices.map((m) => m.json<InvoiceGenerated>())),
+    stored: invoices.length,
+  }
 }
 
 test("provision - P partitions: ROUTING stores subjects with generation and partition, one durable per partition", async () => {
   await provision(nc, topology({ partitions: P, ackWaitSeconds: 2 }))
   const cfg = (await jsm.streams.info("ROUTING")).config
-  assert.equal(cfg.subject_transform, { src: "routing.events.RouteCalculated.*", dest: "routing.events.RouteCalculated.{{wildcard(1)}}.g1.{{partition(4,1)}}" })
+  assert.equal(cfg.subject_transform, {
+    src: "routing.events.RouteCalculated.*",
+    dest: "routing.events.RouteCalculated.{{wildcard(1)}}.g1.{{partition(4,1)}}",
+  })
   const names: string[] = []
   for await (const c of jsm.consumers.list("ROUTING")) names.push(c.name)
   const want = ["invoice", "portal", "tracking"].flatMap((w) => Array.from({ length: P }, (_, p) => partitionConsumer(w, 1, p)))
@@ -70,10 +84,13 @@ test("invoice ×3 - a kill -9 and a newcomer mid-run: each route invoiced once, 
   const w = { ...env(), INVOICE_SLOW_MS: "15" }
   for (let i = 0; i < 3; i++) procs.push(await spawnWorker("invoice", w))
   // every partition held by someone before the load starts
-  await waitUntil(() => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= P, { what: "4 leases" })
+  await waitUntil(() => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= P, {
+    what: "4 leases",
+  })
   const N = 30
   const send = async (n: number) => {
-    for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+    for (let t = 0; t < TRUCKS; t++)
+      await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
   }
   for (let n = 0; n < N / 3; n++) await send(n)
   const victim = procs[0]!
@@ -95,20 +112,34 @@ test("tracking ×3 - each truck's ETA updates keep the order of its positions ac
   await provision(nc, topology({ partitions: P, ackWaitSeconds: 2 }))
   const w = { ...env(), TRACKING_ETA_THRESHOLD_SECONDS: "0" }
   for (let i = 0; i < 3; i++) procs.push(await spawnWorker("tracking", w))
-  await waitUntil(() => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= 2 * P, { what: "8 leases" })
+  await waitUntil(
+    () => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= 2 * P,
+    { what: "8 leases" },
+  )
   const base = Date.UTC(2026, 10, 25, 8, 0, 0)
   for (let t = 0; t < TRUCKS; t++) {
     const r = routeOf(t, 0)
-    await publishEvent(js, "RouteCalculated", { ...r, stops: [{ id: "far", lat: 53.5, lon: 13.4 }], calculatedAt: new Date(base).toISOString() }, { id: `rc-${t}`, source: "logiflow/test" })
+    await publishEvent(
+      js,
+      "RouteCalculated",
+      { ...r, stops: [{ id: "far", lat: 53.5, lon: 13.4 }], calculatedAt: new Date(base).toISOString() },
+      { id: `rc-${t}`, source: "logiflow/test" },
+    )
   }
   // routes and positions live in different streams, with no order between them: the routes first, then the pings
   for (let p = 0; p < P; p++) await settled(jsm, "ROUTING", partitionConsumer("tracking", 1, p), 30_000)
-  const ping = (t: number, n: number): PositionReported => ({ truckId: `truck-${t}`, lat: 52.5 + n * 0.01, lon: 13.4, at: new Date(base + (n + 1) * 60_000).toISOString() })
+  const ping = (t: number, n: number): PositionReported => ({
+    truckId: `truck-${t}`,
+    lat: 52.5 + n * 0.01,
+    lon: 13.4,
+    at: new Date(base + (n + 1) * 60_000).toISOString(),
+  })
   const N = 24
   for (let n = 0; n < N; n++) {
-    if (n === N / 3) (procs[1]!.proc.kill("SIGKILL"), await procs[1]!.exited)
+    if (n === N / 3) procs[1]!.proc.kill("SIGKILL"), await procs[1]!.exited
     if (n === (2 * N) / 3) procs.push(await spawnWorker("tracking", w))
-    for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "PositionReported", ping(t, n), { id: `pos-${t}-${n}`, source: "logiflow/test" })
+    for (let t = 0; t < TRUCKS; t++)
+      await publishEvent(js, "PositionReported", ping(t, n), { id: `pos-${t}-${n}`, source: "logiflow/test" })
     await sleep(20)
   }
   for (let p = 0; p < P; p++) await settled(jsm, "POSITIONS", partitionConsumer("tracking", 1, p), 90_000)
@@ -137,16 +168,29 @@ test("changing P - 2 → 4 while routes keep coming: nothing lost, nothing twice
   const w = { ...env(), INVOICE_SLOW_MS: "40", CONCURRENCY: "1" }
   for (let i = 0; i < 2; i++) procs.push(await spawnWorker("invoice", w))
   const N = 20
-  for (let n = 0; n < N / 2; n++) for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+  for (let n = 0; n < N / 2; n++)
+    for (let t = 0; t < TRUCKS; t++)
+      await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
   // the migration: provision with the new count starts generation 2, and keeps generation 1's consumers while they
   // hold routes; new routes wait in generation 2 until those are drained
   const actions = await provision(nc, topology({ partitions: 4, ackWaitSeconds: 2 }))
-  assert.ok(actions.some((a) => a.name === "ROUTING" && a.action === "updated"), JSON.stringify(actions))
-  assert.ok(actions.some((a) => a.name.startsWith("ROUTING/invoice-a") && a.action === "draining"), "the old layout still held routes")
-  assert.equal((await jsm.streams.info("ROUTING")).config.subject_transform?.dest, "routing.events.RouteCalculated.{{wildcard(1)}}.g2.{{partition(4,1)}}")
-  for (let n = N / 2; n < N; n++) for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+  assert.ok(
+    actions.some((a) => a.name === "ROUTING" && a.action === "updated"),
+    JSON.stringify(actions),
+  )
+  assert.ok(
+    actions.some((a) => a.name.startsWith("ROUTING/invoice-a") && a.action === "draining"),
+    "the old layout still held routes",
+  )
+  assert.equal(
+    (await jsm.streams.info("ROUTING")).config.subject_transform?.dest,
+    "routing.events.RouteCalculated.{{wildcard(1)}}.g2.{{partition(4,1)}}",
+  )
+  for (let n = N / 2; n < N; n++)
+    for (let t = 0; t < TRUCKS; t++)
+      await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
   // a rolling restart: each instance learns the new layout when it starts
-  for (const p of procs.splice(0)) (await p.stop("SIGTERM"), procs.push(await spawnWorker("invoice", w)))
+  for (const p of procs.splice(0)) await p.stop("SIGTERM"), procs.push(await spawnWorker("invoice", w))
   for (let p = 0; p < 2; p++) await drained("ROUTING", partitionConsumer("invoice", 1, p))
   for (let p = 0; p < 4; p++) await drained("ROUTING", partitionConsumer("invoice", 2, p))
   const o = await orders()

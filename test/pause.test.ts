@@ -30,9 +30,11 @@ async function post(base: string, path: string, body?: unknown, headers: Record<
   return { status: r.status, body: await r.json() }
 }
 const statusOf = async (base: string, consumer: string) =>
-  ((await (await fetch(`${base}/api/status`, { headers: operator.headers })).json()) as { consumers: { stream: string; name: string; paused?: true; pauseUntil?: string }[] }).consumers.find(
-    (c) => `${c.stream}/${c.name}` === consumer,
-  )!
+  (
+    (await (await fetch(`${base}/api/status`, { headers: operator.headers })).json()) as {
+      consumers: { stream: string; name: string; paused?: true; pauseUntil?: string }[]
+    }
+  ).consumers.find((c) => `${c.stream}/${c.name}` === consumer)!
 
 async function spawnWorker(name: "ops" | "invoice" | "routing"): Promise<{ child: Child; url: string }> {
   const port = await freePort()
@@ -72,7 +74,12 @@ if (!why) {
       const r = await fetch(`${routing.url}/routes`, {
         method: "POST",
         headers: { ...testAuth().headers.routes, "content-type": "application/json" },
-        body: JSON.stringify({ truckId: `truck-${i % 5}`, customerId: "acme", depot: { lat: 52.52, lon: 13.405 }, stops: [{ id: `s${i}`, lat: 52.53, lon: 13.41 }] }),
+        body: JSON.stringify({
+          truckId: `truck-${i % 5}`,
+          customerId: "acme",
+          depot: { lat: 52.52, lon: 13.405 },
+          stops: [{ id: `s${i}`, lat: 52.53, lon: 13.41 }],
+        }),
       })
       assert.is(r.status, 202, "routing answers while invoice is paused")
       posted.push(((await r.json()) as { routeId: string }).routeId)
@@ -92,12 +99,16 @@ if (!why) {
 
     const resumed = await post(ops.url, "/api/consumers/ROUTING/invoice/resume")
     assert.equal([resumed.status, resumed.body], [200, { stream: "ROUTING", consumer: "invoice", paused: false, by: "tester" }])
-    await waitUntil(async () => (await f.jsm.streams.info("INVOICE")).state.messages === 20 || null, { what: "20 invoices", timeoutMs: 15_000 })
+    await waitUntil(async () => (await f.jsm.streams.info("INVOICE")).state.messages === 20 || null, {
+      what: "20 invoices",
+      timeoutMs: 15_000,
+    })
     await sleep(500)
     const done = await f.jsm.consumers.info("ROUTING", "invoice")
     assert.equal([done.paused ?? false, done.num_pending, done.num_ack_pending, done.num_redelivered], [false, 0, 0, 0])
     const invoiced = new Set<string>()
-    for (let seq = 1; seq <= 20; seq++) invoiced.add((await f.jsm.streams.getMessage("INVOICE", { seq }))!.json<{ routeId: string }>().routeId)
+    for (let seq = 1; seq <= 20; seq++)
+      invoiced.add((await f.jsm.streams.getMessage("INVOICE", { seq }))!.json<{ routeId: string }>().routeId)
     assert.equal([...invoiced].sort(), posted.sort(), "each posted route once")
     assert.is((await f.jsm.streams.info("INVOICE")).state.messages, 20)
     assert.is((await f.jsm.streams.info("DLQ")).state.messages, 0)
@@ -121,7 +132,12 @@ if (!why) {
       ["ROUTING/invoice", { for: "30m", until }, 400, "give for or until, not both"],
       ["ROUTING/invoice", { until: past }, 400, `until ${past} has passed`],
       ["ROUTING/invoice", { until: "tomorrow" }, 400, 'until must be an RFC 3339 time, got "tomorrow"'],
-      ["ROUTING/invoice", { for: "8d" }, 400, "a pause may last 7 days at most (the outage budget): longer, the stream would fill up and refuse new events"],
+      [
+        "ROUTING/invoice",
+        { for: "8d" },
+        400,
+        "a pause may last 7 days at most (the outage budget): longer, the stream would fill up and refuse new events",
+      ],
       ["ROUTING/invoice", { reason: "x" }, 400, 'unknown field "reason" (give for or until)'],
       ["ROUTING/invoice", [], 400, 'body must be a JSON object: { "for": "30m" } or { "until": "<RFC 3339>" }'],
       ["ROUTING/nobody", { for: "1m" }, 404, "no consumer ROUTING/nobody"],
@@ -149,7 +165,12 @@ if (!why) {
     const until = new Date(Date.now() + 26 * 3600_000).toISOString()
     assert.is((await logiflow(["consumer", "pause", "TRACKING/portal", "--until", until])).code, 0)
     const st = await logiflow(["status"])
-    const section = st.out.join("\n").split("\n\n").find((s) => s.startsWith("PAUSED"))!.split("\n").map((l) => l.split(/\s{2,}/))
+    const section = st.out
+      .join("\n")
+      .split("\n\n")
+      .find((s) => s.startsWith("PAUSED"))!
+      .split("\n")
+      .map((l) => l.split(/\s{2,}/))
     assert.equal(section, [
       ["PAUSED", "UNTIL", "LEFT"],
       ["ROUTING/invoice", info.config.pause_until!, "45m"],
@@ -162,7 +183,10 @@ if (!why) {
       [["consumer", "pause", "ROUTING"], '"ROUTING/" is not a consumer (STREAM/consumer: letters, digits, _ and -)'],
       [["consumer", "pause", "ROUTING/invoice", "--for", "30m", "--until", until], "give for or until, not both"],
       [["consumer", "resume", "ROUTING/nobody"], "no consumer ROUTING/nobody"],
-      [["consumer", "stop", "ROUTING/invoice"], 'unknown consumer command "stop" (pause, resume); usage: logiflow consumer pause <STREAM>/<consumer> [--for 30m | --until <RFC 3339>] | resume <STREAM>/<consumer>'],
+      [
+        ["consumer", "stop", "ROUTING/invoice"],
+        'unknown consumer command "stop" (pause, resume); usage: logiflow consumer pause <STREAM>/<consumer> [--for 30m | --until <RFC 3339>] | resume <STREAM>/<consumer>',
+      ],
     ]
     for (const [args, message] of errors) {
       const e = await logiflow(args)
@@ -172,9 +196,14 @@ if (!why) {
 
   test("dashboard - a pause button per consumer pauses for the chosen time, the row says until when, resume resumes", async () => {
     const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
-    if (!existsSync(chromiumPath)) assert.unreachable(`Chromium not found at ${chromiumPath} (apt-get install -y chromium; or set CHROMIUM_PATH)`)
+    if (!existsSync(chromiumPath))
+      assert.unreachable(`Chromium not found at ${chromiumPath} (apt-get install -y chromium; or set CHROMIUM_PATH)`)
     const base = await inProcessOps()
-    const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"] })
+    const browser = await chromium.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+    })
     try {
       const page = await browser.newPage()
       const errors: string[] = []
@@ -186,7 +215,10 @@ if (!why) {
       await bar.locator("button.pause").click()
       await page.locator('.bar.paused[data-consumer="ROUTING/invoice"] button.resume').waitFor()
       const info = await f.jsm.consumers.info("ROUTING", "invoice")
-      assert.ok(info.paused && Math.abs(info.pause_remaining / 1e6 - 4 * 3600_000) < 15_000, `paused for 4 h: ${info.pause_remaining / 1e9} s left`)
+      assert.ok(
+        info.paused && Math.abs(info.pause_remaining / 1e6 - 4 * 3600_000) < 15_000,
+        `paused for 4 h: ${info.pause_remaining / 1e9} s left`,
+      )
       assert.is(await page.locator("#message").textContent(), `ROUTING/invoice paused until ${info.config.pause_until} by tester`)
       assert.is(await bar.locator(".paused-until").textContent(), `paused until ${info.config.pause_until}`)
       assert.is(await page.locator(".bar.paused").count(), 1, "only that one")

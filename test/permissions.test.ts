@@ -106,7 +106,7 @@ const EVENT_DATA: { [N in EventName]: unknown } = {
 }
 
 const publishAs = (w: WorkerName, name: EventName, id: string) =>
-  publishEvent(jetstream(users[w]), name, EVENT_DATA[name] as never, { id, source: `logiflow/${w}`})
+  publishEvent(jetstream(users[w]), name, EVENT_DATA[name] as never, { id, source: `logiflow/${w}` })
 
 test("publish matrix - each worker publishes exactly its own event subjects; every other event subject is refused and not stored", async () => {
   for (const w of workerNames) {
@@ -160,10 +160,13 @@ test("workers - each worker started as its own user binds all its consumers and 
   }
   // every consumer of the topology is bound by its worker (a pull request waiting on it)
   for (const c of topo.consumers) {
-    const info = await waitUntil(async () => {
-      const i = await jsm.consumers.info(c.stream, c.durable)
-      return i.num_waiting > 0 ? i : null
-    }, { timeoutMs: 5000, what: `${c.stream}/${c.durable} pulled` })
+    const info = await waitUntil(
+      async () => {
+        const i = await jsm.consumers.info(c.stream, c.durable)
+        return i.num_waiting > 0 ? i : null
+      },
+      { timeoutMs: 5000, what: `${c.stream}/${c.durable} pulled` },
+    )
     assert.ok(info.num_waiting > 0)
   }
 })
@@ -182,7 +185,12 @@ test("workers - consume, publish, ack and KV work end to end, each under its own
   await start("invoice", {
     RouteCalculated: (r) => {
       priced++
-      const invoice = { ...(EVENT_DATA.InvoiceGenerated as object), invoiceId: `inv-${r.routeId}-${priced}`, routeId: r.routeId, truckId: r.truckId }
+      const invoice = {
+        ...(EVENT_DATA.InvoiceGenerated as object),
+        invoiceId: `inv-${r.routeId}-${priced}`,
+        routeId: r.routeId,
+        truckId: r.truckId,
+      }
       return [{ name: "InvoiceGenerated", id: `invoice:${r.routeId}:${priced}`, data: invoice as never, once: true }]
     },
   })
@@ -208,8 +216,8 @@ test("workers - consume, publish, ack and KV work end to end, each under its own
   // the same route twice under two event ids: priced twice, invoiced once (the once-guard on the route's subject, not
   // the msg id, which differs), seen twice by the others
   await (await routing.runtime.kv("routing-requests")).put("req-1", "{}")
-  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-a"})
-  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-b"})
+  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-a" })
+  await routing.runtime.publish("RouteCalculated", route(1), { id: "rc-b" })
 
   const count = (n: string) => seen.filter((s) => s === n).length
   await waitUntil(() => count("RouteCalculated") === 2 && count("EtaUpdated") === 2 && count("InvoiceGenerated") === 1, {
@@ -218,16 +226,23 @@ test("workers - consume, publish, ack and KV work end to end, each under its own
   })
   assert.is(priced, 2)
   for (const c of topo.consumers) {
-    const info = await waitUntil(async () => {
-      const i = await jsm.consumers.info(c.stream, c.durable)
-      return i.num_ack_pending === 0 && i.num_pending === 0 ? i : null
-    }, { timeoutMs: 5000, what: `${c.stream}/${c.durable} fully acked` })
+    const info = await waitUntil(
+      async () => {
+        const i = await jsm.consumers.info(c.stream, c.durable)
+        return i.num_ack_pending === 0 && i.num_pending === 0 ? i : null
+      },
+      { timeoutMs: 5000, what: `${c.stream}/${c.durable} fully acked` },
+    )
     assert.is(info.ack_floor.stream_seq, info.delivered.stream_seq, `${c.stream}/${c.durable}`)
   }
   assert.is((await jsm.streams.info("INVOICE")).state.messages, 1)
   assert.is((await jsm.streams.info("DLQ")).state.messages, 0, "nothing was dead-lettered")
   const kvm = new Kvm(admin)
-  assert.is((await jsm.streams.getMessage("INVOICE", { last_by_subj: subjectOf("InvoiceGenerated", "route-1") }))?.json<{ invoiceId: string }>().invoiceId, "inv-route-1-1")
+  assert.is(
+    (await jsm.streams.getMessage("INVOICE", { last_by_subj: subjectOf("InvoiceGenerated", "route-1") }))?.json<{ invoiceId: string }>()
+      .invoiceId,
+    "inv-route-1-1",
+  )
   assert.is((await getJson<{ routeId: string }>(await kvm.open("tracking-trucks"), "truck-1"))?.routeId, "route-1")
   assert.is((await getJson<{ routeId: string }>(await kvm.open("portal-trucks"), "truck-1"))?.routeId, "route-1")
   assert.is((await getJson<{ routeId: string }>(await kvm.open("portal-invoices"), "inv-route-1-1"))?.routeId, "route-1")
@@ -304,7 +319,8 @@ test("isolation - no worker subscribes to domain events or another's inbox, or m
       await denied(apiRequest(nc, subject), subject, `${w} → ${subject}`)
     }
     // pausing a consumer is ops' alone (the breaker), on every consumer
-    if (w !== "ops") await denied(apiRequest(nc, "$JS.API.CONSUMER.PAUSE.ROUTING.invoice"), "$JS.API.CONSUMER.PAUSE.ROUTING.invoice", `${w} pauses`)
+    if (w !== "ops")
+      await denied(apiRequest(nc, "$JS.API.CONSUMER.PAUSE.ROUTING.invoice"), "$JS.API.CONSUMER.PAUSE.ROUTING.invoice", `${w} pauses`)
     // another worker's durable: binding it would steal that worker's messages
     for (const c of topo.consumers.filter((c) => c.worker !== w)) {
       const next = `$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${c.durable}`
@@ -332,7 +348,13 @@ test("ops - reads status, lag and originals of any stream, files DLQ entries and
   assert.is((await opsJsm.consumers.info("ROUTING", "invoice")).num_pending, 1)
   const lag: string[] = []
   for await (const c of opsJsm.consumers.list("ROUTING")) lag.push(c.name)
-  assert.equal(lag.sort(), topo.consumers.filter((c) => c.stream === "ROUTING").map((c) => c.durable).sort())
+  assert.equal(
+    lag.sort(),
+    topo.consumers
+      .filter((c) => c.stream === "ROUTING")
+      .map((c) => c.durable)
+      .sort(),
+  )
   const original = await opsJsm.streams.getMessage("ROUTING", { seq: ack.seq })
   assert.is(original?.header.get("ce-id"), "rc-ops")
   assert.is((await jetstream(ops).publish(dlqSubject("ROUTING", "invoice"), "entry")).stream, "DLQ")
@@ -342,7 +364,10 @@ test("ops - reads status, lag and originals of any stream, files DLQ entries and
   await denied(opsJsm.streams.delete("DLQ"), "$JS.API.STREAM.DELETE.DLQ")
   await denied(opsJsm.streams.purge("DLQ"), "$JS.API.STREAM.PURGE.DLQ")
   await denied(opsJsm.consumers.delete("ROUTING", "invoice"), "$JS.API.CONSUMER.DELETE.ROUTING.invoice")
-  await denied(opsJsm.consumers.update("ROUTING", "invoice", { max_ack_pending: 1 }), "$JS.API.CONSUMER.CREATE.ROUTING.invoice.routing.events.RouteCalculated.*")
+  await denied(
+    opsJsm.consumers.update("ROUTING", "invoice", { max_ack_pending: 1 }),
+    "$JS.API.CONSUMER.CREATE.ROUTING.invoice.routing.events.RouteCalculated.*",
+  )
   await denied(publishAs("ops", "RouteCalculated", "rc-x"), subjectOf("RouteCalculated", "truck-1"))
   // it may pause and resume any consumer (2.11+; an older server never answers, and ops refuses before asking)
   if (lacks("pause")) return
@@ -351,7 +376,11 @@ test("ops - reads status, lag and originals of any stream, files DLQ entries and
   assert.is((await opsJsm.consumers.resume("ROUTING", "invoice")).paused, false)
 })
 
-const pick = ({ stream, consumer, stream_seq }: { stream: string; consumer: string; stream_seq: number }) => ({ stream, consumer, stream_seq })
+const pick = ({ stream, consumer, stream_seq }: { stream: string; consumer: string; stream_seq: number }) => ({
+  stream,
+  consumer,
+  stream_seq,
+})
 
 test("advisories - MSG_TERMINATED and MAX_DELIVERIES are published in LOGIFLOW and stored by its ADVISORIES stream", async () => {
   assert.equal(topo.streams.find((s) => s.name === "ADVISORIES")?.subjects, ADVISORY_SUBJECTS)
@@ -367,7 +396,10 @@ test("advisories - MSG_TERMINATED and MAX_DELIVERIES are published in LOGIFLOW a
   running.push(r)
   const sent = await publishAs("routing", "RouteCalculated", "rc-term")
   const terminated = await waitUntil(
-    () => jsm.streams.getMessage("ADVISORIES", { last_by_subj: "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ROUTING.invoice" }).catch(() => null),
+    () =>
+      jsm.streams
+        .getMessage("ADVISORIES", { last_by_subj: "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.ROUTING.invoice" })
+        .catch(() => null),
     { timeoutMs: 5000, what: "MSG_TERMINATED advisory in ADVISORIES" },
   )
   assert.equal(pick(terminated.json()), { stream: "ROUTING", consumer: "invoice", stream_seq: sent.seq })
@@ -384,7 +416,8 @@ test("advisories - MSG_TERMINATED and MAX_DELIVERIES are published in LOGIFLOW a
     for await (const m of pending) assert.unreachable(`seq ${m.seq} delivered past max_deliver`)
   })()
   const maxed = await waitUntil(
-    () => jsm.streams.getMessage("ADVISORIES", { last_by_subj: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.probe" }).catch(() => null),
+    () =>
+      jsm.streams.getMessage("ADVISORIES", { last_by_subj: "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.probe" }).catch(() => null),
     { timeoutMs: 5000, what: "MAX_DELIVERIES advisory in ADVISORIES" },
   )
   pending.stop()
@@ -402,7 +435,13 @@ test("startup - a worker whose consumer is missing fails fast under its own user
     )
   assert.instance(err, StartupError)
   assert.match((err as Error).message, "logiflow provision")
-  assert.is(await jsm.consumers.info("ROUTING", "invoice").then(() => "exists", (e: Error) => e.message), "consumer not found")
+  assert.is(
+    await jsm.consumers.info("ROUTING", "invoice").then(
+      () => "exists",
+      (e: Error) => e.message,
+    ),
+    "consumer not found",
+  )
 })
 
 test("streams - admin can delete a stream; no worker user can", async () => {
@@ -412,7 +451,13 @@ test("streams - admin can delete a stream; no worker user can", async () => {
     await denied(m.streams.delete("SCRATCH"), "$JS.API.STREAM.DELETE.SCRATCH", w)
   }
   assert.is(await jsm.streams.delete("SCRATCH"), true)
-  assert.is(await jsm.streams.info("SCRATCH").then(() => "exists", (e: Error) => e.message), "stream not found")
+  assert.is(
+    await jsm.streams.info("SCRATCH").then(
+      () => "exists",
+      (e: Error) => e.message,
+    ),
+    "stream not found",
+  )
 })
 
 test("sys - the system account monitors the server over NATS; application users cannot", async () => {
@@ -468,14 +513,28 @@ function literalSecrets(text: string, quoted = false): string[] {
 }
 
 test("config - no tracked file outside the tests sets an operator token, API key or portal secret; deploy/secrets/ and .env are never tracked", () => {
-  assert.equal(literalSecrets("LOGIFLOW_API_KEYS=a:b:routes:1\nPORTAL_SECRET: 'abcdefgh0123'\n"), ["LOGIFLOW_API_KEYS=a:b:routes:1", "PORTAL_SECRET: 'abcdefgh0123"])
-  assert.equal(literalSecrets('PORTAL_SECRET_FILE: /run/secrets/x\nPORTAL_SECRET=${creds.portalSecret}\nLOGIFLOW_OPERATORS: "$OPS"\nno PORTAL_SECRET: set it'), [])
-  assert.equal(literalSecrets('const env = { PORTAL_SECRET: "0123456789abcdef", FLEET_API_KEY: fleetKey }', true), ['PORTAL_SECRET: "0123456789abcdef'])
+  assert.equal(literalSecrets("LOGIFLOW_API_KEYS=a:b:routes:1\nPORTAL_SECRET: 'abcdefgh0123'\n"), [
+    "LOGIFLOW_API_KEYS=a:b:routes:1",
+    "PORTAL_SECRET: 'abcdefgh0123",
+  ])
+  assert.equal(
+    literalSecrets(
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a compose file spells an interpolation this way
+      'PORTAL_SECRET_FILE: /run/secrets/x\nPORTAL_SECRET=${creds.portalSecret}\nLOGIFLOW_OPERATORS: "$OPS"\nno PORTAL_SECRET: set it',
+    ),
+    [],
+  )
+  assert.equal(literalSecrets('const env = { PORTAL_SECRET: "0123456789abcdef", FLEET_API_KEY: fleetKey }', true), [
+    'PORTAL_SECRET: "0123456789abcdef',
+  ])
   const tracked = execFileSync("git", ["ls-files", "-z"], { cwd: ROOT, encoding: "utf8" }).split("\0").filter(Boolean)
   for (const file of tracked.filter((f) => !f.startsWith("test/") && !/\.(png|jpg|lock)$|package-lock\.json$/.test(f))) {
     assert.equal(literalSecrets(readFileSync(join(ROOT, file), "utf8"), file.endsWith(".ts")), [], file)
   }
-  assert.equal(tracked.filter((f) => f.startsWith("deploy/secrets/") || /(^|\/)\.env$/.test(f)), [])
+  assert.equal(
+    tracked.filter((f) => f.startsWith("deploy/secrets/") || /(^|\/)\.env$/.test(f)),
+    [],
+  )
   for (const f of ["deploy/secrets/operators", "deploy/.env", ".logiflow/session.env"]) {
     assert.is(execFileSync("git", ["check-ignore", "-q", f, "--no-index"], { cwd: ROOT, encoding: "utf8" }), "", `${f} is git-ignored`)
   }
@@ -484,7 +543,10 @@ test("config - no tracked file outside the tests sets an operator token, API key
 test("accounts.conf - is what `npm run accounts` derives from contracts/topology.ts now", async () => {
   const { ACCOUNTS_FILE, render } = await import("../mesh/cli/accounts.ts")
   const { readFile } = await import("node:fs/promises")
-  assert.ok((await readFile(ACCOUNTS_FILE, "utf8")) === render(), "deploy/nats/accounts.conf is stale: run `npm run accounts` and commit it")
+  assert.ok(
+    (await readFile(ACCOUNTS_FILE, "utf8")) === render(),
+    "deploy/nats/accounts.conf is stale: run `npm run accounts` and commit it",
+  )
 })
 
 test.run()

@@ -1,12 +1,11 @@
 import { test } from "uvu"
 import * as assert from "uvu/assert"
-import { type Stop } from "../contracts/events.ts"
+import type { Stop } from "../contracts/events.ts"
 import { estimateEta, haversineKm, nearestNeighbour, pathKm, planRoute, twoOpt, type Point } from "../workers/plan.ts"
 // mulberry32, seeded: a failing instance can be replayed by its seed
 import { prng } from "../workers/fleet.ts"
 
 const KM_PER_EQUATOR_DEGREE = (6371.0088 * Math.PI) / 180
-
 
 // around Lyon, roughly a regional delivery area
 function randomStops(rand: () => number, n: number): Stop[] {

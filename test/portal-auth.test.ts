@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs"
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { type JetStreamManager, jetstream, type JetStreamClient } from "@nats-io/jetstream"
+import type { JetStreamClient } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
@@ -23,7 +23,6 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
 let server: TestServer
 let nc: NatsConnection
 let js: JetStreamClient
-let jsm: JetStreamManager
 let w: Running
 let base: string
 const extra: Running[] = []
@@ -31,7 +30,8 @@ const extra: Running[] = []
 const auth = testAuth()
 const hour = () => Math.floor(Date.now() / 1000) + 3600
 let seq = 0
-const publish = <N extends EventName>(name: N, data: EventData<N>, _key?: string) => publishEvent(js, name, data, { id: `pa-${++seq}`, source: "logiflow/test" })
+const publish = <N extends EventName>(name: N, data: EventData<N>, _key?: string) =>
+  publishEvent(js, name, data, { id: `pa-${++seq}`, source: "logiflow/test" })
 const invoice = (id: string, customerId: string, truckId: string, totalCents: number): InvoiceGenerated => ({
   invoiceId: id,
   routeId: `route-of-${id}`,
@@ -44,7 +44,7 @@ const invoice = (id: string, customerId: string, truckId: string, totalCents: nu
 })
 
 test.before(async () => {
-  ;({ server, nc, js, jsm } = await natsFixture())
+  ;({ server, nc, js } = await natsFixture())
   await provision(nc, topology(), { consumers: () => false })
   w = await portal.start({ url: server.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
   base = `http://127.0.0.1:${w.port}`
@@ -55,11 +55,16 @@ test.before(async () => {
   await publish("InvoiceGenerated", invoice("inv-acme-2", "acme", "acme-truck", 4_500), "acme-truck")
   await publish("InvoiceGenerated", invoice("inv-globex-1", "globex", "globex-truck", 99_900), "globex-truck")
   const globex = `Bearer ${await auth.customerToken("globex")}`
-  await waitUntil(async () => {
-    const r = await fetch(`${base}/api/invoices`, { headers: { authorization: globex } })
-    return r.ok && ((await r.json()) as { invoices: unknown[] }).invoices.length === 1
-  }, { what: "the read model filled" })
-  await waitUntil(async () => (await fetch(`${base}/api/trucks/globex-truck`, { headers: { authorization: globex } })).status === 200, { what: "globex's truck" })
+  await waitUntil(
+    async () => {
+      const r = await fetch(`${base}/api/invoices`, { headers: { authorization: globex } })
+      return r.ok && ((await r.json()) as { invoices: unknown[] }).invoices.length === 1
+    },
+    { what: "the read model filled" },
+  )
+  await waitUntil(async () => (await fetch(`${base}/api/trucks/globex-truck`, { headers: { authorization: globex } })).status === 200, {
+    what: "globex's truck",
+  })
 })
 test.after(async () => {
   await Promise.all([w, ...extra].map((r) => r?.stop()))
@@ -134,7 +139,10 @@ test("login - /login?token= answers 303 to / with an HttpOnly, SameSite=Strict c
   const cookie = { cookie: `theme=dark; logiflow_portal=${token}` }
   const trucks = await get("/api/trucks", cookie)
   assert.is(trucks.status, 200)
-  assert.equal((trucks.json().trucks as { truckId: string }[]).map((t) => t.truckId), ["acme-truck"])
+  assert.equal(
+    (trucks.json().trucks as { truckId: string }[]).map((t) => t.truckId),
+    ["acme-truck"],
+  )
   const page = await get("/", cookie)
   assert.is(page.status, 200)
   assert.match(page.text, /customer acme/)
@@ -147,8 +155,11 @@ test("login - /login?token= answers 303 to / with an HttpOnly, SameSite=Strict c
 
 test("isolation - acme sees its own trucks and invoices; ?customerId=globex is 403; globex's truck is 404 like an unknown one", async () => {
   const acme = await as("acme")
-  assert.equal((((await get("/api/trucks", acme)).json().trucks) as { truckId: string }[]).map((t) => t.truckId), ["acme-truck"])
-  assert.equal((((await get("/api/invoices", acme)).json().invoices) as InvoiceGenerated[]).map((i) => [i.invoiceId, i.customerId]).sort(), [
+  assert.equal(
+    ((await get("/api/trucks", acme)).json().trucks as { truckId: string }[]).map((t) => t.truckId),
+    ["acme-truck"],
+  )
+  assert.equal(((await get("/api/invoices", acme)).json().invoices as InvoiceGenerated[]).map((i) => [i.invoiceId, i.customerId]).sort(), [
     ["inv-acme-1", "acme"],
     ["inv-acme-2", "acme"],
   ])
@@ -197,7 +208,13 @@ test("browser - acme's one-click link shows acme's truck and invoices, not globe
         cookieVisibleToScripts: document.cookie,
       }
     })()`)
-    assert.equal(tried, { invoicesOfGlobex: 403, trucksOfGlobex: 403, globexTruck: 404, ownCustomers: ["acme"], cookieVisibleToScripts: "" })
+    assert.equal(tried, {
+      invoicesOfGlobex: 403,
+      trucksOfGlobex: 403,
+      globexTruck: 404,
+      ownCustomers: ["acme"],
+      cookieVisibleToScripts: "",
+    })
     // signing out: the page asks to sign in again
     await page.locator("header a", { hasText: "Sign out" }).click()
     await page.locator("h2", { hasText: "Sign in" }).waitFor()
@@ -256,12 +273,19 @@ test("logiflow token customer - mints a token the portal accepts, for the days a
   const token = minted.lines[0]!
   const expiresAt = Number(token.split(".")[1])
   assert.ok(Math.abs(expiresAt - (Date.now() / 1000 + 2 * 86_400)) < 60, `expires ${expiresAt}`)
-  assert.equal((((await get("/api/invoices", { authorization: `Bearer ${token}` })).json().invoices) as InvoiceGenerated[]).map((i) => i.customerId), ["acme", "acme"])
+  assert.equal(
+    ((await get("/api/invoices", { authorization: `Bearer ${token}` })).json().invoices as InvoiceGenerated[]).map((i) => i.customerId),
+    ["acme", "acme"],
+  )
   const cases: [string[], Record<string, string>, string][] = [
     [["token", "customer"], {}, "logiflow token: usage: logiflow token customer <customerId> [--days N]"],
     [["token", "customer", "acme", "--days", "0"], {}, 'logiflow token: --days must be a number of days between 0 and 366, got "0"'],
     [["token", "customer", "a\u0001b"], {}, "logiflow token: a token subject is 1–128 characters without control characters"],
-    [["token", "customer", "acme"], { PORTAL_SECRET: "" }, "logiflow token: no PORTAL_SECRET: set it (or PORTAL_SECRET_FILE) to the portal's secret, or run this beside a running `npm start`"],
+    [
+      ["token", "customer", "acme"],
+      { PORTAL_SECRET: "" },
+      "logiflow token: no PORTAL_SECRET: set it (or PORTAL_SECRET_FILE) to the portal's secret, or run this beside a running `npm start`",
+    ],
   ]
   for (const [args, env, line] of cases) {
     const r = await run(args, env)

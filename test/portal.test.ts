@@ -15,7 +15,16 @@ import { route } from "./fixtures/events.ts"
 
 // read when the worker module loads: the page refreshes every second, so the browser test need not wait long
 process.env.PORTAL_REFRESH_SECONDS = "1"
-const { default: portal, applyEta, applyInvoice, applyRoute, escapeHtml, formatCents, formatTime, truckView } = await import("../workers/portal.ts")
+const {
+  default: portal,
+  applyEta,
+  applyInvoice,
+  applyRoute,
+  escapeHtml,
+  formatCents,
+  formatTime,
+  truckView,
+} = await import("../workers/portal.ts")
 
 const test = suite("portal")
 let server: TestServer
@@ -121,7 +130,10 @@ test("read model - ETA before its route, late older updates, newer routes, immut
   // a newer route shows its planned ETA until tracking reports on it; an older route never comes back
   const r2 = route(2, { truckId: "truck-1", calculatedAt: "2026-11-25T10:10:00.000Z", eta: "2026-11-25T14:00:00.000Z" })
   const doc2 = applyRoute(doc, r2)
-  assert.equal([truckView(doc2)!.routeId, truckView(doc2)!.eta, truckView(doc2)!.etaSource], ["route-2", "2026-11-25T14:00:00.000Z", "planned"])
+  assert.equal(
+    [truckView(doc2)!.routeId, truckView(doc2)!.eta, truckView(doc2)!.etaSource],
+    ["route-2", "2026-11-25T14:00:00.000Z", "planned"],
+  )
   assert.is(truckView(doc2)!.nextStopId, "s2-1")
   assert.is(applyRoute(doc2, r1), doc2)
   const first = invoice(1, "acme", 100, ago(0))
@@ -149,36 +161,62 @@ test("events → API - the truck with its tracked ETA, exactly one customer's in
   await publish("InvoiceGenerated", invoice(2, "globex", 99_999, issued[1]!), "truck-2")
   await publish("InvoiceGenerated", invoice(3, "acme", 678, issued[2]!), "truck-3")
   await settled()
-  const truck = await waitUntil(async () => {
-    const r = await getJson<Truck>("/api/trucks/truck-1")
-    return r.status === 200 && r.body.etaSource === "tracked" ? r.body : null
-  }, { what: "truck-1 with its tracked ETA" })
+  const truck = await waitUntil(
+    async () => {
+      const r = await getJson<Truck>("/api/trucks/truck-1")
+      return r.status === 200 && r.body.etaSource === "tracked" ? r.body : null
+    },
+    { what: "truck-1 with its tracked ETA" },
+  )
   assert.is(truck.routeId, "route-1")
   assert.is(truck.customerId, "acme")
-  assert.equal(truck.stops.map((s) => s.id), ["s1-1", "s1-2"])
+  assert.equal(
+    truck.stops.map((s) => s.id),
+    ["s1-1", "s1-2"],
+  )
   assert.is(truck.eta, "2026-11-25T21:30:00.000Z")
   assert.is(truck.nextStopId, "s-next")
   assert.is(truck.stale, false)
 
-  const inv = await waitUntil(async () => {
-    const r = await getJson<{ invoices: (InvoiceGenerated & { stale: boolean; updatedAt: string })[]; asOf: string }>("/api/invoices?customerId=acme")
-    return r.body.invoices.length === 2 ? r.body : null
-  }, { what: "acme's two invoices" })
+  const inv = await waitUntil(
+    async () => {
+      const r = await getJson<{ invoices: (InvoiceGenerated & { stale: boolean; updatedAt: string })[]; asOf: string }>(
+        "/api/invoices?customerId=acme",
+      )
+      return r.body.invoices.length === 2 ? r.body : null
+    },
+    { what: "acme's two invoices" },
+  )
   // newest first
-  assert.equal(inv.invoices.map((i) => [i.invoiceId, i.totalCents, i.currency, i.customerId]), [
-    ["inv-3", 678, "EUR", "acme"],
-    ["inv-1", 12_345, "EUR", "acme"],
-  ])
-  assert.equal(inv.invoices.map((i) => i.updatedAt), [issued[2], issued[0]])
-  assert.equal(inv.invoices.map((i) => i.stale), [false, false])
+  assert.equal(
+    inv.invoices.map((i) => [i.invoiceId, i.totalCents, i.currency, i.customerId]),
+    [
+      ["inv-3", 678, "EUR", "acme"],
+      ["inv-1", 12_345, "EUR", "acme"],
+    ],
+  )
+  assert.equal(
+    inv.invoices.map((i) => i.updatedAt),
+    [issued[2], issued[0]],
+  )
+  assert.equal(
+    inv.invoices.map((i) => i.stale),
+    [false, false],
+  )
   assert.is(inv.asOf, issued[2])
 
   const trucks = await getJson<{ trucks: Truck[]; asOf: string }>("/api/trucks")
-  assert.equal(trucks.body.trucks.map((t) => t.truckId), ["truck-1"])
+  assert.equal(
+    trucks.body.trucks.map((t) => t.truckId),
+    ["truck-1"],
+  )
   assert.is(trucks.body.asOf, truck.updatedAt)
   // without ?customerId= the signed-in customer's own; globex sees only its one invoice, nobody none
   assert.equal((await getJson("/api/invoices")).body, inv)
-  assert.equal((await getJson<{ invoices: InvoiceGenerated[] }>("/api/invoices", w.port, "globex")).body.invoices.map((i) => i.invoiceId), ["inv-2"])
+  assert.equal(
+    (await getJson<{ invoices: InvoiceGenerated[] }>("/api/invoices", w.port, "globex")).body.invoices.map((i) => i.invoiceId),
+    ["inv-2"],
+  )
   assert.equal((await getJson("/api/invoices", w.port, "nobody")).body, { invoices: [], asOf: issued[2] })
   assert.equal((await getJson("/api/trucks", w.port, "globex")).body, { trucks: [], asOf: truck.updatedAt })
   assert.is((await getJson("/api/trucks/no-such-truck")).status, 404)
@@ -187,10 +225,13 @@ test("events → API - the truck with its tracked ETA, exactly one customer's in
   const odd = "Lkw 7/ä.."
   await publish("RouteCalculated", route(5, { truckId: odd, calculatedAt: ago(1) }), odd)
   await settled()
-  const found = await waitUntil(async () => {
-    const r = await getJson<Truck>(`/api/trucks/${encodeURIComponent(odd)}`)
-    return r.status === 200 ? r.body : null
-  }, { what: "the truck with an odd id" })
+  const found = await waitUntil(
+    async () => {
+      const r = await getJson<Truck>(`/api/trucks/${encodeURIComponent(odd)}`)
+      return r.status === 200 ? r.body : null
+    },
+    { what: "the truck with an odd id" },
+  )
   assert.is(found.truckId, odd)
 })
 
@@ -213,15 +254,23 @@ test("GET / - the page lists the truck, escapes markup in ids, allows only its o
   const evil = `<script>alert("pwned")</script>`
   await publish(
     "RouteCalculated",
-    route(7, { truckId: "truck-xss", customerId: evil, stops: [{ id: `<img src=x onerror=alert(1)>`, lat: 1, lon: 1 }], calculatedAt: ago(10) }),
+    route(7, {
+      truckId: "truck-xss",
+      customerId: evil,
+      stops: [{ id: `<img src=x onerror=alert(1)>`, lat: 1, lon: 1 }],
+      calculatedAt: ago(10),
+    }),
     "truck-xss",
   )
   await publish("InvoiceGenerated", invoice(7, evil, 4_200, ago(5)), "truck-xss")
   await settled()
-  const page = await waitUntil(async () => {
-    const r = await get("/", w.port, evil)
-    return r.text.includes("truck-xss") && r.text.includes("inv-7") ? r : null
-  }, { what: "the page with truck-xss" })
+  const page = await waitUntil(
+    async () => {
+      const r = await get("/", w.port, evil)
+      return r.text.includes("truck-xss") && r.text.includes("inv-7") ? r : null
+    },
+    { what: "the page with truck-xss" },
+  )
   assert.is(page.status, 200)
   assert.match(page.headers.get("content-type")!, /^text\/html; charset=utf-8/)
   assert.ok(page.text.includes("&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;"))
@@ -244,7 +293,11 @@ test("GET / - the page lists the truck, escapes markup in ids, allows only its o
   const document = {
     getElementById: () => null,
     createElement: (tag: string) => {
-      const node: Record<string, unknown> = { tag, children: [] as unknown[], appendChild: (c: unknown) => (node.children as unknown[]).push(c) }
+      const node: Record<string, unknown> = {
+        tag,
+        children: [] as unknown[],
+        appendChild: (c: unknown) => (node.children as unknown[]).push(c),
+      }
       created.push(node)
       return new Proxy(node, {
         set(t, k, v) {
@@ -261,13 +314,26 @@ test("GET / - the page lists the truck, escapes markup in ids, allows only its o
     truckRow(t: unknown): { children: { textContent: string }[] }
     invoiceRow(i: unknown): { children: { textContent: string }[] }
   }
-  for (const [c, cur] of [[0, "EUR"], [5, "EUR"], [123456, "USD"], [100000000001, "EUR"]] as const) assert.is(client.money(c, cur), formatCents(c, cur))
+  for (const [c, cur] of [
+    [0, "EUR"],
+    [5, "EUR"],
+    [123456, "USD"],
+    [100000000001, "EUR"],
+  ] as const)
+    assert.is(client.money(c, cur), formatCents(c, cur))
   assert.is(client.when("2026-11-25T11:00:00+01:00"), formatTime("2026-11-25T11:00:00+01:00"))
   const truck = (await getJson<Truck>("/api/trucks/truck-xss", w.port, evil)).body
   const cells = client.truckRow(truck).children.map((c) => c.textContent)
   assert.equal(cells.slice(0, 4), ["truck-xss", evil, "route-7", "<img src=x onerror=alert(1)>"])
-  const inv = (await getJson<{ invoices: unknown[] }>(`/api/invoices?customerId=${encodeURIComponent(evil)}`, w.port, evil)).body.invoices[0]
-  assert.equal(client.invoiceRow(inv).children.map((c) => c.textContent).slice(0, 4), ["inv-7", "route-7", "truck-7", "EUR 42.00"])
+  const inv = (await getJson<{ invoices: unknown[] }>(`/api/invoices?customerId=${encodeURIComponent(evil)}`, w.port, evil)).body
+    .invoices[0]
+  assert.equal(
+    client
+      .invoiceRow(inv)
+      .children.map((c) => c.textContent)
+      .slice(0, 4),
+    ["inv-7", "route-7", "truck-7", "EUR 42.00"],
+  )
 })
 
 test("browser - the page runs under its CSP, shows markup as text, and refreshes itself from the JSON API", async () => {
@@ -286,10 +352,13 @@ test("browser - the page runs under its CSP, shows markup as text, and refreshes
     assert.is(await customerCell.textContent(), evil)
     // a new tracked ETA reaches the open page without a reload
     await publish("EtaUpdated", eta("route-7", "truck-xss", "2026-11-26T08:15:00.000Z", new Date().toISOString()), "truck-xss")
-    await waitUntil(async () => (await page.locator("#trucks tr", { hasText: "truck-xss" }).textContent())?.includes("2026-11-26 08:15:00 UTC"), {
-      what: "the refreshed ETA on the page",
-      timeoutMs: 10_000,
-    })
+    await waitUntil(
+      async () => (await page.locator("#trucks tr", { hasText: "truck-xss" }).textContent())?.includes("2026-11-26 08:15:00 UTC"),
+      {
+        what: "the refreshed ETA on the page",
+        timeoutMs: 10_000,
+      },
+    )
     assert.is(await page.locator("#trucks tr", { hasText: "truck-xss" }).locator(".badge.tracked").count(), 1)
     assert.is(await customerCell.textContent(), evil)
     assert.is(await page.locator("#invoices td.num").first().textContent(), "EUR 42.00")
@@ -307,7 +376,13 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
   try {
     await provision(admin, topology())
     const { default: tracking } = await import("../workers/tracking.ts")
-    const t = await tracking.start({ url: secured.url, port: 0, user: "tracking", pass: secured.env.TRACKING_PASSWORD, drainTimeoutMs: 2000 })
+    const t = await tracking.start({
+      url: secured.url,
+      port: 0,
+      user: "tracking",
+      pass: secured.env.TRACKING_PASSWORD,
+      drainTimeoutMs: 2000,
+    })
     started.push(t)
     const p = await portal.start({ url: secured.url, port: 0, user: "portal", pass: secured.env.PORTAL_PASSWORD, drainTimeoutMs: 2000 })
     started.push(p)
@@ -324,10 +399,13 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
       body: JSON.stringify({ positions: [ping] }),
     })
     assert.is(posted.status, 202)
-    const truck = await waitUntil(async () => {
-      const r = await getJson<Truck>("/api/trucks/truck-1", p.port)
-      return r.body.etaSource === "tracked" ? r.body : null
-    }, { what: "tracked ETA in the portal" })
+    const truck = await waitUntil(
+      async () => {
+        const r = await getJson<Truck>("/api/trucks/truck-1", p.port)
+        return r.body.etaSource === "tracked" ? r.body : null
+      },
+      { what: "tracked ETA in the portal" },
+    )
     assert.is(truck.nextStopId, "s1-2", "at the first stop: next is the second")
     assert.is(truck.updatedAt, now)
     assert.ok((await get("/", p.port)).text.includes("tracked"))
@@ -340,22 +418,33 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
 
 test("stale - a second portal process (PORTAL_STALE_SECONDS=2) marks data stale as it ages, and keeps answering with nothing else running", async () => {
   const port = await freePort()
-  const child = spawnTs("workers/portal.ts", { NATS_URL: server.url, PORTAL_PORT: String(port), PORTAL_STALE_SECONDS: "2", LOG_LEVEL: "info" })
+  const child = spawnTs("workers/portal.ts", {
+    NATS_URL: server.url,
+    PORTAL_PORT: String(port),
+    PORTAL_STALE_SECONDS: "2",
+    LOG_LEVEL: "info",
+  })
   children.push(child)
   await child.waitFor(/"msg":"ready"/)
   // rebuilt from the KV at start: it knows what the first instance applied
   assert.is((await getJson<Truck>("/api/trucks/truck-1", port)).body.routeId, "route-1")
   const fresh = new Date().toISOString()
   await publish("RouteCalculated", route(8, { truckId: "truck-fresh", calculatedAt: fresh }), "truck-fresh")
-  const seen = await waitUntil(async () => {
-    const r = await getJson<Truck>("/api/trucks/truck-fresh", port)
-    return r.status === 200 ? r.body : null
-  }, { what: "truck-fresh in the second portal" })
+  const seen = await waitUntil(
+    async () => {
+      const r = await getJson<Truck>("/api/trucks/truck-fresh", port)
+      return r.status === 200 ? r.body : null
+    },
+    { what: "truck-fresh in the second portal" },
+  )
   assert.is(seen.updatedAt, fresh)
-  const aged = await waitUntil(async () => {
-    const r = await getJson<Truck>("/api/trucks/truck-fresh", port)
-    return r.body.stale ? r.body : null
-  }, { what: "truck-fresh stale", timeoutMs: 10_000 })
+  const aged = await waitUntil(
+    async () => {
+      const r = await getJson<Truck>("/api/trucks/truck-fresh", port)
+      return r.body.stale ? r.body : null
+    },
+    { what: "truck-fresh stale", timeoutMs: 10_000 },
+  )
   assert.ok(Date.now() - Date.parse(aged.updatedAt) > 2000)
   assert.is(aged.updatedAt, fresh)
   // the in-process portal keeps the default 300 s: the same truck is not stale there
@@ -375,7 +464,14 @@ test("stale - a second portal process (PORTAL_STALE_SECONDS=2) marks data stale 
     await server.restart()
   }
   // the KV watch resumes after the outage: a new event shows up in the second portal
-  await waitUntil(() => jsm.streams.info("ROUTING").then(() => true, () => false), { what: "JetStream back" })
+  await waitUntil(
+    () =>
+      jsm.streams.info("ROUTING").then(
+        () => true,
+        () => false,
+      ),
+    { what: "JetStream back" },
+  )
   await publish("RouteCalculated", route(9, { truckId: "truck-after", calculatedAt: new Date().toISOString() }), "truck-after")
   await waitUntil(async () => (await getJson("/api/trucks/truck-after", port)).status === 200, { what: "truck-after", timeoutMs: 30_000 })
 })

@@ -34,7 +34,10 @@ const bodySize = fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 300 }), fc.i
 test("PulledMsg.header - the same first value as MsgHdrs.get for every header, on real messages of any size", async () => {
   const received: Msg[] = []
   const sub = nc.subscribe("hdr.test", { callback: (_err, m) => void received.push(m) })
-  const cases = fc.sample(fc.record({ pairs: fc.array(fc.tuple(name, value), { minLength: 1, maxLength: 12 }), size: bodySize }), { seed: SEED, numRuns: 120 })
+  const cases = fc.sample(fc.record({ pairs: fc.array(fc.tuple(name, value), { minLength: 1, maxLength: 12 }), size: bodySize }), {
+    seed: SEED,
+    numRuns: 120,
+  })
   for (const c of cases) {
     const h = natsHeaders()
     for (const [k, v] of c.pairs) h.append(k, v)

@@ -5,7 +5,7 @@ import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jet
 import { Kvm } from "@nats-io/kv"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type EtaUpdated, type EventName, type InvoiceGenerated, type PositionReported, type RouteCalculated, topology } from "../contracts/mod.ts"
+import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated, topology } from "../contracts/mod.ts"
 import { type Connection, connect } from "../mesh/connect.ts"
 import { supports } from "../mesh/features.ts"
 import { provision } from "../mesh/provision.ts"
@@ -46,17 +46,21 @@ async function rebuild(worker: string): Promise<{ code: number | null; lines: st
 }
 
 async function settled(stream: string, consumer: string) {
-  await waitUntil(async () => {
-    const c = await jsm.consumers.info(stream, consumer)
-    return c.num_pending === 0 && c.num_ack_pending === 0
-  }, { timeoutMs: 30_000, what: `${stream}/${consumer} settled` })
+  await waitUntil(
+    async () => {
+      const c = await jsm.consumers.info(stream, consumer)
+      return c.num_pending === 0 && c.num_ack_pending === 0
+    },
+    { timeoutMs: 30_000, what: `${stream}/${consumer} settled` },
+  )
 }
 
 /** Every consumer by name; with its creation time where the server resets consumers in place (2.14+). */
 const consumersNow = async () => {
   const out: string[] = []
   const inPlace = supports(admin, "consumerReset")
-  for (const s of ["ROUTING", "TRACKING", "INVOICE", "POSITIONS", "REPLAY"]) for await (const c of jsm.consumers.list(s)) out.push(`${s}/${c.name}${inPlace ? ` ${c.created}` : ""}`)
+  for (const s of ["ROUTING", "TRACKING", "INVOICE", "POSITIONS", "REPLAY"])
+    for await (const c of jsm.consumers.list(s)) out.push(`${s}/${c.name}${inPlace ? ` ${c.created}` : ""}`)
   return out.sort()
 }
 
@@ -71,26 +75,57 @@ test("portal - a corrupted read model is rebuilt to the same answers; meanwhile 
   const t0 = Date.parse("2026-11-25T08:00:00.000Z")
   for (let i = 0; i < 120; i++) {
     // two routes per truck: the newer one is shown
-    const r = route(i, { routeId: `rb-${i}`, truckId: `truck-${i % 60}`, customerId: customers[i % 3]!, calculatedAt: new Date(t0 + i * 60_000).toISOString() })
+    const r = route(i, {
+      routeId: `rb-${i}`,
+      truckId: `truck-${i % 60}`,
+      customerId: customers[i % 3]!,
+      calculatedAt: new Date(t0 + i * 60_000).toISOString(),
+    })
     await publish("RouteCalculated", r)
-    await publish("InvoiceGenerated", invoice({ invoiceId: `inv-rb-${i}`, routeId: r.routeId, truckId: r.truckId, customerId: r.customerId, issuedAt: new Date(t0 + i * 60_000 + 1000).toISOString() }))
+    await publish(
+      "InvoiceGenerated",
+      invoice({
+        invoiceId: `inv-rb-${i}`,
+        routeId: r.routeId,
+        truckId: r.truckId,
+        customerId: r.customerId,
+        issuedAt: new Date(t0 + i * 60_000 + 1000).toISOString(),
+      }),
+    )
     if (i >= 60) {
-      const eta: EtaUpdated = { truckId: r.truckId, routeId: r.routeId, eta: "2026-11-25T15:00:00.000Z", previousEta: r.eta, remainingKm: 3.5, updatedAt: new Date(t0 + i * 60_000 + 2000).toISOString() }
+      const eta: EtaUpdated = {
+        truckId: r.truckId,
+        routeId: r.routeId,
+        eta: "2026-11-25T15:00:00.000Z",
+        previousEta: r.eta,
+        remainingKm: 3.5,
+        updatedAt: new Date(t0 + i * 60_000 + 2000).toISOString(),
+      }
       await publish("EtaUpdated", eta)
     }
   }
   for (const s of ["ROUTING", "TRACKING", "INVOICE"]) await settled(s, "portal")
-  const headers = Object.fromEntries(await Promise.all(customers.map(async (c) => [c, { authorization: `Bearer ${await testAuth().customerToken(c)}` }] as const)))
+  const headers = Object.fromEntries(
+    await Promise.all(customers.map(async (c) => [c, { authorization: `Bearer ${await testAuth().customerToken(c)}` }] as const)),
+  )
   const get = async (c: string, path: string) => {
     const r = await fetch(base + path, { headers: headers[c] })
     return { status: r.status, body: (await r.json()) as any }
   }
-  const answers = async () => Object.fromEntries(await Promise.all(customers.flatMap((c) => ["/api/trucks", "/api/invoices"].map(async (p) => [`${c} ${p}`, (await get(c, p)).body] as const))))
+  const answers = async () =>
+    Object.fromEntries(
+      await Promise.all(
+        customers.flatMap((c) => ["/api/trucks", "/api/invoices"].map(async (p) => [`${c} ${p}`, (await get(c, p)).body] as const)),
+      ),
+    )
   // the stale flag depends on the clock only, and every item here is older than PORTAL_STALE_SECONDS either way
-  const before = await waitUntil(async () => {
-    const a = await answers()
-    return a["acme /api/trucks"].trucks.length === 20 && a["acme /api/invoices"].invoices.length === 40 ? a : null
-  }, { what: "the full model served" })
+  const before = await waitUntil(
+    async () => {
+      const a = await answers()
+      return a["acme /api/trucks"].trucks.length === 20 && a["acme /api/invoices"].invoices.length === 40 ? a : null
+    },
+    { what: "the full model served" },
+  )
   const truck7 = await get("globex", "/api/trucks/truck-7")
   assert.is(truck7.status, 200)
   const consumers = await consumersNow()
@@ -117,7 +152,10 @@ test("portal - a corrupted read model is rebuilt to the same answers; meanwhile 
   watching = false
   await watcher
   assert.is(run.code, 0, run.lines.join("\n"))
-  assert.ok(run.lines.some((l) => /^rebuilt portal: \d+ events replayed/.test(l)), run.lines.join("\n"))
+  assert.ok(
+    run.lines.some((l) => /^rebuilt portal: \d+ events replayed/.test(l)),
+    run.lines.join("\n"),
+  )
 
   assert.equal(await answers(), before, "the same answers as before the damage")
   assert.equal(await get("globex", "/api/trucks/truck-7"), truck7)
@@ -126,12 +164,20 @@ test("portal - a corrupted read model is rebuilt to the same answers; meanwhile 
   assert.ok(first >= 0, "the rebuild was seen")
   const during = seen.slice(first)
   const rebuilding = during.filter((s) => s.status === 503)
-  assert.ok(rebuilding.every((s) => s.body.rebuilding === true && typeof s.body.progress === "number"), JSON.stringify(rebuilding.slice(0, 3)))
+  assert.ok(
+    rebuilding.every((s) => s.body.rebuilding === true && typeof s.body.progress === "number"),
+    JSON.stringify(rebuilding.slice(0, 3)),
+  )
   assert.ok(rebuilding.length >= 5, `${rebuilding.length} answers said rebuilding`)
-  for (const s of during.filter((x) => x.status !== 503)) assert.equal(s, { status: 200, body: before["acme /api/trucks"] }, "after the first 503, only the whole list")
+  for (const s of during.filter((x) => x.status !== 503))
+    assert.equal(s, { status: 200, body: before["acme /api/trucks"] }, "after the first 503, only the whole list")
   assert.is(during.at(-1)!.status, 200)
-  if (process.env.TEST_VERBOSE) console.log(`  · ${seen.length} answers, ${rebuilding.length} said rebuilding; ${run.lines.filter((l) => !l.startsWith("{")).join(" | ")}`)
-  for (const c of await Promise.all(["ROUTING", "TRACKING", "INVOICE", "REPLAY"].map((s) => jsm.consumers.info(s, "portal")))) assert.is(c.config.description ?? "", "")
+  if (process.env.TEST_VERBOSE)
+    console.log(
+      `  · ${seen.length} answers, ${rebuilding.length} said rebuilding; ${run.lines.filter((l) => !l.startsWith("{")).join(" | ")}`,
+    )
+  for (const c of await Promise.all(["ROUTING", "TRACKING", "INVOICE", "REPLAY"].map((s) => jsm.consumers.info(s, "portal"))))
+    assert.is(c.config.description ?? "", "")
   assert.is((await jsm.streams.info("DLQ")).state.messages, 0)
 })
 
@@ -157,7 +203,13 @@ test("tracking - a deleted projection is rebuilt from ROUTING then POSITIONS to 
   for (let k = 0; k < 6; k++) {
     for (let i = 0; i < 10; i++) {
       // standing still, then jumping: the ETA moves past the threshold now and then
-      const p: PositionReported = { truckId: `tt-${i}`, lat: 52.5 + (k % 3) * 0.03, lon: 13.4 + i * 0.001, speedKmh: 10 + k * 8, at: new Date(t0 + (k + 1) * 300_000).toISOString() }
+      const p: PositionReported = {
+        truckId: `tt-${i}`,
+        lat: 52.5 + (k % 3) * 0.03,
+        lon: 13.4 + i * 0.001,
+        speedKmh: 10 + k * 8,
+        at: new Date(t0 + (k + 1) * 300_000).toISOString(),
+      }
       await publish("PositionReported", p)
     }
   }
@@ -182,14 +234,20 @@ test("tracking - a deleted projection is rebuilt from ROUTING then POSITIONS to 
   assert.equal(await snapshot(), before)
   await sleep(500)
   assert.is((await jsm.streams.info("TRACKING")).state.messages, etas, "no EtaUpdated published again")
-  if (process.env.TEST_VERBOSE) console.log(`  · ${Object.keys(before).length} records, ${etas} EtaUpdated; ${run.lines.filter((l) => l.startsWith("rebuilt")).join("")}`)
+  if (process.env.TEST_VERBOSE)
+    console.log(
+      `  · ${Object.keys(before).length} records, ${etas} EtaUpdated; ${run.lines.filter((l) => l.startsWith("rebuilt")).join("")}`,
+    )
   assert.equal(await consumersNow(), consumers)
 })
 
 test("errors - a worker without a read model is refused, naming those that have one", async () => {
   const run = await rebuild("invoice")
   assert.is(run.code, 1)
-  assert.ok(run.lines.some((l) => l === "logiflow rebuild: invoice has no read model built from the streams; these have: portal, tracking"), run.lines.join("\n"))
+  assert.ok(
+    run.lines.some((l) => l === "logiflow rebuild: invoice has no read model built from the streams; these have: portal, tracking"),
+    run.lines.join("\n"),
+  )
 })
 
 test.run()

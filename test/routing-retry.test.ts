@@ -70,7 +70,9 @@ async function routingMessages() {
 test("NATS stalled - nothing answers before the publish: 503 not-recorded after ROUTING_PUBLISH_TIMEOUT_MS; the retry records it once", async () => {
   server.process.kill("SIGSTOP")
   // kill() returns before the kernel has stopped it: wait until /proc says so, or a quick server still acks
-  await waitUntil(() => readFileSync(`/proc/${server.process.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T"), { what: "nats-server stopped" })
+  await waitUntil(() => readFileSync(`/proc/${server.process.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T"), {
+    what: "nats-server stopped",
+  })
   let res: Response
   let waited: number
   try {
@@ -109,7 +111,10 @@ test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands 
     await jsm.streams.update("ROUTING", info.config)
   }
   const generated = keyless.headers.get("idempotency-key")!
-  for (const [res, key] of [[keyed, "lost-ack-1"], [keyless, generated]] as const) {
+  for (const [res, key] of [
+    [keyed, "lost-ack-1"],
+    [keyless, generated],
+  ] as const) {
     assert.is(res.status, 504)
     assert.is(res.headers.get("retry-after"), "2")
     const body = (await res.json()) as { error: string; outcome: string; idempotencyKey: string; retryWithinSeconds: number }
@@ -130,7 +135,10 @@ test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands 
   await sleep(300)
   try {
     // the documented retry: same request, same key → the route that landed, not a second one
-    for (const [key, body] of [["lost-ack-1", request()], [generated, request({ truckId: "truck-9" })]] as const) {
+    for (const [key, body] of [
+      ["lost-ack-1", request()],
+      [generated, request({ truckId: "truck-9" })],
+    ] as const) {
       const retry = await post(body, { "idempotency-key": key })
       assert.is(retry.status, 202)
       assert.ok(landed.includes(((await retry.json()) as { routeId: string }).routeId))
@@ -138,7 +146,10 @@ test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands 
     assert.is((await routingMessages()).length, 2, "stored once each")
     // and a late copy of the first attempt, landing after something else on the truck's subject, is refused
     const late = captured[0]!
-    const refused = await js.publish(late.subject, late.data, { headers: late.headers, expect: { lastSubjectSequence: 0 } }).then(() => "stored", (e) => e.constructor.name)
+    const refused = await js.publish(late.subject, late.data, { headers: late.headers, expect: { lastSubjectSequence: 0 } }).then(
+      () => "stored",
+      (e) => e.constructor.name,
+    )
     assert.is(refused, "JetStreamApiError")
   } finally {
     await jsm.streams.update("ROUTING", info.config)
@@ -165,7 +176,9 @@ test("refusing server - no stream takes routes: 503 not-recorded at once, naming
 test("retry horizon - ROUTING_RETRY_HORIZON_SECONDS is the key's lifetime; past it the same key makes a new route with a new routeId", async () => {
   const fresh = await startServer()
   process.env.ROUTING_RETRY_HORIZON_SECONDS = "1"
-  const other = await routing.start({ url: fresh.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 }).finally(() => delete process.env.ROUTING_RETRY_HORIZON_SECONDS)
+  const other = await routing
+    .start({ url: fresh.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
+    .finally(() => delete process.env.ROUTING_RETRY_HORIZON_SECONDS)
   const fnc = await connectTo(fresh)
   try {
     const fjsm = await jetstreamManager(fnc)
@@ -190,7 +203,6 @@ test("retry horizon - ROUTING_RETRY_HORIZON_SECONDS is the key's lifetime; past 
     await fresh.close()
   }
 })
-
 
 test("partitioned ROUTING - the append guard reads the truck's routes in every layout: one route per key, across a change of partitions", async () => {
   const fresh = await startServer()
@@ -223,11 +235,18 @@ test("partitioned ROUTING - the append guard reads the truck's routes in every l
     await provision(fnc, topology({ partitions: 2 }), { consumers: () => false })
     const c = await at("part-3", request({ customerId: "initech" }))
     assert.is(c.status, 202)
-    for (const [key, body, want] of [["part-1", request(), a], ["part-3", request({ customerId: "initech" }), c]] as const) {
+    for (const [key, body, want] of [
+      ["part-1", request(), a],
+      ["part-3", request({ customerId: "initech" }), c],
+    ] as const) {
       assert.equal(await at(key, body), want)
     }
     const all = await stored()
-    assert.equal(all.map((m) => m.routeId), [a.routeId, b.routeId, c.routeId], "one route per key")
+    assert.equal(
+      all.map((m) => m.routeId),
+      [a.routeId, b.routeId, c.routeId],
+      "one route per key",
+    )
     assert.match(all[2]!.subject, /\.g2\.[01]$/)
   } finally {
     await other.running?.stop()

@@ -84,7 +84,10 @@ test("POST /routes - 202 with the stops in planned order, and the same route rec
   assert.equal(Object.keys(body).sort(), ["distanceKm", "eta", "routeId", "stops"])
   const planned = planRoute(depot, berlin)
   assert.equal(body.stops, planned.stops)
-  assert.equal([...body.stops].sort((a, b) => a.id.localeCompare(b.id)), [...berlin].sort((a, b) => a.id.localeCompare(b.id)))
+  assert.equal(
+    [...body.stops].sort((a, b) => a.id.localeCompare(b.id)),
+    [...berlin].sort((a, b) => a.id.localeCompare(b.id)),
+  )
   assert.is(body.distanceKm, planned.distanceKm)
   const eta = estimateEta(new Date(departAt), planned.distanceKm, berlin.length, { avgSpeedKmh: 50, serviceMinutesPerStop: 10 })
   assert.is(body.eta, eta.toISOString())
@@ -101,7 +104,14 @@ test("POST /routes - 202 with the stops in planned order, and the same route rec
   assert.match(msg!.header("traceparent"), new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`))
   assert.is.not(msg!.header("traceparent"), `00-${traceId}-00f067aa0ba902b7-01`, "routing's own span, in the caller's trace")
   const { calculatedAt, ...event } = msg!.data
-  assert.equal(event, { routeId: body.routeId, truckId: "truck-7", customerId: "acme", stops: body.stops, distanceKm: body.distanceKm, eta: body.eta })
+  assert.equal(event, {
+    routeId: body.routeId,
+    truckId: "truck-7",
+    customerId: "acme",
+    stops: body.stops,
+    distanceKm: body.distanceKm,
+    eta: body.eta,
+  })
   assert.ok(Date.parse(calculatedAt) > Date.parse(departAt))
 })
 
@@ -149,7 +159,11 @@ test("limits - 413 past ROUTING_MAX_BODY_BYTES (default 256 KiB), 415 for anythi
   const tooBig = await post(big)
   assert.is(tooBig.status, 413)
   assert.match(((await tooBig.json()) as { error: string }).error, /262144-byte limit/)
-  const text = await fetch(`${base}/routes`, { method: "POST", headers: { "content-type": "text/plain", ...testAuth().headers.routes }, body: JSON.stringify(request()) })
+  const text = await fetch(`${base}/routes`, {
+    method: "POST",
+    headers: { "content-type": "text/plain", ...testAuth().headers.routes },
+    body: JSON.stringify(request()),
+  })
   assert.is(text.status, 415)
   assert.is(((await text.json()) as { status: number }).status, 415)
   assert.is((await routingMessages()).length, 0)
@@ -269,10 +283,13 @@ test("NATS down - 503 with Retry-After at once, and 202 again once the server is
   } finally {
     await server.restart()
   }
-  const back = await waitUntil(async () => {
-    const res = await post(request({ truckId: "truck-back" }))
-    return res.status === 202 ? res : (await res.body?.cancel(), null)
-  }, { timeoutMs: 15_000, what: "a 202 after the restart" })
+  const back = await waitUntil(
+    async () => {
+      const res = await post(request({ truckId: "truck-back" }))
+      return res.status === 202 ? res : (await res.body?.cancel(), null)
+    },
+    { timeoutMs: 15_000, what: "a 202 after the restart" },
+  )
   const { routeId } = (await back.json()) as { routeId: string }
   const msgs = await routingMessages()
   assert.ok(msgs.some((m) => m.data.routeId === routeId && m.data.truckId === "truck-back"))

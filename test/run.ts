@@ -70,5 +70,7 @@ console.log("")
 for (const s of skippedFiles) console.log(`SKIPPED ${s}`)
 for (const b of broken) console.log(`FAILED ${b}`)
 const skips = [skipped ? `${skipped} skipped` : "", skippedFiles.length ? `${skippedFiles.length} files skipped` : ""].filter(Boolean)
-console.log(`${passed} passed, ${failed} failed${skips.length ? `, ${skips.join(", ")}` : ""} (${files.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s)`)
+console.log(
+  `${passed} passed, ${failed} failed${skips.length ? `, ${skips.join(", ")}` : ""} (${files.length} files in ${((Date.now() - started) / 1000).toFixed(0)} s)`,
+)
 process.exitCode = failed > 0 || broken.length > 0 ? 1 : 0

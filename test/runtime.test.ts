@@ -173,7 +173,11 @@ test("two consumers failing one event - two DLQ entries, one per consumer, neith
     throw new PermanentError("no-tariff")
   }
   await startInvoice({ consumes: { RouteCalculated: fail } })
-  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail, PositionReported: () => {} } }).start({ url: f.server.url, port: 0, drainTimeoutMs: 5000 })
+  const tracking = await worker({ name: "tracking", consumes: { RouteCalculated: fail, PositionReported: () => {} } }).start({
+    url: f.server.url,
+    port: 0,
+    drainTimeoutMs: 5000,
+  })
   f.running.push(tracking)
   const ack = await send(3)
   const entries = await waitUntil(async () => {
@@ -190,7 +194,12 @@ test("contract violations - bad JSON, a wrong field, an unknown version each go 
   let handled = 0
   await startInvoice({ consumes: { RouteCalculated: () => void handled++ } })
   const h = (type: string) => {
-    const hd = new Map([["ce-specversion", "1.0"], ["ce-id", `x-${type}`], ["ce-source", "logiflow/test"], ["ce-type", type]])
+    const hd = new Map([
+      ["ce-specversion", "1.0"],
+      ["ce-id", `x-${type}`],
+      ["ce-source", "logiflow/test"],
+      ["ce-type", type],
+    ])
     return hd
   }
   const { headers } = await import("@nats-io/transport-node")
@@ -213,12 +222,23 @@ test("contract violations - bad JSON, a wrong field, an unknown version each go 
     const e = await dlqEntries()
     return e.length === 7 ? e : null
   })
-  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), ["invalid-event", "invalid-json", "missing-header", "unknown-version", "wrong-subject", "wrong-subject", "wrong-subject"])
-  const errors = entries.filter((e) => e.headers[DLQ.reason] === "wrong-subject").map((e) => e.headers[DLQ.error]).sort()
+  assert.equal(entries.map((e) => e.headers[DLQ.reason]).sort(), [
+    "invalid-event",
+    "invalid-json",
+    "missing-header",
+    "unknown-version",
+    "wrong-subject",
+    "wrong-subject",
+    "wrong-subject",
+  ])
+  const errors = entries
+    .filter((e) => e.headers[DLQ.reason] === "wrong-subject")
+    .map((e) => e.headers[DLQ.error])
+    .sort()
   assert.equal(errors, [
     "InvoiceGenerated with key route-1 arrived on routing.events.RouteCalculated.truck-x; its subject is invoice.events.InvoiceGenerated.route-1",
     "RouteCalculated with key truck-5 arrived on routing.events.RouteCalculated.truck-2; its subject is routing.events.RouteCalculated.truck-5",
-    "RouteCalculated's ce-subject is \"truck-9\"; its key is \"truck-6\"",
+    'RouteCalculated\'s ce-subject is "truck-9"; its key is "truck-6"',
   ])
   const invalid = entries.find((e) => e.headers[DLQ.reason] === "invalid-event")!
   assert.match(invalid.headers[DLQ.error]!, /stops\.0\.lat/)
@@ -336,10 +356,13 @@ test("ack_wait outlived - a handler that never returns holds its key's lane unti
   await waitUntil(() => seen.length === 3 || null, { timeoutMs: 10_000, what: "route-11 and route-1's redelivery" })
   assert.ok(Date.now() - sent >= 1800, "not before ack_wait (2 s)")
   assert.equal(seen, ["route-2#1", "route-11#1", "route-1#2"], "the lane moved on to route-11, then the redelivery of route-1")
-  const c = await waitUntil(async () => {
-    const i = await consumerInfo()
-    return i.ack_floor.stream_seq === 3 && i.num_ack_pending === 0 ? i : null
-  }, { what: "all acked" })
+  const c = await waitUntil(
+    async () => {
+      const i = await consumerInfo()
+      return i.ack_floor.stream_seq === 3 && i.num_ack_pending === 0 ? i : null
+    },
+    { what: "all acked" },
+  )
   assert.is(c.num_redelivered, 0, "the redelivered message was acked; none is still pending redelivery")
 })
 
@@ -352,10 +375,13 @@ test("consumer deleted at runtime - /readyz says 503 and names it; once it is ba
   }
   assert.is((await readyz()).status, 200)
   await f.jsm.consumers.delete("ROUTING", "invoice")
-  const down = await waitUntil(async () => {
-    const x = await readyz()
-    return x.status === 503 ? x : undefined
-  }, { timeoutMs: 20_000, what: "/readyz 503" })
+  const down = await waitUntil(
+    async () => {
+      const x = await readyz()
+      return x.status === 503 ? x : undefined
+    },
+    { timeoutMs: 20_000, what: "/readyz 503" },
+  )
   assert.ok(down.body.consumers?.["ROUTING/invoice"], `names the consumer: ${JSON.stringify(down.body)}`)
   await provision(f.nc, topology(), { createMissing: true, streams: () => false, consumers: (c) => c.worker === "invoice" })
   await send(1)
@@ -384,7 +410,10 @@ test("provision - twice changes nothing; an incompatible existing stream is repo
   await provision(f.nc, t)
   const again = await provision(f.nc, t)
   assert.ok(again.length > 10)
-  assert.equal(again.filter((a) => a.action !== "unchanged"), [])
+  assert.equal(
+    again.filter((a) => a.action !== "unchanged"),
+    [],
+  )
   await f.jsm.streams.delete("INVOICE")
   const { StorageType } = await import("@nats-io/jetstream")
   await f.jsm.streams.add({ name: "INVOICE", subjects: ["invoice.events.>"], storage: StorageType.Memory })
@@ -397,21 +426,41 @@ test("provision - twice changes nothing; an incompatible existing stream is repo
   }
   await f.jsm.consumers.update("ROUTING", "invoice", { max_deliver: 9 })
   const fixed = await provision(f.nc, t, { streams: (s) => s.name !== "INVOICE" })
-  assert.equal(fixed.filter((a) => a.action === "updated").map((a) => a.name), ["ROUTING/invoice"])
+  assert.equal(
+    fixed.filter((a) => a.action === "updated").map((a) => a.name),
+    ["ROUTING/invoice"],
+  )
 })
-
 
 test("start - handlers that do not fit the topology stop the start with a message naming the event and the fix", async () => {
   const stray = await worker({ name: "invoice", consumes: { RouteCalculated: () => {}, EtaUpdated: () => {} } })
     .start({ url: f.server.url, port: 0 })
-    .then(() => "started", (err: Error) => err.message)
-  assert.is(stray, "invoice: handler for EtaUpdated would never run: contracts/topology.ts does not route it to invoice (add it to workers.invoice.consumes)")
+    .then(
+      () => "started",
+      (err: Error) => err.message,
+    )
+  assert.is(
+    stray,
+    "invoice: handler for EtaUpdated would never run: contracts/topology.ts does not route it to invoice (add it to workers.invoice.consumes)",
+  )
   const missing = await worker({ name: "tracking", consumes: { RouteCalculated: () => {} } })
     .start({ url: f.server.url, port: 0 })
-    .then(() => "started", (err: Error) => err.message)
-  assert.is(missing, "tracking: contracts/topology.ts routes PositionReported to tracking, which has no handler for it: every such event would be dead-lettered")
+    .then(
+      () => "started",
+      (err: Error) => err.message,
+    )
+  assert.is(
+    missing,
+    "tracking: contracts/topology.ts routes PositionReported to tracking, which has no handler for it: every such event would be dead-lettered",
+  )
   // nothing was bound or listened: the consumers do not exist yet on this clean slate
-  assert.is(await f.jsm.consumers.info("ROUTING", "invoice").then(() => "bound", () => "absent"), "absent")
+  assert.is(
+    await f.jsm.consumers.info("ROUTING", "invoice").then(
+      () => "bound",
+      () => "absent",
+    ),
+    "absent",
+  )
 })
 
 test.run()

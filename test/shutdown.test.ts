@@ -33,7 +33,14 @@ test("SIGTERM under load - in-flight events finish and are acked, the rest go to
   const js = jetstream(nc)
   const N = 2000
   for (let i = 0; i < N; i += 200) {
-    await Promise.all(Array.from({ length: 200 }, (_, k) => publishEvent(js, "RouteCalculated", route(i + k, { truckId: `truck-${(i + k) % 50}` }), { id: `rc-${i + k}`, source: "logiflow/test" })))
+    await Promise.all(
+      Array.from({ length: 200 }, (_, k) =>
+        publishEvent(js, "RouteCalculated", route(i + k, { truckId: `truck-${(i + k) % 50}` }), {
+          id: `rc-${i + k}`,
+          source: "logiflow/test",
+        }),
+      ),
+    )
   }
   const env = { NATS_URL: server.url, RECORD_FILE: file, RECORD_SLOW_MS: "5", INVOICE_PORT: String(await freePort()), CONCURRENCY: "16" }
   const first = spawnTs("test/fixtures/recorder.ts", env)
@@ -43,7 +50,10 @@ test("SIGTERM under load - in-flight events finish and are acked, the rest go to
   const drainMs = Date.now() - t0
   assert.is(code, 0, `exit code; output: ${first.lines.slice(-5).join(" | ")}`)
   assert.ok(drainMs < 10_000, `drained in ${drainMs} ms`)
-  assert.ok(first.lines.some((l) => l.includes('"msg":"stopped"') && l.includes('"drained":true')), "logged a complete drain")
+  assert.ok(
+    first.lines.some((l) => l.includes('"msg":"stopped"') && l.includes('"drained":true')),
+    "logged a complete drain",
+  )
   const handledByFirst = lines(file).length
   assert.ok(handledByFirst < N, "stopped before the end")
 
@@ -62,7 +72,11 @@ test("SIGTERM under load - in-flight events finish and are acked, the rest go to
 
 test("SIGTERM while still dialling NATS - the worker exits 0 at once instead of ignoring it", async () => {
   const dead = `nats://127.0.0.1:${await freePort()}`
-  const child = spawnTs("test/fixtures/recorder.ts", { NATS_URL: dead, RECORD_FILE: join(server.storeDir, "never.log"), INVOICE_PORT: String(await freePort()) })
+  const child = spawnTs("test/fixtures/recorder.ts", {
+    NATS_URL: dead,
+    RECORD_FILE: join(server.storeDir, "never.log"),
+    INVOICE_PORT: String(await freePort()),
+  })
   await child.waitFor(/http listening/)
   const t0 = Date.now()
   assert.is(await child.stop("SIGTERM"), 0)

@@ -15,7 +15,11 @@ test("parseTime - full date-times with Z or an offset give their exact instant",
   assert.is(parseTime("2026-11-25T08:00:00+00:00"), parseTime("2026-11-25T08:00:00-00:00"))
   assert.is(parseTime("2026-11-25T08:00:00.5Z"), Date.UTC(2026, 10, 25, 8, 0, 0, 500))
   assert.is(parseTime("2026-11-25T08:00:00.123456789Z"), Date.UTC(2026, 10, 25, 8, 0, 0, 123))
-  assert.is(parseTime("2026-11-25T08:00:00.9999Z"), Date.UTC(2026, 10, 25, 8, 0, 0, 999), "fractions are cut, never rounded into the next second")
+  assert.is(
+    parseTime("2026-11-25T08:00:00.9999Z"),
+    Date.UTC(2026, 10, 25, 8, 0, 0, 999),
+    "fractions are cut, never rounded into the next second",
+  )
   assert.is(parseTime("2026-12-31T23:00:00-01:00"), Date.UTC(2027, 0, 1), "an offset can cross into the next year")
   assert.is(parseTime("0001-01-01T00:00:00Z"), -62135596800000, "years below 100 are not read as 19xx")
   assert.is(parseTime("9999-12-31T23:59:59Z"), 253402300799000)
@@ -29,7 +33,19 @@ test("parseTime - days are checked against their month, leap years included", ()
   assert.is(parseTime("1900-02-29T00:00:00Z"), undefined, "1900: divisible by 100, not by 400")
   assert.is(parseTime("2026-02-30T00:00:00Z"), undefined, "Date.parse would roll it over to March 2")
   assert.is(Number.isNaN(Date.parse("2026-02-30T00:00:00Z")), false, "…which is why it is not used")
-  for (const [month, days] of [[1, 31], [3, 31], [4, 30], [5, 31], [6, 30], [7, 31], [8, 31], [9, 30], [10, 31], [11, 30], [12, 31]] as const) {
+  for (const [month, days] of [
+    [1, 31],
+    [3, 31],
+    [4, 30],
+    [5, 31],
+    [6, 30],
+    [7, 31],
+    [8, 31],
+    [9, 30],
+    [10, 31],
+    [11, 30],
+    [12, 31],
+  ] as const) {
     const mm = String(month).padStart(2, "0")
     assert.is(daysInMonth(2026, month), days)
     assert.ok(parseTime(`2026-${mm}-${days}T12:00:00Z`), `2026-${mm}-${days}`)
@@ -42,11 +58,30 @@ test("parseTime - days are checked against their month, leap years included", ()
 
 test("parseTime - everything that is not a full RFC 3339 date-time is refused", () => {
   const bad = [
-    "2026-11-25", "2026-11-25T08:00Z", "2026-11-25T08:00:00", "2026-11-25 08:00:00Z", "2026-11-25T24:00:00Z",
-    "2026-11-25T23:60:00Z", "2026-11-25T23:59:61Z", "2026-11-25T08:00:00+24:00", "2026-11-25T08:00:00+01:60",
-    "2026-11-25T08:00:00+0100", "2026-11-25T08:00:00+01", "2026-11-25T08:00:00.Z", "2026-11-25T08:00:00.1234567890Z",
-    "+02026-11-25T08:00:00Z", "26-11-25T08:00:00Z", "2026-1-25T08:00:00Z", "Nov 25 2026 08:00:00 GMT", "1764057600000",
-    " 2026-11-25T08:00:00Z", "2026-11-25T08:00:00Z ", "2026-11-25T08:00:00Z\n", "２０２６-11-25T08:00:00Z", "", "NaN",
+    "2026-11-25",
+    "2026-11-25T08:00Z",
+    "2026-11-25T08:00:00",
+    "2026-11-25 08:00:00Z",
+    "2026-11-25T24:00:00Z",
+    "2026-11-25T23:60:00Z",
+    "2026-11-25T23:59:61Z",
+    "2026-11-25T08:00:00+24:00",
+    "2026-11-25T08:00:00+01:60",
+    "2026-11-25T08:00:00+0100",
+    "2026-11-25T08:00:00+01",
+    "2026-11-25T08:00:00.Z",
+    "2026-11-25T08:00:00.1234567890Z",
+    "+02026-11-25T08:00:00Z",
+    "26-11-25T08:00:00Z",
+    "2026-1-25T08:00:00Z",
+    "Nov 25 2026 08:00:00 GMT",
+    "1764057600000",
+    " 2026-11-25T08:00:00Z",
+    "2026-11-25T08:00:00Z ",
+    "2026-11-25T08:00:00Z\n",
+    "２０２６-11-25T08:00:00Z",
+    "",
+    "NaN",
   ]
   for (const s of bad) assert.is(parseTime(s), undefined, JSON.stringify(s))
   for (const x of [undefined, null, 0, 1764057600000, new Date(), {}]) assert.is(parseTime(x), undefined, String(x))
@@ -56,9 +91,31 @@ test("contracts - every time field of every event refuses a day that does not ex
   const route1 = route(1)
   const samples: Record<string, [Record<string, unknown>, string[]]> = {
     RouteCalculated: [route1, ["eta", "calculatedAt"]],
-    InvoiceGenerated: [{ invoiceId: "i", routeId: "r", truckId: "t", customerId: "c", lines: [{ description: "d", amountCents: 1 }], totalCents: 1, currency: "EUR", issuedAt: "2026-11-25T08:00:00Z" }, ["issuedAt"]],
+    InvoiceGenerated: [
+      {
+        invoiceId: "i",
+        routeId: "r",
+        truckId: "t",
+        customerId: "c",
+        lines: [{ description: "d", amountCents: 1 }],
+        totalCents: 1,
+        currency: "EUR",
+        issuedAt: "2026-11-25T08:00:00Z",
+      },
+      ["issuedAt"],
+    ],
     PositionReported: [{ truckId: "t", lat: 1, lon: 2, at: "2026-11-25T08:00:00Z" }, ["at"]],
-    EtaUpdated: [{ truckId: "t", routeId: "r", eta: "2026-11-25T08:00:00Z", previousEta: "2026-11-25T08:00:00Z", remainingKm: 1, updatedAt: "2026-11-25T08:00:00Z" }, ["eta", "previousEta", "updatedAt"]],
+    EtaUpdated: [
+      {
+        truckId: "t",
+        routeId: "r",
+        eta: "2026-11-25T08:00:00Z",
+        previousEta: "2026-11-25T08:00:00Z",
+        remainingKm: 1,
+        updatedAt: "2026-11-25T08:00:00Z",
+      },
+      ["eta", "previousEta", "updatedAt"],
+    ],
   }
   assert.equal(Object.keys(samples), eventNames)
   for (const [name, [valid, fields]] of Object.entries(samples) as [never, [Record<string, unknown>, string[]]][]) {
@@ -71,7 +128,10 @@ test("contracts - every time field of every event refuses a day that does not ex
       } catch (err) {
         assert.instance(err, ContractError)
         assert.is((err as ContractError).reason, "invalid-event")
-        assert.equal((err as ContractError).issues.map((i) => i.path), [f])
+        assert.equal(
+          (err as ContractError).issues.map((i) => i.path),
+          [f],
+        )
       }
     }
   }
@@ -86,21 +146,30 @@ test("contracts - ids with control characters (NUL, CR, LF, DEL, C1) are invalid
         assert.unreachable(`${field} with U+${c.charCodeAt(0).toString(16)} accepted`)
       } catch (err) {
         assert.is((err as ContractError).reason, "invalid-event")
-        assert.equal((err as ContractError).issues.map((i) => [i.path, i.message]), [[field, "must not contain control characters"]])
+        assert.equal(
+          (err as ContractError).issues.map((i) => [i.path, i.message]),
+          [[field, "must not contain control characters"]],
+        )
       }
     }
     try {
       validate("RouteCalculated", { ...route1, stops: [{ ...route1.stops[0]!, id: `s${c}` }] })
       assert.unreachable("stop id accepted")
     } catch (err) {
-      assert.equal((err as ContractError).issues.map((i) => i.path), ["stops.0.id"])
+      assert.equal(
+        (err as ContractError).issues.map((i) => i.path),
+        ["stops.0.id"],
+      )
     }
   }
   validate("RouteCalculated", { ...route1, truckId: "Lkw 7/ä.. 🚚", customerId: "Ünïcødé GmbH" })
 })
 
 test("DLQ filters - since/until take durations or strict RFC 3339 times; a day that does not exist is a 400", () => {
-  assert.equal(toFilter({ since: "2026-11-25T09:00:00+01:00", until: "2026-11-25T08:30:00.5Z" }), { since: "2026-11-25T08:00:00.000Z", until: "2026-11-25T08:30:00.500Z" })
+  assert.equal(toFilter({ since: "2026-11-25T09:00:00+01:00", until: "2026-11-25T08:30:00.5Z" }), {
+    since: "2026-11-25T08:00:00.000Z",
+    until: "2026-11-25T08:30:00.500Z",
+  })
   const fiveMinutes = Date.parse(toFilter({ since: "5m" }).since!)
   assert.ok(Math.abs(Date.now() - 300_000 - fiveMinutes) < 1000)
   for (const bad of ["2026-02-30T00:00:00Z", "2026-11-25", "yesterday"]) {

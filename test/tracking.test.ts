@@ -1,11 +1,19 @@
 // The tracking worker against a real nats-server: POST /positions → PositionReported, the per-truck projection,
 // EtaUpdated only past the threshold, dedupe, and 503 (never a hang) when NATS cannot take the batch.
-import { type JetStreamManager, type JetStreamClient } from "@nats-io/jetstream"
+import type { JetStreamManager, JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated, eventOfSubject, streamOf, topology } from "../contracts/mod.ts"
+import {
+  type EtaUpdated,
+  type EventName,
+  type PositionReported,
+  type RouteCalculated,
+  eventOfSubject,
+  streamOf,
+  topology,
+} from "../contracts/mod.ts"
 import { getJson, updateJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
@@ -43,7 +51,7 @@ async function tcpProxy(target: number) {
   const sockets = new Set<import("node:net").Socket>()
   const srv = net.createServer((client) => {
     const upstream = net.connect(target, "127.0.0.1")
-    for (const s of [client, upstream]) (sockets.add(s), s.on("close", () => sockets.delete(s)))
+    for (const s of [client, upstream]) sockets.add(s), s.on("close", () => sockets.delete(s))
     relay(client, upstream)
     relay(upstream, client)
   })
@@ -76,7 +84,12 @@ test.after(async () => {
 
 const url = (path: string) => `http://127.0.0.1:${w.port}${path}`
 const post = (body: unknown, type = "application/json") =>
-  fetch(url("/positions"), { method: "POST", headers: { "content-type": type, ...testAuth().headers.positions }, body: JSON.stringify(body), signal: AbortSignal.timeout(15_000) })
+  fetch(url("/positions"), {
+    method: "POST",
+    headers: { "content-type": type, ...testAuth().headers.positions },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  })
 
 const at = (hms: string) => `2026-11-25T${hms}.000Z`
 const ping = (truckId: string, lat: number, lon: number, hms: string, speedKmh?: number): PositionReported => ({
@@ -189,7 +202,11 @@ test("updateJson - concurrent read–modify–writes from two connections lose n
 })
 
 test("POST /positions - 202 with the count, one PositionReported per ping, stored without ETA while no route", async () => {
-  const pings = [ping("t-noroute", 52.5, 13.4, "08:00:00"), ping("t-noroute", 52.51, 13.41, "08:01:00", 30), ping("t-other", 48.1, 11.5, "08:00:30")]
+  const pings = [
+    ping("t-noroute", 52.5, 13.4, "08:00:00"),
+    ping("t-noroute", 52.51, 13.41, "08:01:00", 30),
+    ping("t-other", 48.1, 11.5, "08:00:30"),
+  ]
   const res = await post({ positions: pings })
   assert.is(res.status, 202)
   assert.equal(await res.json(), { accepted: 3 })
@@ -198,7 +215,10 @@ test("POST /positions - 202 with the count, one PositionReported per ping, store
     events.map((e) => e.id),
     ["pos:t-noroute:2026-11-25T08:00:00.000Z", "pos:t-noroute:2026-11-25T08:01:00.000Z", "pos:t-other:2026-11-25T08:00:30.000Z"],
   )
-  assert.equal(events.map((e) => e.data), pings)
+  assert.equal(
+    events.map((e) => e.data),
+    pings,
+  )
   await settled()
   const t = await track("t-noroute")
   assert.equal(t, { truckId: "t-noroute", stops: [], nextStop: 0, position: { lat: 52.51, lon: 13.41, at: at("08:01:00"), speedKmh: 30 } })
@@ -212,7 +232,10 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
     [{ positions: [ok, { ...ok, lat: 91 }] }, ["positions.1.lat"]],
     [{ positions: [{ lat: 1, lon: 1, at: ok.at }] }, ["positions.0.truckId"]],
     [{ positions: [] }, ["positions"]],
-    [{ positions: Array.from({ length: 501 }, (_, i) => ({ ...ok, at: new Date(Date.parse(ok.at) + i * 1000).toISOString() })) }, ["positions"]],
+    [
+      { positions: Array.from({ length: 501 }, (_, i) => ({ ...ok, at: new Date(Date.parse(ok.at) + i * 1000).toISOString() })) },
+      ["positions"],
+    ],
     [{ positions: [{ ...ok, speedKmh: -1 }] }, ["positions.0.speedKmh"]],
     [{ positions: [ok], extra: 1 }, ["extra"]],
     // a day that does not exist (Date.parse would roll it over to March 2), and ids with control characters
@@ -221,7 +244,17 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
     [{ positions: [{ ...ok, truckId: "t\r\nX-Injected: 1" }] }, ["positions.0.truckId"]],
     [{ positions: [{ ...ok, truckId: "t\u0000" }] }, ["positions.0.truckId"]],
     // more than TRACKING_MAX_FUTURE_SKEW_SECONDS (300) ahead: the one ping is named, the batch refused whole
-    [{ positions: [ok, { ...ok, at: at("08:00:01") }, { ...ok, at: at("08:00:02") }, { ...ok, at: new Date(Date.now() + 3600_000).toISOString() }] }, ["positions.3.at"]],
+    [
+      {
+        positions: [
+          ok,
+          { ...ok, at: at("08:00:01") },
+          { ...ok, at: at("08:00:02") },
+          { ...ok, at: new Date(Date.now() + 3600_000).toISOString() },
+        ],
+      },
+      ["positions.3.at"],
+    ],
   ]
   for (const [body, paths] of cases) {
     const res = await post(body)
@@ -229,11 +262,18 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
     const json = (await res.json()) as { status: number; error: string; issues: { path: string; message: string }[] }
     assert.is(json.status, 400)
     assert.is(json.error, "invalid position batch")
-    assert.equal(json.issues.map((i) => i.path), paths)
+    assert.equal(
+      json.issues.map((i) => i.path),
+      paths,
+    )
     assert.ok(json.issues.every((i) => i.message.length > 0))
   }
   assert.is((await post({ positions: [ok] }, "text/plain")).status, 415)
-  const big = await fetch(url("/positions"), { method: "POST", headers: { "content-type": "application/json", ...testAuth().headers.positions }, body: "x".repeat(600 * 1024) })
+  const big = await fetch(url("/positions"), {
+    method: "POST",
+    headers: { "content-type": "application/json", ...testAuth().headers.positions },
+    body: "x".repeat(600 * 1024),
+  })
   assert.is(big.status, 413)
   assert.is((await stored("PositionReported")).length, before)
   // within the skew: a gateway clock a little ahead is no reason to refuse
@@ -243,7 +283,7 @@ test("POST /positions - 400 names the exact path of each wrong field; nothing is
 
 test("route then pings - the next stop advances and EtaUpdated is emitted only past the threshold", async () => {
   const T = "t-route"
-  await publishEvent(js, "RouteCalculated", route(T), { id: `rc:${T}`, source: "logiflow/test"})
+  await publishEvent(js, "RouteCalculated", route(T), { id: `rc:${T}`, source: "logiflow/test" })
   await waitUntil(async () => (await track(T))?.routeId === `route-${T}`, { what: "route projected" })
   // planned ETA 09:10:00 (50 km/h over 33.36 km + 3 × 10 min from 08:00); the threshold is 120 s
   const script = [
@@ -262,7 +302,10 @@ test("route then pings - the next stop advances and EtaUpdated is emitted only p
     etas.map((e) => e.id),
     [`eta:route-${T}:${at("08:12:00")}`, `eta:route-${T}:${at("08:22:00")}`, `eta:route-${T}:${at("08:29:00")}`],
   )
-  assert.equal(etas.map((e) => e.data.nextStopId), ["B", "B", "B"])
+  assert.equal(
+    etas.map((e) => e.data.nextStopId),
+    ["B", "B", "B"],
+  )
   assert.is(etas[0]!.data.previousEta, at("09:10:00"))
   assert.is(etas[1]!.data.previousEta, etas[0]!.data.eta)
   assert.is(etas[2]!.data.previousEta, etas[1]!.data.eta)
@@ -328,7 +371,10 @@ test("NATS unavailable - 503 with Retry-After, bounded when the server hangs; 20
   await waitUntil(async () => (await post(batch("08:02:00"))).status === 202, { what: "202 after reconnect", every: 250 })
   // the frozen batch was acked late or retried: either way each ping at most once
   const ids = (await stored("PositionReported", "t-outage")).map((e) => e.id)
-  assert.equal(ids.filter((id) => id.endsWith("08:02:00.000Z")), ["pos:t-outage:2026-11-25T08:02:00.000Z"])
+  assert.equal(
+    ids.filter((id) => id.endsWith("08:02:00.000Z")),
+    ["pos:t-outage:2026-11-25T08:02:00.000Z"],
+  )
   assert.is(new Set(ids).size, ids.length)
 })
 

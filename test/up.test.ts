@@ -47,11 +47,20 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     await up.waitFor(/Ctrl-C stops everything/, 60_000)
     // which binary, and the version the server announced: the newest found (NATS_SERVER_BIN overrides)
     const bin = findNatsServer()!
-    const started = up.lines.map((l) => /nats-server v(\d+\.\d+\.\d+) \((.+)\) on nats:\/\/127\.0\.0\.1:(\d+) \(monitoring /.exec(l)).find((m) => m)
+    const started = up.lines
+      .map((l) => /nats-server v(\d+\.\d+\.\d+) \((.+)\) on nats:\/\/127\.0\.0\.1:(\d+) \(monitoring /.exec(l))
+      .find((m) => m)
     assert.ok(started, up.lines.slice(0, 5).join("\n"))
-    assert.equal(started!.slice(1), [natsServerVersion(bin)!.join("."), bin, String(natsPort)], "started its own server, the newest, on the given port")
+    assert.equal(
+      started!.slice(1),
+      [natsServerVersion(bin)!.join("."), bin, String(natsPort)],
+      "started its own server, the newest, on the given port",
+    )
     // the newest lacks nothing the mesh knows of
-    assert.equal(up.lines.filter((l) => /│ without /.test(l)), [])
+    assert.equal(
+      up.lines.filter((l) => /│ without /.test(l)),
+      [],
+    )
     // the nats CLI context: this run's URL and admin credentials, mode 0600, announced in one line
     const context = join(dir, "nats", "context", "logiflow.json")
     assert.ok(up.lines.some((l) => l.endsWith("│ nats CLI: nats --context logiflow stream ls")))
@@ -59,7 +68,14 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     assert.equal([saved.url, saved.user, statSync(context).mode & 0o777], [`nats://127.0.0.1:${natsPort}`, "admin", 0o600])
     assert.match(saved.password!, /^p[0-9a-f]{32}$/)
     for (const w of workers) {
-      await waitUntil(() => fetch(`http://127.0.0.1:${ports[w]}/readyz`).then((r) => r.status === 200, () => false), { what: `${w} ready`, timeoutMs: 60_000 })
+      await waitUntil(
+        () =>
+          fetch(`http://127.0.0.1:${ports[w]}/readyz`).then(
+            (r) => r.status === 200,
+            () => false,
+          ),
+        { what: `${w} ready`, timeoutMs: 60_000 },
+      )
     }
     const said = (re: RegExp) => up.lines.map((l) => re.exec(l)).find((m) => m)
     // the printed curl line, run as printed
@@ -68,7 +84,12 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     assert.match(routeId, /^[0-9a-f-]{36}$/)
     assert.ok(said(/try it .*-X POST http:\/\/127\.0\.0\.1:(\d+)\/routes/)![1] === String(ports.routing))
     // one link per customer with a tariff; acme's signs in (a cookie) and shows acme's invoice
-    const portalLinks = Object.fromEntries(["acme", "globex", "initech"].map((c) => [c, said(new RegExp(`portal for ${c}: (http://127\\.0\\.0\\.1:${ports.portal}/login\\?token=\\S+)$`))?.[1]]))
+    const portalLinks = Object.fromEntries(
+      ["acme", "globex", "initech"].map((c) => [
+        c,
+        said(new RegExp(`portal for ${c}: (http://127\\.0\\.0\\.1:${ports.portal}/login\\?token=\\S+)$`))?.[1],
+      ]),
+    )
     assert.ok(Object.values(portalLinks).every(Boolean), JSON.stringify(portalLinks))
     const login = await fetch(portalLinks.acme!, { redirect: "manual" })
     assert.is(login.status, 303)
@@ -81,12 +102,17 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
       },
       { what: "the invoice on the portal", timeoutMs: 30_000 },
     )
-    assert.equal(invoices.map((i) => i.routeId), [routeId])
+    assert.equal(
+      invoices.map((i) => i.routeId),
+      [routeId],
+    )
     // the ops link signs in as the OS user
     const opsLink = said(new RegExp(`ops dashboard: (http://127\\.0\\.0\\.1:${ports.ops}/login\\?token=\\S+)`))![1]!
     const opsLogin = await fetch(opsLink, { redirect: "manual" })
     assert.is(opsLogin.status, 303)
-    const session = await fetch(`http://127.0.0.1:${ports.ops}/api/session`, { headers: { cookie: opsLogin.headers.get("set-cookie")!.split(";")[0]! } })
+    const session = await fetch(`http://127.0.0.1:${ports.ops}/api/session`, {
+      headers: { cookie: opsLogin.headers.get("set-cookie")!.split(";")[0]! },
+    })
     assert.equal(await session.json(), { operator: operatorName(userInfo().username) })
     // nothing without a credential
     assert.is((await fetch(`http://127.0.0.1:${ports.portal}/api/invoices`)).status, 401)
@@ -104,8 +130,15 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
 
 test("up - with NATS_URL: the version that server announces, and no nats context (its credentials are not the run's)", async () => {
   const server = await startServer()
-  const ports = Object.fromEntries(await Promise.all(workers.map(async (w) => [`${w.toUpperCase()}_PORT`, String(await freePort())] as const)))
-  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: server.url, XDG_CONFIG_HOME: join(dir, "external"), ...ports }, ["up", "--no-fleet", "--data-dir", join(dir, "external")])
+  const ports = Object.fromEntries(
+    await Promise.all(workers.map(async (w) => [`${w.toUpperCase()}_PORT`, String(await freePort())] as const)),
+  )
+  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: server.url, XDG_CONFIG_HOME: join(dir, "external"), ...ports }, [
+    "up",
+    "--no-fleet",
+    "--data-dir",
+    join(dir, "external"),
+  ])
   try {
     await up.waitFor(/Ctrl-C stops everything/, 60_000)
     const said = up.lines.filter((l) => l.startsWith("logiflow│ ")).map((l) => l.slice("logiflow│ ".length))
@@ -120,12 +153,19 @@ test("up - with NATS_URL: the version that server announces, and no nats context
 })
 
 test("up - without a nats-server binary or NATS_URL: one line saying how to get one, exit 1", async () => {
-  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: undefined, NATS_SERVER_BIN: join(dir, "missing", "nats-server") }, ["up", "--data-dir", dir])
+  const up = spawnTs("mesh/cli/main.ts", { NATS_URL: undefined, NATS_SERVER_BIN: join(dir, "missing", "nats-server") }, [
+    "up",
+    "--data-dir",
+    dir,
+  ])
   const code = await up.exited
   assert.is(code, 1)
   const out = up.lines.filter((l) => l.trim())
   assert.is(out.length, 1, out.join("\n"))
-  assert.match(out[0]!, /^logiflow up: no nats-server found: build the pinned newest one with Go \(bash deploy\/nats\/install.sh\), or install one \(Debian\/Ubuntu: apt-get install nats-server/)
+  assert.match(
+    out[0]!,
+    /^logiflow up: no nats-server found: build the pinned newest one with Go \(bash deploy\/nats\/install.sh\), or install one \(Debian\/Ubuntu: apt-get install nats-server/,
+  )
 })
 
 test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); a route posted is invoiced once", async () => {
@@ -151,12 +191,21 @@ test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); 
   const up = spawnTs("mesh/cli/main.ts", env, ["up", "--no-fleet", "--scale", "invoice=2", "--data-dir", join(dir, "scaled")])
   try {
     await up.waitFor(/Ctrl-C stops everything/, 60_000)
-    assert.ok(up.lines.some((l) => l.includes("invoice-2 started")), "a second instance")
-    assert.ok(up.lines.some((l) => /invoice :\d+ ×2.*\(8 partitions per stream\)/.test(l)), up.lines.join("\n"))
+    assert.ok(
+      up.lines.some((l) => l.includes("invoice-2 started")),
+      "a second instance",
+    )
+    assert.ok(
+      up.lines.some((l) => /invoice :\d+ ×2.*\(8 partitions per stream\)/.test(l)),
+      up.lines.join("\n"),
+    )
     const taken = (label: string) => up.lines.filter((l) => l.startsWith(label) && l.includes("partition lease taken")).length
     const handed = (label: string) => up.lines.filter((l) => l.startsWith(label) && l.includes("partition handed over")).length
     // each ends with 4 of the 8: what the first took alone, it hands the second half over
-    await waitUntil(() => taken("invoice │") - handed("invoice │") === 4 && taken("invoice-2│") - handed("invoice-2│") === 4, { what: "4 + 4 leases", timeoutMs: 60_000 })
+    await waitUntil(() => taken("invoice │") - handed("invoice │") === 4 && taken("invoice-2│") - handed("invoice-2│") === 4, {
+      what: "4 + 4 leases",
+      timeoutMs: 60_000,
+    })
     const curl = up.lines.map((l) => /try it \(API key "dispatcher"\): (curl .*)$/.exec(l)).find((m) => m)![1]!
     const { routeId } = JSON.parse(execFileSync("sh", ["-c", curl], { encoding: "utf8" })) as { routeId: string }
     const nc = await connectTo({ url: `nats://127.0.0.1:${natsPort}` }, { user: "admin", pass: "pUpScaleAdmin1" })
@@ -189,7 +238,10 @@ test("up - the nats context: a foreign one or a live run's is left alone, a dead
       refused: 'a nats context "mine" exists that logiflow did not write; left as it is (set LOGIFLOW_NATS_CONTEXT to another name)',
     })
     await put(`logiflow up (pid ${process.ppid}): removed when it stops`)
-    assert.match((writeContext("mine", { url: "nats://127.0.0.1:1" }) as { refused: string }).refused, `belongs to another running logiflow up (pid ${process.ppid})`)
+    assert.match(
+      (writeContext("mine", { url: "nats://127.0.0.1:1" }) as { refused: string }).refused,
+      `belongs to another running logiflow up (pid ${process.ppid})`,
+    )
     removeContext(path)
     assert.match(await readFile(path, "utf8"), "elsewhere", "not this process's: kept")
     const gone = spawnSync("true").pid!

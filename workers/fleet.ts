@@ -1,6 +1,6 @@
 // workers/fleet.ts — a truck simulator for demos and benches: trucks around Berlin ask routing for routes over HTTP
 // and report their positions to tracking, like real trucks would. The simulation is pure; only the loop does I/O.
-import { type PositionReported, type Stop } from "../contracts/mod.ts"
+import type { PositionReported, Stop } from "../contracts/mod.ts"
 import { env, envInt, type Logger, newId, type Runtime, runWhenMain, secret, worker } from "../mesh/mod.ts"
 import { haversineKm, type Point } from "./plan.ts"
 
@@ -40,7 +40,7 @@ export function prng(seed: number): () => number {
   }
 }
 
-export type Leg = { routeId: string; stops: Stop[]; /** index of the stop driven to; = stops.length when done */ next: number }
+export type Leg = { routeId: string; stops: Stop[] /** index of the stop driven to; = stops.length when done */; next: number }
 export type Truck = { id: string; customerId: string; lat: number; lon: number; speedKmh: number; route?: Leg }
 export type Fleet = { stops: Stop[]; trucks: Truck[] }
 
@@ -164,7 +164,12 @@ function simulator(rt: Runtime) {
   if (!apiKey) rt.log.warn("FLEET_API_KEY is not set: routing and tracking will refuse the simulator's requests with 401")
   const auth: Record<string, string> = apiKey ? { authorization: `Bearer ${apiKey}` } : {}
   const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
-    fetch(url, { method: "POST", headers: { "content-type": "application/json", ...auth, ...headers }, body: JSON.stringify(body), signal: signal() })
+    fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth, ...headers },
+      body: JSON.stringify(body),
+      signal: signal(),
+    })
 
   async function requestRoute(truckId: string): Promise<void> {
     const truck = fleet.trucks.find((t) => t.id === truckId)!
@@ -182,7 +187,8 @@ function simulator(rt: Runtime) {
       }
       routeOutcomes.inc({ outcome: String(res.status) })
       // unavailable, over the key's rate, or the key refused: retried quietly, and the outage logged once
-      if (res.status >= 500 || res.status === 429 || res.status === 401 || res.status === 403) return routing.fail(`${res.status}: ${answer.error ?? res.statusText}`)
+      if (res.status >= 500 || res.status === 429 || res.status === 401 || res.status === 403)
+        return routing.fail(`${res.status}: ${answer.error ?? res.statusText}`)
       // routing refused this request for good (400, 422): retrying it would fail forever
       pending.delete(truckId)
       rt.log.warn("routing refused a route request", { truckId, status: res.status, error: answer.error })

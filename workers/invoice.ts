@@ -1,7 +1,18 @@
 // workers/invoice.ts — prices each calculated route with its customer's tariff, once per routeId, whatever the
 // redeliveries, crashes and instances. No routes of its own: /healthz, /readyz, /metrics only.
-import { type RouteCalculated } from "../contracts/mod.ts"
-import { env, envInt, type HandlerContext, newId, type Outgoing, PermanentError, runWhenMain, StartupError, type Worker, worker } from "../mesh/mod.ts"
+import type { RouteCalculated } from "../contracts/mod.ts"
+import {
+  env,
+  envInt,
+  type HandlerContext,
+  newId,
+  type Outgoing,
+  PermanentError,
+  runWhenMain,
+  StartupError,
+  type Worker,
+  worker,
+} from "../mesh/mod.ts"
 import { priceRoute, type Tariff, tariffsFromEnv } from "./pricing.ts"
 
 function probability(name: string): number {

@@ -54,7 +54,8 @@ const COOKIE = "logiflow_ops"
 const SESSION_SECONDS = 12 * 3600
 type Signed = IRequest & { operator: string }
 
-const denied = (status: number, error: string, headers: Record<string, string> = {}) => Response.json({ status, error }, { status, headers })
+const denied = (status: number, error: string, headers: Record<string, string> = {}) =>
+  Response.json({ status, error }, { status, headers })
 
 /**
  * Every read and every action needs a named operator: `Authorization: Bearer <token>`, or the session cookie that
@@ -62,7 +63,8 @@ const denied = (status: number, error: string, headers: Record<string, string> =
  * (Sec-Fetch-Site or Origin), so another site cannot make an operator's browser replay or discard (CSRF).
  */
 function operatorGate(operators: Operators, sessionKey: string) {
-  const disabled = "the ops API is disabled: no operators are configured; set LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) to name:token entries"
+  const disabled =
+    "the ops API is disabled: no operators are configured; set LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) to name:token entries"
   const who = async (request: Request): Promise<{ name?: string; via?: "bearer" | "cookie"; tried: boolean }> => {
     const bearer = presented(request)
     if (bearer) return { name: await operators.find(bearer), via: "bearer", tried: true }
@@ -75,10 +77,13 @@ function operatorGate(operators: Operators, sessionKey: string) {
     if (operators.names.length === 0) return denied(503, disabled)
     const w = await who(request)
     if (!w.name) {
-      const error = w.tried ? "unknown operator token, or the session has expired" : "sign in: open GET /login?token=<your operator token>, or send Authorization: Bearer <token>"
+      const error = w.tried
+        ? "unknown operator token, or the session has expired"
+        : "sign in: open GET /login?token=<your operator token>, or send Authorization: Bearer <token>"
       return denied(401, error, { "www-authenticate": 'Bearer realm="logiflow-ops"' })
     }
-    if (mutation && w.via === "cookie" && !sameOrigin(request)) return denied(403, "cross-site request refused: actions with the session cookie must come from the ops dashboard itself")
+    if (mutation && w.via === "cookie" && !sameOrigin(request))
+      return denied(403, "cross-site request refused: actions with the session cookie must come from the ops dashboard itself")
     ;(request as Signed).operator = w.name
   }
   const login = async (request: IRequest) => {
@@ -86,18 +91,27 @@ function operatorGate(operators: Operators, sessionKey: string) {
     const name = await operators.find(new URL(request.url).searchParams.get("token") ?? "")
     if (!name) return signInFailed()
     const session = await signToken(sessionKey, name, Math.floor(Date.now() / 1000) + SESSION_SECONDS)
-    const headers = { location: "/", "set-cookie": sessionCookie(request, COOKIE, session, SESSION_SECONDS), "cache-control": "no-store", "referrer-policy": "no-referrer" }
+    const headers = {
+      location: "/",
+      "set-cookie": sessionCookie(request, COOKIE, session, SESSION_SECONDS),
+      "cache-control": "no-store",
+      "referrer-policy": "no-referrer",
+    }
     return new Response(null, { status: 303, headers })
   }
-  const logout = (request: IRequest) => new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } })
+  const logout = (request: IRequest) =>
+    new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } })
   return { read: gate(false), act: gate(true), login, logout }
 }
 
 const signInFailed = () =>
-  new Response('<!doctype html><html lang="en"><meta charset="utf-8"><title>LogiFlow ops</title><p>That operator token was not accepted. <a href="/">Back to sign in</a></p></html>', {
-    status: 401,
-    headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": "default-src 'none'", "cache-control": "no-store" },
-  })
+  new Response(
+    '<!doctype html><html lang="en"><meta charset="utf-8"><title>LogiFlow ops</title><p>That operator token was not accepted. <a href="/">Back to sign in</a></p></html>',
+    {
+      status: 401,
+      headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": "default-src 'none'", "cache-control": "no-store" },
+    },
+  )
 
 const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)
 
@@ -118,14 +132,16 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
     failed: noop,
   }
   // a failure of the net itself is retried by the runtime for as long as it takes (never dead-lettered): counted here
-  const net = (stream: string, handle: RawHandler): RawHandler => async (msg, ctx) => {
-    try {
-      await handle(msg, ctx)
-    } catch (err) {
-      counted.failed(stream)
-      throw err
+  const net =
+    (stream: string, handle: RawHandler): RawHandler =>
+    async (msg, ctx) => {
+      try {
+        await handle(msg, ctx)
+      } catch (err) {
+        counted.failed(stream)
+        throw err
+      }
     }
-  }
 
   return worker({
     name: "ops",
@@ -134,7 +150,12 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
         const pause = parsePauseAdvisory(msg.data)
-        if (pause) return void ctx.log.warn(pause.paused ? "consumer paused" : "consumer resumed", { stream: pause.stream, consumer: pause.consumer, until: pause.paused ? pause.pause_until : undefined })
+        if (pause)
+          return void ctx.log.warn(pause.paused ? "consumer paused" : "consumer resumed", {
+            stream: pause.stream,
+            consumer: pause.consumer,
+            until: pause.paused ? pause.pause_until : undefined,
+          })
         const adv = parseAdvisory(msg.data)
         if (!adv) return void ctx.log.warn("not an advisory; skipped", { subject: msg.subject, seq: msg.seq })
         const outcome = await fileFromAdvisory(await adminOf(), adv, msg.subject)
@@ -148,21 +169,41 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
         const m = { subject: msg.subject, headers: msg.headers, seq: msg.seq, time: msg.time, data: msg.data }
         const checked = await checkDeadLetter(a, m)
         // a worker may publish only dlq.*.<itself>: what does not match its original is forged or broken, never an entry
-        if (!checked.ok) return void (counted.refused(), ctx.log.warn("dead letter refused; not indexed", { subject: msg.subject, dlqSeq: msg.seq, why: checked.why }))
+        if (!checked.ok)
+          return void (counted.refused(),
+          ctx.log.warn("dead letter refused; not indexed", { subject: msg.subject, dlqSeq: msg.seq, why: checked.why }))
         const { entry, created } = await indexDeadLetter(a.kv, m, checked.entry)
         counted.indexed(created)
-        ctx.log.info(created ? "dlq entry indexed" : "duplicate dead letter; the entry was already indexed", { id: entry.id, dlqSeq: msg.seq, state: entry.state })
+        ctx.log.info(created ? "dlq entry indexed" : "duplicate dead letter; the entry was already indexed", {
+          id: entry.id,
+          dlqSeq: msg.seq,
+          state: entry.state,
+        })
       }),
     },
     routes(router, runtime) {
       rt = runtime
       const operators = cfg.operators ?? operatorsFromEnv()
-      if (operators.names.length === 0) runtime.log.warn("no operators configured: the ops API answers 503 until LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) is set")
+      if (operators.names.length === 0)
+        runtime.log.warn("no operators configured: the ops API answers 503 until LOGIFLOW_OPERATORS (or LOGIFLOW_OPERATORS_FILE) is set")
       const { read, act, login, logout } = operatorGate(operators, randomSecret())
-      const advisories = runtime.metrics.counter("logiflow_ops_advisories_total", "Advisories handled, by outcome (filed, already-filed, effect-stored, ignored)")
-      const indexed = runtime.metrics.counter("logiflow_ops_dlq_indexed_total", "DLQ messages indexed; created=false: a duplicate of an indexed failure")
-      const refused = runtime.metrics.counter("logiflow_ops_dlq_refused_total", "DLQ messages not indexed: forged or broken (they do not match their original)")
-      const failures = runtime.metrics.counter("logiflow_ops_failures_total", "Advisories and DLQ messages ops failed to handle, by stream (each is retried until it succeeds)", ["stream"])
+      const advisories = runtime.metrics.counter(
+        "logiflow_ops_advisories_total",
+        "Advisories handled, by outcome (filed, already-filed, effect-stored, ignored)",
+      )
+      const indexed = runtime.metrics.counter(
+        "logiflow_ops_dlq_indexed_total",
+        "DLQ messages indexed; created=false: a duplicate of an indexed failure",
+      )
+      const refused = runtime.metrics.counter(
+        "logiflow_ops_dlq_refused_total",
+        "DLQ messages not indexed: forged or broken (they do not match their original)",
+      )
+      const failures = runtime.metrics.counter(
+        "logiflow_ops_failures_total",
+        "Advisories and DLQ messages ops failed to handle, by stream (each is retried until it succeeds)",
+        ["stream"],
+      )
       counted = {
         advisories: (outcome) => advisories.inc({ outcome }),
         indexed: (created) => indexed.inc({ created: String(created) }),
@@ -183,7 +224,12 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       })
       // generated from contracts/ by `npm run asyncapi`; a JSON import works unchanged on Node and Deno
       let contract: Promise<unknown> | undefined
-      router.get("/asyncapi.json", read, async () => (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object)
+      router.get(
+        "/asyncapi.json",
+        read,
+        async () =>
+          (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object,
+      )
 
       // the page itself holds no data: it loads without a session and shows a sign-in form until it has one
       router.get("/", () => {
@@ -210,7 +256,8 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       // the history records who did it: the operator's name
       router.post("/api/dlq/replay", act, async (req: Signed) => {
         const body = await readJson(req, 16 * 1024)
-        if (!body || typeof body !== "object" || Array.isArray(body)) return Response.json({ status: 400, error: "body must be a JSON object of filters" }, { status: 400 })
+        if (!body || typeof body !== "object" || Array.isArray(body))
+          return Response.json({ status: 400, error: "body must be a JSON object of filters" }, { status: 400 })
         return replayMatching(await adminOf(), toFilter(body as Record<string, unknown>), req.operator)
       })
       router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await adminOf(), req.params.id!, req.operator))
@@ -218,14 +265,29 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       // the circuit breaker (mesh/admin/pause.ts): events wait in the stream instead of burning deliveries
       router.post("/api/consumers/:stream/:consumer/pause", act, async (req: Signed) => {
         const body = (await readJson(req, 4096)) ?? {}
-        if (typeof body !== "object" || Array.isArray(body)) return Response.json({ status: 400, error: 'body must be a JSON object: { "for": "30m" } or { "until": "<RFC 3339>" }' }, { status: 400 })
+        if (typeof body !== "object" || Array.isArray(body))
+          return Response.json(
+            { status: 400, error: 'body must be a JSON object: { "for": "30m" } or { "until": "<RFC 3339>" }' },
+            { status: 400 },
+          )
         const until = pauseEnd(body as Record<string, unknown>)
-        const r = await pauseConsumer({ jsm: (await adminOf()).jsm, nc: runtime.nc }, req.params.stream!, req.params.consumer!, until, req.operator)
+        const r = await pauseConsumer(
+          { jsm: (await adminOf()).jsm, nc: runtime.nc },
+          req.params.stream!,
+          req.params.consumer!,
+          until,
+          req.operator,
+        )
         runtime.log.warn("consumer pause requested", { stream: r.stream, consumer: r.consumer, until: r.pauseUntil, by: r.by })
         return r
       })
       router.post("/api/consumers/:stream/:consumer/resume", act, async (req: Signed) => {
-        const r = await resumeConsumer({ jsm: (await adminOf()).jsm, nc: runtime.nc }, req.params.stream!, req.params.consumer!, req.operator)
+        const r = await resumeConsumer(
+          { jsm: (await adminOf()).jsm, nc: runtime.nc },
+          req.params.stream!,
+          req.params.consumer!,
+          req.operator,
+        )
         runtime.log.warn("consumer resume requested", { stream: r.stream, consumer: r.consumer, by: r.by })
         return r
       })

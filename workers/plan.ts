@@ -1,5 +1,5 @@
 // workers/plan.ts — route planning for the routing worker: pure, deterministic, no I/O.
-import { type Stop } from "../contracts/events.ts"
+import type { Stop } from "../contracts/events.ts"
 
 export type Point = { lat: number; lon: number }
 

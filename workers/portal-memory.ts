@@ -49,7 +49,14 @@ export function unload(m: ReadModel) {
 const later = (a: string | null, b: string) => (a === null || ms(b) > ms(a) ? b : a)
 
 /** Mirrors a bucket into `into`; resolves once the values present at start are in (or after `waitMs`, logged). */
-async function mirror<T>(bucket: string, kv: KV, into: Map<string, T>, onValue: (v: T) => void, log: Logger, waitMs = 10_000): Promise<() => void> {
+async function mirror<T>(
+  bucket: string,
+  kv: KV,
+  into: Map<string, T>,
+  onValue: (v: T) => void,
+  log: Logger,
+  waitMs = 10_000,
+): Promise<() => void> {
   const state = (await kv.status()).streamInfo.state
   const watch = await kv.watch()
   let loaded!: () => void
@@ -77,8 +84,20 @@ async function load(rt: Runtime): Promise<void> {
   const m = modelOf(rt)
   const [trucks, invoices] = await Promise.all([rt.kv(TRUCKS_BUCKET), rt.kv(INVOICES_BUCKET)])
   m.stops.push(
-    await mirror<TruckDoc>(TRUCKS_BUCKET, trucks, m.trucks, (d) => appliedAt(d).forEach((t) => (m.asOf.trucks = later(m.asOf.trucks, t))), rt.log),
-    await mirror<InvoiceGenerated>(INVOICES_BUCKET, invoices, m.invoices, (i) => (m.asOf.invoices = later(m.asOf.invoices, i.issuedAt)), rt.log),
+    await mirror<TruckDoc>(
+      TRUCKS_BUCKET,
+      trucks,
+      m.trucks,
+      (d) => appliedAt(d).forEach((t) => (m.asOf.trucks = later(m.asOf.trucks, t))),
+      rt.log,
+    ),
+    await mirror<InvoiceGenerated>(
+      INVOICES_BUCKET,
+      invoices,
+      m.invoices,
+      (i) => (m.asOf.invoices = later(m.asOf.invoices, i.issuedAt)),
+      rt.log,
+    ),
   )
   rt.log.info("read model loaded", { trucks: m.trucks.size, invoices: m.invoices.size })
 }

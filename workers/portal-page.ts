@@ -18,7 +18,12 @@ export function formatCents(cents: number, currency: string): string {
 /** "2026-11-25T10:00:00.000Z" → "2026-11-25 10:00:00 UTC" (one zone for every reader, no locale guessing). */
 export function formatTime(iso: string | null | undefined): string {
   const t = parseTime(iso)
-  return t === undefined ? "—" : new Date(t).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")
+  return t === undefined
+    ? "—"
+    : new Date(t)
+        .toISOString()
+        .replace("T", " ")
+        .replace(/\.\d+Z$/, " UTC")
 }
 
 const CSS = `
@@ -139,7 +144,8 @@ class Markup {
 const piece = (v: unknown): string => (v instanceof Markup ? v.text : Array.isArray(v) ? v.map(piece).join("") : escapeHtml(v))
 
 /** Every interpolated value is escaped unless it is Markup (built by `html` itself, or the page's own CSS/JS). */
-const html = (s: TemplateStringsArray, ...values: unknown[]) => new Markup(s.reduce((out, part, i) => out + part + (i < values.length ? piece(values[i]) : ""), ""))
+const html = (s: TemplateStringsArray, ...values: unknown[]) =>
+  new Markup(s.reduce((out, part, i) => out + part + (i < values.length ? piece(values[i]) : ""), ""))
 
 const asOfCell = (e: { updatedAt: string; stale: boolean }) =>
   html`<td>${formatTime(e.updatedAt)}${e.stale ? html` <span class="badge stale">stale</span>` : ""}</td>`
@@ -207,7 +213,8 @@ page reloads by itself.</p>
 </section></main></body></html>`.text
 }
 
-const sha256 = async (s: string) => btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)))))
+const sha256 = async (s: string) =>
+  btoa(String.fromCharCode(...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)))))
 
 let cspHeader: Promise<string> | undefined
 // only the page's own script and style may run: markup that slipped past escaping still could not execute
@@ -217,4 +224,3 @@ export const csp = () =>
       `default-src 'none'; script-src 'sha256-${script}'; style-src 'sha256-${style}'; connect-src 'self'; ` +
       `form-action 'self'; base-uri 'none'; frame-ancestors 'none'`,
   ))
-

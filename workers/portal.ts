@@ -53,13 +53,23 @@ export function applyRoute(prev: TruckDoc | undefined, r: RouteCalculated): Truc
     if (d > 0 || (d === 0 && old.routeId > r.routeId)) return prev
   }
   const { routeId, customerId, stops, distanceKm, eta, calculatedAt } = r
-  return { truckId: r.truckId, route: { routeId, customerId, stops, distanceKm, eta, calculatedAt }, ...(prev?.tracked ? { tracked: prev.tracked } : {}) }
+  return {
+    truckId: r.truckId,
+    route: { routeId, customerId, stops, distanceKm, eta, calculatedAt },
+    ...(prev?.tracked ? { tracked: prev.tracked } : {}),
+  }
 }
 
 export function applyEta(prev: TruckDoc | undefined, e: EtaUpdated): TruckDoc {
   // the same or an older update (redelivery, replay, a late instance) never overwrites a newer one
   if (prev?.tracked && ms(e.updatedAt) <= ms(prev.tracked.at)) return prev
-  const tracked = { routeId: e.routeId, eta: e.eta, remainingKm: e.remainingKm, at: e.updatedAt, ...(e.nextStopId ? { nextStopId: e.nextStopId } : {}) }
+  const tracked = {
+    routeId: e.routeId,
+    eta: e.eta,
+    remainingKm: e.remainingKm,
+    at: e.updatedAt,
+    ...(e.nextStopId ? { nextStopId: e.nextStopId } : {}),
+  }
   return { ...(prev ?? { truckId: e.truckId }), tracked }
 }
 
@@ -135,14 +145,27 @@ const CONTROL_CHARS = /[\x00-\x1f\x7f-\x9f]/
 type Signed = IRequest & { customerId: string }
 
 const htmlResponse = (body: string, status = 200, headers: Record<string, string> = {}) =>
-  csp().then((policy) => new Response(body, { status, headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": policy, "x-content-type-options": "nosniff", "cache-control": "no-store", ...headers } }))
+  csp().then(
+    (policy) =>
+      new Response(body, {
+        status,
+        headers: {
+          "content-type": "text/html; charset=utf-8",
+          "content-security-policy": policy,
+          "x-content-type-options": "nosniff",
+          "cache-control": "no-store",
+          ...headers,
+        },
+      }),
+  )
 
 const query = (request: Request, name: string) => new URL(request.url).searchParams.get(name) ?? undefined
 
 /** ?customerId= may only name the signed-in customer: asking for another is refused, not silently narrowed. */
 function ownOnly(request: Signed) {
   const asked = query(request, "customerId")
-  if (asked !== undefined && asked !== request.customerId) throw new StatusError(403, `this sign-in is for customer ${request.customerId}; other customers' data is not available`)
+  if (asked !== undefined && asked !== request.customerId)
+    throw new StatusError(403, `this sign-in is for customer ${request.customerId}; other customers' data is not available`)
 }
 
 /**
@@ -165,7 +188,9 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     if (!key) throw new StatusError(503, unconfigured)
     const { token, customerId } = await customerOf(request)
     if (!customerId) {
-      const error = token ? "invalid or expired sign-in token" : "sign in first: open your portal link, or send Authorization: Bearer <token>"
+      const error = token
+        ? "invalid or expired sign-in token"
+        : "sign in first: open your portal link, or send Authorization: Bearer <token>"
       return Response.json({ status: 401, error }, { status: 401, headers: { "www-authenticate": 'Bearer realm="logiflow-portal"' } })
     }
     ;(request as Signed).customerId = customerId
@@ -175,17 +200,33 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     if (!key) return htmlResponse(signInPage(unconfigured), 503)
     const token = query(request, "token") ?? ""
     const valid = await verifyToken(key, token)
-    if (!valid) return htmlResponse(signInPage("This sign-in link is not valid, or it has expired. Ask your LogiFlow contact for a new one."), 401)
+    if (!valid)
+      return htmlResponse(signInPage("This sign-in link is not valid, or it has expired. Ask your LogiFlow contact for a new one."), 401)
     const cookieHeader = sessionCookie(request, COOKIE, token, valid.expiresAt - Date.now() / 1000)
     // no-referrer: the next page must not pass the token on in a Referer header
-    return new Response(null, { status: 303, headers: { location: "/", "set-cookie": cookieHeader, "cache-control": "no-store", "referrer-policy": "no-referrer" } })
+    return new Response(null, {
+      status: 303,
+      headers: { location: "/", "set-cookie": cookieHeader, "cache-control": "no-store", "referrer-policy": "no-referrer" },
+    })
   })
-  router.get("/logout", (request) => new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } }))
+  router.get(
+    "/logout",
+    (request) => new Response(null, { status: 303, headers: { location: "/", "set-cookie": sessionCookie(request, COOKIE, "", 0) } }),
+  )
   // while the model is rebuilt nothing is served from it: a partial list would read as the whole one
   const rebuilding = () => m.rebuild?.state
   const serving = () => {
     const r = rebuilding()
-    if (r) return Response.json({ status: 503, error: "the portal is rebuilding its data from the streams; try again shortly", rebuilding: true, progress: r.progress }, { status: 503, headers: { "retry-after": "2" } })
+    if (r)
+      return Response.json(
+        {
+          status: 503,
+          error: "the portal is rebuilding its data from the streams; try again shortly",
+          rebuilding: true,
+          progress: r.progress,
+        },
+        { status: 503, headers: { "retry-after": "2" } },
+      )
   }
 
   router.get("/", async (request) => {
@@ -194,7 +235,14 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     if (!customerId) return htmlResponse(signInPage(token ? "Your sign-in has expired. Open a new link to sign in again." : undefined), 401)
     const r = rebuilding()
     if (r) return htmlResponse(rebuildingPage(r.progress, config.refreshSeconds), 503, { "retry-after": "2" })
-    return htmlResponse(renderPage({ customerId, trucks: listTrucks(m, customerId), invoices: listInvoices(m, customerId), refreshSeconds: config.refreshSeconds }))
+    return htmlResponse(
+      renderPage({
+        customerId,
+        trucks: listTrucks(m, customerId),
+        invoices: listInvoices(m, customerId),
+        refreshSeconds: config.refreshSeconds,
+      }),
+    )
   })
   router.get("/api/trucks", signedIn, serving, (request: Signed) => (ownOnly(request), listTrucks(m, request.customerId)))
   router.get("/api/trucks/:id", signedIn, serving, (request: Signed) => {
@@ -221,7 +269,8 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
 const portal = worker({
   name: "portal",
   consumes: {
-    RouteCalculated: async (r, ctx) => void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), r.truckId, (prev) => applyRoute(prev, r))),
+    RouteCalculated: async (r, ctx) =>
+      void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), r.truckId, (prev) => applyRoute(prev, r))),
     EtaUpdated: async (e, ctx) => void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), e.truckId, (prev) => applyEta(prev, e))),
     InvoiceGenerated: async (inv, ctx) =>
       void (await updateJson<InvoiceGenerated>(await ctx.kv(INVOICES_BUCKET), inv.invoiceId, (prev) => applyInvoice(prev, inv))),

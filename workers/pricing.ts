@@ -1,6 +1,6 @@
 // workers/pricing.ts — prices a planned route. Money is integer cents end to end; a float never reaches an invoice.
 import * as v from "valibot"
-import { type InvoiceGenerated, type InvoiceLine, type RouteCalculated } from "../contracts/events.ts"
+import type { InvoiceGenerated, InvoiceLine, RouteCalculated } from "../contracts/events.ts"
 
 const Cents = v.pipe(v.number(), v.integer(), v.minValue(0))
 
@@ -28,11 +28,7 @@ export const demoTariffs: Record<string, Tariff> = {
 
 const formatKm = (km: number): string => String(Math.round(km * 1000) / 1000)
 
-export function priceRoute(
-  route: RouteCalculated,
-  tariff: Tariff,
-  opts: { invoiceId: string; issuedAt: string },
-): InvoiceGenerated {
+export function priceRoute(route: RouteCalculated, tariff: Tariff, opts: { invoiceId: string; issuedAt: string }): InvoiceGenerated {
   const stopCount = route.stops.length
   const lines: InvoiceLine[] = [
     { description: "Base fee", amountCents: tariff.baseCents },

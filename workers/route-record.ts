@@ -11,7 +11,19 @@
 import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
 import { ContractError, edgeStream, ROUTING_REQUESTS, type RouteCalculated, subjectOf } from "../contracts/mod.ts"
-import { ApiCode, apiCode, getJson, hex, isNoResponders, isNotFound, isPermissionDenied, kvKey, newId, type Runtime, withTimeout } from "../mesh/mod.ts"
+import {
+  ApiCode,
+  apiCode,
+  getJson,
+  hex,
+  isNoResponders,
+  isNotFound,
+  isPermissionDenied,
+  kvKey,
+  newId,
+  type Runtime,
+  withTimeout,
+} from "../mesh/mod.ts"
 
 /**
  * What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. `since`: the last sequence on the
@@ -21,7 +33,10 @@ export type Recorded = { fingerprint: string; route: RouteCalculated; published:
 
 /** Nothing was recorded by this request: retrying (with the same key) is safe, and needed. */
 export class NotRecorded extends Error {
-  constructor(message: string, readonly retryAfterSeconds = 2) {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds = 2,
+  ) {
     super(message)
   }
 }
@@ -60,7 +75,11 @@ function refused(err: unknown): NotRecorded | undefined {
 
 type Jsm = Awaited<ReturnType<Runtime["js"]["jetstreamManager"]>>
 
-type Where = { jsm: Jsm; stream: string; /** the stream stores a truck's routes under its subject plus layout tokens */ partitioned: boolean }
+type Where = {
+  jsm: Jsm
+  stream: string /** the stream stores a truck's routes under its subject plus layout tokens */
+  partitioned: boolean
+}
 
 /**
  * The stream routing's routes are stored in (ROUTING, or EDGE_ROUTING at an edge site) and whether it is partitioned:
@@ -127,7 +146,12 @@ async function append(rt: Runtime, rec: Recorded, fresh: boolean, traceparent?: 
     const { last, form } = fresh && attempt === 0 ? { last: rec.since, form: formOf(w, subject) } : await lastOf(w, subject)
     try {
       // the msg id is derived from the routeId too: within the duplicate window the stream also dedupes by it
-      await rt.publish("RouteCalculated", rec.route, { id: `routing:${rec.route.routeId}`, traceparent, expectLastSubjectSequence: last, expectLastSubjectSequenceSubject: form })
+      await rt.publish("RouteCalculated", rec.route, {
+        id: `routing:${rec.route.routeId}`,
+        traceparent,
+        expectLastSubjectSequence: last,
+        expectLastSubjectSequenceSubject: form,
+      })
       return
     } catch (err) {
       // another route of this truck (or this one) was appended in between: look again
@@ -165,7 +189,11 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     const mine: Recorded = { fingerprint: print, route, published: false, since }
     const rec = await create(kv, id, mine)
     const fresh = rec === mine
-    if (rec.fingerprint !== print) throw new StatusError(422, `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`)
+    if (rec.fingerprint !== print)
+      throw new StatusError(
+        422,
+        `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`,
+      )
     if (rec.published) return rec.route
     // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
     if (!fresh) phase = "publishing"
@@ -181,7 +209,9 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     }
     phase = "published"
     // not awaited: the route is recorded whatever becomes of the mark; without it a retry republishes (deduped)
-    kv.put(kvKey(id), JSON.stringify({ ...rec, published: true })).catch((err) => rt.log.warn("route recorded, its record not marked published", { routeId: rec.route.routeId, error: err }))
+    kv.put(kvKey(id), JSON.stringify({ ...rec, published: true })).catch((err) =>
+      rt.log.warn("route recorded, its record not marked published", { routeId: rec.route.routeId, error: err }),
+    )
     return rec.route
   }
   try {

@@ -67,7 +67,12 @@ export function calculateRoute(req: RouteRequest, routeId: string, now: Date, op
   }
 }
 
-export const accepted = (r: RouteCalculated): RouteAccepted => ({ routeId: r.routeId, eta: r.eta, distanceKm: r.distanceKm, stops: r.stops })
+export const accepted = (r: RouteCalculated): RouteAccepted => ({
+  routeId: r.routeId,
+  eta: r.eta,
+  distanceKm: r.distanceKm,
+  stops: r.stops,
+})
 
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
@@ -85,7 +90,13 @@ function notDone(err: NotRecorded | OutcomeUnknown, key: string, horizonSeconds:
   const retry = unknown
     ? `the route may or may not be recorded: send the same request again with Idempotency-Key: ${key} within ${horizonText(horizonSeconds)}; you get this route back if it was recorded, or it is recorded once`
     : `nothing was recorded: retry later with Idempotency-Key: ${key}`
-  const body = { status, error: `${err.message}; ${retry}`, outcome: unknown ? "unknown" : "not-recorded", idempotencyKey: key, ...(unknown ? { retryWithinSeconds: horizonSeconds } : {}) }
+  const body = {
+    status,
+    error: `${err.message}; ${retry}`,
+    outcome: unknown ? "unknown" : "not-recorded",
+    idempotencyKey: key,
+    ...(unknown ? { retryWithinSeconds: horizonSeconds } : {}),
+  }
   const retryAfter = err instanceof NotRecorded ? err.retryAfterSeconds : 2
   return Response.json(body, { status, headers: { "retry-after": String(retryAfter), "idempotency-key": key } })
 }
@@ -131,12 +142,24 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
 const routing = worker({
   name: "routing",
   onStart: async (rt) => {
-    const ttlMs = await rt.kv(ROUTING_REQUESTS).then((kv) => kv.status()).then((st) => st.ttl, (err) => (rt.log.warn("retry horizon unknown; answers say a day", { bucket: ROUTING_REQUESTS, error: err }), 0))
+    const ttlMs = await rt
+      .kv(ROUTING_REQUESTS)
+      .then((kv) => kv.status())
+      .then(
+        (st) => st.ttl,
+        (err) => (rt.log.warn("retry horizon unknown; answers say a day", { bucket: ROUTING_REQUESTS, error: err }), 0),
+      )
     if (ttlMs > 0) horizons.set(rt, Math.round(ttlMs / 1000))
-    rt.log.info("Idempotency-Keys are bound to their request for the retry horizon", { bucket: ROUTING_REQUESTS, seconds: horizons.get(rt) ?? DAY })
+    rt.log.info("Idempotency-Keys are bound to their request for the retry horizon", {
+      bucket: ROUTING_REQUESTS,
+      seconds: horizons.get(rt) ?? DAY,
+    })
   },
   routes: (router, rt) => {
-    const outcomes = rt.metrics.counter("routing_requests_total", "POST /routes by outcome: accepted (202), not-recorded (503), unknown (504: the route may be recorded)")
+    const outcomes = rt.metrics.counter(
+      "routing_requests_total",
+      "POST /routes by outcome: accepted (202), not-recorded (503), unknown (504: the route may be recorded)",
+    )
     // the key is checked before the body is read: an unknown client costs no parsing and no planning
     router.post("/routes", requireApiKey(rt, "routes"), (request) => postRoute(request, rt, outcomes))
   },

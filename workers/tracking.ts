@@ -148,15 +148,18 @@ export const PositionBatch = v.strictObject({
 export function futurePositions(positions: PositionReported[], now: number, maxSkewSeconds = config.maxFutureSkewSeconds) {
   return positions.flatMap((p, i) =>
     ms(p.at) > now + maxSkewSeconds * 1000
-      ? [{ path: `positions.${i}.at`, message: `${p.at} is more than ${maxSkewSeconds} s ahead of this server's clock (${new Date(now).toISOString()})` }]
+      ? [
+          {
+            path: `positions.${i}.at`,
+            message: `${p.at} is more than ${maxSkewSeconds} s ahead of this server's clock (${new Date(now).toISOString()})`,
+          },
+        ]
       : [],
   )
 }
 
 /** Deterministic: a client retrying a batch (after a timeout, say) publishes the same ids, and the stream dedupes. */
 export const positionId = (p: PositionReported) => `pos:${p.truckId}:${p.at}`
-
-
 
 type Counter = ReturnType<Runtime["metrics"]["counter"]>
 
@@ -173,9 +176,7 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
   try {
     // publishes still in flight when the timeout fires may land later; the client's retry is deduped by id
     await withTimeout(
-      Promise.all(
-        positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), traceparent: parent })),
-      ),
+      Promise.all(positions.map((p) => rt.publish("PositionReported", p, { id: positionId(p), traceparent: parent }))),
       config.publishTimeoutMs,
       () => new Error(`no acknowledgement within ${config.publishTimeoutMs} ms`),
     )

@@ -12,13 +12,13 @@ export type Advisory = { type: string; stream: string; consumer: string; stream_
 export function parseAdvisory(data: Uint8Array): Advisory | undefined {
   try {
     const a = JSON.parse(new TextDecoder().decode(data)) as Partial<Advisory>
-    const ok = typeof a.type === "string" && typeof a.stream === "string" && typeof a.consumer === "string" && Number.isInteger(a.stream_seq)
+    const ok =
+      typeof a.type === "string" && typeof a.stream === "string" && typeof a.consumer === "string" && Number.isInteger(a.stream_seq)
     return ok ? ({ deliveries: 0, ...a } as Advisory) : undefined
   } catch {
     return undefined
   }
 }
-
 
 export type AdvisoryOutcome = "filed" | "already-filed" | "effect-stored" | "ignored"
 

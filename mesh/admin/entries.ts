@@ -53,7 +53,10 @@ export async function adminFor(nc: NatsConnection): Promise<Admin> {
 }
 
 export type Header = (name: string) => string | undefined
-export const headerOf = (h?: MsgHdrs): Header => (name) => h?.get(name) || undefined
+export const headerOf =
+  (h?: MsgHdrs): Header =>
+  (name) =>
+    h?.get(name) || undefined
 
 /**
  * The entry id of a DLQ message. Both failure paths publish under `Nats-Msg-Id: dlq:<stream>:<consumer>:<seq>`, so the id
@@ -116,7 +119,7 @@ export async function indexDeadLetter(kv: KV, m: DlqMessage, entry = entryOf(m))
 
 export async function load(kv: KV, id: string): Promise<{ entry: DlqEntry; revision: number }> {
   const e = await kv.get(kvKey(id))
-  if (!e || e.operation !== "PUT" || !e.length) throw new StatusError(404, `no DLQ entry "${id}"`)
+  if (e?.operation !== "PUT" || !e.length) throw new StatusError(404, `no DLQ entry "${id}"`)
   return { entry: e.json<DlqEntry>(), revision: e.revision }
 }
 
@@ -130,7 +133,8 @@ export async function showEntry(a: Admin, id: string): Promise<EntryDetail> {
   if (m?.header) for (const [k, vs] of m.header) headers[k] = vs.join(", ")
   // a by-reference entry carries no body: the payload is the original's, read from its stream while it is there
   const original = m && entry.byReference ? await a.jsm.streams.getMessage(entry.stream, { seq: entry.seq }) : undefined
-  if (entry.byReference && !original) return { entry, headers, payload: `(filed by reference: ${entry.stream} seq ${entry.seq} is no longer in its stream)`, payloadBytes: 0 }
+  if (entry.byReference && !original)
+    return { entry, headers, payload: `(filed by reference: ${entry.stream} seq ${entry.seq} is no longer in its stream)`, payloadBytes: 0 }
   const text = m ? new TextDecoder().decode(original?.data ?? m.data) : ""
   let payload = text
   try {
@@ -138,7 +142,12 @@ export async function showEntry(a: Admin, id: string): Promise<EntryDetail> {
   } catch {
     // not JSON (a contract violation kept as it came): shown as it is
   }
-  return { entry, headers, payload: m ? payload : `(DLQ message ${entry.dlqSeq} has aged out of the DLQ stream)`, payloadBytes: (original ?? m)?.data.length ?? 0 }
+  return {
+    entry,
+    headers,
+    payload: m ? payload : `(DLQ message ${entry.dlqSeq} has aged out of the DLQ stream)`,
+    payloadBytes: (original ?? m)?.data.length ?? 0,
+  }
 }
 
 export async function change(kv: KV, id: string, fn: (e: DlqEntry) => DlqEntry): Promise<DlqEntry> {

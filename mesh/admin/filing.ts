@@ -26,7 +26,8 @@ export function consumerOfSubject(subject: string): { stream: string; consumer: 
 }
 
 /** The original of a dead letter, or null when it has left its stream (age, limits, deleted). */
-export const originalOf = (a: Pick<Admin, "jsm">, stream: string, seq: number): Promise<StoredMsg | null> => a.jsm.streams.getMessage(stream, { seq })
+export const originalOf = (a: Pick<Admin, "jsm">, stream: string, seq: number): Promise<StoredMsg | null> =>
+  a.jsm.streams.getMessage(stream, { seq })
 
 // headers that belong to the entry or to the server, not to the event
 const OWN = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
@@ -74,7 +75,11 @@ export async function checkDeadLetter(a: Admin, m: DlqMessage): Promise<Checked>
   // the advisory path's own entry for an original that was already gone: ops filed it, nothing to compare
   if (entry.error === ORIGINAL_GONE && !m.data?.length) return { ok: true, entry: { ...entry, unverified: ORIGINAL_GONE } }
   const original = await originalOf(a, named.stream, seq)
-  if (!original) return { ok: true, entry: { ...entry, unverified: `${named.stream} seq ${seq} is no longer in its stream; this copy cannot be checked against it` } }
+  if (!original)
+    return {
+      ok: true,
+      entry: { ...entry, unverified: `${named.stream} seq ${seq} is no longer in its stream; this copy cannot be checked against it` },
+    }
   // a partitioned stream stores an event under its subject plus generation and partition: the filters name the former
   if (!named.filters.some((f) => subjectMatches(f, publishedSubject(original.subject)))) {
     return { ok: false, why: `${named.stream} seq ${seq} is on ${original.subject}, which ${named.consumer} does not read` }
@@ -84,7 +89,14 @@ export async function checkDeadLetter(a: Admin, m: DlqMessage): Promise<Checked>
   const stored = await effectStored(a, named.consumer, original)
   if (stored) {
     const note = `${stored.subject} holds it (${stored.stream} seq ${stored.seq})`
-    return { ok: true, entry: { ...entry, state: "resolved", history: [...entry.history, { at: new Date().toISOString(), action: "resolved", by: "ops", note }] } }
+    return {
+      ok: true,
+      entry: {
+        ...entry,
+        state: "resolved",
+        history: [...entry.history, { at: new Date().toISOString(), action: "resolved", by: "ops", note }],
+      },
+    }
   }
   return { ok: true, entry }
 }
@@ -107,7 +119,10 @@ export async function effectStored(a: Pick<Admin, "jsm">, consumer: string, orig
 
 /** The last message stored for an effect's subject, its stream partitioned or not (then generation and partition follow). */
 async function lastOf(a: Pick<Admin, "jsm">, effect: { stream: string; subject: string }) {
-  return (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: effect.subject })) ?? (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: `${effect.subject}.>` }))
+  return (
+    (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: effect.subject })) ??
+    (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: `${effect.subject}.>` }))
+  )
 }
 
 const DAY_NS = 86_400e9
@@ -118,7 +133,11 @@ const age = (ns: number) => (ns % DAY_NS === 0 ? `${ns / DAY_NS} d` : `${Math.ro
  * is older than the effect stream keeps effects, one stored for it may have aged out, and the once-guard (nothing
  * stored on its subject yet) would let a second one in. With the effect stored, the guard refuses the replay's.
  */
-export async function checkReplay(a: Pick<Admin, "jsm">, entry: DlqEntry, original: { subject: string; data: Uint8Array; storedAt?: Date }): Promise<void> {
+export async function checkReplay(
+  a: Pick<Admin, "jsm">,
+  entry: DlqEntry,
+  original: { subject: string; data: Uint8Array; storedAt?: Date },
+): Promise<void> {
   const name = eventOfSubject(publishedSubject(original.subject))
   let input: unknown
   try {

@@ -65,7 +65,8 @@ export function toFilter(raw: Record<string, unknown>): Filter {
       throw new StatusError(400, `unknown filter "${k}" (use consumer, subject, reason, state, since, until)`)
     }
     if (typeof v !== "string") throw new StatusError(400, `filter ${k} must be a string`)
-    if (k === "state" && !entryStates.includes(v as EntryState)) throw new StatusError(400, `state must be one of ${entryStates.join(", ")}`)
+    if (k === "state" && !entryStates.includes(v as EntryState))
+      throw new StatusError(400, `state must be one of ${entryStates.join(", ")}`)
     if (k === "since" || k === "until") f[k] = parseTime(v).toISOString()
     else f[k as "consumer"] = v
   }
@@ -86,7 +87,11 @@ export function matches(e: DlqEntry, f: Filter): boolean {
 export type Page = { entries: DlqEntry[]; total: number; nextCursor?: string }
 
 /** Newest first; `cursor` is the last page's nextCursor (a DLQ sequence: stable while new entries arrive). */
-export async function listEntries(a: Pick<Admin, "js">, f: Filter, { limit = 50, cursor }: { limit?: number; cursor?: string } = {}): Promise<Page> {
+export async function listEntries(
+  a: Pick<Admin, "js">,
+  f: Filter,
+  { limit = 50, cursor }: { limit?: number; cursor?: string } = {},
+): Promise<Page> {
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new StatusError(400, "limit must be an integer from 1 to 1000")
   const before = cursor === undefined ? Infinity : Number(cursor)
   if (Number.isNaN(before)) throw new StatusError(400, `bad cursor "${cursor}"`)

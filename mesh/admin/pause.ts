@@ -23,7 +23,8 @@ export const DEFAULT_PAUSE = "1h"
 const NAME = /^[A-Za-z0-9_-]{1,255}$/
 
 export function checkNames(stream: string, consumer: string): void {
-  if (!NAME.test(stream) || !NAME.test(consumer)) throw new StatusError(400, `"${stream}/${consumer}" is not a consumer (STREAM/consumer: letters, digits, _ and -)`)
+  if (!NAME.test(stream) || !NAME.test(consumer))
+    throw new StatusError(400, `"${stream}/${consumer}" is not a consumer (STREAM/consumer: letters, digits, _ and -)`)
 }
 
 /** `ROUTING/invoice` → its stream and consumer. */
@@ -48,11 +49,15 @@ export function pauseEnd(o: Record<string, unknown>, now = Date.now()): Date {
   } else {
     const text = o.for ?? DEFAULT_PAUSE
     const m = typeof text === "string" ? /^(\d{1,9})(s|m|h|d)$/.exec(text.trim()) : null
-    if (!m || Number(m[1]) === 0) throw new StatusError(400, `for must be a duration such as 90s, 30m, 2h or 1d, got ${JSON.stringify(text)}`)
+    if (!m || Number(m[1]) === 0)
+      throw new StatusError(400, `for must be a duration such as 90s, 30m, 2h or 1d, got ${JSON.stringify(text)}`)
     end = now + Number(m[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[m[2] as "s"]
   }
   if (end - now > MAX_PAUSE_MS) {
-    throw new StatusError(400, `a pause may last ${REFERENCE_FLEET.outageBudgetDays} days at most (the outage budget): longer, the stream would fill up and refuse new events`)
+    throw new StatusError(
+      400,
+      `a pause may last ${REFERENCE_FLEET.outageBudgetDays} days at most (the outage budget): longer, the stream would fill up and refuse new events`,
+    )
   }
   return new Date(end)
 }
@@ -63,9 +68,11 @@ function needsPause(b: Breaker): void {
   throw Object.assign(new StatusError(501, missing.message), { cause: missing })
 }
 
-const notFound = (stream: string, consumer: string) => (err: unknown): never => {
-  throw isNotFound(err) ? new StatusError(404, `no consumer ${stream}/${consumer}`) : err
-}
+const notFound =
+  (stream: string, consumer: string) =>
+  (err: unknown): never => {
+    throw isNotFound(err) ? new StatusError(404, `no consumer ${stream}/${consumer}`) : err
+  }
 
 /** Pauses `stream/consumer` until `until`; `by` names the operator in the answer (the caller logs it). */
 export async function pauseConsumer(b: Breaker, stream: string, consumer: string, until: Date, by: string): Promise<PauseState> {
@@ -89,7 +96,11 @@ export type PauseAdvisory = { stream: string; consumer: string; paused: boolean;
 export function parsePauseAdvisory(data: Uint8Array): PauseAdvisory | undefined {
   try {
     const a = JSON.parse(new TextDecoder().decode(data)) as Partial<PauseAdvisory> & { type?: unknown }
-    const ok = a.type === "io.nats.jetstream.advisory.v1.consumer_pause" && typeof a.stream === "string" && typeof a.consumer === "string" && typeof a.paused === "boolean"
+    const ok =
+      a.type === "io.nats.jetstream.advisory.v1.consumer_pause" &&
+      typeof a.stream === "string" &&
+      typeof a.consumer === "string" &&
+      typeof a.paused === "boolean"
     return ok ? (a as PauseAdvisory) : undefined
   } catch {
     return undefined

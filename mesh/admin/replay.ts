@@ -20,11 +20,17 @@ const REPLAY_HEADER = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
 export async function replayEntry(a: Admin, id: string, by: string): Promise<DlqEntry> {
   let { entry } = await load(a.kv, id)
   if (entry.state === "discarded") throw new StatusError(409, `entry ${id} is discarded`)
-  if (entry.state === "resolved") throw new StatusError(409, `entry ${id} is resolved: its effect is stored (${entry.history.at(-1)?.note ?? "see its history"})`)
+  if (entry.state === "resolved")
+    throw new StatusError(409, `entry ${id} is resolved: its effect is stored (${entry.history.at(-1)?.note ?? "see its history"})`)
   if (entry.error === ORIGINAL_GONE) throw new StatusError(409, `entry ${id} has no payload to replay (${ORIGINAL_GONE})`)
   if (entry.unverified) throw new StatusError(409, `entry ${id} is not replayed: ${entry.unverified}`)
   await a.jsm.consumers.info(REPLAY_STREAM, entry.consumer).catch((err) => {
-    throw notFound(err) ? new StatusError(409, `${entry.consumer} has no replay consumer (${REPLAY_STREAM}/${entry.consumer}); its entries cannot be replayed`) : err
+    throw notFound(err)
+      ? new StatusError(
+          409,
+          `${entry.consumer} has no replay consumer (${REPLAY_STREAM}/${entry.consumer}); its entries cannot be replayed`,
+        )
+      : err
   })
   const m = await payloadOf(a, entry)
   await checkReplay(a, entry, m)
@@ -63,12 +69,19 @@ export async function replayEntry(a: Admin, id: string, by: string): Promise<Dlq
  */
 async function payloadOf(a: Admin, entry: DlqEntry): Promise<{ subject: string; data: Uint8Array; header?: MsgHdrs; storedAt?: Date }> {
   const original = await originalOf(a, entry.stream, entry.seq)
-  if (original && original.subject === entry.subject) return { subject: original.subject, data: original.data, header: original.header, storedAt: original.time }
-  if (entry.byReference) throw new StatusError(410, `entry ${entry.id} was filed by reference and ${entry.stream} seq ${entry.seq} has left its stream; nothing to replay`)
+  if (original && original.subject === entry.subject)
+    return { subject: original.subject, data: original.data, header: original.header, storedAt: original.time }
+  if (entry.byReference)
+    throw new StatusError(
+      410,
+      `entry ${entry.id} was filed by reference and ${entry.stream} seq ${entry.seq} has left its stream; nothing to replay`,
+    )
   const m = await a.jsm.streams.getMessage("DLQ", { seq: entry.dlqSeq })
   if (!m) throw new StatusError(410, `the DLQ message of ${entry.id} (DLQ seq ${entry.dlqSeq}) has aged out; nothing to replay`)
   // when its stream stored it; else the earliest time the entry knows of (a later one would stretch the horizon)
-  const times = [m.header?.get(DLQ.storedAt), m.header?.get("ce-time"), entry.failedAt].map((t) => (t ? Date.parse(t) : NaN)).filter((t) => !Number.isNaN(t))
+  const times = [m.header?.get(DLQ.storedAt), m.header?.get("ce-time"), entry.failedAt]
+    .map((t) => (t ? Date.parse(t) : NaN))
+    .filter((t) => !Number.isNaN(t))
   return { subject: entry.subject, data: m.data, header: m.header, storedAt: times.length ? new Date(Math.min(...times)) : undefined }
 }
 

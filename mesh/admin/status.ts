@@ -18,7 +18,15 @@ export type ConsumerStatus = {
   pauseUntil?: string
 }
 /** A running worker instance, from its heartbeat (mesh/heartbeat.ts); one that stopped beating is gone in 15 s. */
-export type WorkerStatus = { worker: string; instance: string; ready: boolean; inflight: number; at: string; startedAt: string; version: string }
+export type WorkerStatus = {
+  worker: string
+  instance: string
+  ready: boolean
+  inflight: number
+  at: string
+  startedAt: string
+  version: string
+}
 export type Status = {
   workers: WorkerStatus[]
   streams: StreamStatus[]
@@ -39,7 +47,13 @@ export async function status(a: Admin): Promise<Status> {
   const streams: StreamStatus[] = []
   const consumers: ConsumerStatus[] = []
   for await (const s of a.jsm.streams.list()) {
-    streams.push({ name: s.config.name, subjects: s.config.subjects ?? [], messages: s.state.messages, bytes: s.state.bytes, consumers: s.state.consumer_count })
+    streams.push({
+      name: s.config.name,
+      subjects: s.config.subjects ?? [],
+      messages: s.state.messages,
+      bytes: s.state.bytes,
+      consumers: s.state.consumer_count,
+    })
     for await (const c of a.jsm.consumers.list(s.config.name)) {
       // ephemeral consumers (tails, KV watchers) come and go; the report is about the durables
       if (!c.config.durable_name) continue

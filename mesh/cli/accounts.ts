@@ -74,7 +74,8 @@ export function workerPermissions(w: WorkerName): string[] {
     // a durable of a domain stream may be one of the worker's partitions, under any layout
     const names = partitionable(c.stream) ? durableNames(w) : [c.durable]
     if (names.length > 1) out.push(`$JS.API.STREAM.INFO.${c.stream}`)
-    for (const d of names) out.push(`$JS.API.CONSUMER.INFO.${c.stream}.${d}`, `$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${d}`, `$JS.ACK.${c.stream}.${d}.>`)
+    for (const d of names)
+      out.push(`$JS.API.CONSUMER.INFO.${c.stream}.${d}`, `$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${d}`, `$JS.ACK.${c.stream}.${d}.>`)
   }
   if (mine.some((c) => c.events.length > 0)) out.push(...leaseAccess(w))
   for (const b of Object.keys(spec.buckets)) out.push(...kvAccess(b))

@@ -63,7 +63,9 @@ function envelopeHeaders(ceType?: string): Json {
       [CE.time]: str("When the event happened", { format: "date-time" }),
       [CE.subject]: str("Ordering key (a truck id): events with the same key are handled one at a time, in order"),
       [CE.contentType]: str("Media type of the body", { const: "application/json" }),
-      [CE.traceparent]: str("W3C trace context of the span that published the event", { pattern: "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$" }),
+      [CE.traceparent]: str("W3C trace context of the span that published the event", {
+        pattern: "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+      }),
       "Nats-Msg-Id": str("JetStream publish dedupe id; equals ce-id"),
     },
     required: [CE.specversion, CE.id, CE.source, CE.type, CE.time, CE.contentType],
@@ -83,12 +85,25 @@ function deadLetterHeaders(): Json {
       [DLQ.subject]: str("Subject the failed event was published on"),
       [DLQ.deliveries]: str("Deliveries made before it was dead-lettered", { pattern: "^[0-9]+$" }),
       [DLQ.reason]: str("Why", {
-        examples: ["no-tariff", "max-deliveries", "invalid-event", "unknown-type", "unknown-version", "missing-header", "invalid-json", "unhandled-type", "invalid-output"],
+        examples: [
+          "no-tariff",
+          "max-deliveries",
+          "invalid-event",
+          "unknown-type",
+          "unknown-version",
+          "missing-header",
+          "invalid-json",
+          "unhandled-type",
+          "invalid-output",
+        ],
       }),
       [DLQ.error]: str("The error message, one line, at most 1024 characters"),
       [DLQ.failedAt]: str("When it was dead-lettered", { format: "date-time" }),
       [DLQ.storedAt]: str("When the failed event was stored in its stream", { format: "date-time" }),
-      [DLQ.payload]: str("by-reference: no body (the event with these headers exceeds the DLQ's message size); read the original from its stream and sequence", { enum: [BY_REFERENCE] }),
+      [DLQ.payload]: str(
+        "by-reference: no body (the event with these headers exceeds the DLQ's message size); read the original from its stream and sequence",
+        { enum: [BY_REFERENCE] },
+      ),
     },
     required: [DLQ.stream, DLQ.consumer, DLQ.seq, DLQ.subject, DLQ.deliveries, DLQ.reason, DLQ.error, DLQ.failedAt],
   }
@@ -115,7 +130,9 @@ export function asyncapi(version: string): Json {
   const topo = topology()
   const consuming = workerNames.filter((w) => workers[w].consumes.length > 0)
   // a failure is filed under the stream the event was first stored in, never REPLAY
-  const failingStreams = [...new Set(topo.consumers.filter((c) => c.events.length > 0 && c.stream !== REPLAY_STREAM).map((c) => c.stream))].sort()
+  const failingStreams = [
+    ...new Set(topo.consumers.filter((c) => c.events.length > 0 && c.stream !== REPLAY_STREAM).map((c) => c.stream)),
+  ].sort()
   const eventPayloads = eventNames.map((n) => ref(`components/schemas/${n}`))
 
   const channels: Json = {}
@@ -135,7 +152,9 @@ export function asyncapi(version: string): Json {
     channels[name] = {
       address: `${subjectsOf(name).slice(0, -1)}{key}`,
       title: name,
-      parameters: { key: { description: `${KEY_OF[name]}, as one subject token: letters, digits, - and _ as they are, every other byte as =XX` } },
+      parameters: {
+        key: { description: `${KEY_OF[name]}, as one subject token: letters, digits, - and _ as they are, every other byte as =XX` },
+      },
       description: `Stream ${streamOf(name)} (file storage, duplicate window on). Each consuming worker reads it through a durable pull consumer named after itself.`,
       messages: { [name]: ref(`components/messages/${name}`) },
     }
@@ -146,7 +165,10 @@ export function asyncapi(version: string): Json {
     summary: "An event a consumer could not handle: the original body and headers plus logiflow-dlq-* headers",
     contentType: "application/json",
     headers: deadLetterHeaders(),
-    payload: { description: "The failed event's body, byte for byte (it may break its schema: that can be why it is here)", oneOf: eventPayloads },
+    payload: {
+      description: "The failed event's body, byte for byte (it may break its schema: that can be why it is here)",
+      oneOf: eventPayloads,
+    },
   }
   messages.Replayed = {
     name: "Replayed",
@@ -159,7 +181,8 @@ export function asyncapi(version: string): Json {
   channels.deadLetters = {
     address: "dlq.{stream}.{consumer}",
     title: "Dead letters",
-    description: "Stream DLQ (limits retention, 90 days, never work-queue). Msg id dlq:<stream>:<consumer>:<seq>, so the worker and the ops safety net file one entry per failure.",
+    description:
+      "Stream DLQ (limits retention, 90 days, never work-queue). Msg id dlq:<stream>:<consumer>:<seq>, so the worker and the ops safety net file one entry per failure.",
     parameters: {
       stream: { enum: failingStreams, description: "Stream the failed event is stored in" },
       consumer: { enum: consuming, description: "Consumer (= worker) that failed it" },
@@ -178,7 +201,15 @@ export function asyncapi(version: string): Json {
   }
 
   const operations: Json = {}
-  const op = (id: string, action: "send" | "receive", channel: string, message: string, worker: string, summary: string, extra: Json = {}) =>
+  const op = (
+    id: string,
+    action: "send" | "receive",
+    channel: string,
+    message: string,
+    worker: string,
+    summary: string,
+    extra: Json = {},
+  ) =>
     (operations[id] = {
       action,
       channel: ref(`channels/${channel}`),
@@ -200,7 +231,14 @@ export function asyncapi(version: string): Json {
       op(`${w}.receive.replay`, "receive", "replays", "Replayed", w, `${w} handles replayed events through durable ${REPLAY_STREAM}/${w}`)
     }
   }
-  op("ops.send.deadLetter", "send", "deadLetters", "DeadLetter", "ops", "ops files the dead letter of a crash or hang on the final delivery, from the MAX_DELIVERIES advisory")
+  op(
+    "ops.send.deadLetter",
+    "send",
+    "deadLetters",
+    "DeadLetter",
+    "ops",
+    "ops files the dead letter of a crash or hang on the final delivery, from the MAX_DELIVERIES advisory",
+  )
   op("ops.receive.deadLetter", "receive", "deadLetters", "DeadLetter", "ops", "ops indexes every DLQ entry in the dlq-entries bucket")
   op("ops.send.replay", "send", "replays", "Replayed", "ops", "ops replays a DLQ entry to the consumer that failed it")
 
@@ -215,7 +253,11 @@ export function asyncapi(version: string): Json {
     },
     defaultContentType: "application/json",
     servers: {
-      local: { host: "localhost:4222", protocol: "nats", description: "`npm start` runs nats-server from nats.conf; NATS_URL points elsewhere" },
+      local: {
+        host: "localhost:4222",
+        protocol: "nats",
+        description: "`npm start` runs nats-server from nats.conf; NATS_URL points elsewhere",
+      },
     },
     channels,
     operations,
@@ -227,7 +269,7 @@ export const packageVersion = async () =>
   (JSON.parse(await readFile(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version
 
 /** The file as committed: stable key order, two-space indent, trailing newline. */
-export const render = async () => JSON.stringify(asyncapi(await packageVersion()), null, 2) + "\n"
+export const render = async () => `${JSON.stringify(asyncapi(await packageVersion()), null, 2)}\n`
 
 if (isMain(import.meta)) {
   await writeFile(ASYNCAPI_FILE, await render())

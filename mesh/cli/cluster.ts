@@ -93,7 +93,10 @@ export async function metaLeader(nodes: Natsd[], timeoutMs: number, host = "127.
       nodes.map((n) =>
         fetch(`http://${host}:${n.monitorPort}/jsz`)
           .then((r) => r.json() as Promise<Jsz>)
-          .then((j) => ({ leader: j.meta_cluster?.leader || undefined, peers: j.meta_cluster?.cluster_size }), () => ({})),
+          .then(
+            (j) => ({ leader: j.meta_cluster?.leader || undefined, peers: j.meta_cluster?.cluster_size }),
+            () => ({}),
+          ),
       ),
     )
     const leader = seen[0]?.leader

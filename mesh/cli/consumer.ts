@@ -11,7 +11,11 @@ const usage = "logiflow consumer pause <STREAM>/<consumer> [--for 30m | --until 
 
 const run: Record<string, (args: string[], io: Io) => Promise<void>> = {
   async pause(args, io) {
-    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { for: { type: "string" }, until: { type: "string" } } })
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { for: { type: "string" }, until: { type: "string" } },
+    })
     if (positionals.length !== 1) throw new CliError(`usage: ${usage}`)
     const { stream, consumer } = await cli(Promise.resolve().then(() => consumerRef(positionals[0]!)))
     const until = await cli(Promise.resolve().then(() => pauseEnd(values)))
@@ -19,7 +23,9 @@ const run: Record<string, (args: string[], io: Io) => Promise<void>> = {
     const nc = await io.connect()
     try {
       const r = await cli(pauseConsumer({ jsm: await jetstreamManager(nc), nc }, stream, consumer, until, by))
-      io.out(`paused ${stream}/${consumer} until ${r.pauseUntil} (by ${by}): its events wait in ${stream}; logiflow consumer resume ${stream}/${consumer} delivers them at once`)
+      io.out(
+        `paused ${stream}/${consumer} until ${r.pauseUntil} (by ${by}): its events wait in ${stream}; logiflow consumer resume ${stream}/${consumer} delivers them at once`,
+      )
     } finally {
       await nc.close()
     }

@@ -51,8 +51,18 @@ export function writeContext(name: string, c: { url: string; user?: string; pass
       description = String((JSON.parse(readFileSync(path, "utf8")) as { description?: unknown }).description ?? "")
     } catch {}
     const pid = Number(MARK.exec(description)?.[1])
-    if (!pid) return { name, path, refused: `a nats context "${name}" exists that logiflow did not write; left as it is (set LOGIFLOW_NATS_CONTEXT to another name)` }
-    if (pid !== process.pid && alive(pid)) return { name, path, refused: `the nats context "${name}" belongs to another running logiflow up (pid ${pid}); set LOGIFLOW_NATS_CONTEXT to another name` }
+    if (!pid)
+      return {
+        name,
+        path,
+        refused: `a nats context "${name}" exists that logiflow did not write; left as it is (set LOGIFLOW_NATS_CONTEXT to another name)`,
+      }
+    if (pid !== process.pid && alive(pid))
+      return {
+        name,
+        path,
+        refused: `the nats context "${name}" belongs to another running logiflow up (pid ${pid}); set LOGIFLOW_NATS_CONTEXT to another name`,
+      }
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const context = {

@@ -50,4 +50,3 @@ export async function adminConnect(): Promise<Connection> {
     throw new CliError(`cannot reach NATS at ${url}: ${(err as Error).message}`)
   }
 }
-

@@ -15,7 +15,10 @@ const provisionCommand: Command = {
   summary: "create or update every stream, consumer and KV bucket of contracts/topology.ts (idempotent)",
   usage: "logiflow provision [--replicas N] [--partitions P] [--edge hub|edge]",
   async run(args, io) {
-    const { values } = parseArgs({ args, options: { replicas: { type: "string" }, partitions: { type: "string" }, edge: { type: "string" } } })
+    const { values } = parseArgs({
+      args,
+      options: { replicas: { type: "string" }, partitions: { type: "string" }, edge: { type: "string" } },
+    })
     const replicas = Number(values.replicas ?? env("STREAM_REPLICAS") ?? 1)
     // a different count than the streams have starts a new partition layout (contracts/partitions.ts)
     const partitions = Number(values.partitions ?? env("PARTITIONS") ?? 1)

@@ -30,7 +30,14 @@ export function natsServerVersion(bin: string): [number, number, number] | undef
 /** Where a nats-server may be: PATH, then where deploy/nats/install.sh, Debian and Go put one. */
 export function natsServerCandidates(): string[] {
   const home = process.env.HOME ?? ""
-  const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/bin", join(home, ".local", "bin"), join(home, "go", "bin"), "/usr/sbin", "/usr/local/sbin"]
+  const dirs = [
+    ...(process.env.PATH ?? "").split(delimiter),
+    "/usr/local/bin",
+    join(home, ".local", "bin"),
+    join(home, "go", "bin"),
+    "/usr/sbin",
+    "/usr/local/sbin",
+  ]
   const found: string[] = []
   for (const d of dirs) {
     const bin = d && join(d, "nats-server")
@@ -125,7 +132,15 @@ export async function startNatsd(o: NatsdOptions): Promise<Natsd> {
   const host = o.host ?? "127.0.0.1"
   const args = [
     ...(o.config ? ["-c", o.config] : []),
-    "-a", host, "-p", String(o.port), "-m", String(o.monitorPort), "-js", "-sd", o.storeDir,
+    "-a",
+    host,
+    "-p",
+    String(o.port),
+    "-m",
+    String(o.monitorPort),
+    "-js",
+    "-sd",
+    o.storeDir,
     ...(o.args ?? []),
   ]
   let child: ChildProcess
@@ -144,7 +159,10 @@ export async function startNatsd(o: NatsdOptions): Promise<Natsd> {
     while (Date.now() < deadline) {
       const done = await Promise.race([exited.then(() => true), sleep(50).then(() => false)])
       if (done) throw new Error(`nats-server exited at start (code ${child.exitCode}): ${tail.trim().split("\n").slice(-3).join(" | ")}`)
-      const ok = await fetch(`http://${host}:${o.monitorPort}/healthz?js-enabled-only=true`).then((r) => r.ok, () => false)
+      const ok = await fetch(`http://${host}:${o.monitorPort}/healthz?js-enabled-only=true`).then(
+        (r) => r.ok,
+        () => false,
+      )
       if (ok) return
     }
     child.kill("SIGKILL")

@@ -42,7 +42,13 @@ const bytes = (n: number) => {
 const ago = (iso?: string) => {
   if (!iso) return "never"
   const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
-  return s < 60 ? `${s}s ago` : s < 3600 ? `${Math.round(s / 60)}m ago` : s < 86400 ? `${Math.round(s / 3600)}h ago` : `${Math.round(s / 86400)}d ago`
+  return s < 60
+    ? `${s}s ago`
+    : s < 3600
+      ? `${Math.round(s / 60)}m ago`
+      : s < 86400
+        ? `${Math.round(s / 3600)}h ago`
+        : `${Math.round(s / 86400)}d ago`
 }
 
 const left = (iso: string) => {
@@ -75,8 +81,11 @@ export async function cli<T>(p: Promise<T>): Promise<T> {
 export function checkSubject(s: string): void {
   const tokens = s.split(".")
   const bad =
-    s === "" || /\s/.test(s) || tokens.some((t, i) => t === "" || (t === ">" && i !== tokens.length - 1) || (t.length > 1 && /[*>]/.test(t)))
-  if (bad) throw new CliError(`"${s}" is not a valid subject pattern (dot-separated tokens; * is one whole token, > the rest and only last)`)
+    s === "" ||
+    /\s/.test(s) ||
+    tokens.some((t, i) => t === "" || (t === ">" && i !== tokens.length - 1) || (t.length > 1 && /[*>]/.test(t)))
+  if (bad)
+    throw new CliError(`"${s}" is not a valid subject pattern (dot-separated tokens; * is one whole token, > the rest and only last)`)
 }
 
 /** The subjects both patterns match, as one pattern, or undefined when they share none. */
@@ -151,7 +160,8 @@ const tail: Command = {
         }
       }
       // a typo would otherwise wait forever in silence
-      if (!targets.length) throw new CliError(`no stream stores "${pattern}"; stored subjects: ${known.sort().join(", ") || "none (run logiflow provision)"}`)
+      if (!targets.length)
+        throw new CliError(`no stream stores "${pattern}"; stored subjects: ${known.sort().join(", ") || "none (run logiflow provision)"}`)
       let shown = 0
       const show = (m: Seen) => {
         if (shown >= count) return
@@ -166,10 +176,15 @@ const tail: Command = {
         for (const t of targets) {
           const c = await js.consumers.get(t.stream, { filter_subjects: t.filter, opt_start_time: since.toISOString() })
           const msgs = await c.consume({ callback: (m) => show({ subject: m.subject, headers: m.headers, data: m.data, time: m.time }) })
-          stops.push(() => msgs.stop(), () => c.delete().catch(() => {}))
+          stops.push(
+            () => msgs.stop(),
+            () => c.delete().catch(() => {}),
+          )
         }
       } else {
-        const sub = nc.subscribe(pattern, { callback: (err, m) => (err ? finish() : show({ subject: m.subject, headers: m.headers, data: m.data, time: new Date() })) })
+        const sub = nc.subscribe(pattern, {
+          callback: (err, m) => (err ? finish() : show({ subject: m.subject, headers: m.headers, data: m.data, time: new Date() })),
+        })
         stops.push(() => sub.unsubscribe())
       }
       await nc.flush()
@@ -196,27 +211,55 @@ const statusCommand: Command = {
       const st = await status(await adminFor(nc))
       if (st.workers.length === 0) io.out("WORKERS: no heartbeats (none running, or the heartbeats bucket is missing)")
       else {
-        const rows = st.workers.map((w) => [w.worker, w.instance, w.ready ? "yes" : "no", String(w.inflight), w.version, ago(w.startedAt), ago(w.at)])
+        const rows = st.workers.map((w) => [
+          w.worker,
+          w.instance,
+          w.ready ? "yes" : "no",
+          String(w.inflight),
+          w.version,
+          ago(w.startedAt),
+          ago(w.at),
+        ])
         table(io, ["WORKER", "INSTANCE", "READY", "IN FLIGHT", "VERSION", "STARTED", "LAST BEAT"], rows)
       }
       io.out("")
-      table(io, ["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "SUBJECTS"], st.streams.map((s) => [s.name, String(s.messages), bytes(s.bytes), String(s.consumers), s.subjects.join(" ")]))
+      table(
+        io,
+        ["STREAM", "MESSAGES", "BYTES", "CONSUMERS", "SUBJECTS"],
+        st.streams.map((s) => [s.name, String(s.messages), bytes(s.bytes), String(s.consumers), s.subjects.join(" ")]),
+      )
       io.out("")
       table(
         io,
         ["CONSUMER", "PENDING", "ACK PENDING", "REDELIVERED", "WAITING", "LAST ACTIVE"],
-        st.consumers.map((c) => [`${c.stream}/${c.name}`, String(c.pending), String(c.ackPending), String(c.redelivered), String(c.waiting), ago(c.lastActive)]),
+        st.consumers.map((c) => [
+          `${c.stream}/${c.name}`,
+          String(c.pending),
+          String(c.ackPending),
+          String(c.redelivered),
+          String(c.waiting),
+          ago(c.lastActive),
+        ]),
       )
       io.out("")
       // only while something is paused (2.11+): the events of these consumers wait in their streams
       const paused = st.consumers.filter((c) => c.paused)
       if (paused.length) {
-        table(io, ["PAUSED", "UNTIL", "LEFT"], paused.map((c) => [`${c.stream}/${c.name}`, c.pauseUntil ?? "-", c.pauseUntil ? left(c.pauseUntil) : "-"]))
+        table(
+          io,
+          ["PAUSED", "UNTIL", "LEFT"],
+          paused.map((c) => [`${c.stream}/${c.name}`, c.pauseUntil ?? "-", c.pauseUntil ? left(c.pauseUntil) : "-"]),
+        )
         io.out("")
       }
       if (st.dlq.error) io.out(`DLQ: ${st.dlq.error}`)
       else if (st.dlq.open === 0) io.out("DLQ: no open entries")
-      else table(io, ["DLQ OPEN", "CONSUMER", "REASON"], st.dlq.groups.map((g) => [String(g.open), g.consumer, g.reason]))
+      else
+        table(
+          io,
+          ["DLQ OPEN", "CONSUMER", "REASON"],
+          st.dlq.groups.map((g) => [String(g.open), g.consumer, g.reason]),
+        )
     } finally {
       await nc.close()
     }
@@ -286,7 +329,11 @@ const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
       const page = await cli(listEntries(await adminFor(nc), filter, { limit: Math.min(n, 1000) }))
       if (page.total === 0) return io.out("no entries")
       table(io, ["ID", "STATE", "CONSUMER", "REASON", "DELIVERIES", "FAILED AT", "ERROR"], page.entries.map(entryRow))
-      io.out(page.entries.length < page.total ? `showing ${page.entries.length} of ${page.total} entries (--limit N for more)` : `${page.total} ${page.total === 1 ? "entry" : "entries"}`)
+      io.out(
+        page.entries.length < page.total
+          ? `showing ${page.entries.length} of ${page.total} entries (--limit N for more)`
+          : `${page.total} ${page.total === 1 ? "entry" : "entries"}`,
+      )
     } finally {
       await nc.close()
     }
@@ -305,7 +352,9 @@ const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
     const { values, positionals } = parseArgs({ args, allowPositionals: true, options: filterOptions })
     const filtered = Object.values(values).some((v) => v !== undefined)
     if (positionals.length > 1 || (positionals.length === 1) === filtered || (!positionals.length && !filtered)) {
-      throw new CliError("usage: logiflow dlq replay <id>, or logiflow dlq replay --consumer C [--reason R] [--subject S] [--since T] [--until T]")
+      throw new CliError(
+        "usage: logiflow dlq replay <id>, or logiflow dlq replay --consumer C [--reason R] [--subject S] [--since T] [--until T]",
+      )
     }
     const by = operator()
     const filter = await cli(Promise.resolve().then(() => toFilter(values)))
@@ -344,7 +393,10 @@ const dlq: Command = {
     "show <id> | replay <id> | replay --consumer C [--reason R] | discard <id>",
   async run([sub, ...rest], io) {
     const run = sub ? dlqCommands[sub] : undefined
-    if (!run) throw new CliError(`${sub ? `unknown dlq command "${sub}"` : "missing dlq command"} (list, show, replay, discard); usage: ${dlq.usage}`)
+    if (!run)
+      throw new CliError(
+        `${sub ? `unknown dlq command "${sub}"` : "missing dlq command"} (list, show, replay, discard); usage: ${dlq.usage}`,
+      )
     await run(rest, io)
   },
 }

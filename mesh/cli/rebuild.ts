@@ -28,14 +28,19 @@ async function until<T>(what: string, deadline: number, fn: () => Promise<T | un
   for (;;) {
     const v = await fn()
     if (v) return v
-    if (Date.now() > deadline) throw new CliError(`timed out waiting for ${what}; the marks stay, so the worker keeps saying it is rebuilding: run the rebuild again`)
+    if (Date.now() > deadline)
+      throw new CliError(
+        `timed out waiting for ${what}; the marks stay, so the worker keeps saying it is rebuilding: run the rebuild again`,
+      )
     await sleep(everyMs)
   }
 }
 
 /** Instances of `worker` whose heartbeat is fresh, and which of them say they are in rebuild `startedAt`. */
 async function instances(jsm: JetStreamManager, worker: string, startedAt: string) {
-  const beats = (await latestValues<Beat>(jsm.jetstream(), HEARTBEATS).catch(() => [] as Beat[])).filter((b) => b.worker === worker && Date.now() - Date.parse(b.at) < 15_000)
+  const beats = (await latestValues<Beat>(jsm.jetstream(), HEARTBEATS).catch(() => [] as Beat[])).filter(
+    (b) => b.worker === worker && Date.now() - Date.parse(b.at) < 15_000,
+  )
   return { all: beats.map((b) => b.instance), waiting: beats.filter((b) => b.rebuilding !== startedAt).map((b) => b.instance) }
 }
 
@@ -46,7 +51,9 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
   const logical = consumersOf(topo, worker).filter((c) => c.events.length > 0)
   const buckets = Object.keys((workers as Record<string, { buckets: Record<string, unknown> } | undefined>)[worker]?.buckets ?? {})
   if (logical.length === 0 || buckets.length === 0) {
-    const models = Object.entries(workers).filter(([w, s]) => Object.keys(s.buckets).length && consumersOf(topo, w).some((c) => c.events.length)).map(([w]) => w)
+    const models = Object.entries(workers)
+      .filter(([w, s]) => Object.keys(s.buckets).length && consumersOf(topo, w).some((c) => c.events.length))
+      .map(([w]) => w)
     throw new CliError(`${worker} has no read model built from the streams; these have: ${models.join(", ")}`)
   }
   const deadline = Date.now() + timeoutMs
@@ -58,7 +65,9 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
     for (const c of logical) {
       for await (const info of jsm.consumers.list(c.stream)) {
         if (durableNames(worker).includes(info.name) && !specs.some((s) => s.stream === c.stream && s.durable === info.name)) {
-          throw new CliError(`${c.stream}/${info.name} is left from an earlier partition layout and still draining; rebuild once \`logiflow provision\` has removed it`)
+          throw new CliError(
+            `${c.stream}/${info.name} is left from an earlier partition layout and still draining; rebuild once \`logiflow provision\` has removed it`,
+          )
         }
       }
     }
@@ -79,8 +88,14 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
       await mark(c, { startedAt })
     }
     const { all } = await instances(jsm, worker, startedAt)
-    io.out(`marked ${specs.length} consumers of ${worker}; waiting for ${all.length} running instance${all.length === 1 ? "" : "s"} to stop serving the model`)
-    await until(`every instance of ${worker} to report the rebuild in its heartbeat`, Math.min(deadline, Date.now() + 30_000), async () => (await instances(jsm, worker, startedAt)).waiting.length === 0)
+    io.out(
+      `marked ${specs.length} consumers of ${worker}; waiting for ${all.length} running instance${all.length === 1 ? "" : "s"} to stop serving the model`,
+    )
+    await until(
+      `every instance of ${worker} to report the rebuild in its heartbeat`,
+      Math.min(deadline, Date.now() + 30_000),
+      async () => (await instances(jsm, worker, startedAt)).waiting.length === 0,
+    )
 
     // 3: what is in flight finishes before the buckets are emptied
     const ackWaitMs = Math.max(...[...infos.values()].map((i) => (i.config.ack_wait ?? 30e9) / 1e6))
@@ -119,7 +134,11 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
       let said = 0
       await until(`${stream} to replay ${total} events`, deadline, async () => {
         const infos = await Promise.all([...marks].map(async ([c, m]) => [m, await jsm.consumers.info(c.stream, c.durable)] as const))
-        if (Date.now() - said > 2000) (said = Date.now()), io.out(`${stream}/${worker}: ${Math.round((100 * infos.reduce((a, [m, i]) => a + fraction(m, i) * (m.total ?? 0), 0)) / Math.max(1, total))}% of ${total}`)
+        if (Date.now() - said > 2000)
+          (said = Date.now()),
+            io.out(
+              `${stream}/${worker}: ${Math.round((100 * infos.reduce((a, [m, i]) => a + fraction(m, i) * (m.total ?? 0), 0)) / Math.max(1, total))}% of ${total}`,
+            )
         return infos.every(([m, i]) => replayed(m, i))
       })
       replayedEvents += total
@@ -127,11 +146,15 @@ async function rebuildWorker(io: Io, worker: string, timeoutMs: number): Promise
 
     // 6: each instance switches back by itself once it has loaded the rebuilt model; said here when they have
     await until(`every instance of ${worker} to serve the rebuilt model`, deadline, async () => {
-      const beats = (await latestValues<Beat>(jsm.jetstream(), HEARTBEATS).catch(() => [] as Beat[])).filter((b) => b.worker === worker && Date.now() - Date.parse(b.at) < 15_000)
+      const beats = (await latestValues<Beat>(jsm.jetstream(), HEARTBEATS).catch(() => [] as Beat[])).filter(
+        (b) => b.worker === worker && Date.now() - Date.parse(b.at) < 15_000,
+      )
       return beats.every((b) => b.rebuilding !== startedAt)
     })
     for (const c of specs) await jsm.consumers.update(c.stream, c.durable, { description: "" })
-    io.out(`rebuilt ${worker}: ${replayedEvents} events replayed in ${((Date.now() - Date.parse(startedAt)) / 1000).toFixed(1)} s, consumers kept their names`)
+    io.out(
+      `rebuilt ${worker}: ${replayedEvents} events replayed in ${((Date.now() - Date.parse(startedAt)) / 1000).toFixed(1)} s, consumers kept their names`,
+    )
   } finally {
     await nc.close()
   }

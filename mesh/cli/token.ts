@@ -17,7 +17,10 @@ export const token: Command = {
     const days = values.days === undefined ? DEFAULT_DAYS : Number(values.days)
     if (!(days > 0 && days <= 366)) throw new CliError(`--days must be a number of days between 0 and 366, got "${values.days}"`)
     const key = secret("PORTAL_SECRET") ?? session().PORTAL_SECRET
-    if (!key) throw new CliError("no PORTAL_SECRET: set it (or PORTAL_SECRET_FILE) to the portal's secret, or run this beside a running `npm start`")
+    if (!key)
+      throw new CliError(
+        "no PORTAL_SECRET: set it (or PORTAL_SECRET_FILE) to the portal's secret, or run this beside a running `npm start`",
+      )
     const expiresAt = Math.floor(Date.now() / 1000 + days * 86_400)
     try {
       io.out(await signToken(key, customerId, expiresAt))

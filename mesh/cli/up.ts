@@ -82,7 +82,10 @@ const SECRET_VARS = ["PORTAL_SECRET", "LOGIFLOW_OPERATORS", "LOGIFLOW_API_KEYS",
 
 /** An operator name from the OS user: what LOGIFLOW_OPERATORS accepts as a name. */
 export function operatorName(user: string): string {
-  const name = user.replace(/[^A-Za-z0-9._@-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64)
+  const name = user
+    .replace(/[^A-Za-z0-9._@-]/g, "-")
+    .replace(/^[^A-Za-z0-9]+/, "")
+    .slice(0, 64)
   return name || "operator"
 }
 
@@ -91,15 +94,20 @@ export function operatorName(user: string): string {
  * does not is generated fresh, never written to disk, and printed as links. Each worker gets only its own.
  */
 function credentials() {
-  const generated = { operator: undefined as { name: string; token: string } | undefined, keys: undefined as Record<"dispatcher" | "gateway" | "fleet", string> | undefined }
-  const operators = secret("LOGIFLOW_OPERATORS") ?? (() => {
-    let user = "operator"
-    try {
-      user = userInfo().username
-    } catch {}
-    generated.operator = { name: operatorName(user), token: fresh() }
-    return `${generated.operator.name}:${generated.operator.token}`
-  })()
+  const generated = {
+    operator: undefined as { name: string; token: string } | undefined,
+    keys: undefined as Record<"dispatcher" | "gateway" | "fleet", string> | undefined,
+  }
+  const operators =
+    secret("LOGIFLOW_OPERATORS") ??
+    (() => {
+      let user = "operator"
+      try {
+        user = userInfo().username
+      } catch {}
+      generated.operator = { name: operatorName(user), token: fresh() }
+      return `${generated.operator.name}:${generated.operator.token}`
+    })()
   let apiKeys = secret("LOGIFLOW_API_KEYS")
   let fleetKey = secret("FLEET_API_KEY")
   if (apiKeys === undefined) {
@@ -116,14 +124,24 @@ function credentials() {
     tracking: { LOGIFLOW_API_KEYS: apiKeys },
     fleet: { FLEET_API_KEY: fleetKey },
   }
-  const none = Object.fromEntries(SECRET_VARS.flatMap((v) => [[v, undefined], [`${v}_FILE`, undefined]]))
+  const none = Object.fromEntries(
+    SECRET_VARS.flatMap((v) => [
+      [v, undefined],
+      [`${v}_FILE`, undefined],
+    ]),
+  )
   return { generated, portalSecret, envOf: (worker: string) => ({ ...none, ...own[worker] }) }
 }
 
 export async function up(args: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { "no-fleet": { type: "boolean" }, "data-dir": { type: "string" }, cluster: { type: "boolean" }, scale: { type: "string", multiple: true } },
+    options: {
+      "no-fleet": { type: "boolean" },
+      "data-dir": { type: "string" },
+      cluster: { type: "boolean" },
+      scale: { type: "string", multiple: true },
+    },
   })
   // a Ctrl-C or SIGTERM while starting is kept, not fatal: once everything started it stops it all in order (the
   // default action would end this process and leave the server and the detached workers behind)
@@ -164,7 +182,12 @@ export async function up(args: string[], io: Io): Promise<number> {
   if (!url && values.cluster) {
     if (!bin) throw new CliError(INSTALL_HINT)
     const env = Object.fromEntries(USERS.map((u) => [`${u.toUpperCase()}_PASSWORD`, passwords[u]!]))
-    cluster = await startCluster({ dir: join(dataDir, "cluster"), detached: true, env, onLog: (n, l) => (process.env.NATS_LOG ? io.out(`${prefix(n, 6)}${l}`) : undefined) })
+    cluster = await startCluster({
+      dir: join(dataDir, "cluster"),
+      detached: true,
+      env,
+      onLog: (n, l) => (process.env.NATS_LOG ? io.out(`${prefix(n, 6)}${l}`) : undefined),
+    })
     url = cluster.urls.join(",")
     // R3 for provision below and for the workers (inherited), which size what they create themselves by it
     process.env.STREAM_REPLICAS ??= "3"
@@ -189,9 +212,7 @@ export async function up(args: string[], io: Io): Promise<number> {
   } else if (!cluster) started = `using NATS at ${url}: nats-server v%s`
 
   // provision as admin; against an external server the caller's own NATS_USER/NATS_PASSWORD (if any) are used
-  const admin = external
-    ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD }
-    : { user: "admin", pass: passwords.admin }
+  const admin = external ? { user: process.env.NATS_USER, pass: process.env.NATS_PASSWORD } : { user: "admin", pass: passwords.admin }
   const nc = await connect({ name: "admin", url, ...admin, waitForServer: false }).catch((err) => {
     throw new CliError(`cannot reach NATS at ${url}: ${(err as Error).message}`)
   })
@@ -249,12 +270,18 @@ export async function up(args: string[], io: Io): Promise<number> {
     })
   }
   supervised.forEach(launch)
-  say(`workers: ${names.map((w) => `${w} :${port(w)}${(scale.get(w) ?? 1) > 1 ? ` ×${scale.get(w)}` : ""}`).join(", ")}${partitions > 1 ? ` (${partitions} partitions per stream)` : ""}`)
+  say(
+    `workers: ${names.map((w) => `${w} :${port(w)}${(scale.get(w) ?? 1) > 1 ? ` ×${scale.get(w)}` : ""}`).join(", ")}${partitions > 1 ? ` (${partitions} partitions per stream)` : ""}`,
+  )
   await links(names, port, creds, say)
   // lets `npx logiflow status|tail|dlq …` from this checkout connect as admin without copying passwords around
   const ownSession = !external && dataDir === resolve(dirname(SESSION_FILE))
   if (ownSession) {
-    writeFileSync(SESSION_FILE, `NATS_URL=${url}\nNATS_USER=admin\nNATS_PASSWORD=${passwords.admin}\nPORTAL_SECRET=${creds.portalSecret}\n`, { mode: 0o600 })
+    writeFileSync(
+      SESSION_FILE,
+      `NATS_URL=${url}\nNATS_USER=admin\nNATS_PASSWORD=${passwords.admin}\nPORTAL_SECRET=${creds.portalSecret}\n`,
+      { mode: 0o600 },
+    )
   }
   // the real nats CLI, as admin, against this run's server (removed when it stops: the passwords are this run's)
   const context = external ? undefined : writeContext(natsContext, { url, user: "admin", password: passwords.admin })
@@ -306,24 +333,44 @@ export async function up(args: string[], io: Io): Promise<number> {
 }
 
 /** One-click links: a portal sign-in per customer with a tariff, the ops dashboard, a ready request to routing. */
-async function links(names: string[], port: (w: WorkerName) => string | number, creds: ReturnType<typeof credentials>, say: (l: string) => void) {
+async function links(
+  names: string[],
+  port: (w: WorkerName) => string | number,
+  creds: ReturnType<typeof credentials>,
+  say: (l: string) => void,
+) {
   if (names.includes("portal")) {
     let customers: string[] = []
     try {
       customers = Object.keys(tariffsFromEnv(process.env.INVOICE_TARIFFS))
     } catch {} // invoice itself reports a broken INVOICE_TARIFFS
     const expiresAt = Math.floor(Date.now() / 1000) + 7 * 86_400
-    for (const c of customers) say(`portal for ${c}: http://127.0.0.1:${port("portal")}/login?token=${await signToken(creds.portalSecret, c, expiresAt)}`)
+    for (const c of customers)
+      say(`portal for ${c}: http://127.0.0.1:${port("portal")}/login?token=${await signToken(creds.portalSecret, c, expiresAt)}`)
     say(`  (more: npx logiflow token customer <id>; links are valid 7 days, or until PORTAL_SECRET changes)`)
   }
   if (names.includes("ops")) {
     const op = creds.generated.operator
-    say(op ? `ops dashboard: http://127.0.0.1:${port("ops")}/login?token=${op.token}  (operator ${op.name})` : `ops dashboard: http://127.0.0.1:${port("ops")}/  (sign in with your LOGIFLOW_OPERATORS token)`)
+    say(
+      op
+        ? `ops dashboard: http://127.0.0.1:${port("ops")}/login?token=${op.token}  (operator ${op.name})`
+        : `ops dashboard: http://127.0.0.1:${port("ops")}/  (sign in with your LOGIFLOW_OPERATORS token)`,
+    )
   }
   const k = creds.generated.keys
   if (names.includes("routing") && k) {
-    const body = JSON.stringify({ truckId: "truck-7", customerId: "acme", depot: { lat: 52.52, lon: 13.405 }, stops: [{ id: "a", lat: 52.53, lon: 13.41 }, { id: "b", lat: 52.5, lon: 13.39 }] })
-    say(`try it (API key "dispatcher"): curl -s -X POST http://127.0.0.1:${port("routing")}/routes -H 'authorization: Bearer ${k.dispatcher}' -H 'content-type: application/json' -d '${body}'`)
+    const body = JSON.stringify({
+      truckId: "truck-7",
+      customerId: "acme",
+      depot: { lat: 52.52, lon: 13.405 },
+      stops: [
+        { id: "a", lat: 52.53, lon: 13.41 },
+        { id: "b", lat: 52.5, lon: 13.39 },
+      ],
+    })
+    say(
+      `try it (API key "dispatcher"): curl -s -X POST http://127.0.0.1:${port("routing")}/routes -H 'authorization: Bearer ${k.dispatcher}' -H 'content-type: application/json' -d '${body}'`,
+    )
     say(`  (tracking's key "gateway": ${k.gateway})`)
   }
 }
