@@ -95,5 +95,25 @@ export function limits(c: Capacity) {
   } satisfies Record<string, StreamLimits>
 }
 
+/**
+ * The largest value each KV bucket stores (the bucket's max_msg_size; a bigger write is refused by the server). A
+ * value holds at most one event and a little state, so each is its largest event's cap plus room; a bucket not named
+ * here (a new one) gets DEFAULT_VALUE_BYTES until it is.
+ */
+export const MAX_VALUE_BYTES: Record<string, number> = {
+  // the request's fingerprint and its planned route
+  "routing-requests": MAX_EVENT_BYTES.ROUTING + 16 * 1024,
+  // a truck's route (its stops) and projection; its last ping alone is far smaller
+  "tracking-trucks": MAX_EVENT_BYTES.ROUTING + 16 * 1024,
+  "portal-trucks": MAX_EVENT_BYTES.ROUTING + 16 * 1024,
+  "portal-invoices": MAX_EVENT_BYTES.INVOICE + 16 * 1024,
+  // an entry's state and its history of actions
+  "dlq-entries": 64 * 1024,
+  heartbeats: 4 * 1024,
+  partitions: 4 * 1024,
+}
+export const DEFAULT_VALUE_BYTES = 128 * 1024
+export const maxValueBytes = (bucket: string) => MAX_VALUE_BYTES[bucket] ?? DEFAULT_VALUE_BYTES
+
 /** The share of a limit at which an alert fires (deploy/alerts.yaml): long before a business stream refuses. */
 export const ALERT_FULLNESS = { warn: 0.6, critical: 0.8 } as const

@@ -1,7 +1,7 @@
 // contracts/topology.ts — every stream, consumer and KV bucket, as plain data.
 // `logiflow provision` applies it idempotently; workers bind to the consumers named here.
 // Renaming a consumer creates a new durable that starts from the beginning of its stream: it replays history.
-import { type Capacity, limits, REFERENCE_FLEET } from "./capacity.ts"
+import { type Capacity, limits, maxValueBytes, REFERENCE_FLEET } from "./capacity.ts"
 import { type EventName, eventNames, streamOf, subjectsOf } from "./events.ts"
 import { MAX_PARTITIONS } from "./partitions.ts"
 
@@ -110,7 +110,14 @@ export type ConsumerSpec = {
   fallbackFilter?: string
 }
 
-export type BucketSpec = { bucket: string; history: number; ttlSeconds: number }
+export type BucketSpec = {
+  bucket: string
+  history: number
+  /** how long a key lives unless written again; 0: until deleted (the bucket's README line says why) */
+  ttlSeconds: number
+  /** the largest value it stores (contracts/capacity.ts MAX_VALUE_BYTES) */
+  maxValueBytes: number
+}
 
 export type TopologyOptions = {
   replicas?: number
@@ -240,7 +247,7 @@ export function topology(opts: TopologyOptions = {}): Topology {
     ),
     { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS },
     { bucket: PARTITIONS_BUCKET, history: 1, ttlSeconds: DAY },
-  ]
+  ].map((b) => ({ ...b, maxValueBytes: maxValueBytes(b.bucket) }))
 
   if (!opts.edge) return { replicas, streams, consumers, buckets }
   const atEdge = new Set(EDGE_WORKERS.flatMap((w) => workers[w].publishes.map(streamOf)))

@@ -4,7 +4,7 @@
 // denies is logged once and given up. Either way it never stops a worker from starting or running.
 import type { JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
-import { type BucketSpec, HEARTBEAT_TTL_SECONDS, HEARTBEATS } from "../contracts/mod.ts"
+import { type BucketSpec, HEARTBEAT_TTL_SECONDS, HEARTBEATS, maxValueBytes } from "../contracts/mod.ts"
 import { env } from "./env.ts"
 import { isNoResponders, isNotFound, isPermissionDenied } from "./errors.ts"
 import type { Logger } from "./log.ts"
@@ -25,7 +25,12 @@ export type Beat = {
 
 export { HEARTBEATS }
 /** for a worker that finds the bucket missing and may create it (a dev server without auth) */
-export const heartbeatsBucket: BucketSpec = { bucket: HEARTBEATS, history: 1, ttlSeconds: HEARTBEAT_TTL_SECONDS }
+export const heartbeatsBucket: BucketSpec = {
+  bucket: HEARTBEATS,
+  history: 1,
+  ttlSeconds: HEARTBEAT_TTL_SECONDS,
+  maxValueBytes: maxValueBytes(HEARTBEATS),
+}
 export const HEARTBEAT_EVERY_MS = 5_000
 
 /** `<HOSTNAME>-<random>`: the pod name in Kubernetes, and still unique for instances sharing a host. */

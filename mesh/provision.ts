@@ -171,13 +171,18 @@ const consumerResource = (nc: NatsConnection, jsm: JetStreamManager, c: Consumer
 
 const bucketResource = (nc: NatsConnection, jsm: JetStreamManager, b: BucketSpec, replicas: number): Resource => {
   const stream = `KV_${b.bucket}`
-  const wanted = { max_msgs_per_subject: b.history, max_age: nanos(b.ttlSeconds * 1000), num_replicas: replicas }
+  const wanted = {
+    max_msgs_per_subject: b.history,
+    max_age: nanos(b.ttlSeconds * 1000),
+    max_msg_size: b.maxValueBytes,
+    num_replicas: replicas,
+  }
   return {
     kind: "bucket",
     name: b.bucket,
     wanted,
     info: () => jsm.streams.info(stream),
-    create: () => new Kvm(nc).create(b.bucket, { history: b.history, ttl: b.ttlSeconds * 1000, replicas }),
+    create: () => new Kvm(nc).create(b.bucket, { history: b.history, ttl: b.ttlSeconds * 1000, replicas, maxValueSize: b.maxValueBytes }),
     update: (existing) => jsm.streams.update(stream, { ...existing, ...wanted }),
     fixed: /^$/,
     conflict: "",

@@ -347,6 +347,38 @@ test("duplicate batch - a retried batch is stored once and projected once", asyn
   assert.is((await track(T))!.position!.at, at("08:01:00"))
 })
 
+test("KV writes - a moving truck's pings rewrite its record about once a minute, not once per ping", async () => {
+  const T = "t-writes"
+  await publishEvent(js, "RouteCalculated", route(T, { stops: [{ id: "far", lat: 0, lon: 5 }] }), {
+    id: `rc:${T}`,
+    source: "logiflow/test",
+  })
+  await waitUntil(async () => (await track(T))?.routeId === `route-${T}`, { what: "route projected" })
+  await settled()
+  // every write to the bucket (a put, a create, an update) is one stored message: its last sequence counts them
+  const writes = async () => (await jsm.streams.info("KV_tracking-trucks")).state.last_seq
+  const before = await writes()
+  // 10 minutes of a truck on plan, a ping every 10 s (60 pings), moving toward its one far stop
+  const start = Date.parse(at("08:00:00"))
+  const pings = Array.from({ length: 60 }, (_, i) => ({
+    truckId: T,
+    lat: 0,
+    lon: (i * 10 * 50) / 3600 / KM_PER_DEGREE,
+    speedKmh: 50,
+    at: new Date(start + i * 10_000).toISOString(),
+  }))
+  assert.is((await post({ positions: pings })).status, 202)
+  await settled()
+  const t = (await track(T))!
+  const written = (await writes()) - before
+  const emitted = (await stored("EtaUpdated", T)).length
+  // the first ping moves the shown ETA from the plan (09:10) to the real one, hours later: one EtaUpdated; on plan
+  // from then on, nothing more to show. Writes: that first ping, then one a minute (9 more in 590 s) — not 60
+  assert.is(emitted, 1)
+  assert.is(written, 10, `${written} writes for 60 pings`)
+  assert.is(t.position!.at, new Date(start + 540_000).toISOString())
+})
+
 test("NATS unavailable - 503 with Retry-After, bounded when the server hangs; 202 again once it is back", async () => {
   const batch = (hms: string) => ({ positions: [ping("t-outage", 5, 5, hms)] })
   // a frozen server: the socket stays open and acks never come; the publish bound answers instead

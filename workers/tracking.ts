@@ -30,6 +30,11 @@ export type TrackingConfig = {
   maxBodyBytes: number
   /** a ping further ahead of this server's clock is refused: a wrong clock must not decide the state for hours */
   maxFutureSkewSeconds: number
+  /**
+   * a ping rewrites the truck's record only when what it shows changes (route, next stop, the ETA customers see) or
+   * its last-seen position is this much older than the ping: most pings of a moving truck write nothing
+   */
+  positionWriteSeconds: number
 }
 
 export const loadConfig = (): TrackingConfig => ({
@@ -40,6 +45,7 @@ export const loadConfig = (): TrackingConfig => ({
   publishTimeoutMs: envInt("TRACKING_PUBLISH_TIMEOUT_MS", 5000),
   maxBodyBytes: envInt("TRACKING_MAX_BODY_BYTES", 512 * 1024),
   maxFutureSkewSeconds: envInt("TRACKING_MAX_FUTURE_SKEW_SECONDS", 300),
+  positionWriteSeconds: envInt("TRACKING_POSITION_WRITE_SECONDS", 60),
 })
 
 const config = loadConfig()
@@ -134,6 +140,18 @@ export function applyPosition(
   return { state: { ...state, shownEta: eta, emitted: emit }, emit }
 }
 
+/**
+ * Whether `next` (applyPosition's state) is worth a write over `prev`. Between writes the stored record is the
+ * consistent snapshot of an earlier ping (position, remaining distance and estimate together), never a mix; a ping
+ * older than the stored one is still ignored, and one in between is judged against the stored one, as before.
+ */
+export function worthWriting(prev: TruckTrack | undefined, next: TruckTrack, writeSeconds = config.positionWriteSeconds): boolean {
+  if (!prev || !prev.position || !next.position) return next !== prev
+  if (next === prev) return false
+  if (next.routeId !== prev.routeId || next.nextStop !== prev.nextStop || next.shownEta !== prev.shownEta) return true
+  return ms(next.position.at) - ms(prev.position.at) >= writeSeconds * 1000
+}
+
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
 export const PositionBatch = v.strictObject({
@@ -217,7 +235,8 @@ const tracking = worker({
       await updateJson<TruckTrack>(kv, ping.truckId, (prev) => {
         const r = applyPosition(prev, ping)
         emit = r.emit
-        return r.state
+        // returning prev writes nothing (updateJson)
+        return worthWriting(prev, r.state) ? r.state : prev!
       })
       const out: Outgoing[] = []
       if (emit && !historical(ping)) out.push({ name: "EtaUpdated", data: emit, id: `eta:${emit.routeId}:${emit.updatedAt}` })
