@@ -146,7 +146,7 @@ export function applyPosition(
  * older than the stored one is still ignored, and one in between is judged against the stored one, as before.
  */
 export function worthWriting(prev: TruckTrack | undefined, next: TruckTrack, writeSeconds = config.positionWriteSeconds): boolean {
-  if (!prev || !prev.position || !next.position) return next !== prev
+  if (!prev?.position || !next.position) return next !== prev
   if (next === prev) return false
   if (next.routeId !== prev.routeId || next.nextStop !== prev.nextStop || next.shownEta !== prev.shownEta) return true
   return ms(next.position.at) - ms(prev.position.at) >= writeSeconds * 1000
