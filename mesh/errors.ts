@@ -17,6 +17,17 @@ export class PermanentError extends Error {
   }
 }
 
+/**
+ * An event larger than its stream stores (contracts/capacity.ts MAX_EVENT_BYTES, the stream's max_msg_size): retrying
+ * cannot make it fit, so a consumer dead-letters its input with reason `too-large`, and the HTTP edge answers 413.
+ */
+export class TooLarge extends PermanentError {
+  override name = "TooLarge"
+  constructor(message: string) {
+    super("too-large", message)
+  }
+}
+
 /** A worker cannot start: a missing consumer, a refused permission. The message says what to do. */
 export class StartupError extends Error {
   override name = "StartupError"

@@ -1,8 +1,9 @@
 // mesh/publish.ts — every event leaves through here: encoded by the contract, msg id = ce-id, JetStream ack awaited.
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
-import { ceTypeOf, encode, type EventData, type EventName, keyOf, streamOf, subjectsOf } from "../contracts/mod.ts"
-import { ApiCode, apiCode } from "./errors.ts"
+import { InvalidArgumentError } from "@nats-io/transport-node"
+import { ceTypeOf, encode, type EventData, type EventName, keyOf, MAX_EVENT_BYTES, streamOf, subjectsOf } from "../contracts/mod.ts"
+import { ApiCode, apiCode, TooLarge } from "./errors.ts"
 import { OutgoingHeaders } from "./headers.ts"
 import { type Context, type PublishObserver, publishing } from "./tracing.ts"
 
@@ -55,6 +56,40 @@ export function childTraceparent(parent?: string): string {
   return m ? `00-${m[1]}-${randomHex(8)}-${m[2]}` : `00-${randomHex(16)}-${randomHex(8)}-01`
 }
 
+const utf8 = new TextEncoder()
+const byteLength = (s: string) => utf8.encode(s).length
+// "NATS/1.0\r\n" and the closing "\r\n", plus the Nats-Msg-Id and Nats-Expected-* lines a publish may add
+const HEADER_FRAME = 12 + 96
+
+/** What the stream counts against its max_msg_size: the header block as sent (msg id included) and the body. */
+export function storedBytes(headers: Record<string, string>, body: Uint8Array, msgId: string): number {
+  let n = HEADER_FRAME + byteLength(msgId)
+  for (const k in headers) n += byteLength(k) + byteLength(headers[k]!) + 4
+  return n + body.length
+}
+
+/** Throws TooLarge when the event would be bigger than its stream stores (MAX_EVENT_BYTES). */
+function checkSize(name: EventName, headers: Record<string, string>, body: Uint8Array, msgId: string): void {
+  const stream = streamOf(name) as keyof typeof MAX_EVENT_BYTES
+  const limit = MAX_EVENT_BYTES[stream]
+  // the body alone is the usual case, checked without walking the headers
+  if (limit === undefined || body.length + 2048 < limit) return
+  const size = storedBytes(headers, body, msgId)
+  if (size > limit) throw new TooLarge(`${name} of ${size} bytes is larger than the ${limit} bytes ${stream} stores`)
+}
+
+/**
+ * An event as it would be published (a traceparent included) checked against its stream's MAX_EVENT_BYTES: throws
+ * TooLarge. For an edge that must refuse before it records anything (routing's 413).
+ */
+export function checkEventSize<N extends EventName>(name: N, data: EventData<N>, meta: { id: string; source: string }): void {
+  const { headers, body } = encode(name, data, { ...meta, traceparent: childTraceparent() })
+  checkSize(name, headers, body, meta.id)
+}
+
+/** The server refused the message for its size: the stream's max_msg_size (10054), or its max_payload. */
+const refusedForSize = (err: unknown) => apiCode(err) === ApiCode.MessageTooLarge || err instanceof InvalidArgumentError
+
 /**
  * Publishes one event and waits for the stream to store it. The ce-id doubles as `Nats-Msg-Id`, so publishing
  * the same event again within the stream's duplicate window is stored once (PubAck.duplicate = true). With `once`,
@@ -68,6 +103,21 @@ export async function publishEvent<N extends EventName>(
   meta: PublishMeta,
 ): Promise<PubAck> {
   const { subject, headers, body } = encode(name, data, meta)
+  checkSize(name, headers, body, meta.id)
+  return send(js, name, subject, headers, body, meta).catch((err) => {
+    if (!refusedForSize(err)) throw err
+    throw new TooLarge(`${name} of ${storedBytes(headers, body, meta.id)} bytes refused by ${streamOf(name)}: ${(err as Error).message}`)
+  })
+}
+
+async function send(
+  js: JetStreamClient,
+  name: EventName,
+  subject: string,
+  headers: Record<string, string>,
+  body: Uint8Array,
+  meta: PublishMeta,
+): Promise<PubAck> {
   if (meta.expectLastSubjectSequence !== undefined) {
     const expect = {
       lastSubjectSequence: meta.expectLastSubjectSequence,

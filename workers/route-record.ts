@@ -14,6 +14,7 @@ import { ContractError, edgeStream, ROUTING_REQUESTS, type RouteCalculated, subj
 import {
   ApiCode,
   apiCode,
+  checkEventSize,
   getJson,
   hex,
   isNoResponders,
@@ -22,6 +23,7 @@ import {
   kvKey,
   newId,
   type Runtime,
+  TooLarge,
   withTimeout,
 } from "../mesh/mod.ts"
 
@@ -185,6 +187,8 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     // the usual request is a new one: its truck's last sequence, then the record made (first writer wins), with no
     // look for an existing record first; a retry finds its record when the create is refused
     const route = o.plan(newId(o.site))
+    // a route larger than ROUTING stores is refused before anything is recorded (no record, no publish)
+    checkEventSize("RouteCalculated", route, { id: `routing:${route.routeId}`, source: "logiflow/routing" })
     const since = (await lastOf(await routesStream(rt), subjectOf("RouteCalculated", route.truckId))).last
     const mine: Recorded = { fingerprint: print, route, published: false, since }
     const rec = await create(kv, id, mine)
@@ -204,7 +208,7 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
       await append(rt, rec, fresh, o.traceparent)
     } catch (err) {
       // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
-      if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown) throw err
+      if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown || err instanceof TooLarge) throw err
       throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
     }
     phase = "published"
@@ -222,6 +226,7 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
         : new NotRecorded(`NATS did not answer within ${o.timeoutMs} ms; nothing was recorded`)
     })
   } catch (err) {
+    if (err instanceof TooLarge) throw new StatusError(413, `${err.message}: send fewer stops or shorter ids`)
     if (err instanceof StatusError || err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown) throw err
     // the record could not be read or written: the route was not published
     throw new NotRecorded(`the route could not be recorded: ${(err as Error)?.message ?? err}`)

@@ -3,13 +3,14 @@
 // how to retry without making a second route (workers/route-record.ts). Routing calls no other worker.
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { Id, issuesOf, parseTime, type RouteCalculated, ROUTING_REQUESTS, Stop, Time } from "../contracts/mod.ts"
+import { Id, issuesOf, MAX_EVENT_BYTES, parseTime, type RouteCalculated, ROUTING_REQUESTS, Stop, Time } from "../contracts/mod.ts"
 import { env, envInt, newId, readJson, requestTraceparent, requireApiKey, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
 import { estimateEta, planRoute } from "./plan.ts"
 import { NotRecorded, OutcomeUnknown, recordRoute } from "./route-record.ts"
 
 const config = {
-  maxBodyBytes: envInt("ROUTING_MAX_BODY_BYTES", 256 * 1024),
+  // a request is about the size of the route it becomes: past what ROUTING stores it cannot be recorded anyway
+  maxBodyBytes: envInt("ROUTING_MAX_BODY_BYTES", MAX_EVENT_BYTES.ROUTING),
   avgSpeedKmh: envInt("ROUTING_AVG_SPEED_KMH", 50),
   serviceMinutesPerStop: envInt("ROUTING_SERVICE_MINUTES", 10),
   publishTimeoutMs: envInt("ROUTING_PUBLISH_TIMEOUT_MS", 3000),
