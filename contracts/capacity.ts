@@ -115,5 +115,10 @@ export const MAX_VALUE_BYTES: Record<string, number> = {
 export const DEFAULT_VALUE_BYTES = 128 * 1024
 export const maxValueBytes = (bucket: string) => MAX_VALUE_BYTES[bucket] ?? DEFAULT_VALUE_BYTES
 
-/** The share of a limit at which an alert fires (deploy/alerts.yaml): long before a business stream refuses. */
+/**
+ * The share of a limit at which an alert fires (deploy/alerts/logiflow.rules.yaml): long before a business stream
+ * refuses, or a consumer's oldest unacked event reaches its stream's max_age (the outage budget) and is dropped.
+ */
 export const ALERT_FULLNESS = { warn: 0.6, critical: 0.8 } as const
+/** A consumer whose oldest unacked event is older than this is behind (a warning: down, paused, stuck or slow). */
+export const ALERT_BEHIND_SECONDS = 10 * 60

@@ -20,6 +20,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { route } from "./fixtures/events.ts"
 import { passwords, ROOT, spawnTs, waitUntil } from "./harness.ts"
+import { CAPACITY_VARIABLES } from "../mesh/capacity.ts"
 
 const read = (p: string) => readFileSync(join(ROOT, p), "utf8")
 const execGitIgnored = (p: string) => spawnSync("git", ["check-ignore", "-q", p], { cwd: ROOT }).status === 0
@@ -50,6 +51,8 @@ function envReadByCode(): Set<string> {
     // secret("X") reads X or the file named by X_FILE
     for (const m of text.matchAll(/\bsecret\(\s*"([A-Z0-9_]+)"/g)) names.add(m[1]!).add(`${m[1]}_FILE`)
   }
+  // mesh/capacity.ts reads its variables from a table (CAPACITY_VARIABLES)
+  for (const v of CAPACITY_VARIABLES) names.add(v)
   // mesh/worker.ts reads `${name.toUpperCase()}_PORT` (asserted below), the images WORKER
   for (const w of workerNames) names.add(`${w.toUpperCase()}_PORT`)
   names.add("WORKER")
