@@ -6,6 +6,7 @@ import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type Capacity, limits, maxValueBytes, REFERENCE_FLEET, topology } from "../contracts/mod.ts"
+import { capacityTable, outageWithDefaults, tableInReadme } from "../bench/capacity-table.ts"
 import { CapacityError, capacityOverrides } from "../mesh/capacity.ts"
 import { natsFixture, spawnTs } from "./harness.ts"
 
@@ -85,6 +86,16 @@ test("buckets - every bucket caps its values and has a TTL or is listed as delib
     if (c.max_age === 0) assert.ok(withoutTtl.has(b.bucket), `${b.bucket} has no TTL and no stated reason`)
     assert.is(c.max_age, b.ttlSeconds * NS, b.bucket)
   }
+})
+
+test("capacity table - deploy/README.md holds what bench/capacity-table.ts computes; the defaults hold the budget", () => {
+  assert.is(tableInReadme(), capacityTable())
+  const reference = outageWithDefaults(REFERENCE_FLEET.trucks, REFERENCE_FLEET.routesPerDay)
+  assert.equal(reference, { days: REFERENCE_FLEET.outageBudgetDays, limitedBy: "max_age (the budget)", positionsHours: 6 })
+  // twice the fleet fills TRACKING (its ETAs scale with trucks) in its max_bytes ÷ 10,000 trucks' ETAs a day
+  const twice = outageWithDefaults(10_000, 400_000)
+  assert.is(twice.limitedBy, "TRACKING full")
+  assert.is(twice.days, limits(REFERENCE_FLEET).TRACKING.maxBytes / (10_000 * 6 * 24 * 700))
 })
 
 test("bad configuration - a worker and provision stop with a message naming the variable, the file and its field", async () => {
