@@ -7,15 +7,17 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
+import { jetstream, jetstreamManager } from "@nats-io/jetstream"
+import { connect as natsConnect } from "@nats-io/transport-node"
 import { parse } from "yaml"
 import { alertRules, rulesConfigMap, rulesYaml } from "../deploy/alerts/rules.ts"
 import { ALERT_FULLNESS, limits, REFERENCE_FLEET, topology } from "../contracts/mod.ts"
-import { registerFullness } from "../mesh/admin/fullness.ts"
+import { fullness, registerFullness } from "../mesh/admin/fullness.ts"
 import { registry } from "../mesh/metrics.ts"
 import { provision } from "../mesh/provision.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { route } from "./fixtures/events.ts"
-import { natsFixture, ROOT, waitUntil } from "./harness.ts"
+import { connectTo, natsFixture, ROOT, startServer, waitUntil } from "./harness.ts"
 
 const test = suite("alerts")
 const ALERTS = join(ROOT, "deploy", "alerts")
@@ -84,6 +86,32 @@ test("metrics - every series the rules read is exported: the fullness gauges fro
   } finally {
     await f.nc.close()
     await f.server.close()
+  }
+})
+
+test("metrics - ops' own NATS user may read everything the gauges need (nats.conf)", async () => {
+  const server = await startServer({ auth: true })
+  const admin = await connectTo(server, { user: "admin", pass: server.env.ADMIN_PASSWORD! })
+  // as the ops worker connects: its own user and private inbox prefix
+  const ops = await natsConnect({ servers: server.url, user: "ops", pass: server.env.OPS_PASSWORD!, inboxPrefix: "_INBOX_ops" })
+  try {
+    await provision(admin, topology())
+    await publishEvent(jetstream(admin), "RouteCalculated", route(1), { id: newId(), source: "logiflow/test" })
+    const f = await fullness(await jetstreamManager(ops))
+    assert.equal(
+      f.lag.filter(([l]) => l.stream === "ROUTING").map(([l, n]) => [l.consumer, n]),
+      [
+        ["invoice", 1],
+        ["portal", 1],
+        ["tracking", 1],
+      ],
+    )
+    assert.ok(f.oldestUnacked.find(([l]) => l.stream === "ROUTING" && l.consumer === "invoice")![1] >= 0)
+    assert.ok(f.maxBytes.some(([l]) => l.stream === "POSITIONS"))
+  } finally {
+    await ops.close()
+    await admin.close()
+    await server.close()
   }
 })
 
