@@ -16,6 +16,7 @@ import {
   replaySubject,
   streamOf,
   keyOf,
+  maxValueBytes,
   subjectOf,
   topology,
   type WorkerName,
@@ -270,7 +271,8 @@ test("KV - each worker can get/put/create/delete/keys/watch its own buckets, and
       assert.is((await kv.status()).values, 2, `${w}/${bucket} status (history 1: a's delete marker and b)`)
       // a watch over ~2.5 MB gets flow-control requests mid-stream; a refused $JS.FC reply shows only as an -ERR,
       // which arrives before the flush's PONG
-      const big = "x".repeat(64 * 1024)
+      // (each value under the bucket's own cap, MAX_VALUE_BYTES)
+      const big = "x".repeat(Math.min(64 * 1024, maxValueBytes(bucket) - 1024))
       await Promise.all(Array.from({ length: 40 }, (_, i) => kv.put(`big.${i}`, big)))
       const watch = await kv.watch({ key: "big.>" })
       let n = 0
