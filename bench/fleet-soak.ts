@@ -122,7 +122,9 @@ export async function fleetSoak(o: SoakOptions) {
 
     // the portal's first page for one ordinary customer, and for the big one, probed throughout
     const portalLatency = { ordinary: histogram(), big: histogram(), idle: histogram() }
-    const tokens = { ordinary: await auth.customerToken("c01"), big: await auth.customerToken("big") }
+    // valid for a day: a link expiring mid-run would turn every later probe into a 401
+    const day = { expiresAt: Math.floor(Date.now() / 1000) + 24 * 3600 }
+    const tokens = { ordinary: await auth.customerToken("c01", day), big: await auth.customerToken("big", day) }
     const firstPage = async (who: "ordinary" | "big", into = portalLatency[who]) => {
       const started = performance.now()
       const res = await fetch(`http://127.0.0.1:${ports.portal}/api/invoices?customerId=${who === "big" ? "big" : "c01"}&limit=50`, {
@@ -146,15 +148,33 @@ export async function fleetSoak(o: SoakOptions) {
     let routesSent = 0
     let positionsSent = 0
     let noisySent = 0
-    const post = (port: number, path: string, body: unknown, key: string) =>
-      fetch(`http://127.0.0.1:${port}${path}`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${key}` },
-        body: JSON.stringify(body),
-      }).then(
-        async (r) => (await r.arrayBuffer(), r.status),
-        () => 0,
-      )
+    const retried = new Map<number, number>()
+    const retriedPositions = new Map<number, number>()
+    /**
+     * As a client following the API: a 503 (nothing recorded) or 504 (maybe recorded) is sent again after its
+     * Retry-After with the Idempotency-Key the answer carries, so it is recorded once; the final status is returned.
+     */
+    const post = async (port: number, path: string, body: unknown, key: string, again = retried): Promise<number> => {
+      const text = JSON.stringify(body)
+      let idempotencyKey: string | undefined
+      for (let attempt = 1; ; attempt++) {
+        const r = await fetch(`http://127.0.0.1:${port}${path}`, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            authorization: `Bearer ${key}`,
+            ...(idempotencyKey ? { "idempotency-key": idempotencyKey } : {}),
+          },
+          body: text,
+        }).catch(() => undefined)
+        const status = r?.status ?? 0
+        await r?.arrayBuffer()
+        if ((status !== 503 && status !== 504) || attempt >= 30) return status
+        count(again, status)
+        idempotencyKey ??= r?.headers.get("idempotency-key") ?? undefined
+        await sleep(Math.min(2000, 1000 * Number(r?.headers.get("retry-after") ?? 1)))
+      }
+    }
     const loadStart = Date.now()
     let roundsDone = 0
     let pausedMs = 0
@@ -182,7 +202,13 @@ export async function fleetSoak(o: SoakOptions) {
         pool(batches, BATCHES_IN_FLIGHT, async (b) => {
           count(
             statuses.positions,
-            await post(ports.tracking, "/positions", { positions: pings.slice(b * BATCH, (b + 1) * BATCH) }, auth.keys.positions),
+            await post(
+              ports.tracking,
+              "/positions",
+              { positions: pings.slice(b * BATCH, (b + 1) * BATCH) },
+              auth.keys.positions,
+              retriedPositions,
+            ),
           )
         }),
         pool(routesNow, ROUTES_IN_FLIGHT, async (k) => {
@@ -241,6 +267,8 @@ export async function fleetSoak(o: SoakOptions) {
       statuses,
       positionsSent,
       noisySent,
+      retried,
+      retriedPositions,
       trucks: o.trucks,
       rounds: roundsDone,
     })
@@ -287,6 +315,9 @@ type Verify = {
   model: ReturnType<typeof limits>
   routesPerCustomer: Map<string, number>
   statuses: { routes: Map<number, number>; positions: Map<number, number> }
+  /** 503 and 504 answers sent again (with the Idempotency-Key) before the final one */
+  retried: Map<number, number>
+  retriedPositions: Map<number, number>
   positionsSent: number
   noisySent: number
   trucks: number
@@ -351,6 +382,7 @@ async function verify(jsm: JetStreamManager, nc: NatsConnection, v: Verify) {
     invoicesPerCustomer: Object.fromEntries(invoices),
     routesPerCustomer: Object.fromEntries(v.routesPerCustomer),
     statuses: { routes: Object.fromEntries(v.statuses.routes), positions: Object.fromEntries(v.statuses.positions) },
+    retried: { routes: Object.fromEntries(v.retried), positions: Object.fromEntries(v.retriedPositions) },
     noisy: { sent: v.noisySent, stored: noisyStored, cap },
     checks,
   }

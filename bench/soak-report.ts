@@ -78,7 +78,8 @@ export function soakMarkdown(r: Result, m: ReturnType<typeof machine>, command: 
       .sort()
       .map((k) => `| ${k} | ${int(r.routesPerCustomer[k]!)} | ${int(r.invoicesPerCustomer[k] ?? 0)} |`),
     "",
-    `HTTP answers: routes ${JSON.stringify(r.statuses.routes)}, position batches ${JSON.stringify(r.statuses.positions)}.`,
+    `HTTP answers, final: routes ${JSON.stringify(r.statuses.routes)}, position batches ${JSON.stringify(r.statuses.positions)}; ` +
+      `answers sent again first (503 nothing recorded, 504 maybe recorded): ${JSON.stringify(r.retried)}.`,
   ]
   return `${out.join("\n")}\n`
 }
