@@ -62,7 +62,9 @@ export async function startServer(o: ServerOptions): Promise<MeshServer> {
     nodes = [{ natsd, label: "nats-server", storeDir }]
     started = `nats-server v%s (${o.bin}) on ${natsd.url} (monitoring http://127.0.0.1:${monitor}, store ${storeDir}, pid ${natsd.process.pid})`
   }
-  const supervisors = nodes.map((n) => superviseNatsd(n.natsd, n.label, n.storeDir, o.say))
+  // with --cluster the workers carry on through the other two nodes (R3: two of three keep every stream going)
+  const meanwhile = o.cluster ? "the workers carry on with the other nodes" : "the workers wait for it"
+  const supervisors = nodes.map((n) => superviseNatsd(n.natsd, n.label, n.storeDir, meanwhile, o.say))
   return {
     url: nodes.map((n) => n.natsd.url).join(","),
     started,
@@ -79,9 +81,10 @@ export async function startServer(o: ServerOptions): Promise<MeshServer> {
 /**
  * Watches `natsd`: when its process dies (a crash, kill -9, the OOM killer) it says so, and starts it again on the
  * same store and ports after 0.5 s, doubling up to 10 s while it keeps failing; a server that ran a minute starts
- * the backoff afresh. `stopping()` ends the watch before a deliberate stop.
+ * the backoff afresh. `meanwhile` says what the mesh does without it. `stopping()` ends the watch before a
+ * deliberate stop.
  */
-export function superviseNatsd(natsd: Natsd, label: string, storeDir: string, say: (line: string) => void) {
+export function superviseNatsd(natsd: Natsd, label: string, storeDir: string, meanwhile: string, say: (line: string) => void) {
   const backoff = restartBackoff(SERVER_BACKOFF_MAX_MS)
   let stopping = false
   let timer: NodeJS.Timeout | undefined
@@ -94,7 +97,7 @@ export function superviseNatsd(natsd: Natsd, label: string, storeDir: string, sa
       diedAt = Date.now()
       const delay = backoff.next(diedAt - startedAt)
       say(
-        `${label} (pid ${child.pid}) died (${signal ?? `exit code ${code}`}): the workers wait for it; starting it again in ${delay} ms on the same store (${storeDir}) and ${natsd.url}`,
+        `${label} (pid ${child.pid}) died (${signal ?? `exit code ${code}`}): ${meanwhile}; starting it again in ${delay} ms on the same store (${storeDir}) and ${natsd.url}`,
       )
       timer = setTimeout(again, delay)
     })
