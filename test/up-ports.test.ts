@@ -140,6 +140,41 @@ test("up - 8080 and 8084 taken: portal and ops move to free ports; links, sessio
       ["status"],
     )
     assert.is(await status.exited, 0, status.lines.join("\n"))
+
+    // a program that takes a worker's port after the check: up says so with each restart (the first exit may be
+    // seen before the port is taken, the next start then fails on it), and the worker is back once it is free again
+    const portalPid = Number(said(/│ portal started \(pid (\d+)\)$/)![1])
+    process.kill(portalPid, "SIGKILL")
+    const thief = createServer((_, res) => res.end("thief"))
+    await waitUntil(
+      () =>
+        new Promise<boolean>((resolve) => {
+          thief.once("error", () => resolve(false))
+          thief.listen(moved.portal, "127.0.0.1", () => resolve(true))
+        }),
+      { what: "the portal's port free after its kill", every: 10 },
+    )
+    try {
+      await up.waitFor(
+        new RegExp(
+          `│ portal exited \\((SIGKILL|code 1)\\); port ${moved.portal} is now taken by another program \\(PORTAL_PORT sets it\\); restarting in \\d+ ms$`,
+        ),
+        30_000,
+      )
+    } finally {
+      await new Promise((r) => thief.close(r))
+    }
+    await waitUntil(
+      () =>
+        fetch(`http://127.0.0.1:${moved.portal}/readyz`).then(
+          (r) => r.ok,
+          () => false,
+        ),
+      {
+        what: "portal back on its port",
+        timeoutMs: 60_000,
+      },
+    )
   } finally {
     assert.is(await up.stop("SIGTERM"), 0, up.lines.slice(-5).join("\n"))
   }

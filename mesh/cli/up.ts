@@ -89,7 +89,13 @@ export async function up(args: string[], io: Io): Promise<number> {
   say(started.replace("%s", nc.info?.version ?? "(version not announced)"))
   // each of these takes its older path, or is refused by name where it is asked for (mesh/features.ts)
   for (const m of missingFeatures(nc)) say(`without ${m}`)
-  const actions = await provision(nc, topology({ ...topologyEnv(), partitions })).finally(() => nc.close())
+  // a run that cannot go on stops what it started: a detached server left behind would hold the ports and store
+  const actions = await provision(nc, topology({ ...topologyEnv(), partitions }))
+    .catch(async (err) => {
+      await stopServer()
+      throw err
+    })
+    .finally(() => nc.close())
   say(`topology provisioned: ${actions.length} resources, ${actions.filter((a) => a.action !== "unchanged").length} changed`)
 
   const instances: WorkerInstance[] = names.flatMap((name) =>
@@ -120,7 +126,8 @@ export async function up(args: string[], io: Io): Promise<number> {
   const session = [
     ...(external ? [] : [`NATS_URL=${url}`, "NATS_USER=admin", `NATS_PASSWORD=${passwords.admin}`]),
     `PORTAL_SECRET=${creds.portalSecret}`,
-    ...names.map((w) => `${w.toUpperCase()}_URL=${urlOf(w)}`),
+    // a port of 0 (any free one) is the worker's to pick: no URL to write down
+    ...names.filter((w) => portOf(w) > 0).map((w) => `${w.toUpperCase()}_URL=${urlOf(w)}`),
   ]
   mkdirSync(dataDir, { recursive: true })
   writeFileSync(sessionFile, `${session.join("\n")}\n`, { mode: 0o600 })
