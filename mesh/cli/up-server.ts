@@ -4,11 +4,11 @@
 // reconnect to it on their own (mesh/connect.ts reconnects forever).
 import { mkdirSync } from "node:fs"
 import { join } from "node:path"
-import { type Cluster, startCluster } from "./cluster.ts"
+import { startCluster } from "./cluster.ts"
 import { type Natsd, startNatsd } from "./natsd.ts"
 import { passwordEnv } from "./up-credentials.ts"
 import type { PortPlan } from "./up-ports.ts"
-import { prefix } from "./up-print.ts"
+import { OWN_COLOR, prefix } from "./up-print.ts"
 import { ROOT, restartBackoff } from "./up-workers.ts"
 
 /** The longest wait between two attempts to start a dead server again. */
@@ -37,13 +37,12 @@ export type ServerOptions = {
 
 export async function startServer(o: ServerOptions): Promise<MeshServer> {
   const env = passwordEnv(o.passwords)
-  const log = (name: string) => (line: string) => (process.env.NATS_LOG ? o.out(`${prefix(name, 6)}${line}`) : undefined)
+  const log = (name: string) => (line: string) => (process.env.NATS_LOG ? o.out(`${prefix(name, OWN_COLOR)}${line}`) : undefined)
   let nodes: { natsd: Natsd; label: string; storeDir: string }[]
-  let cluster: Cluster | undefined
   let started: string
   if (o.cluster) {
     const dir = join(o.dataDir, "cluster")
-    cluster = await startCluster({ dir, detached: true, env, ports: o.plan.cluster, onLog: (n, l) => log(n)(l) })
+    const cluster = await startCluster({ dir, detached: true, env, ports: o.plan.cluster, onLog: (n, l) => log(n)(l) })
     nodes = cluster.nodes.map((natsd, i) => ({ natsd, label: `nats-server n${i + 1}`, storeDir: join(dir, `n${i + 1}`) }))
     started = `3-node JetStream cluster of nats-server v%s (${o.bin}) on ${cluster.urls.join(",")} (meta leader ${cluster.leader}, stores in ${dir}, pids ${cluster.nodes.map((n) => n.process.pid).join(",")})`
   } else {
