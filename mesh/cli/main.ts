@@ -40,7 +40,7 @@ const provisionCommand: Command = {
 export const commands: Record<string, Command> = {
   up: {
     summary: "run the whole mesh locally: nats-server (unless NATS_URL), provision, every worker supervised",
-    usage: "logiflow up [--no-fleet] [--cluster]",
+    usage: "logiflow up [--no-fleet] [--cluster] [--scale worker=N ...] [--data-dir DIR]",
     run: async (args, io) => (await import("./up.ts")).up(args, io),
   },
   provision: provisionCommand,
