@@ -19,7 +19,7 @@ export const MAP_CSS = `
 #map .grid{stroke:#d5dde8;stroke-width:1}#map .route{fill:none;stroke-width:3;stroke-linejoin:round;stroke-linecap:round;opacity:.75}
 #map .togo{fill:none;stroke:#5b6675;stroke-width:1.5;stroke-dasharray:4 4}#map .stop{fill:#fff;stroke-width:2}
 #map .stop.next{stroke-width:4}#map .truck{cursor:pointer;outline:none}#map .truck circle{stroke:#fff;stroke-width:2.5}
-#map .truck.age-none circle{fill:#fff;stroke-width:3}#map .truck text{font:600 13px system-ui,sans-serif;fill:var(--ink);paint-order:stroke;stroke:#fff;stroke-width:3px}
+#map .truck.age-none circle{fill:#fff;stroke:#6b7280;stroke-width:3}#map .truck text{font:600 13px system-ui,sans-serif;fill:var(--ink);paint-order:stroke;stroke:#fff;stroke-width:3px}
 #map .truck:focus circle,#map .truck:hover circle{stroke:#111;stroke-width:4}
 .legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin:10px 0 0;padding:0;list-style:none;font-size:13px;color:var(--mute)}
 .legend li{display:flex;align-items:center;gap:6px}.dot{display:inline-block;width:12px;height:12px;border-radius:50%}
@@ -35,7 +35,14 @@ export const MAP_CLIENT = `
 var SVG_NS = "http://www.w3.org/2000/svg";
 var AGE_COLOURS = ${JSON.stringify(Object.fromEntries(AGES.map((a) => [a.age, a.colour])))};
 var ROUTE_COLOURS = ${JSON.stringify(ROUTES)};
+// the drawing is sized to the map's width in CSS pixels, so markers and labels keep their size on a phone
 var MAP_W = 1000, MAP_H = 560, MAP_PAD = 40;
+function fitTo(map) {
+  MAP_W = Math.max(280, Math.round(map.clientWidth || 1000));
+  MAP_H = MAP_W < 600 ? Math.round(MAP_W * 1.1) : Math.round(Math.min(560, MAP_W * 0.56));
+  MAP_PAD = MAP_W < 600 ? 28 : 40;
+  map.setAttribute("viewBox", "0 0 " + MAP_W + " " + MAP_H);
+}
 function svg(tag, attrs, parent) {
   var e = document.createElementNS(SVG_NS, tag);
   Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, String(attrs[k])); });
@@ -84,6 +91,7 @@ function drawMap(trucks, now) {
   var map = document.getElementById("map");
   var detail = document.getElementById("map-detail");
   var focused = document.activeElement && document.activeElement.getAttribute && document.activeElement.getAttribute("data-truck");
+  fitTo(map);
   var at = projection(trucks);
   map.replaceChildren();
   for (var g = 1; g < 5; g++) {
@@ -113,7 +121,9 @@ function drawMap(trucks, now) {
     var m = svg("g", { class: "truck age-" + t.positionAge, "data-truck": t.truckId, transform: "translate(" + xy[0] + " " + xy[1] + ")", tabindex: 0, role: "img", "aria-label": text }, markers);
     titled(m, text);
     svg("circle", { r: 10, fill: AGE_COLOURS[t.positionAge] || AGE_COLOURS.none, stroke: t.positionAge === "none" ? AGE_COLOURS.none : "#fff" }, m);
-    svg("text", { x: 14, y: 5 }, m).textContent = t.truckId;
+    // a label near the right edge goes on the marker's left, so it is not cut off
+    var left = xy[0] > MAP_W - 130;
+    svg("text", { x: left ? -14 : 14, y: 5, "text-anchor": left ? "end" : "start" }, m).textContent = t.truckId;
     function show() { detail.textContent = text; }
     m.addEventListener("focus", show);
     m.addEventListener("mouseenter", show);
