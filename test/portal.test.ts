@@ -415,6 +415,40 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
     assert.is(truck.nextStopId, "s1-2", "at the first stop: next is the second")
     assert.is(truck.updatedAt, now)
     assert.ok((await get("/", p.port)).text.includes("tracked"))
+    // the map's position, read from POSITIONS as the portal user
+    const mapped = await waitUntil(
+      async () => {
+        const r = await getJson<{ trucks: { truckId: string; position: unknown; positionAge: string }[] }>("/api/trucks", p.port)
+        return r.body.trucks[0]?.position ? r.body.trucks[0] : null
+      },
+      { what: "truck-1's position" },
+    )
+    assert.equal(mapped.position, { lat: 52.52, lon: 13.405, at: now })
+    assert.is(mapped.positionAge, "fresh")
+    // invoices a page at a time as the portal user: the first page (cached) and the one its cursor names
+    for (const n of [1, 2])
+      await publishEvent(jetstream(admin), "InvoiceGenerated", invoice(n, "acme", n * 100, ago(10 - n)), {
+        id: `inv-auth-${n}`,
+        source: "logiflow/test",
+      })
+    type Page = { invoices: InvoiceGenerated[]; next: string | null }
+    const first = await waitUntil(
+      async () => {
+        const r = await getJson<Page>("/api/invoices?limit=1", p.port)
+        return r.status === 200 && r.body.next ? r.body : null
+      },
+      { what: "acme's first page of one" },
+    )
+    const second = (await getJson<Page>(`/api/invoices?limit=1&cursor=${encodeURIComponent(first.next!)}`, p.port)).body
+    assert.equal(
+      [...first.invoices, ...second.invoices].map((i) => i.invoiceId),
+      ["inv-2", "inv-1"],
+    )
+    assert.is(second.next, null)
+    assert.equal(
+      (await getJson<Page>("/api/invoices?limit=200", p.port)).body.invoices.map((i) => i.invoiceId),
+      ["inv-2", "inv-1"],
+    )
   } finally {
     await Promise.all(started.map((r) => r.stop()))
     await admin.close()

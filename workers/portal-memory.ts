@@ -6,7 +6,7 @@ import { jetstreamManager } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
 import { parseTime } from "../contracts/mod.ts"
 import { envInt, type Follower, followRebuild, type Logger, type Runtime } from "../mesh/mod.ts"
-import type { TruckDoc } from "./portal-model.ts"
+import { config as portal, type TruckDoc } from "./portal-model.ts"
 import { INVOICES_BUCKET, type InvoiceStore, invoiceStore } from "./portal-invoices.ts"
 import { type Positions, positions } from "./portal-positions.ts"
 
@@ -15,8 +15,9 @@ export { INVOICES_BUCKET }
 
 const config = {
   cache: {
-    customers: envInt("PORTAL_CACHE_CUSTOMERS", 1000),
-    perCustomer: envInt("PORTAL_PAGE_DEFAULT", 50),
+    // at most customers × perCustomer invoices (~1 KiB each in memory): 25 MiB with the defaults
+    customers: envInt("PORTAL_CACHE_CUSTOMERS", 500),
+    perCustomer: Math.min(portal.pageDefault, portal.pageMax),
     maxAgeMs: envInt("PORTAL_CACHE_SECONDS", 600) * 1000,
   },
   positions: { cacheMs: envInt("PORTAL_POSITION_CACHE_MS", 1000), trucks: envInt("PORTAL_POSITION_TRUCKS", 50_000), parallel: 32 },

@@ -168,7 +168,7 @@ export async function listInvoices(m: ReadModel, customerId: string, limit = con
 
 /** `?limit=`: a whole number from 1; more than the maximum is the maximum (the answer says which was used). */
 export function limitOf(raw: string | undefined): number {
-  if (raw === undefined) return config.pageDefault
+  if (raw === undefined) return Math.min(config.pageDefault, config.pageMax)
   const n = Number(raw)
   if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < 1)
     throw new StatusError(400, `limit must be a whole number from 1 to ${config.pageMax}, got "${raw}"`)
