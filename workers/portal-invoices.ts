@@ -29,11 +29,14 @@ export async function storeInvoice(kv: KV, inv: InvoiceGenerated): Promise<void>
 export type Found = { seq: number; invoice: InvoiceGenerated }
 export type Page = { items: Found[] /** the sequence below which the next page starts, if there is one */; next: number | null }
 
+const toBase64url = (s: string) => btoa(s).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "")
+const fromBase64url = (s: string) => atob(s.replaceAll("-", "+").replaceAll("_", "/"))
+
 /** `{ before: 1234 }` ↔ an opaque string: a cursor says where the next page starts, nothing about whose it is. */
-export const encodeCursor = (before: number) => Buffer.from(JSON.stringify({ v: 1, before })).toString("base64url")
+export const encodeCursor = (before: number) => toBase64url(JSON.stringify({ v: 1, before }))
 export function decodeCursor(cursor: string): number | undefined {
   try {
-    const c = JSON.parse(Buffer.from(cursor, "base64url").toString()) as { v?: unknown; before?: unknown }
+    const c = JSON.parse(fromBase64url(cursor)) as { v?: unknown; before?: unknown }
     return c.v === 1 && Number.isSafeInteger(c.before) && (c.before as number) > 0 ? (c.before as number) : undefined
   } catch {
     return undefined
@@ -87,18 +90,23 @@ async function read(sub: Subscription, count: number, below: number) {
   const out: Found[] = []
   if (count <= 0) return out
   let seen = 0
-  const timer = new Promise<"late">((r) => setTimeout(() => r("late"), 5000).unref?.())
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), 5000)))
   const it = sub[Symbol.asyncIterator]()
-  while (seen < count) {
-    const next = await Promise.race([it.next(), timer])
-    if (next === "late") throw new Error("the invoice store did not deliver a page in time")
-    if (next.done) break
-    const m: Msg = next.value
-    const seq = seqOf(m.reply)
-    if (!(seq < below)) break
-    seen++
-    // a key deleted by hand leaves a marker (no body); it is counted, not shown
-    if (m.data.length > 0 && !m.headers?.get("KV-Operation")) out.push({ seq, invoice: JSON.parse(new TextDecoder().decode(m.data)) })
+  try {
+    while (seen < count) {
+      const next = await Promise.race([it.next(), late])
+      if (next === "late") throw new Error("the invoice store did not deliver a page in time")
+      if (next.done) break
+      const m: Msg = next.value
+      const seq = seqOf(m.reply)
+      if (!(seq < below)) break
+      seen++
+      // a key deleted by hand leaves a marker (no body); it is counted, not shown
+      if (m.data.length > 0 && !m.headers?.get("KV-Operation")) out.push({ seq, invoice: JSON.parse(new TextDecoder().decode(m.data)) })
+    }
+  } finally {
+    clearTimeout(timer)
   }
   return out
 }
