@@ -12,7 +12,7 @@ import { type EventData, type EventName, topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { route } from "./fixtures/events.ts"
+import { invoice, route } from "./fixtures/events.ts"
 import { natsFixture, ROOT, type TestServer, testAuth, waitUntil } from "./harness.ts"
 
 // read when the worker module loads: the page refreshes every second, so a new position shows soon
@@ -54,6 +54,11 @@ test.before(async () => {
   await publish("PositionReported", { truckId: "acme-fresh", lat: 52.501, lon: 13.351, at: ago(5) })
   await publish("PositionReported", { truckId: "acme-stale", lat: 52.451, lon: 13.451, at: ago(900) })
   await publish("PositionReported", { truckId: "globex-1", lat: 52.5, lon: 13.4, at: ago(5) })
+  // more than the first page of 50, and some of globex's among them
+  for (let n = 0; n < 65; n++)
+    await publish("InvoiceGenerated", invoice({ invoiceId: `m-inv-${n}`, routeId: `m-r-${n}`, issuedAt: ago(600 - n) }))
+  for (let n = 0; n < 5; n++)
+    await publish("InvoiceGenerated", invoice({ invoiceId: `g-inv-${n}`, routeId: `g-r-${n}`, customerId: "globex", issuedAt: ago(300) }))
   const { chromium } = await import("playwright-core")
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu"] })
   await mkdir(ARTIFACTS, { recursive: true })
@@ -136,6 +141,28 @@ test("keyboard - Tab reaches each truck marker, and focus shows its ETA", async 
       }
     }
     assert.equal(focusedTrucks.sort(), ["acme-fresh", "acme-stale", "acme-waiting"])
+    assert.equal(await violations(), [])
+    assert.equal(problems, [])
+  } finally {
+    await page.close()
+  }
+})
+
+test("invoices - 'Older invoices' by keyboard loads the next page: each of acme's 65 once, none of globex's", async () => {
+  const { page, problems, violations } = await open(1280, 900)
+  try {
+    const rows = page.locator("#invoices tr[data-invoice]")
+    await waitUntil(async () => (await rows.count()) === 50, { what: "the first page of 50" })
+    const more = page.locator("#more")
+    await more.focus()
+    await page.keyboard.press("Enter")
+    await waitUntil(async () => (await rows.count()) === 65, { what: "65 invoices after the next page" })
+    assert.ok(await more.isHidden(), "no further page")
+    // the order the portal stored them in is checked in portal-paging.test.ts; here: each once, acme's only
+    const ids = await rows.evaluateAll((rs) => rs.map((r) => r.getAttribute("data-invoice")!))
+    assert.is(new Set(ids).size, 65)
+    assert.equal(ids.sort(), Array.from({ length: 65 }, (_, i) => `m-inv-${i}`).sort())
+    await page.screenshot({ path: `${ARTIFACTS}/portal-invoices-1280.png`, fullPage: true })
     assert.equal(await violations(), [])
     assert.equal(problems, [])
   } finally {

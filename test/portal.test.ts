@@ -426,12 +426,17 @@ test("least privilege - tracking and portal as their nats.conf users: a ping's E
     assert.equal(mapped.position, { lat: 52.52, lon: 13.405, at: now })
     assert.is(mapped.positionAge, "fresh")
     // invoices a page at a time as the portal user: the first page (cached) and the one its cursor names
-    for (const n of [1, 2])
+    type Page = { invoices: InvoiceGenerated[]; next: string | null }
+    // one after the other, so the order they are stored in is known
+    for (const n of [1, 2]) {
       await publishEvent(jetstream(admin), "InvoiceGenerated", invoice(n, "acme", n * 100, ago(10 - n)), {
         id: `inv-auth-${n}`,
         source: "logiflow/test",
       })
-    type Page = { invoices: InvoiceGenerated[]; next: string | null }
+      await waitUntil(async () => (await getJson<Page>("/api/invoices?limit=200", p.port)).body.invoices.length === n, {
+        what: `invoice ${n} stored`,
+      })
+    }
     const first = await waitUntil(
       async () => {
         const r = await getJson<Page>("/api/invoices?limit=1", p.port)

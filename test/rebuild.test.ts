@@ -137,7 +137,13 @@ test("portal - a corrupted read model is rebuilt to the same answers; meanwhile 
   const invoices = await kvm.open("portal-invoices")
   await trucks.put("truck-1", JSON.stringify({ truckId: "truck-1", route: { ...route(999, { customerId: "acme" }), routeId: "bogus" } }))
   for (let i = 0; i < 30; i++) await invoices.delete(invoiceKey(customers[i % 3]!, `inv-rb-${i}`))
-  await waitUntil(async () => JSON.stringify(await answers()) !== JSON.stringify(before), { what: "the damage served" })
+  await waitUntil(
+    async () => {
+      const a = await answers()
+      return JSON.stringify(a) !== JSON.stringify(before) && a["acme /api/invoices"].invoices.length === 30 ? a : null
+    },
+    { what: "the damage served: acme's ten invoices gone too" },
+  )
 
   // watch one customer's list through the whole rebuild
   const seen: { status: number; body: any }[] = []
