@@ -6,7 +6,18 @@ import { type IRequest, type RouterType, StatusError } from "itty-router"
 import { cookie, kvKey, presented, type Runtime, runWhenMain, secret, sessionCookie, updateJson, verifyToken, worker } from "../mesh/mod.ts"
 import { INVOICES_BUCKET, storeInvoice } from "./portal-invoices.ts"
 import { modelOf, startFollowing, TRUCKS_BUCKET, unload } from "./portal-memory.ts"
-import { applyEta, applyRoute, config, limitOf, listInvoices, mapTrucks, positionAge, type TruckDoc, truckView } from "./portal-model.ts"
+import {
+  applyEta,
+  applyRoute,
+  config,
+  limitOf,
+  listInvoices,
+  listTrucks,
+  mapTrucks,
+  positionAge,
+  type TruckDoc,
+  truckView,
+} from "./portal-model.ts"
 import { csp, rebuildingPage, renderPage, signInPage } from "./portal-page.ts"
 
 export { escapeHtml, formatCents, formatTime } from "./portal-page.ts"
@@ -117,7 +128,7 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     return htmlResponse(
       renderPage({
         customerId,
-        trucks: await mapTrucks(m, customerId),
+        trucks: listTrucks(m, customerId),
         invoices,
         refreshSeconds: config.refreshSeconds,
       }),
