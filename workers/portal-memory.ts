@@ -5,10 +5,10 @@
 import { jetstreamManager } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
 import { parseTime } from "../contracts/mod.ts"
-import { envInt, type Follower, followRebuild, type Logger, type Runtime } from "../mesh/mod.ts"
-import { config as portal, type TruckDoc } from "./portal-model.ts"
-import { INVOICES_BUCKET, type InvoiceStore, invoiceStore } from "./portal-invoices.ts"
-import { type Positions, positions } from "./portal-positions.ts"
+import { envInt, followRebuild, type Logger, type Runtime } from "../mesh/mod.ts"
+import { config as portal, type ReadModel, type TruckDoc } from "./portal-model.ts"
+import { INVOICES_BUCKET, invoiceStore } from "./portal-invoices.ts"
+import { positions } from "./portal-positions.ts"
 
 export const TRUCKS_BUCKET = "portal-trucks"
 export { INVOICES_BUCKET }
@@ -28,22 +28,6 @@ const ms = (iso: string) => parseTime(iso)!
 
 /** Newest event time applied to a truck, whether shown or not: what "as of" means for the whole list. */
 const appliedAt = (doc: TruckDoc) => [doc.route?.calculatedAt, doc.tracked?.at].filter((t): t is string => !!t)
-/**
- * Trucks are served from memory, filled by a KV watch: at start the watch delivers every key's current value, then
- * each change as it is written. Not filled by this instance's handlers, because instances share one durable, so
- * each handles only part of the events; the KV is the whole model. One key per truck: the copy grows with the fleet,
- * not with history. Invoices, which do grow with history, stay in their bucket and are read a page at a time.
- */
-export type ReadModel = {
-  trucks: Map<string, TruckDoc>
-  /** undefined until loaded (and while a rebuild runs) */
-  invoices?: InvoiceStore
-  positions: Positions
-  asOf: { trucks: string | null }
-  stops: (() => void)[]
-  /** `logiflow rebuild portal` (mesh/rebuild.ts): while it runs, nothing is served as complete */
-  rebuild?: Follower
-}
 
 const models = new WeakMap<Runtime, ReadModel>()
 

@@ -2,10 +2,9 @@
 // of it (pure functions, unit-tested), and the queries the HTTP routes answer from it.
 import { StatusError } from "itty-router"
 import { type EtaUpdated, type InvoiceGenerated, parseTime, type RouteCalculated, type Stop } from "../contracts/mod.ts"
-import { envInt } from "../mesh/mod.ts"
-import { decodeCursor, encodeCursor } from "./portal-invoices.ts"
-import type { ReadModel } from "./portal-memory.ts"
-import type { Position } from "./portal-positions.ts"
+import { envInt, type Follower } from "../mesh/mod.ts"
+import { decodeCursor, encodeCursor, type InvoiceStore } from "./portal-invoices.ts"
+import type { Position, Positions } from "./portal-positions.ts"
 
 export const config = {
   staleSeconds: envInt("PORTAL_STALE_SECONDS", 300),
@@ -59,6 +58,23 @@ export function applyEta(prev: TruckDoc | undefined, e: EtaUpdated): TruckDoc {
     ...(e.nextStopId ? { nextStopId: e.nextStopId } : {}),
   }
   return { ...(prev ?? { truckId: e.truckId }), tracked }
+}
+
+/**
+ * Trucks are served from memory, filled by a KV watch: at start the watch delivers every key's current value, then
+ * each change as it is written. Not filled by this instance's handlers, because instances share one durable, so
+ * each handles only part of the events; the KV is the whole model. One key per truck: the copy grows with the fleet,
+ * not with history. Invoices, which do grow with history, stay in their bucket and are read a page at a time.
+ */
+export type ReadModel = {
+  trucks: Map<string, TruckDoc>
+  /** undefined until loaded (and while a rebuild runs) */
+  invoices?: InvoiceStore
+  positions: Positions
+  asOf: { trucks: string | null }
+  stops: (() => void)[]
+  /** `logiflow rebuild portal` (mesh/rebuild.ts): while it runs, nothing is served as complete */
+  rebuild?: Follower
 }
 
 export type TruckView = {
