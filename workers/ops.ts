@@ -40,7 +40,11 @@ import {
   type Worker,
   type WorkerOptions,
 } from "../mesh/mod.ts"
+import { story } from "../mesh/admin/trace.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
+import { lagSampler } from "./ops-lag.ts"
+import { servePage } from "./ops-pages.ts"
+import { storyPage } from "./ops-story.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -143,9 +147,12 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       }
     }
 
+  const lag = lagSampler()
   return worker({
     name: "ops",
     backoff: cfg.backoff,
+    onStart: () => lag.start(async () => (await adminOf()).jsm),
+    onStop: () => lag.stop(),
     raw: {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
@@ -232,18 +239,20 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       )
 
       // the page itself holds no data: it loads without a session and shows a sign-in form until it has one
-      router.get("/", () => {
-        const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))))
-        return new Response(dashboardPage(nonce), {
-          headers: {
-            "content-type": "text/html; charset=utf-8",
-            "cache-control": "no-store",
-            // a payload that slipped past escaping still could not run: only the page's own script has the nonce
-            "content-security-policy": `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,
-            "x-content-type-options": "nosniff",
-          },
-        })
+      router.get("/", () => servePage(dashboardPage))
+      // the story of a route or truck (mesh/admin/trace.ts): the page loads its data from /api/story/:id
+      router.get("/story/:id", () => servePage(storyPage))
+      router.get("/api/story/:id", read, async ({ params, query }) => {
+        const routes = one(query.routes)
+        let id: string
+        try {
+          id = decodeURIComponent(params.id!)
+        } catch {
+          return Response.json({ status: 400, error: "the id is not valid percent-encoding" }, { status: 400 })
+        }
+        return story(await adminOf(), id, routes ? { routes: Number(routes) } : {})
       })
+      router.get("/api/lag", read, () => lag.series())
       router.get("/login", login)
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
