@@ -7,7 +7,20 @@ import * as assert from "uvu/assert"
 import type { RouteCalculated } from "../contracts/mod.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { type Proc, spawnWorker } from "./fixtures/chaos.ts"
-import { natsFixture, type NatsFixture, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { jetstream } from "@nats-io/jetstream"
+import type { NatsConnection } from "@nats-io/transport-node"
+import {
+  type Child,
+  connectTo,
+  freePort,
+  natsFixture,
+  type NatsFixture,
+  spawnTs,
+  startServer,
+  type TestServer,
+  testAuth,
+  waitUntil,
+} from "./harness.ts"
 import { provision } from "../mesh/provision.ts"
 import { topology } from "../contracts/mod.ts"
 
@@ -215,3 +228,64 @@ test("trace - the CLI prints the same story, and --json the same data as the API
 })
 
 test.run()
+
+// As nats.conf's ops user: only direct gets, stream and consumer info and the heartbeats bucket, no consumer of its own
+const secure = suite("story, least privilege")
+let authServer: TestServer
+let admin: NatsConnection
+const children: Child[] = []
+secure.before(async () => {
+  authServer = await startServer({ auth: true })
+  admin = await connectTo(authServer, { user: "admin", pass: authServer.env.ADMIN_PASSWORD! })
+  await provision(admin, topology())
+})
+secure.after(async () => {
+  await Promise.all(children.splice(0).map((c) => c.stop("SIGKILL")))
+  await admin?.close()
+  await authServer?.close()
+})
+
+secure(
+  "least privilege - as the ops user: a route's and a truck's story, and the lag samples, without a permissions violation",
+  async () => {
+    const as = (user: string) => ({
+      NATS_URL: authServer.url,
+      NATS_USER: user,
+      NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]!,
+    })
+    const port = await freePort()
+    const opsChild = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port), OPS_LAG_SAMPLE_MS: "200" })
+    const inv = spawnTs("workers/invoice.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()) })
+    children.push(opsChild, inv)
+    await Promise.all([opsChild.waitFor(/"msg":"ready"/), inv.waitFor(/"msg":"ready"/)])
+    const ajs = jetstream(admin)
+    const [good, bad] = [route("truck-s", "acme"), route("truck-s", "nobody")]
+    for (const r of [good, bad]) await publishEvent(ajs, "RouteCalculated", r, { id: `routing:${r.routeId}`, source: "logiflow/test" })
+    const get = async (path: string) => {
+      const r = await fetch(`http://127.0.0.1:${port}${path}`, { headers: operator.headers })
+      return { status: r.status, body: (await r.json()) as any }
+    }
+    await waitUntil(async () => (await get("/api/dlq")).body.total === 1, { what: "the dead letter" })
+    const invoiced = (x: { body: { lines?: { event: string }[] } }) => x.body.lines?.some((l) => l.event === "InvoiceGenerated")
+    await waitUntil(async () => invoiced(await get(`/api/story/${good.routeId}`)), { what: "the invoice in the story" })
+    // the dead-lettered route has no invoice to name its truck: found near the time in its UUIDv7
+    const s = await get(`/api/story/${bad.routeId}`)
+    assert.is(s.status, 200, JSON.stringify(s.body))
+    assert.equal(s.body.missing[0], "no invoice: dead-lettered: no-tariff, open")
+    const t = await get("/api/story/truck-s")
+    // the second route may be stored before or after the first one's invoice: the lines are in time order either way
+    const lines: { event: string; at: string }[] = t.body.lines
+    assert.equal(lines.map((l) => l.event).sort(), ["InvoiceGenerated", "RouteCalculated", "RouteCalculated", "dead-lettered"])
+    assert.equal(
+      lines.map((l) => l.at),
+      lines.map((l) => l.at).sort(),
+    )
+    await waitUntil(async () => (await get("/api/lag")).body.consumers?.["ROUTING/invoice"]?.length >= 2, { what: "lag samples" })
+    assert.equal(
+      opsChild.lines.filter((l) => /Permissions Violation|"level":"error"/i.test(l)),
+      [],
+    )
+  },
+)
+
+secure.run()

@@ -21,7 +21,7 @@ export function storyPage(nonce: string): string {
   dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem .8rem; margin: 0; }
   dt { color: #5a6275; } dd { margin: 0; overflow-wrap: anywhere; }
   ol#lines { list-style: none; margin: 0; padding: 0; }
-  ol#lines li { display: grid; grid-template-columns: 13rem 9rem minmax(0, 1fr); gap: .2rem .8rem; padding: .35rem 0; border-bottom: 1px solid #e7e9ee; }
+  ol#lines li { display: grid; grid-template-columns: 15rem 9rem minmax(0, 1fr); gap: .2rem .8rem; padding: .35rem 0; border-bottom: 1px solid #e7e9ee; }
   ol#lines time, .where { color: #5a6275; font-variant-numeric: tabular-nums; }
   .event { font-weight: 600; }
   .event.dead-lettered { color: #c0392b; } .event.replayed { color: #2e7d32; } .event.discarded { color: #7a7f8c; }

@@ -253,6 +253,8 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
         return story(await adminOf(), id, routes ? { routes: Number(routes) } : {})
       })
       router.get("/api/lag", read, () => lag.series())
+      // browsers ask for it on every page: an empty answer, not a 404 in the console
+      router.get("/favicon.ico", () => new Response(null, { status: 204, headers: { "cache-control": "max-age=86400" } }))
       router.get("/login", login)
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
