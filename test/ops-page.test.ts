@@ -173,8 +173,11 @@ test("story page - a dead letter's route at 1280 px and 375 px: its lines, what 
   await page.goto(`${ops.url}/story/${encodeURIComponent(entry.id)}`)
   // signed out: the page says where to sign in, and shows nothing
   await page.locator("#message a", { hasText: "open the ops dashboard" }).waitFor()
+  // signed in, the dashboard's "story of" field leads there too
   await page.goto(`${ops.url}/login?token=${testAuth().operator.token}`)
-  await page.goto(`${ops.url}/story/${encodeURIComponent(entry.id)}`)
+  await page.locator('header form.find input[name="id"]').fill(entry.id)
+  await page.keyboard.press("Enter")
+  await page.waitForURL(`${ops.url}/story/${encodeURIComponent(entry.id)}`)
   await page.locator("#lines li").first().waitFor()
   // its truck was given another route after it: the story says where this route's part ends
   assert.equal(await page.locator("#lines li .event").allTextContents(), ["RouteCalculated", "dead-lettered", "RouteCalculated"])

@@ -56,6 +56,10 @@ ${dashboardCss}
 <body>
 <header>
   <h1>LogiFlow ops</h1>
+  <form class="find" method="get" action="/story" role="search">
+    <label>story of <input name="id" placeholder="route or truck id" required size="24"></label>
+    <button type="submit">show</button>
+  </form>
   <span class="grow"></span>
   <label><input type="checkbox" id="auto" checked> auto-refresh</label>
   <span id="updated" class="muted"></span>

@@ -4,6 +4,8 @@
 
 /** Sparklines, visible focus, and below 760 px: lag bars in two rows, the dead letters as labelled cards. */
 export const dashboardCss = `
+  header form.find { margin: 0; gap: .4rem; align-items: baseline; }
+  header form.find input { max-width: 60vw; }
   .spark { display: block; width: 8rem; height: 1.8rem; }
   .spark polyline { fill: none; stroke: #3b7ddd; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
   .spark polygon { fill: #3b7ddd22; stroke: none; }

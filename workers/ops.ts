@@ -40,11 +40,8 @@ import {
   type Worker,
   type WorkerOptions,
 } from "../mesh/mod.ts"
-import { story } from "../mesh/admin/trace.ts"
-import { dashboardPage } from "./ops-dashboard.ts"
 import { lagSampler } from "./ops-lag.ts"
-import { servePage } from "./ops-pages.ts"
-import { storyPage } from "./ops-story.ts"
+import { pageRoutes } from "./ops-pages.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -238,23 +235,8 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
           (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object,
       )
 
-      // the page itself holds no data: it loads without a session and shows a sign-in form until it has one
-      router.get("/", () => servePage(dashboardPage))
-      // the story of a route or truck (mesh/admin/trace.ts): the page loads its data from /api/story/:id
-      router.get("/story/:id", () => servePage(storyPage))
-      router.get("/api/story/:id", read, async ({ params, query }) => {
-        const routes = one(query.routes)
-        let id: string
-        try {
-          id = decodeURIComponent(params.id!)
-        } catch {
-          return Response.json({ status: 400, error: "the id is not valid percent-encoding" }, { status: 400 })
-        }
-        return story(await adminOf(), id, routes ? { routes: Number(routes) } : {})
-      })
-      router.get("/api/lag", read, () => lag.series())
-      // browsers ask for it on every page: an empty answer, not a 404 in the console
-      router.get("/favicon.ico", () => new Response(null, { status: 204, headers: { "cache-control": "max-age=86400" } }))
+      // the pages hold no data: they load without a session and say how to sign in until there is one
+      pageRoutes(router, { read, admin: adminOf, lag })
       router.get("/login", login)
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
