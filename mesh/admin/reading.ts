@@ -21,6 +21,12 @@ export async function lastOfKey(jsm: Jsm, name: EventName, key: string): Promise
   return found.reduce<StoredMsg | null>((best, m) => (m && (!best || m.seq > best.seq) ? m : best), null)
 }
 
+/** The oldest message of a key's event. */
+export async function firstOfKey(jsm: Jsm, name: EventName, key: string): Promise<StoredMsg | null> {
+  const found = await Promise.all(keySubjects(name, key).map((s) => firstFrom(jsm, streamOf(name), s, 1)))
+  return found.reduce<StoredMsg | null>((best, m) => (m && (!best || m.seq < best.seq) ? m : best), null)
+}
+
 /** How many messages a key's event has in its stream (the server counts by subject: one request). */
 export async function countOfKey(jsm: Jsm, name: EventName, key: string): Promise<number> {
   let n = 0
@@ -58,15 +64,17 @@ export async function seqAtTime(jsm: Jsm, stream: string, subject: string, t: nu
 export type Walked = { msgs: StoredMsg[]; capped: boolean }
 
 /**
- * Every message on `subject` with a sequence in [from, to), in order, at most `cap` of them. The range is cut in
- * shards read side by side: one get per message, so a shard's latency, not the sum, is what a reader waits for.
+ * Every message on `subject` with a sequence in [from, to), in order: the first `cap` of them at most (`capped`: there
+ * were more). The range is cut in shards read side by side: one get per message, so a shard's latency, not the sum,
+ * is what a reader waits for.
  */
 export async function walk(jsm: Jsm, stream: string, subject: string, from: number, to: number, cap = 5000, shards = 8): Promise<Walked> {
   if (to <= from) return { msgs: [], capped: false }
   const n = Math.min(shards, to - from)
   const size = Math.ceil((to - from) / n)
   let seen = 0
-  let capped = false
+  // a shard cut short leaves a hole after its last message: only what comes before the first such cut is a prefix
+  let cut = Infinity
   const parts = await Promise.all(
     Array.from({ length: n }, async (_, i) => {
       const out: StoredMsg[] = []
@@ -74,7 +82,7 @@ export async function walk(jsm: Jsm, stream: string, subject: string, from: numb
       let m = await firstFrom(jsm, stream, subject, from + i * size)
       while (m && m.seq < end) {
         if (++seen > cap) {
-          capped = true
+          cut = Math.min(cut, m.seq)
           break
         }
         out.push(m)
@@ -83,8 +91,11 @@ export async function walk(jsm: Jsm, stream: string, subject: string, from: numb
       return out
     }),
   )
-  const msgs = parts.flat().sort((x, y) => x.seq - y.seq)
-  return { msgs: capped ? msgs.slice(0, cap) : msgs, capped }
+  const msgs = parts
+    .flat()
+    .filter((m) => m.seq < cut)
+    .sort((x, y) => x.seq - y.seq)
+  return { msgs: msgs.slice(0, cap), capped: cut !== Infinity }
 }
 
 /** A key's messages of one event stored in [since, until) ms, both subjects merged in order. */
@@ -100,6 +111,24 @@ export async function keyBetween(jsm: Jsm, name: EventName, key: string, since: 
     }),
   )
   return { msgs: parts.flatMap((p) => p.msgs).sort((x, y) => x.seq - y.seq), capped: parts.some((p) => p.capped) }
+}
+
+/**
+ * A key's newest `n` messages of one event, oldest first: windows of sequences walked backwards from the end, each
+ * twice the last, so the cost follows the messages read, not the stream's length.
+ */
+export async function newestOfKey(jsm: Jsm, name: EventName, key: string, n: number): Promise<StoredMsg[]> {
+  const stream = streamOf(name)
+  const range = await rangeOf(jsm, stream)
+  const found: StoredMsg[] = []
+  let to = range.last + 1
+  for (let width = 1024; found.length < n && to > range.first; width *= 2) {
+    const from = Math.max(range.first, to - width)
+    const parts = await Promise.all(keySubjects(name, key).map((s) => walk(jsm, stream, s, from, to)))
+    found.unshift(...parts.flatMap((p) => p.msgs).sort((x, y) => x.seq - y.seq))
+    to = from
+  }
+  return found.slice(-n)
 }
 
 /** The traceparent's trace id (`00-<trace id>-<span id>-<flags>`), when the message carries one. */

@@ -98,7 +98,9 @@ export function positionLine(msgs: StoredMsg[], capped: boolean, total = msgs.le
   const where = `${last.lat.toFixed(4)}, ${last.lon.toFixed(4)}`
   return {
     ...stored(msgs[0]!, "PositionReported"),
-    text: `${count(total)}${capped ? " or more" : ""} position${total === 1 ? "" : "s"} from ${first.truckId}: first at ${first.at}, last at ${last.at} (${where})`,
+    text: capped
+      ? `${count(total)} or more positions from ${first.truckId}: first at ${first.at} (read up to the ${count(total)}th, at ${last.at})`
+      : `${count(total)} position${total === 1 ? "" : "s"} from ${first.truckId}: first at ${first.at}, last at ${last.at} (${where})`,
   }
 }
 
@@ -108,6 +110,8 @@ export function etaLine(msgs: StoredMsg[], capped: boolean, total = msgs.length)
   const next = last.nextStopId ? `next stop ${last.nextStopId}, ` : ""
   return {
     ...stored(msgs[0]!, "EtaUpdated"),
-    text: `${count(total)}${capped ? " or more" : ""} ETA update${total === 1 ? "" : "s"}, latest ETA ${last.eta} (${next}${last.remainingKm} km to go, route ${last.routeId})`,
+    text: capped
+      ? `${count(total)} or more ETA updates (read up to the ${count(total)}th, ETA ${last.eta} then)`
+      : `${count(total)} ETA update${total === 1 ? "" : "s"}, latest ETA ${last.eta} (${next}${last.remainingKm} km to go, route ${last.routeId})`,
   }
 }

@@ -9,7 +9,7 @@ import { eventOfSubject, type InvoiceGenerated, publishedSubject, type RouteCalc
 import { getJson } from "../kv.ts"
 import { type Admin, type DlqEntry, ENTRIES } from "./entries.ts"
 import { allEntries } from "./list.ts"
-import { countOfKey, firstFrom, keyBetween, keySubjects, lastOfKey, rangeOf, seqAtTime } from "./reading.ts"
+import { countOfKey, firstFrom, firstOfKey, keyBetween, keySubjects, lastOfKey, newestOfKey, rangeOf, seqAtTime } from "./reading.ts"
 import { count, gapOf } from "./trace-gaps.ts"
 import { entryLines, etaLine, type Line, type Placed, positionLine, routeHere, stored, summaryOfEntries } from "./trace-lines.ts"
 
@@ -30,7 +30,8 @@ export type Story = {
 export type StoryOptions = { /** a truck's story shows its newest routes, this many (default 20) */ routes?: number }
 
 /** How far from the time in a route's UUIDv7 its RouteCalculated is looked for when nothing else names its truck. */
-const NEAR_MS = { before: 5_000, after: 60_000 }
+// (a route is stored after its id is made; "before" allows for the clocks of routing's host and the server to differ)
+const NEAR_MS = { before: 1_000, after: 60_000 }
 const SEARCH_CAP = 5_000
 
 type Subject = { kind: "truck"; truckId: string } | { kind: "route"; routeId: string }
@@ -152,16 +153,20 @@ async function routeChapter(a: Admin, rc: StoredMsg, entries: DlqEntry[], detail
 }
 
 async function truckStory(a: Admin, truckId: string, entries: DlqEntry[], o: StoryOptions): Promise<Omit<Story, "id" | "traceIds">> {
-  const { msgs: routes } = await keyBetween(a.jsm, "RouteCalculated", truckId, 0, Infinity, SEARCH_CAP)
-  const shown = routes.slice(-(o.routes ?? 20))
+  const [shown, total] = await Promise.all([
+    newestOfKey(a.jsm, "RouteCalculated", truckId, o.routes ?? 20),
+    countOfKey(a.jsm, "RouteCalculated", truckId),
+  ])
   const lines: Line[] = []
   const missing: string[] = []
-  if (routes.length > shown.length)
+  if (total > shown.length) {
+    const first = (await firstOfKey(a.jsm, "RouteCalculated", truckId))!
     lines.push({
-      at: routes[0]!.time.toISOString(),
+      at: first.time.toISOString(),
       event: "RouteCalculated",
-      text: `${count(routes.length - shown.length)} earlier routes not shown (${count(routes.length)} in ROUTING)`,
+      text: `${count(total - shown.length)} earlier routes not shown (${count(total)} in ROUTING)`,
     })
+  }
   const chapters = await Promise.all(
     shown.map((rc, i) => routeChapter(a, rc, entries, false).then((c) => ({ ...c, last: i === shown.length - 1 }))),
   )
@@ -169,19 +174,19 @@ async function truckStory(a: Admin, truckId: string, entries: DlqEntry[], o: Sto
     lines.push(...c.lines)
     if (c.last) missing.push(...c.missing.map((m) => `route ${c.route.routeId}: ${m}`))
   }
-  const routeSeqs = new Set(routes.map((r) => r.seq))
+  const routeSeqs = new Set(shown.map((r) => r.seq))
   lines.push(...summaryOfEntries(entries.filter((e) => e.key === truckId && !(e.stream === "ROUTING" && routeSeqs.has(e.seq)))))
   const [positions, lastPosition, firstPosition, etas, lastEta] = await Promise.all([
     countOfKey(a.jsm, "PositionReported", truckId),
     lastOfKey(a.jsm, "PositionReported", truckId),
-    keyBetween(a.jsm, "PositionReported", truckId, 0, Infinity, 1),
+    firstOfKey(a.jsm, "PositionReported", truckId),
     countOfKey(a.jsm, "EtaUpdated", truckId),
     lastOfKey(a.jsm, "EtaUpdated", truckId),
   ])
-  if (lastPosition && firstPosition.msgs[0]) lines.push(positionLine([firstPosition.msgs[0], lastPosition], false, positions))
+  if (lastPosition && firstPosition) lines.push(positionLine([firstPosition, lastPosition], false, positions))
   else missing.push(`no position from ${truckId} in POSITIONS`)
   if (lastEta) lines.push(etaLine([lastEta], false, etas))
-  if (!routes.length) missing.push(`no route for ${truckId} in ROUTING`)
+  if (!shown.length) missing.push(`no route for ${truckId} in ROUTING`)
   return { kind: "truck", truckId, lines, missing }
 }
 
