@@ -23,7 +23,7 @@ export function dashboardPage(nonce: string): string {
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
   section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; min-width: 0; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  .bar { display: grid; grid-template-columns: minmax(8rem, 13rem) minmax(4rem, 1fr) 8rem minmax(0, 22rem) max-content; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar { display: grid; grid-template-columns: minmax(8rem, 13rem) minmax(4rem, 1fr) 8rem minmax(0, 22rem) 5.5rem; gap: .6rem; align-items: center; margin: .2rem 0; }
   .bar > * { min-width: 0; overflow-wrap: anywhere; }
   .bar.paused .fill { background: #e0a526; }
   .bar .paused-until { display: block; color: #a66a00; }
