@@ -293,7 +293,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
   const unknown = await logiflow(["frobnicate"])
   assert.equal(
     [unknown.code, unknown.err],
-    [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, consumer, token)']],
+    [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, trace, rebuild, consumer, token)']],
   )
 })
 

@@ -4,6 +4,8 @@
 // Every value from the API goes into the page as text (textContent / Text nodes), never as markup:
 // payloads and error messages are whatever a producer sent.
 
+import { dashboardCss, dashboardScript } from "./ops-layout.ts"
+
 export function dashboardPage(nonce: string): string {
   return `<!doctype html>
 <html lang="en">
@@ -11,29 +13,32 @@ export function dashboardPage(nonce: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>LogiFlow ops</title>
-<style>
+<style nonce="${nonce}">
   :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2330; background: #f5f6f8; }
   body { margin: 0; }
-  header { display: flex; gap: 1rem; align-items: baseline; padding: .7rem 1.2rem; background: #1d2330; color: #fff; }
+  header { display: flex; flex-wrap: wrap; gap: .4rem 1rem; align-items: baseline; padding: .7rem 1.2rem; background: #1d2330; color: #fff; }
   header h1 { font-size: 1.1rem; margin: 0; }
   header .grow { flex: 1; }
   header a { color: #cfd8ea; }
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
-  section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
+  section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; min-width: 0; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  .bar { display: grid; grid-template-columns: 14rem 1fr 25rem 6rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar { display: grid; grid-template-columns: minmax(8rem, 13rem) minmax(4rem, 1fr) 8rem minmax(0, 22rem) 5.5rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar > * { min-width: 0; overflow-wrap: anywhere; }
   .bar.paused .fill { background: #e0a526; }
   .bar .paused-until { display: block; color: #a66a00; }
   .bar .track { background: #e7e9ee; border-radius: 3px; height: .8rem; overflow: hidden; }
   .bar .fill { background: #3b7ddd; height: 100%; min-width: 1px; }
   .bar .fill.hot { background: #d9534f; }
-  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; white-space: nowrap; }
+  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; }
   form { display: flex; gap: .8rem; margin-bottom: .6rem; flex-wrap: wrap; }
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #e7e9ee; vertical-align: top; }
   tbody tr { cursor: pointer; }
   tbody tr:hover { background: #f0f4fb; }
+  td { overflow-wrap: break-word; }
   td.error { max-width: 32rem; overflow-wrap: anywhere; }
+${dashboardCss}
   .state { font-weight: 600; }
   .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded, .state-resolved { color: #7a7f8c; }
   button.act { margin-right: .3rem; }
@@ -51,6 +56,10 @@ export function dashboardPage(nonce: string): string {
 <body>
 <header>
   <h1>LogiFlow ops</h1>
+  <form class="find" method="get" action="/story" role="search">
+    <label>story of <input name="id" placeholder="route or truck id" required size="24"></label>
+    <button type="submit">show</button>
+  </form>
   <span class="grow"></span>
   <label><input type="checkbox" id="auto" checked> auto-refresh</label>
   <span id="updated" class="muted"></span>
@@ -184,9 +193,10 @@ function renderBars(st) {
       const breaker = c.paused
         ? el("button", { class: "act resume", type: "button", onclick: () => mutate(path + "/resume") }, "resume")
         : el("button", { class: "act pause", type: "button", onclick: () => mutate(path + "/pause", { for: $("#pause-for").value }) }, "pause");
-      return el("div", { class: c.paused ? "bar paused" : "bar", "data-consumer": c.stream + "/" + c.name },
+      return el("div", { class: c.paused ? "bar paused" : "bar", "data-consumer": c.stream + "/" + c.name, "data-lag": lag },
         el("span", {}, c.stream + "/" + c.name),
         el("div", { class: "track" }, fill),
+        spark(c.stream + "/" + c.name, lag),
         el("span", { class: "nums" }, c.pending + " pending · " + c.ackPending + " in flight · " + c.redelivered + " redelivered · " + ago(c.lastActive),
           c.paused ? el("span", { class: "paused-until" }, "paused until " + (c.pauseUntil || "resumed")) : null),
         breaker);
@@ -237,6 +247,7 @@ async function showDetail(id) {
   $("#d-headers tbody").replaceChildren(...Object.entries(d.headers).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
   $("#d-timeline").replaceChildren(...e.history.map((h) => el("li", {}, h.at + " " + h.action + " by " + h.by)));
 }
+${dashboardScript}
 async function refresh() {
   try {
     const f = new FormData($("#filter"));
@@ -246,6 +257,7 @@ async function refresh() {
     signedIn(me.operator);
     renderWorkers(st);
     renderBars(st);
+    refreshLag();
     renderEntries(page);
     if (openId) await showDetail(openId);
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();

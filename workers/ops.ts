@@ -40,7 +40,8 @@ import {
   type Worker,
   type WorkerOptions,
 } from "../mesh/mod.ts"
-import { dashboardPage } from "./ops-dashboard.ts"
+import { lagSampler } from "./ops-lag.ts"
+import { pageRoutes } from "./ops-pages.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -143,9 +144,12 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       }
     }
 
+  const lag = lagSampler()
   return worker({
     name: "ops",
     backoff: cfg.backoff,
+    onStart: () => lag.start(async () => (await adminOf()).jsm),
+    onStop: () => lag.stop(),
     raw: {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
@@ -231,19 +235,8 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
           (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object,
       )
 
-      // the page itself holds no data: it loads without a session and shows a sign-in form until it has one
-      router.get("/", () => {
-        const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))))
-        return new Response(dashboardPage(nonce), {
-          headers: {
-            "content-type": "text/html; charset=utf-8",
-            "cache-control": "no-store",
-            // a payload that slipped past escaping still could not run: only the page's own script has the nonce
-            "content-security-policy": `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,
-            "x-content-type-options": "nosniff",
-          },
-        })
-      })
+      // the pages hold no data: they load without a session and say how to sign in until there is one
+      pageRoutes(router, { read, admin: adminOf, lag })
       router.get("/login", login)
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))

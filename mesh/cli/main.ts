@@ -10,6 +10,7 @@ import { consumerCommand } from "./consumer.ts"
 import { commands as opsCommands } from "./ops.ts"
 import { rebuild } from "./rebuild.ts"
 import { token } from "./token.ts"
+import { trace } from "./trace.ts"
 
 const provisionCommand: Command = {
   summary: "create or update every stream, consumer and KV bucket of contracts/topology.ts (idempotent)",
@@ -45,6 +46,7 @@ export const commands: Record<string, Command> = {
   },
   provision: provisionCommand,
   ...opsCommands,
+  trace,
   rebuild,
   consumer: consumerCommand,
   token,
