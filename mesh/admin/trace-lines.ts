@@ -57,7 +57,7 @@ export function entryLines(entries: DlqEntry[]): Placed[] {
       text: `${e.replayOf ? "its replay failed again at" : "dead-lettered by"} ${e.consumer}: ${e.reason}${e.error ? ` (${oneLine(e.error)})` : ""}; entry ${e.id}, ${e.state}`,
       entry: e.id,
       by: e.consumer,
-      ...(cause && cause.at > e.failedAt ? { after: cause.at } : {}),
+      ...(cause && cause.at >= e.failedAt ? { after: cause.at } : {}),
     }
     const acts = e.history.slice(1).map(
       (h): Line => ({
