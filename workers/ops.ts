@@ -2,25 +2,26 @@
 // hang on the final delivery, seen through the server's MAX_DELIVERIES advisory), indexes every DLQ entry in the
 // `dlq-entries` bucket, and serves the DLQ API and the dashboard (8084, OPS_PORT) to named operators.
 import type { IRequest } from "itty-router"
+import { HEARTBEATS } from "../contracts/mod.ts"
 import {
   type Admin,
-  allEntries,
   checkDeadLetter,
-  discardEntry,
   ENTRIES,
   fileFromAdvisory,
   indexDeadLetter,
-  listEntries,
+  JOBS,
+  latestValues,
+  type LiveIndex,
+  liveIndex,
+  openGroups,
   parseAdvisory,
   parsePauseAdvisory,
   pauseConsumer,
   pauseEnd,
-  replayEntry,
-  replayMatching,
   resumeConsumer,
-  showEntry,
+  type Runner,
+  runJobs,
   status,
-  toFilter,
 } from "../mesh/admin/mod.ts"
 import {
   cookie,
@@ -41,6 +42,8 @@ import {
   type WorkerOptions,
 } from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
+import { dlqRoutes } from "./ops-dlq.ts"
+import { handlers } from "./handlers.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -113,8 +116,6 @@ const signInFailed = () =>
     },
   )
 
-const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)
-
 export function opsWorker(cfg: OpsConfig = {}): Worker {
   let rt: Runtime | undefined
   let admin: Promise<Admin> | undefined
@@ -143,9 +144,34 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       }
     }
 
+  // the live index of the entries (mesh/admin/live.ts) and the bulk replay runner (mesh/admin/jobs.ts)
+  let index: Promise<LiveIndex> | undefined
+  const indexOf = () =>
+    (index ??= (async () => {
+      const live = await liveIndex(await rt!.kv(ENTRIES), rt!.log)
+      await live.ready
+      return live
+    })().catch((err) => {
+      index = undefined
+      throw err
+    }))
+  let runner: Runner | undefined
+  const alive = async (instance: string) =>
+    (await latestValues<{ worker: string; instance: string }>(rt!.js, HEARTBEATS)).some(
+      (w) => w.worker === "ops" && w.instance === instance,
+    )
+
   return worker({
     name: "ops",
     backoff: cfg.backoff,
+    onStart: async (runtime) => {
+      await indexOf()
+      runner = runJobs(await adminOf(), await runtime.kv(JOBS), runtime.instance, alive, runtime.log)
+    },
+    onStop: async () => {
+      await runner?.stop()
+      ;(await index?.catch(() => undefined))?.stop()
+    },
     raw: {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
@@ -210,17 +236,13 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
         refused: () => refused.inc(),
         failed: (stream) => failures.inc({ stream }),
       }
-      runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by consumer and reason (read from dlq-entries at scrape)", {
-        labelNames: ["consumer", "reason"],
-        collect: async () => {
-          const open = new Map<string, [Record<string, string>, number]>()
-          for (const e of await allEntries(await adminOf())) {
-            if (e.state !== "open") continue
-            const row = open.get(`${e.consumer}\u0000${e.reason}`) ?? [{ consumer: e.consumer, reason: e.reason }, 0]
-            open.set(`${e.consumer}\u0000${e.reason}`, [row[0], row[1] + 1])
-          }
-          return [...open.values()]
-        },
+      runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by stream, consumer and reason (kept as entries change)", {
+        labelNames: ["stream", "consumer", "reason"],
+        collect: async () =>
+          (await indexOf())
+            .counts()
+            .filter((c) => c.state === "open")
+            .map((c): [Record<string, string>, number] => [{ stream: c.stream, consumer: c.consumer, reason: c.reason }, c.entries]),
       })
       // generated from contracts/ by `npm run asyncapi`; a JSON import works unchanged on Node and Deno
       let contract: Promise<unknown> | undefined
@@ -247,21 +269,11 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       router.get("/login", login)
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
-      router.get("/api/status", read, async () => status(await adminOf()))
-      router.get("/api/dlq", read, async ({ query }) => {
-        const { limit, cursor, ...filter } = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, one(v)]))
-        return listEntries(await adminOf(), toFilter(filter), { limit: limit ? Number(limit) : 50, cursor })
+      router.get("/api/status", read, async () => {
+        const index = await indexOf()
+        return status(await adminOf(), async () => openGroups(index.counts()))
       })
-      router.get("/api/dlq/:id", read, async ({ params }) => showEntry(await adminOf(), params.id!))
-      // the history records who did it: the operator's name
-      router.post("/api/dlq/replay", act, async (req: Signed) => {
-        const body = await readJson(req, 16 * 1024)
-        if (!body || typeof body !== "object" || Array.isArray(body))
-          return Response.json({ status: 400, error: "body must be a JSON object of filters" }, { status: 400 })
-        return replayMatching(await adminOf(), toFilter(body as Record<string, unknown>), req.operator)
-      })
-      router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await adminOf(), req.params.id!, req.operator))
-      router.post("/api/dlq/:id/discard", act, async (req: Signed) => discardEntry(await adminOf(), req.params.id!, req.operator))
+      dlqRoutes(router, runtime, { read, act, admin: adminOf, index: indexOf, handlers })
       // the circuit breaker (mesh/admin/pause.ts): events wait in the stream instead of burning deliveries
       router.post("/api/consumers/:stream/:consumer/pause", act, async (req: Signed) => {
         const body = (await readJson(req, 4096)) ?? {}
