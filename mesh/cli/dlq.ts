@@ -88,6 +88,7 @@ const entryRow = (e: DlqEntry) => [
   e.reason,
   e.routeId ?? e.eventId ?? "-",
   e.key ?? "-",
+  String(e.deliveries),
   e.failedAt,
   oneLine(e.error, 80),
 ]
@@ -147,10 +148,10 @@ const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
     await withAdmin(io, async (a) => {
       const page = await cli(listEntries(a, filter, { limit: Math.min(n, 1000), cursor }))
       if (page.total === 0) return io.out("no entries")
-      table(io, ["ID", "STATE", "CONSUMER", "REASON", "EVENT", "KEY", "FAILED AT", "ERROR"], page.entries.map(entryRow))
+      table(io, ["ID", "STATE", "CONSUMER", "REASON", "EVENT", "KEY", "DELIVERIES", "FAILED AT", "ERROR"], page.entries.map(entryRow))
       io.out(
-        page.nextCursor
-          ? `showing ${page.entries.length} of ${page.total} entries; next page: --cursor ${page.nextCursor}`
+        page.entries.length < page.total
+          ? `showing ${page.entries.length} of ${page.total} entries${page.nextCursor ? `; next page: --cursor ${page.nextCursor}` : " (last page)"}`
           : `${page.total} ${page.total === 1 ? "entry" : "entries"}`,
       )
     })
