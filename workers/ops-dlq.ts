@@ -23,6 +23,7 @@ import {
   toFilter,
 } from "../mesh/admin/mod.ts"
 import { type Handlers, readJson, type Runtime } from "../mesh/mod.ts"
+import { dlqEditorScript } from "./ops-dlq-page.ts"
 
 type Signed = IRequest & { operator: string }
 type Gate = (request: IRequest) => Promise<Response | undefined>
@@ -32,7 +33,8 @@ export type DeskDeps = {
   act: Gate
   admin(): Promise<Admin>
   index(): Promise<LiveIndex>
-  handlers: Record<string, Handlers>
+  /** the consuming workers' handlers, for dry runs */
+  handlers(): Promise<Record<string, Handlers>>
 }
 
 const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)
@@ -47,6 +49,14 @@ export function dlqRoutes(router: RouterType<IRequest>, rt: Runtime, d: DeskDeps
   const { read, act } = d
   const jobs = () => rt.kv(JOBS)
 
+  // the dashboard's dead-letter editor: code only, no data (the page loads it with its nonce)
+  router.get(
+    "/ops-dlq.js",
+    () =>
+      new Response(dlqEditorScript, {
+        headers: { "content-type": "text/javascript; charset=utf-8", "cache-control": "no-store", "x-content-type-options": "nosniff" },
+      }),
+  )
   router.get("/api/dlq", read, async ({ query }) => {
     const { limit, cursor, ...filter } = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, one(v)]))
     return (await d.index()).page(toFilter(filter), { limit: limit ? Number(limit) : 50, cursor })
@@ -93,7 +103,7 @@ export function dlqRoutes(router: RouterType<IRequest>, rt: Runtime, d: DeskDeps
   router.post("/api/dlq/:id/dry-run", read, async (req) => {
     const body = await objectBody(req, MAX_EDIT_BYTES + 1024)
     if (body instanceof Response) return body
-    return dryRun(await d.admin(), req.params.id!, d.handlers, body.payload)
+    return dryRun(await d.admin(), req.params.id!, await d.handlers(), body.payload)
   })
   router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await d.admin(), req.params.id!, req.operator))
   router.post("/api/dlq/:id/discard", act, async (req: Signed) => discardEntry(await d.admin(), req.params.id!, req.operator))

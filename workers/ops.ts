@@ -43,7 +43,6 @@ import {
 } from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
 import { dlqRoutes } from "./ops-dlq.ts"
-import { handlers } from "./handlers.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -273,6 +272,8 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
         const index = await indexOf()
         return status(await adminOf(), async () => openGroups(index.counts()))
       })
+      // the workers' modules are loaded on the first dry run, not at every start of ops
+      const handlers = () => import("./handlers.ts").then((m) => m.handlers)
       dlqRoutes(router, runtime, { read, act, admin: adminOf, index: indexOf, handlers })
       // the circuit breaker (mesh/admin/pause.ts): events wait in the stream instead of burning deliveries
       router.post("/api/consumers/:stream/:consumer/pause", act, async (req: Signed) => {
