@@ -253,13 +253,17 @@ async function showDetail(id) {
   $("#d-headers tbody").replaceChildren(...Object.entries(d.headers).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
   $("#d-timeline").replaceChildren(...e.history.map((h) => el("li", {}, h.at + " " + h.action + " by " + h.by)));
 }
+// a refresh that answers after a newer one started (the filter changed meanwhile) is dropped, not drawn over it
+let generation = 0;
 async function refresh() {
+  const mine = ++generation;
   try {
     const f = new FormData($("#filter"));
     const q = new URLSearchParams([...f].filter(([, v]) => v !== ""));
     q.set("limit", "100");
     if (cursor) q.set("cursor", cursor);
     const [me, st, page] = await Promise.all([getJson("/api/session"), getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    if (mine !== generation) return;
     signedIn(me.operator);
     renderWorkers(st);
     renderBars(st);

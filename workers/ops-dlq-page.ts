@@ -51,7 +51,8 @@ function render(field, value, path, label) {
       const out = {};
       for (const { f, part } of parts) {
         const v = part.value();
-        if (v === undefined && f.optional) continue;
+        // an empty optional field is left out; an empty required string is sent as "" (the schema says what is wrong)
+        if ((v === undefined || v === "") && f.optional) continue;
         out[f.name] = v;
       }
       return out;
@@ -94,10 +95,10 @@ function render(field, value, path, label) {
   input.addEventListener("input", changed);
   const hint = [field.format === "date-time" ? "RFC 3339 time, e.g. 2026-11-25T08:00:00Z" : "", field.integer ? "whole number" : "",
     field.min !== undefined ? "≥ " + field.min : "", field.max !== undefined ? "≤ " + field.max : "",
-    field.minLength ? "at least " + field.minLength + " characters" : "", field.maxLength ? "at most " + field.maxLength : ""].filter(Boolean).join(", ");
+    field.minLength ? "at least " + field.minLength + (field.minLength === 1 ? " character" : " characters") : "", field.maxLength ? "at most " + field.maxLength : ""].filter(Boolean).join(", ");
   return { node: row(label, input, path, hint, id), value() {
-    if (input.value === "") return undefined;
     if (!number) return input.value;
+    if (input.value === "") return undefined;
     const n = Number(input.value);
     return Number.isNaN(n) ? input.value : n;
   } };
