@@ -349,4 +349,57 @@ test("bulk replay - ops killed mid-job: the next ops resumes it, and every entry
   )
 })
 
+type Run = { code: number | null; out: string[]; err: string[] }
+/** `logiflow <args>` as its own process, stdout and stderr apart */
+function logiflow(args: string[]): Promise<Run> {
+  const child = spawnTs("mesh/cli/main.ts", { NATS_URL: f.server.url, LOGIFLOW_OPERATOR: "carol" }, args)
+  const run: Run = { code: null, out: [], err: [] }
+  const collect = (into: string[]) => (b: Buffer) => into.push(...b.toString().split("\n").filter(Boolean))
+  child.proc.stdout!.on("data", collect(run.out))
+  child.proc.stderr!.on("data", collect(run.err))
+  return new Promise((resolve) => child.proc.once("close", (code) => resolve({ ...run, code })))
+}
+
+test("cli - dlq ls by event id and key, edit refused with the issues, dry-run prints the invoice, edit and replay", async () => {
+  const ops = await startOps()
+  await startInvoice()
+  const ack = await sendFailing(50)
+  await sendFailing(51)
+  await untilTotal(ops.url, 2)
+  const id = `ROUTING.invoice.${ack.seq}`
+  const ls = await logiflow(["dlq", "ls", "--event-id", "rc-50", "--key", "truck-0", "--state", "open"])
+  assert.is(ls.code, 0, ls.err.join("\n"))
+  assert.equal(
+    ls.out.map((l) => l.split(/\s{2,}/).slice(0, 6)),
+    [["ID", "STATE", "CONSUMER", "REASON", "EVENT", "KEY"], [id, "open", "invoice", "no-tariff", "route-50", "truck-0"], ["1 entry"]],
+  )
+  const broken = JSON.stringify({ ...route(50), distanceKm: -1 })
+  const refused = await logiflow(["dlq", "edit", id, broken])
+  assert.equal([refused.code, refused.out], [1, []])
+  assert.equal(refused.err, [
+    "logiflow dlq: the payload is not a valid RouteCalculated",
+    "  distanceKm: Invalid value: Expected >=0 but received -1",
+  ])
+  const fixed = route(50, { customerId: "globex" })
+  const dry = await logiflow(["dlq", "dry-run", id, JSON.stringify(fixed)])
+  assert.is(dry.code, 0, dry.err.join("\n"))
+  assert.equal(dry.out.slice(0, 2), [
+    `dry run of ${id}: invoice handles RouteCalculated (given payload) → emits`,
+    "  emits InvoiceGenerated on invoice.events.InvoiceGenerated.route-50 (msg id invoice:route-50, once)",
+  ])
+  const data = JSON.parse(dry.out[2]!)
+  assert.equal(data, priceRoute(fixed, demoTariffs.globex!, { invoiceId: data.invoiceId, issuedAt: data.issuedAt }))
+  const edit = await logiflow(["dlq", "edit", id, JSON.stringify(fixed)])
+  assert.equal(edit.out, [`edited ${id} (edit 1); check it with logiflow dlq dry-run ${id}, then logiflow dlq replay ${id}`])
+  const replay = await logiflow(["dlq", "replay", id])
+  assert.equal(replay.out, [`replayed ${id} to replay.invoice.ROUTING (replay 1)`])
+  const billed = await waitUntil(() => f.jsm.streams.getMessage("INVOICE", { last_by_subj: "invoice.events.InvoiceGenerated.route-50" }), {
+    what: "the invoice",
+  })
+  assert.is(billed.json<{ customerId: string }>().customerId, "globex")
+  const shown = await logiflow(["dlq", "show", id])
+  assert.match(shown.out.at(-1)!, /^ {2}\S+ replayed by carol \(edit 1 by carol\)$/)
+  assert.match(shown.out.at(-2)!, /^ {2}\S+ edited by carol \(edit 1\)$/)
+})
+
 test.run()

@@ -8,6 +8,7 @@ import type { Handler, HandlerContext, Handlers } from "../delivery.ts"
 import { PermanentError } from "../errors.ts"
 import type { Logger } from "../log.ts"
 import type { Outgoing } from "../publish.ts"
+import { withTimeout } from "../time.ts"
 import { checkEdit, currentPayload, eventOfEntry, type Issue, issuesWith } from "./edit.ts"
 import { type Admin, load } from "./entries.ts"
 import { lastOf } from "./filing.ts"
@@ -46,6 +47,9 @@ export type DryRun = {
   error?: string
   log: { level: string; msg: string; fields?: Record<string, unknown> }[]
 }
+
+/** how long a dry run waits for the handler */
+export const DRY_RUN_MS = 10_000
 
 /** A handler asked for state the dry run does not hand out. */
 class NotEvaluable extends Error {}
@@ -108,7 +112,12 @@ export async function dryRun(a: Admin, id: string, handlers: Record<string, Hand
   }
   let out: Outgoing[] | void
   try {
-    out = await handler(structuredClone(payload) as never, ctx)
+    // a handler that hangs (a slow dependency) must not hold the operator's request: it would be retried for real
+    out = await withTimeout(
+      Promise.resolve(handler(structuredClone(payload) as never, ctx)),
+      DRY_RUN_MS,
+      () => new Error(`the handler did not return within ${DRY_RUN_MS} ms`),
+    )
   } catch (err) {
     if (run.notEvaluated.length) return { ...run, outcome: "not-evaluated" }
     if (err instanceof PermanentError) return { ...run, outcome: "dead-letter", reason: err.reason, error: err.message }
