@@ -174,8 +174,11 @@ export function runJobs(a: Admin, kv: KV, me: string, alive: (owner: string) => 
       }))
       if (step.outcome !== "skipped") {
         sent++
-        const wait = began + sent * gap - Date.now()
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait))
+        // in short steps: a cancel during a long wait (a low rate) takes effect at once, not after it
+        for (let wait = began + sent * gap - Date.now(); wait > 0 && !stopped; wait = began + sent * gap - Date.now()) {
+          await new Promise((r) => setTimeout(r, Math.min(wait, 500)))
+          if (wait > 500 && (await getJob(kv, job.id)).job.cancel) break
+        }
       }
     }
     if (stopped) return

@@ -5,7 +5,7 @@
 // hundred bytes), never payloads or histories; a page reads its entries from the bucket by key.
 import { type KV, KvWatchInclude } from "@nats-io/kv"
 import { StatusError } from "itty-router"
-import { getJson } from "../kv.ts"
+import { getJson, kvKey } from "../kv.ts"
 import type { Logger } from "../log.ts"
 import type { DlqEntry, EntryState } from "./entries.ts"
 import { type Filter, matches, type Page, type Paging, pageOf, type Summary, summaryOf } from "./list.ts"
@@ -51,7 +51,11 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
     c.entries += by
     counts.set(k, c)
   }
-  const remove = (id: string) => {
+  // the bucket's keys are entry ids made safe (kvKey): a delete names the key
+  const idOfKey = new Map<string, string>()
+  const remove = (key: string) => {
+    const id = idOfKey.get(key) ?? key
+    idOfKey.delete(key)
     const old = byId.get(id)
     if (!old) return
     byId.delete(id)
@@ -69,6 +73,7 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
       sorted[sorted[i]?.id === s.id ? i : sorted.indexOf(old)] = s
     } else sorted.splice(bySeqDesc(sorted, s.dlqSeq), 0, s)
     byId.set(s.id, s)
+    idOfKey.set(kvKey(s.id), s.id)
     tally(s, +1)
   }
 
