@@ -11,8 +11,13 @@ import {
   getJob,
   issuesWith,
   eventOfEntry,
+  ENTRIES,
   JOBS,
+  latestValues,
   type LiveIndex,
+  liveIndex,
+  type Runner,
+  runJobs,
   listJobs,
   load,
   MAX_EDIT_BYTES,
@@ -22,6 +27,7 @@ import {
   startJob,
   toFilter,
 } from "../mesh/admin/mod.ts"
+import { HEARTBEATS } from "../contracts/mod.ts"
 import { type Handlers, readJson, type Runtime } from "../mesh/mod.ts"
 import { dlqEditorScript } from "./ops-dlq-page.ts"
 
@@ -107,4 +113,51 @@ export function dlqRoutes(router: RouterType<IRequest>, rt: Runtime, d: DeskDeps
   })
   router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await d.admin(), req.params.id!, req.operator))
   router.post("/api/dlq/:id/discard", act, async (req: Signed) => discardEntry(await d.admin(), req.params.id!, req.operator))
+}
+
+/**
+ * The desk's state in ops: the live index of the entries (one read of the bucket at start, then a watch), the runner
+ * of bulk replay jobs, the open-entries gauge, and the routes above.
+ */
+export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
+  let live: Promise<LiveIndex> | undefined
+  const index = () =>
+    (live ??= (async () => {
+      const l = await liveIndex(await rt().kv(ENTRIES), rt().log)
+      await l.ready
+      return l
+    })().catch((err) => {
+      live = undefined
+      throw err
+    }))
+  let runner: Runner | undefined
+  // a job's runner is alive while its ops instance beats
+  const alive = async (instance: string) =>
+    (await latestValues<{ worker: string; instance: string }>(rt().js, HEARTBEATS)).some(
+      (w) => w.worker === "ops" && w.instance === instance,
+    )
+  // the workers' modules are loaded on the first dry run, not at every start of ops
+  const handlers = () => import("./handlers.ts").then((m) => m.handlers)
+  return {
+    index,
+    start: async (runtime: Runtime) => {
+      await index()
+      runner = runJobs(await admin(), await runtime.kv(JOBS), runtime.instance, alive, runtime.log)
+    },
+    stop: async () => {
+      await runner?.stop()
+      ;(await live?.catch(() => undefined))?.stop()
+    },
+    metrics(runtime: Runtime) {
+      runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by stream, consumer and reason (kept as entries change)", {
+        labelNames: ["stream", "consumer", "reason"],
+        collect: async () =>
+          (await index())
+            .counts()
+            .filter((c) => c.state === "open")
+            .map((c): [Record<string, string>, number] => [{ stream: c.stream, consumer: c.consumer, reason: c.reason }, c.entries]),
+      })
+    },
+    routes: (router: RouterType<IRequest>, read: Gate, act: Gate) => dlqRoutes(router, rt(), { read, act, admin, index, handlers }),
+  }
 }

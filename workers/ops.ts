@@ -2,25 +2,18 @@
 // hang on the final delivery, seen through the server's MAX_DELIVERIES advisory), indexes every DLQ entry in the
 // `dlq-entries` bucket, and serves the DLQ API and the dashboard (8084, OPS_PORT) to named operators.
 import type { IRequest } from "itty-router"
-import { HEARTBEATS } from "../contracts/mod.ts"
 import {
   type Admin,
   checkDeadLetter,
   ENTRIES,
   fileFromAdvisory,
   indexDeadLetter,
-  JOBS,
-  latestValues,
-  type LiveIndex,
-  liveIndex,
   openGroups,
   parseAdvisory,
   parsePauseAdvisory,
   pauseConsumer,
   pauseEnd,
   resumeConsumer,
-  type Runner,
-  runJobs,
   status,
 } from "../mesh/admin/mod.ts"
 import {
@@ -42,7 +35,7 @@ import {
   type WorkerOptions,
 } from "../mesh/mod.ts"
 import { dashboardPage } from "./ops-dashboard.ts"
-import { dlqRoutes } from "./ops-dlq.ts"
+import { dlqDesk } from "./ops-dlq.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -143,34 +136,14 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       }
     }
 
-  // the live index of the entries (mesh/admin/live.ts) and the bulk replay runner (mesh/admin/jobs.ts)
-  let index: Promise<LiveIndex> | undefined
-  const indexOf = () =>
-    (index ??= (async () => {
-      const live = await liveIndex(await rt!.kv(ENTRIES), rt!.log)
-      await live.ready
-      return live
-    })().catch((err) => {
-      index = undefined
-      throw err
-    }))
-  let runner: Runner | undefined
-  const alive = async (instance: string) =>
-    (await latestValues<{ worker: string; instance: string }>(rt!.js, HEARTBEATS)).some(
-      (w) => w.worker === "ops" && w.instance === instance,
-    )
+  // the live index of the entries and the bulk replay runner (workers/ops-dlq.ts)
+  const desk = dlqDesk(() => rt!, adminOf)
 
   return worker({
     name: "ops",
     backoff: cfg.backoff,
-    onStart: async (runtime) => {
-      await indexOf()
-      runner = runJobs(await adminOf(), await runtime.kv(JOBS), runtime.instance, alive, runtime.log)
-    },
-    onStop: async () => {
-      await runner?.stop()
-      ;(await index?.catch(() => undefined))?.stop()
-    },
+    onStart: desk.start,
+    onStop: desk.stop,
     raw: {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
@@ -235,14 +208,7 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
         refused: () => refused.inc(),
         failed: (stream) => failures.inc({ stream }),
       }
-      runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by stream, consumer and reason (kept as entries change)", {
-        labelNames: ["stream", "consumer", "reason"],
-        collect: async () =>
-          (await indexOf())
-            .counts()
-            .filter((c) => c.state === "open")
-            .map((c): [Record<string, string>, number] => [{ stream: c.stream, consumer: c.consumer, reason: c.reason }, c.entries]),
-      })
+      desk.metrics(runtime)
       // generated from contracts/ by `npm run asyncapi`; a JSON import works unchanged on Node and Deno
       let contract: Promise<unknown> | undefined
       router.get(
@@ -269,12 +235,10 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
       router.get("/api/status", read, async () => {
-        const index = await indexOf()
+        const index = await desk.index()
         return status(await adminOf(), async () => openGroups(index.counts()))
       })
-      // the workers' modules are loaded on the first dry run, not at every start of ops
-      const handlers = () => import("./handlers.ts").then((m) => m.handlers)
-      dlqRoutes(router, runtime, { read, act, admin: adminOf, index: indexOf, handlers })
+      desk.routes(router, read, act)
       // the circuit breaker (mesh/admin/pause.ts): events wait in the stream instead of burning deliveries
       router.post("/api/consumers/:stream/:consumer/pause", act, async (req: Signed) => {
         const body = (await readJson(req, 4096)) ?? {}
