@@ -92,7 +92,9 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
       }
       if (e.delta === 0) initialized()
     }
-  })()
+  })().catch((err) =>
+    log?.error("dlq-entries watch ended: lists and counts no longer follow the bucket", { error: (err as Error).message }),
+  )
 
   const get = (id: string) => getJson<DlqEntry>(kv, id)
   return {
