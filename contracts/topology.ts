@@ -51,7 +51,13 @@ export const workers: Record<WorkerName, WorkerSpec> = {
     buckets: { "tracking-trucks": { ttlSeconds: 0 } },
   },
   invoice: { port: 8083, consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: {} },
-  ops: { port: 8084, consumes: [], publishes: [], buckets: { "dlq-entries": { ttlSeconds: 0 } } },
+  // dlq-jobs: bulk replays (mesh/admin/jobs.ts), kept a week after they were last written
+  ops: {
+    port: 8084,
+    consumes: [],
+    publishes: [],
+    buckets: { "dlq-entries": { ttlSeconds: 0 }, "dlq-jobs": { ttlSeconds: 7 * 24 * 3600 } },
+  },
   fleet: { port: 8085, consumes: [], publishes: [], buckets: {} },
 }
 

@@ -38,6 +38,7 @@ export function dashboardPage(nonce: string): string {
   tbody tr:hover { background: #f0f4fb; }
   td { overflow-wrap: break-word; }
   td.error { max-width: 32rem; overflow-wrap: anywhere; }
+  .scroll { overflow-x: auto; }
 ${dashboardCss}
   .state { font-weight: 600; }
   .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded, .state-resolved { color: #7a7f8c; }
@@ -91,15 +92,21 @@ ${dashboardCss}
   <section class="desk">
     <h2>Dead letters <span id="open-count" class="muted"></span></h2>
     <form id="filter">
+      <label>event or route id <input name="eventId" size="18" autocomplete="off"></label>
+      <label>key (truck) <input name="key" size="12" autocomplete="off"></label>
       <label>consumer <select name="consumer"><option value="">all</option></select></label>
       <label>reason <input name="reason" list="reasons" size="16"><datalist id="reasons"></datalist></label>
       <label>state <select name="state"><option value="">all</option><option>open</option><option>replayed</option><option>discarded</option><option>resolved</option></select></label>
+      <label>since <input name="since" size="10" placeholder="1h or ISO time" autocomplete="off"></label>
+      <label>until <input name="until" size="10" placeholder="ISO time" autocomplete="off"></label>
     </form>
+    <div class="scroll">
     <table id="entries">
-      <thead><tr><th>failed at</th><th>id</th><th>consumer</th><th>reason</th><th>error</th><th>deliveries</th><th>state</th><th></th></tr></thead>
+      <thead><tr><th>failed at</th><th>id</th><th>event</th><th>key</th><th>consumer</th><th>reason</th><th>error</th><th>deliveries</th><th>state</th><th></th></tr></thead>
       <tbody></tbody>
     </table>
-    <p id="more" class="muted"></p>
+    </div>
+    <p><span id="more" class="muted"></span> <button id="newest" type="button" hidden>newest</button> <button id="older" type="button" hidden>older</button></p>
   </section>
   <section id="detail" hidden>
     <h2>Entry <code id="d-id"></code> <button id="d-close" type="button">close</button></h2>
@@ -213,8 +220,11 @@ function renderBars(st) {
 function actions(e) {
   const replay = el("button", { class: "act replay", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/replay")) }, "replay");
   const discard = el("button", { class: "act discard", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/discard")) }, "discard");
+  // the editor (GET /ops-dlq.js) opens on any button with data-edit
+  const edit = el("button", { class: "act edit", type: "button", "data-edit": e.id }, "edit");
   replay.disabled = discard.disabled = e.state === "discarded" || e.state === "resolved";
-  return [replay, discard];
+  edit.disabled = e.state !== "open";
+  return [edit, replay, discard];
 }
 function renderEntries(page) {
   $("#entries tbody").replaceChildren(
@@ -222,6 +232,9 @@ function renderEntries(page) {
       el("tr", { "data-id": e.id, onclick: () => showDetail(e.id).catch((err) => (err instanceof SignedOut ? signedOut("your session has ended: sign in again") : say(err.message, true))) },
         el("td", {}, e.failedAt),
         el("td", {}, e.id),
+        el("td", { class: "event" }, e.routeId || e.eventId || "",
+          e.routeId || e.key ? el("a", { class: "story", href: "/story/" + encodeURIComponent(e.routeId || e.eventId || e.key), onclick: (ev) => ev.stopPropagation() }, " story") : null),
+        el("td", { class: "key" }, e.key || ""),
         el("td", {}, e.consumer),
         el("td", {}, e.reason),
         el("td", { class: "error" }, e.error),
@@ -231,6 +244,9 @@ function renderEntries(page) {
     ),
   );
   $("#more").textContent = page.entries.length < page.total ? "showing " + page.entries.length + " of " + page.total : page.total ? "" : "no entries";
+  nextCursor = page.nextCursor || "";
+  $("#older").hidden = !nextCursor;
+  $("#newest").hidden = !cursor;
 }
 async function showDetail(id) {
   openId = id;
@@ -248,12 +264,17 @@ async function showDetail(id) {
   $("#d-timeline").replaceChildren(...e.history.map((h) => el("li", {}, h.at + " " + h.action + " by " + h.by)));
 }
 ${dashboardScript}
+// a refresh that answers after a newer one started (the filter changed meanwhile) is dropped, not drawn over it
+let generation = 0;
 async function refresh() {
+  const mine = ++generation;
   try {
     const f = new FormData($("#filter"));
     const q = new URLSearchParams([...f].filter(([, v]) => v !== ""));
-    q.set("limit", "200");
+    q.set("limit", "100");
+    if (cursor) q.set("cursor", cursor);
     const [me, st, page] = await Promise.all([getJson("/api/session"), getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    if (mine !== generation) return;
     signedIn(me.operator);
     renderWorkers(st);
     renderBars(st);
@@ -266,7 +287,13 @@ async function refresh() {
     else say("refresh failed: " + err.message, true);
   }
 }
-$("#filter").addEventListener("input", refresh);
+// paging: a cursor is the DLQ sequence the page before ended at (stable while new entries arrive)
+let cursor = "";
+let nextCursor = "";
+$("#filter").addEventListener("input", () => ((cursor = ""), refresh()));
+$("#older").addEventListener("click", () => ((cursor = nextCursor), refresh()));
+$("#newest").addEventListener("click", () => ((cursor = ""), refresh()));
+document.addEventListener("dlq:changed", () => refresh());
 $("#filter").addEventListener("submit", (e) => e.preventDefault());
 $("#d-close").addEventListener("click", () => { openId = null; $("#detail").hidden = true; });
 (function loop() {
@@ -276,6 +303,7 @@ $("#d-close").addEventListener("click", () => { openId = null; $("#detail").hidd
   if ($("#auto").checked && !document.hidden) refresh().finally(next); else next();
 })();
 </script>
+<script nonce="${nonce}" src="/ops-dlq.js"></script>
 </body>
 </html>
 `
