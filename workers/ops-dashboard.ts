@@ -4,6 +4,7 @@
 // Every value from the API goes into the page as text (textContent / Text nodes), never as markup:
 // payloads and error messages are whatever a producer sent.
 
+import { dlqEditorCss } from "./ops-dlq-page.ts"
 import { dashboardCss, dashboardScript } from "./ops-layout.ts"
 
 export function dashboardPage(nonce: string): string {
@@ -40,6 +41,7 @@ export function dashboardPage(nonce: string): string {
   td.error { max-width: 32rem; overflow-wrap: anywhere; }
   .scroll { overflow-x: auto; }
 ${dashboardCss}
+${dlqEditorCss}
   .state { font-weight: 600; }
   .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded, .state-resolved { color: #7a7f8c; }
   button.act { margin-right: .3rem; }

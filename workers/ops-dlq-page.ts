@@ -5,6 +5,18 @@
 // saves the correction (…/edit), runs the dry run (…/dry-run) and only then offers the replay. Every value from the
 // API goes into the page as text, never as markup. Keyboard: native controls throughout, Escape closes.
 
+/** The editor's look, in the dashboard's own <style> (the policy applies no style the page did not carry). */
+export const dlqEditorCss = `
+  #dlq-editor fieldset { border: 1px solid #d5d9e2; margin: .3rem 0; padding: .3rem .6rem; }
+  #dlq-editor .row { display: flex; gap: .6rem; align-items: baseline; margin: .2rem 0; flex-wrap: wrap; }
+  #dlq-editor .row > label { min-width: 9rem; color: #5a6275; }
+  #dlq-editor input[aria-invalid=true] { outline: 2px solid #c0392b; }
+  #dlq-editor .issue { color: #c0392b; }
+  #dlq-editor .ok { color: #2e7d32; }
+  #dlq-editor .hint { color: #7a7f8c; font-size: .85em; }
+  #dlq-editor .buttons { display: flex; gap: .6rem; margin: .6rem 0; flex-wrap: wrap; }
+`
+
 export const dlqEditorScript = String.raw`"use strict";
 (() => {
 const $ = (s) => document.querySelector(s);
@@ -26,17 +38,6 @@ async function call(path, body) {
 }
 const enc = encodeURIComponent;
 
-const style = el("style", {}, [
-  "#dlq-editor fieldset { border: 1px solid #d5d9e2; margin: .3rem 0; padding: .3rem .6rem; }",
-  "#dlq-editor .row { display: flex; gap: .6rem; align-items: baseline; margin: .2rem 0; flex-wrap: wrap; }",
-  "#dlq-editor .row > label { min-width: 9rem; color: #5a6275; }",
-  "#dlq-editor input[aria-invalid=true] { outline: 2px solid #c0392b; }",
-  "#dlq-editor .issue { color: #c0392b; }",
-  "#dlq-editor .ok { color: #2e7d32; }",
-  "#dlq-editor .hint { color: #7a7f8c; font-size: .85em; }",
-  "#dlq-editor .buttons { display: flex; gap: .6rem; margin: .6rem 0; flex-wrap: wrap; }",
-].join("\n"));
-document.head.append(style);
 
 // --- the form, drawn from the schema's form ---------------------------------------------------------------------
 // render(field, value, path) → { node, value() }: each part reads itself back
