@@ -121,7 +121,7 @@ export function dlqRoutes(router: RouterType<IRequest>, rt: Runtime, d: DeskDeps
  */
 export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
   let live: Promise<LiveIndex> | undefined
-  const index = () =>
+  const build = () =>
     (live ??= (async () => {
       const l = await liveIndex(await rt().kv(ENTRIES), rt().log)
       await l.ready
@@ -130,6 +130,14 @@ export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
       live = undefined
       throw err
     }))
+  // an index whose watch ended (the bucket deleted and made again, say) is replaced, not trusted
+  const index = async (): Promise<LiveIndex> => {
+    const l = await build()
+    if (await l.current()) return l
+    l.stop()
+    if (live && (await live.catch(() => undefined)) === l) live = undefined
+    return build()
+  }
   let runner: Runner | undefined
   // a job's runner is alive while its ops instance beats
   const alive = async (instance: string) =>

@@ -26,8 +26,15 @@ export type LiveIndex = {
   counts(): Count[]
   /** entries indexed (all states) */
   size(): number
+  /**
+   * false once the watch has ended or the bucket was deleted and made again since the index was built (checked at
+   * most every `CHECK_MS`): the index no longer follows the bucket and must be built afresh
+   */
+  current(): Promise<boolean>
   stop(): void
 }
+
+const CHECK_MS = 2000
 
 const bySeqDesc = (list: Summary[], dlqSeq: number): number => {
   let lo = 0
@@ -81,7 +88,11 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
   const ready = new Promise<void>((r) => (initialized = r))
   const watch = await kv.watch({ include: KvWatchInclude.LastValue })
   // an empty bucket sends nothing to say so; otherwise the last of the values at start has delta 0
-  if ((await kv.status()).values === 0) initialized()
+  const status = await kv.status()
+  const created = status.streamInfo.created
+  if (status.values === 0) initialized()
+  let ended = false
+  let checked = { at: Date.now(), ok: true }
   void (async () => {
     for await (const e of watch) {
       try {
@@ -92,9 +103,11 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
       }
       if (e.delta === 0) initialized()
     }
-  })().catch((err) =>
-    log?.error("dlq-entries watch ended: lists and counts no longer follow the bucket", { error: (err as Error).message }),
-  )
+    ended = true
+  })().catch((err) => {
+    ended = true
+    log?.error("dlq-entries watch ended: the index is built again at the next request", { error: (err as Error).message })
+  })
 
   const get = (id: string) => getJson<DlqEntry>(kv, id)
   return {
@@ -113,6 +126,17 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
     },
     counts: () => [...counts.values()],
     size: () => byId.size,
+    async current() {
+      if (ended || !checked.ok) return false
+      if (Date.now() - checked.at < CHECK_MS) return true
+      const now = await kv.status().then(
+        (st) => st.streamInfo.created === created,
+        () => false,
+      )
+      checked = { at: Date.now(), ok: now }
+      if (!now) log?.warn("dlq-entries was deleted and made again: the index is built again")
+      return now
+    },
     stop: () => watch.stop(),
   }
 }
