@@ -10,6 +10,7 @@ import { isMain } from "../mesh/main.ts"
 import { provision } from "../mesh/provision.ts"
 import { args, benchServer, type Child, int, type Opts, preload, print, progress, rssMiB, type Section, sleep, spawnTs } from "./lib.ts"
 import { freePort } from "../mesh/cli/natsd.ts"
+import { drainVsRaw } from "./drain-raw.ts"
 
 type Drain = {
   events: number
@@ -139,6 +140,7 @@ export async function drain(o: Opts): Promise<Section> {
       `${f(d.rss.tail[0])}–${f(d.rss.tail[1])}`,
     ]
     const growth = full.rss.tail[1] / full.rss.tail[0]
+    const vsRaw = await drainVsRaw(o)
     const flat = growth <= 1.2
     return {
       name: "drain",
@@ -160,13 +162,15 @@ export async function drain(o: Opts): Promise<Section> {
           ],
           rows: [row(`${int(short)}: the baseline`, steady), row(`${int(n)}`, full)],
         },
+        vsRaw.table,
       ],
       notes: [
-        `Every event is priced once: invoice does a KV get + create (exactly-once) and publishes InvoiceGenerated with an awaited ack before acking. INVOICE holds ${int(invoices)} invoices for ${int(total)} routes${invoices === total ? " (exact)" : " — MISMATCH"}.`,
+        `Every event is priced once: invoice publishes InvoiceGenerated once-guarded (Nats-Expected-Last-Subject-Sequence 0 on the route's own subject: one JetStream write per event) with an awaited ack before acking. INVOICE holds ${int(invoices)} invoices for ${int(total)} routes${invoices === total ? " (exact)" : " — MISMATCH"}.`,
         `Memory ${flat ? "stayed flat" : "DID NOT stay flat"} while the backlog went from ${int((3 * n) / 4)} to 0: RSS after the first quarter (JIT and heap warm-up) ranged ${full.rss.tail[0].toFixed(0)}–${full.rss.tail[1].toFixed(0)} MiB (${growth.toFixed(2)}×; ${full.rss.samples} samples every 250 ms); the ${int(short)}-event drain peaked at ${steady.rss.max.toFixed(0)} MiB.`,
         "Both runs start a fresh process on a backlog that is already there; the first quarter includes the tsx compile and JIT warm-up, so the steady rate is the one over quarters 2–4.",
+        ...vsRaw.notes,
       ],
-      data: { steady, full, invoices },
+      data: { steady, full, invoices, vsRaw: vsRaw.data },
     }
   } finally {
     await server.close()

@@ -81,15 +81,22 @@ export async function benchServer(): Promise<BenchServer> {
   })
 }
 
-/** Publishes RouteCalculated `from`…`from+n-1` with at most `window` publishes awaiting their ack. */
-export async function preload(js: JetStreamClient, n: number, { from = 0, window = 1000, label = "preload" } = {}): Promise<void> {
+/**
+ * Publishes RouteCalculated `from`…`from+n-1` with at most `window` publishes awaiting their ack; the routes belong
+ * to `trucks` trucks (the fixture's 10 unless set: at most 10 keys, so at most 10 handlers of a mesh worker at once).
+ */
+export async function preload(
+  js: JetStreamClient,
+  n: number,
+  { from = 0, window = 1000, label = "preload", trucks = 0 } = {},
+): Promise<void> {
   const p = progress(label)
   let next = from
   const end = from + n
   const one = async (): Promise<void> => {
     while (next < end) {
       const i = next++
-      const r = route(i)
+      const r = trucks ? route(i, { truckId: `truck-${i % trucks}` }) : route(i)
       await publishEvent(js, "RouteCalculated", r, { id: `bench:${r.routeId}`, source: "logiflow/bench" })
       if ((i - from) % 5000 === 0) p.update(`${i - from}/${n}`)
     }

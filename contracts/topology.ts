@@ -16,17 +16,24 @@ export type WorkerSpec = {
   publishes: EventName[]
   /** KV buckets this worker reads and writes, each with how long a key lives unless written again (0: until deleted) */
   buckets: Record<string, { ttlSeconds: number }>
-  /** streams whose messages it reads back by sequence (routing: its own routes, so that each is stored once) */
+  /**
+   * streams whose messages it reads back by sequence or subject (routing: its own routes, so that each is stored once;
+   * portal: each truck's last position)
+   */
   reads?: string[]
 }
 
 /** Every worker, declared once: the runtime, the supervisor, the images and the permissions test read it from here. */
 export const workers: Record<WorkerName, WorkerSpec> = {
+  // portal-trucks: one key per truck, bounded by the fleet, so kept until deleted; portal-invoices: one key per
+  // invoice under its customer, growing with history, so each is shown for 90 days (workers/README.md); the map's
+  // last positions are read from POSITIONS itself
   portal: {
     port: 8080,
     consumes: ["RouteCalculated", "EtaUpdated", "InvoiceGenerated"],
     publishes: [],
-    buckets: { "portal-trucks": { ttlSeconds: 0 }, "portal-invoices": { ttlSeconds: 0 } },
+    buckets: { "portal-trucks": { ttlSeconds: 0 }, "portal-invoices": { ttlSeconds: 90 * 24 * 3600 } },
+    reads: ["POSITIONS"],
   },
   // a retry with the same Idempotency-Key gets the same answer while the key's record lives: the retry horizon, a day
   // unless TopologyOptions.retryHorizonSeconds (ROUTING_RETRY_HORIZON_SECONDS) says otherwise
@@ -44,7 +51,13 @@ export const workers: Record<WorkerName, WorkerSpec> = {
     buckets: { "tracking-trucks": { ttlSeconds: 0 } },
   },
   invoice: { port: 8083, consumes: ["RouteCalculated"], publishes: ["InvoiceGenerated"], buckets: {} },
-  ops: { port: 8084, consumes: [], publishes: [], buckets: { "dlq-entries": { ttlSeconds: 0 } } },
+  // dlq-jobs: bulk replays (mesh/admin/jobs.ts), kept a week after they were last written
+  ops: {
+    port: 8084,
+    consumes: [],
+    publishes: [],
+    buckets: { "dlq-entries": { ttlSeconds: 0 }, "dlq-jobs": { ttlSeconds: 7 * 24 * 3600 } },
+  },
   fleet: { port: 8085, consumes: [], publishes: [], buckets: {} },
 }
 

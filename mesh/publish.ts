@@ -3,6 +3,7 @@ import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
 import { InvalidArgumentError } from "@nats-io/transport-node"
 import { ceTypeOf, encode, type EventData, type EventName, keyOf, MAX_EVENT_BYTES, streamOf, subjectsOf } from "../contracts/mod.ts"
+import { publishAcked } from "./acked.ts"
 import { ApiCode, apiCode, TooLarge } from "./errors.ts"
 import { OutgoingHeaders } from "./headers.ts"
 import { type Context, type PublishObserver, publishing } from "./tracing.ts"
@@ -123,11 +124,11 @@ async function send(
       lastSubjectSequence: meta.expectLastSubjectSequence,
       ...(meta.expectLastSubjectSequenceSubject ? { lastSubjectSequenceSubject: meta.expectLastSubjectSequenceSubject } : {}),
     }
-    return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect })
+    return publishAcked(js, subject, body, meta.id, new OutgoingHeaders(headers), expect)
   }
-  if (!meta.once) return js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers) })
+  if (!meta.once) return publishAcked(js, subject, body, meta.id, new OutgoingHeaders(headers))
   try {
-    return await js.publish(subject, body, { msgID: meta.id, headers: toHeaders(headers), expect: { lastSubjectSequence: 0 } })
+    return await publishAcked(js, subject, body, meta.id, new OutgoingHeaders(headers), { lastSubjectSequence: 0 })
   } catch (err) {
     if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
     return { stream: streamOf(name), seq: 0, duplicate: true, domain: "" } as PubAck

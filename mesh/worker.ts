@@ -18,12 +18,13 @@ import { heartbeat, heartbeatsBucket, instanceId } from "./heartbeat.ts"
 import { serve, type Server } from "./http.ts"
 import { type Logger, logger } from "./log.ts"
 import { type Registry, registry } from "./metrics.ts"
+import { workerMetrics } from "./worker-metrics.ts"
 import { leases, PARTITIONS_BUCKET } from "./partitions.ts"
 import { provision } from "./provision.ts"
 import { childTraceparent, newId, publishTraced } from "./publish.ts"
 import { rateLimit } from "./rate.ts"
 import { withTimeout } from "./time.ts"
-import { contextOf, exportSpans, type PublishObserver } from "./tracing.ts"
+import { contextOf, exportSpans } from "./tracing.ts"
 
 export type Runtime = {
   readonly name: string
@@ -110,50 +111,11 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const mismatch = handlerMismatch(name, specs, o.consumes ?? {}, o.raw ?? {})
   if (mismatch) throw new StartupError(`${name}: ${mismatch}`)
 
-  const events = metrics.counter("logiflow_events_total", "Events handled, by stream, type and outcome (ack, nak, dlq)", [
-    "stream",
-    "type",
-    "outcome",
-  ])
-  const handlerSeconds = metrics.histogram("logiflow_handler_seconds", "Time from pickup to ack/nak/dlq, by stream", {
-    labelNames: ["stream"],
-  })
-  const publishSeconds = metrics.histogram(
-    "logiflow_publish_seconds",
-    "Time for JetStream to store a publish (events and DLQ entries), by subject and outcome (ok, duplicate, error)",
-    {
-      labelNames: ["subject", "outcome"],
-    },
-  )
-  const observePublish: PublishObserver = (subject, outcome, seconds) => publishSeconds.observe(seconds, { subject, outcome })
-  metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", {
-    collect: () => engine?.held ?? 0,
-  })
-  metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", { collect: () => (nc?.connected ? 1 : 0) })
-  const natsEvents = metrics.counter("logiflow_nats_connection_events_total", "NATS connection changes, by event (disconnect, reconnect)", [
-    "event",
-  ])
-  const consumerGauge = (field: "num_pending" | "num_ack_pending") => async (): Promise<[Record<string, string>, number][]> => {
-    if (!js || !nc?.connected) return []
-    const rows = await Promise.all(
-      specs.map(async (c) => {
-        const info = await withTimeout(
-          js!.consumers.get(c.stream, c.durable).then((x) => x.info(false)),
-          1000,
-        ).catch(() => undefined)
-        return info ? ([{ stream: c.stream, consumer: c.durable }, info[field]] as [Record<string, string>, number]) : undefined
-      }),
-    )
-    return rows.filter((r) => r !== undefined)
-  }
-  const sampled = { labelNames: ["stream", "consumer"] }
-  metrics.gauge("logiflow_consumer_pending", "Messages not yet delivered to the consumer (sampled at scrape)", {
-    ...sampled,
-    collect: consumerGauge("num_pending"),
-  })
-  metrics.gauge("logiflow_consumer_ack_pending", "Messages delivered but not yet acked (sampled at scrape)", {
-    ...sampled,
-    collect: consumerGauge("num_ack_pending"),
+  const { events, handlerSeconds, observePublish, natsEvents, refused } = workerMetrics(metrics, {
+    held: () => engine?.held ?? 0,
+    connected: () => !!nc?.connected,
+    consumerInfo: (stream, durable) => (js && nc?.connected ? js.consumers.get(stream, durable).then((x) => x.info(false)) : undefined),
+    specs,
   })
 
   let nc: Connection | undefined
@@ -214,11 +176,6 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     readiness: () => ({ ...readiness, connected: !!nc?.connected }),
     routes: (router) => o.routes?.(router, rt),
   })
-  const refused = metrics.counter(
-    "logiflow_http_refused_total",
-    "Requests refused before routing (malformed, too large, too slow), by status",
-    ["status"],
-  )
   const port = so.port ?? envInt(`${name.toUpperCase()}_PORT`, o.port ?? specOf(name)?.port ?? 0)
   const server: Server = await serve(fetch, {
     port,

@@ -136,14 +136,19 @@ async function storedInvoices(): Promise<InvoiceGenerated[]> {
 async function portalRouteIds(): Promise<string[]> {
   const ids: string[] = []
   for (const c of CUSTOMERS) {
-    const res = await get("portal", `/api/invoices?customerId=${c}`)
-    assert.is(res.status, 200)
-    const body = (await res.json()) as { invoices: { routeId: string; customerId: string }[] }
-    assert.ok(
-      body.invoices.every((i) => i.customerId === c),
-      `portal lists only ${c}'s invoices for ${c}`,
-    )
-    ids.push(...body.invoices.map((i) => i.routeId))
+    // every page: the portal answers 200 at most at once
+    let cursor: string | null = null
+    do {
+      const res = await get("portal", `/api/invoices?customerId=${c}&limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`)
+      assert.is(res.status, 200)
+      const body = (await res.json()) as { invoices: { routeId: string; customerId: string }[]; next: string | null }
+      assert.ok(
+        body.invoices.every((i) => i.customerId === c),
+        `portal lists only ${c}'s invoices for ${c}`,
+      )
+      ids.push(...body.invoices.map((i) => i.routeId))
+      cursor = body.next
+    } while (cursor)
   }
   return ids
 }

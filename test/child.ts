@@ -13,8 +13,8 @@ export type Child = {
   lines: string[]
   /** resolves with the first output line matching `re` (already seen lines count) */
   waitFor(re: RegExp, timeoutMs?: number): Promise<string>
-  /** sends `signal` and resolves with the exit code */
-  stop(signal?: NodeJS.Signals): Promise<number | null>
+  /** sends `signal` and resolves with the exit code (null when it had to be killed after `graceMs`, default 90 s) */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<number | null>
   exited: Promise<number | null>
 }
 
@@ -63,8 +63,11 @@ export function spawnChild(command: string, args: string[], env: Record<string, 
         waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) })
       })
     },
-    stop(signal = "SIGTERM") {
+    stop(signal = "SIGTERM", graceMs = 90_000) {
       if (proc.exitCode !== null || proc.signalCode !== null) return exited
+      // a child that does not stop within graceMs is killed: its exit code is then null and the test fails, not hangs
+      const kill = setTimeout(() => proc.kill("SIGKILL"), graceMs)
+      void exited.then(() => clearTimeout(kill))
       proc.kill(signal)
       return exited
     },

@@ -187,18 +187,35 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
   await send(route(1, { customerId: "nobody" }))
   await send(route(2, { customerId: "nobody" }))
   const [e2, e1] = (await untilEntries(2)) as [DlqEntry, DlqEntry]
-  const row = (e: DlqEntry, state = e.state) => [e.id, state, "invoice", "no-tariff", "1", e.failedAt, `no tariff for customer nobody`]
+  const row = (e: DlqEntry, state = e.state) => [
+    e.id,
+    state,
+    "invoice",
+    "no-tariff",
+    e.routeId!,
+    e.key!,
+    "1",
+    e.failedAt,
+    `no tariff for customer nobody`,
+  ]
 
   const list = await logiflow(["dlq", "list"])
   assert.is(list.code, 0, list.err.join("\n"))
   assert.equal(list.out.map(cells), [
-    ["ID", "STATE", "CONSUMER", "REASON", "DELIVERIES", "FAILED AT", "ERROR"],
+    ["ID", "STATE", "CONSUMER", "REASON", "EVENT", "KEY", "DELIVERIES", "FAILED AT", "ERROR"],
     row(e2),
     row(e1),
     ["2 entries"],
   ])
   assert.equal((await logiflow(["dlq", "list", "--consumer", "tracking"])).out, ["no entries"])
-  assert.equal((await logiflow(["dlq", "list", "--limit", "1"])).out.at(-1), "showing 1 of 2 entries (--limit N for more)")
+  assert.equal((await logiflow(["dlq", "list", "--limit", "1"])).out.at(-1), `showing 1 of 2 entries; next page: --cursor ${e2.dlqSeq}`)
+  assert.equal((await logiflow(["dlq", "ls", "--limit", "1", "--cursor", String(e2.dlqSeq)])).out.map(cells), [
+    ["ID", "STATE", "CONSUMER", "REASON", "EVENT", "KEY", "DELIVERIES", "FAILED AT", "ERROR"],
+    row(e1),
+    ["showing 1 of 2 entries (last page)"],
+  ])
+  assert.equal((await logiflow(["dlq", "ls", "--event-id", "route-2"])).out.slice(1).map(cells), [row(e2), ["1 entry"]])
+  assert.equal((await logiflow(["dlq", "ls", "--key", "truck-1", "--state", "open"])).out.slice(1).map(cells), [row(e1), ["1 entry"]])
 
   const show = await logiflow(["dlq", "show", e1.id])
   assert.is(show.code, 0)
@@ -209,6 +226,9 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
     "consumer:    invoice",
     `stream:      ROUTING seq ${e1.seq}`,
     "subject:     routing.events.RouteCalculated.truck-1",
+    `event id:    ${e1.eventId}`,
+    "route:       route-1",
+    "key:         truck-1",
     "reason:      no-tariff",
     "error:       no tariff for customer nobody",
     "deliveries:  1",
@@ -233,15 +253,18 @@ test("dlq list / show / replay / discard - the same operations as the API, one l
   const three = await untilEntries(3)
   const again = three.find((e) => e.replayOf === e1.id)!
   assert.ok(again)
-  const bulk = await logiflow(["dlq", "replay", "--consumer", "invoice", "--reason", "no-tariff"], token)
-  assert.equal([bulk.code, bulk.out], [0, ["replayed 2 entries", `  ${e2.id}`, `  ${again.id}`]])
+  // a bulk replay is a job that ops runs; --wait follows it to its end
+  const bulk = await logiflow(["dlq", "replay", "--consumer", "invoice", "--reason", "no-tariff", "--rate", "50", "--wait"], token)
+  assert.is(bulk.code, 0, bulk.err.join("\n"))
+  assert.match(bulk.out[0]!, /^started job-\S+ running: 0 done, 0 failed, 0 skipped of 2 at 50\/s \(by alice, started /)
+  assert.match(bulk.out.at(-1)!, /^job-\S+ done: 2 done, 0 failed, 0 skipped of 2 at 50\/s \(by alice, started /)
   const discard = await logiflow(["dlq", "discard", e2.id], { LOGIFLOW_OPERATOR: "" })
   assert.equal([discard.code, discard.out], [0, [`discarded ${e2.id}`]])
   const twice = await logiflow(["dlq", "discard", e2.id], token)
   assert.equal([twice.code, twice.out, twice.err], [1, [], [`logiflow dlq: entry ${e2.id} is already discarded`]])
   const shown = await logiflow(["dlq", "show", e2.id])
   assert.equal(shown.out.slice(-4), ["timeline:", `  ${e2.failedAt} dead-lettered by invoice`, shown.out.at(-2)!, shown.out.at(-1)!])
-  assert.match(shown.out.at(-2)!, /^ {2}\S+ replayed by alice$/)
+  assert.match(shown.out.at(-2)!, /^ {2}\S+ replayed by alice \(job job-\S+\)$/)
   assert.match(shown.out.at(-1)!, new RegExp(`^ {2}\\S+ discarded by ${userInfo().username}$`), "without LOGIFLOW_OPERATOR: the OS user")
   const open = await logiflow(["dlq", "list", "--state", "open"])
   assert.equal(
@@ -293,7 +316,7 @@ test("errors - one line, exit code 1, no stack trace unless --debug", async () =
   const unknown = await logiflow(["frobnicate"])
   assert.equal(
     [unknown.code, unknown.err],
-    [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, rebuild, consumer, token)']],
+    [2, ['logiflow: unknown command "frobnicate" (try: up, provision, tail, status, dlq, publish, trace, rebuild, consumer, token)']],
   )
 })
 

@@ -243,7 +243,7 @@ test("metrics - a label the metric was not declared with is dropped, never throw
   assert.equal(warned, ["metrics: demo_total has no label extra; dropped"])
 })
 
-test("ops - open DLQ entries by consumer and reason at scrape time, and GET /asyncapi.json serves the contract", async () => {
+test("ops - open DLQ entries by stream, consumer and reason, and GET /asyncapi.json serves the contract", async () => {
   const ops = await start(opsWorker({}))
   await start(invoice)
   await send(1, { customerId: "nobody" })
@@ -253,13 +253,13 @@ test("ops - open DLQ entries by consumer and reason at scrape time, and GET /asy
   const m = await waitUntil(
     async () => {
       const s = await scrape(ops.port)
-      return value(s, "logiflow_dlq_open_entries", { consumer: "invoice", reason: "no-tariff" }) === 2 ? s : null
+      return value(s, "logiflow_dlq_open_entries", { stream: "ROUTING", consumer: "invoice", reason: "no-tariff" }) === 2 ? s : null
     },
     { what: "2 open entries indexed" },
   )
   assert.equal(
     m.filter((s) => s.name === "logiflow_dlq_open_entries").map((s) => [s.labels, s.value]),
-    [[{ consumer: "invoice", reason: "no-tariff" }, 2]],
+    [[{ stream: "ROUTING", consumer: "invoice", reason: "no-tariff" }, 2]],
   )
   const res = await fetch(`http://127.0.0.1:${ops.port}/asyncapi.json`, { headers: testAuth().operator.headers })
   assert.is(res.status, 200)

@@ -278,7 +278,7 @@ test("logiflow token customer - mints a token the portal accepts, for the days a
     ["acme", "acme"],
   )
   const cases: [string[], Record<string, string>, string][] = [
-    [["token", "customer"], {}, "logiflow token: usage: logiflow token customer <customerId> [--days N]"],
+    [["token", "customer"], {}, "logiflow token: usage: logiflow token customer <customerId> [--days N] [--link]"],
     [["token", "customer", "acme", "--days", "0"], {}, 'logiflow token: --days must be a number of days between 0 and 366, got "0"'],
     [["token", "customer", "a\u0001b"], {}, "logiflow token: a token subject is 1–128 characters without control characters"],
     [

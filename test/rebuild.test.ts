@@ -12,6 +12,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
 import { invoice, route } from "./fixtures/events.ts"
+import { invoiceKey } from "../workers/portal-invoices.ts"
 
 const test = suite("rebuild")
 let server: TestServer
@@ -135,8 +136,14 @@ test("portal - a corrupted read model is rebuilt to the same answers; meanwhile 
   const trucks = await kvm.open("portal-trucks")
   const invoices = await kvm.open("portal-invoices")
   await trucks.put("truck-1", JSON.stringify({ truckId: "truck-1", route: { ...route(999, { customerId: "acme" }), routeId: "bogus" } }))
-  for (let i = 0; i < 30; i++) await invoices.delete(`inv-rb-${i}`)
-  await waitUntil(async () => JSON.stringify(await answers()) !== JSON.stringify(before), { what: "the damage served" })
+  for (let i = 0; i < 30; i++) await invoices.delete(invoiceKey(customers[i % 3]!, `inv-rb-${i}`))
+  await waitUntil(
+    async () => {
+      const a = await answers()
+      return JSON.stringify(a) !== JSON.stringify(before) && a["acme /api/invoices"].invoices.length === 30 ? a : null
+    },
+    { what: "the damage served: acme's ten invoices gone too" },
+  )
 
   // watch one customer's list through the whole rebuild
   const seen: { status: number; body: any }[] = []

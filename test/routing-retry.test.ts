@@ -1,76 +1,22 @@
 // workers/routing.ts over real HTTP against a real nats-server, when NATS is stalled or refusing: an honest answer
 // (503 nothing recorded, 504 outcome unknown), the retry the answer documents, and the retry horizon.
 import { readFileSync } from "node:fs"
-import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
-import { type Msg, nanos, type NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
+import { jetstream, jetstreamManager } from "@nats-io/jetstream"
+import { type Msg, nanos } from "@nats-io/transport-node"
 import * as assert from "uvu/assert"
-import { type RouteCalculated, type Stop, topology } from "../contracts/mod.ts"
+import { type RouteCalculated, topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
-import { connectTo, sleep, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { request, routing, routingSuite } from "./fixtures/routing.ts"
+import { connectTo, sleep, startServer, testAuth, waitUntil } from "./harness.ts"
 
-// read by routing.ts at import: a short publish bound keeps the stalled-server test quick
-process.env.ROUTING_PUBLISH_TIMEOUT_MS = "1500"
-const { default: routing } = await import("../workers/routing.ts")
-
-const test = suite("routing retry")
-let server: TestServer
-let nc: NatsConnection
-let jsm: JetStreamManager
-let running: Running
-let base: string
-
-test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  jsm = await jetstreamManager(nc)
-  await provision(nc, topology(), { consumers: () => false })
-  running = await routing.start({ url: server.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
-  base = `http://127.0.0.1:${running.port}`
-})
-test.after(async () => {
-  await running.stop()
-  await nc.close()
-  await server.close()
-})
-test.before.each(async () => {
-  await jsm.streams.purge("ROUTING")
-})
-
-const berlin: Stop[] = [
-  { id: "alex", lat: 52.5219, lon: 13.4132 },
-  { id: "zoo", lat: 52.5079, lon: 13.3378 },
-  { id: "tempelhof", lat: 52.4731, lon: 13.4039 },
-  { id: "spandau", lat: 52.5353, lon: 13.1975 },
-  { id: "koepenick", lat: 52.4454, lon: 13.5745 },
-  { id: "pankow", lat: 52.5693, lon: 13.4021 },
-]
-const depot = { lat: 52.52, lon: 13.405 }
-const request = (over: Record<string, unknown> = {}) => ({ truckId: "truck-7", customerId: "acme", depot, stops: berlin, ...over })
-
-function post(body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(`${base}/routes`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...testAuth().headers.routes, ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  })
-}
-
-async function routingMessages() {
-  const info = await jsm.streams.info("ROUTING")
-  const out = []
-  for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage("ROUTING", { seq }).catch(() => null)
-    if (m) out.push({ subject: m.subject, header: (h: string) => m.header.get(h), data: m.json<RouteCalculated>() })
-  }
-  return out
-}
+const r = routingSuite("routing retry")
+const { test, post, routingMessages } = r
 
 test("NATS stalled - nothing answers before the publish: 503 not-recorded after ROUTING_PUBLISH_TIMEOUT_MS; the retry records it once", async () => {
-  server.process.kill("SIGSTOP")
-  // kill() returns before the kernel has stopped it: wait until /proc says so, or a quick server still acks
-  await waitUntil(() => readFileSync(`/proc/${server.process.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T"), {
+  r.server.process.kill("SIGSTOP")
+  // kill() returns before the kernel has stopped it: wait until /proc says so, or a quick r.server still acks
+  await waitUntil(() => readFileSync(`/proc/${r.server.process.pid}/stat`, "utf8").split(") ")[1]?.startsWith("T"), {
     what: "nats-server stopped",
   })
   let res: Response
@@ -80,7 +26,7 @@ test("NATS stalled - nothing answers before the publish: 503 not-recorded after 
     res = await post(request(), { "idempotency-key": "stalled-1" })
     waited = Date.now() - t0
   } finally {
-    server.process.kill("SIGCONT")
+    r.server.process.kill("SIGCONT")
   }
   assert.is(res.status, 503)
   assert.is(res.headers.get("retry-after"), "2")
@@ -98,17 +44,17 @@ test("NATS stalled - nothing answers before the publish: 503 not-recorded after 
 })
 
 test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands late, and the retry with the key returns that route, stored once", async () => {
-  const info = await jsm.streams.info("ROUTING")
+  const info = await r.jsm.streams.info("ROUTING")
   // the stream stops taking route subjects; a plain subscriber takes the publishes and never answers them
-  await jsm.streams.update("ROUTING", { ...info.config, subjects: ["routing.parked.>"] })
+  await r.jsm.streams.update("ROUTING", { ...info.config, subjects: ["routing.parked.>"] })
   const captured: Msg[] = []
-  const sub = nc.subscribe("routing.events.RouteCalculated.>", { callback: (_e, m) => void captured.push(m) })
+  const sub = r.nc.subscribe("routing.events.RouteCalculated.>", { callback: (_e, m) => void captured.push(m) })
   let keyed: Response, keyless: Response
   try {
     ;[keyed, keyless] = await Promise.all([post(request(), { "idempotency-key": "lost-ack-1" }), post(request({ truckId: "truck-9" }))])
   } finally {
     sub.unsubscribe()
-    await jsm.streams.update("ROUTING", info.config)
+    await r.jsm.streams.update("ROUTING", info.config)
   }
   const generated = keyless.headers.get("idempotency-key")!
   for (const [res, key] of [
@@ -125,13 +71,13 @@ test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands 
     assert.match(body.error, new RegExp(`send the same request again with Idempotency-Key: ${key} within 24 h`))
   }
   assert.is(captured.length, 2, "both publishes went out")
-  // they land after all, late (a server that stored them and lost the acks)
-  const js = jetstream(nc)
+  // they land after all, late (a r.server that stored them and lost the acks)
+  const js = jetstream(r.nc)
   for (const m of captured) await js.publish(m.subject, m.data, { headers: m.headers })
   const landed = (await routingMessages()).map((m) => m.data.routeId)
   assert.is(landed.length, 2)
   // the retry comes after the duplicate window: the msg id no longer dedupes, routing finds the route on its subject
-  await jsm.streams.update("ROUTING", { ...info.config, duplicate_window: nanos(100) })
+  await r.jsm.streams.update("ROUTING", { ...info.config, duplicate_window: nanos(100) })
   await sleep(300)
   try {
     // the documented retry: same request, same key → the route that landed, not a second one
@@ -152,13 +98,13 @@ test("publish stalled - sent, never acknowledged: 504 outcome unknown; it lands 
     )
     assert.is(refused, "JetStreamApiError")
   } finally {
-    await jsm.streams.update("ROUTING", info.config)
+    await r.jsm.streams.update("ROUTING", info.config)
   }
 })
 
-test("refusing server - no stream takes routes: 503 not-recorded at once, naming logiflow provision", async () => {
-  const info = await jsm.streams.info("ROUTING")
-  await jsm.streams.update("ROUTING", { ...info.config, subjects: ["routing.parked.>"] })
+test("refusing r.server - no stream takes routes: 503 not-recorded at once, naming logiflow provision", async () => {
+  const info = await r.jsm.streams.info("ROUTING")
+  await r.jsm.streams.update("ROUTING", { ...info.config, subjects: ["routing.parked.>"] })
   try {
     const res = await post(request(), { "idempotency-key": "refused-1" })
     assert.is(res.status, 503)
@@ -167,7 +113,7 @@ test("refusing server - no stream takes routes: 503 not-recorded at once, naming
     assert.match(body.error, /no stream records routes .*run `logiflow provision`/)
     assert.is(res.headers.get("retry-after"), "30")
   } finally {
-    await jsm.streams.update("ROUTING", info.config)
+    await r.jsm.streams.update("ROUTING", info.config)
   }
   assert.is((await post(request(), { "idempotency-key": "refused-1" })).status, 202)
   assert.is((await routingMessages()).length, 1)

@@ -1,71 +1,16 @@
 // workers/routing.ts over real HTTP against a real nats-server: validation, the event it records, idempotency, and
 // what a client sees when NATS is down or full. Stalled and refusing servers, and the retry horizon: routing-retry.
-import { DiscardPolicy, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
-import { nanos, type NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
+import { DiscardPolicy, jetstreamManager } from "@nats-io/jetstream"
+import { nanos } from "@nats-io/transport-node"
 import * as assert from "uvu/assert"
-import { type RouteCalculated, type Stop, subjectOf, topology } from "../contracts/mod.ts"
-import { provision } from "../mesh/provision.ts"
-import type { Running } from "../mesh/worker.ts"
-import { connectTo, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { type Stop, subjectOf } from "../contracts/mod.ts"
+import { berlin, depot, request, routing, routingSuite } from "./fixtures/routing.ts"
+import { connectTo, startServer, testAuth, waitUntil } from "./harness.ts"
 
-// read by routing.ts at import: a short publish bound keeps the stalled-server test quick
-process.env.ROUTING_PUBLISH_TIMEOUT_MS = "1500"
-const { default: routing } = await import("../workers/routing.ts")
+const r = routingSuite("routing")
+const { test, post, routingMessages } = r
+
 const { estimateEta, planRoute } = await import("../workers/plan.ts")
-
-const test = suite("routing")
-let server: TestServer
-let nc: NatsConnection
-let jsm: JetStreamManager
-let running: Running
-let base: string
-
-test.before(async () => {
-  server = await startServer()
-  nc = await connectTo(server)
-  jsm = await jetstreamManager(nc)
-  await provision(nc, topology(), { consumers: () => false })
-  running = await routing.start({ url: server.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
-  base = `http://127.0.0.1:${running.port}`
-})
-test.after(async () => {
-  await running.stop()
-  await nc.close()
-  await server.close()
-})
-test.before.each(async () => {
-  await jsm.streams.purge("ROUTING")
-})
-
-const berlin: Stop[] = [
-  { id: "alex", lat: 52.5219, lon: 13.4132 },
-  { id: "zoo", lat: 52.5079, lon: 13.3378 },
-  { id: "tempelhof", lat: 52.4731, lon: 13.4039 },
-  { id: "spandau", lat: 52.5353, lon: 13.1975 },
-  { id: "koepenick", lat: 52.4454, lon: 13.5745 },
-  { id: "pankow", lat: 52.5693, lon: 13.4021 },
-]
-const depot = { lat: 52.52, lon: 13.405 }
-const request = (over: Record<string, unknown> = {}) => ({ truckId: "truck-7", customerId: "acme", depot, stops: berlin, ...over })
-
-function post(body: unknown, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(`${base}/routes`, {
-    method: "POST",
-    headers: { "content-type": "application/json", ...testAuth().headers.routes, ...headers },
-    body: typeof body === "string" ? body : JSON.stringify(body),
-  })
-}
-
-async function routingMessages() {
-  const info = await jsm.streams.info("ROUTING")
-  const out = []
-  for (let seq = info.state.first_seq; info.state.messages > 0 && seq <= info.state.last_seq; seq++) {
-    const m = await jsm.streams.getMessage("ROUTING", { seq }).catch(() => null)
-    if (m) out.push({ subject: m.subject, header: (h: string) => m.header.get(h), data: m.json<RouteCalculated>() })
-  }
-  return out
-}
 
 const issuePaths = async (res: Response) => {
   assert.is(res.status, 400)
@@ -159,7 +104,7 @@ test("limits - 413 past ROUTING_MAX_BODY_BYTES (default 64 KiB: the largest rout
   const tooBig = await post(big)
   assert.is(tooBig.status, 413)
   assert.match(((await tooBig.json()) as { error: string }).error, /65536-byte limit/)
-  const text = await fetch(`${base}/routes`, {
+  const text = await fetch(`${r.base}/routes`, {
     method: "POST",
     headers: { "content-type": "text/plain", ...testAuth().headers.routes },
     body: JSON.stringify(request()),
@@ -205,8 +150,8 @@ test("no Idempotency-Key - routing makes one, hands it back, and a retry with it
 })
 
 test("Idempotency-Key - past the duplicate window the stored answer comes back without a second event", async () => {
-  const info = await jsm.streams.info("ROUTING")
-  await jsm.streams.update("ROUTING", { ...info.config, duplicate_window: nanos(100) })
+  const info = await r.jsm.streams.info("ROUTING")
+  await r.jsm.streams.update("ROUTING", { ...info.config, duplicate_window: nanos(100) })
   try {
     const key = { "idempotency-key": "late-retry" }
     const a = await (await post(request({ departAt: "2026-11-25T08:00:00.000Z" }), key)).json()
@@ -219,7 +164,7 @@ test("Idempotency-Key - past the duplicate window the stored answer comes back w
     assert.match(((await changed.json()) as { error: string }).error, /already used for a different request/)
     assert.is((await routingMessages()).length, 1)
   } finally {
-    await jsm.streams.update("ROUTING", info.config)
+    await r.jsm.streams.update("ROUTING", info.config)
   }
 })
 
@@ -230,9 +175,9 @@ test("Idempotency-Key - an unusable key is a 400, not a silent fresh route", asy
 })
 
 test("full stream - at max_msgs with discard new, 503 says the routing log is full", async () => {
-  const info = await jsm.streams.info("ROUTING")
+  const info = await r.jsm.streams.info("ROUTING")
   assert.is((await post(request())).status, 202)
-  await jsm.streams.update("ROUTING", { ...info.config, max_msgs: 1, discard: DiscardPolicy.New })
+  await r.jsm.streams.update("ROUTING", { ...info.config, max_msgs: 1, discard: DiscardPolicy.New })
   try {
     const res = await post(request())
     assert.is(res.status, 503)
@@ -243,12 +188,12 @@ test("full stream - at max_msgs with discard new, 503 says the routing log is fu
     assert.match(body.error, /maximum messages exceeded/)
     assert.is((await routingMessages()).length, 1)
   } finally {
-    await jsm.streams.update("ROUTING", info.config)
+    await r.jsm.streams.update("ROUTING", info.config)
   }
   assert.is((await post(request())).status, 202)
 })
 
-test("fresh dev server - routing provisions its own stream and bucket at start, then records routes", async () => {
+test("fresh dev r.server - routing provisions its own stream and bucket at start, then records routes", async () => {
   const fresh = await startServer()
   const other = await routing.start({ url: fresh.url, port: 0, hostname: "127.0.0.1", drainTimeoutMs: 2000 })
   const fnc = await connectTo(fresh)
@@ -270,18 +215,18 @@ test("fresh dev server - routing provisions its own stream and bucket at start, 
   }
 })
 
-test("NATS down - 503 with Retry-After at once, and 202 again once the server is back", async () => {
-  await server.stop()
+test("NATS down - 503 with Retry-After at once, and 202 again once the r.server is back", async () => {
+  await r.server.stop()
   try {
-    await waitUntil(() => !running.runtime.connected, { what: "routing to notice the server is gone" })
+    await waitUntil(() => !r.running.runtime.connected, { what: "routing to notice the r.server is gone" })
     const res = await post(request())
     assert.is(res.status, 503)
     assert.is(res.headers.get("retry-after"), "2")
     assert.match(((await res.json()) as { error: string }).error, /not connected to NATS/)
-    const ready = await fetch(`${base}/readyz`)
+    const ready = await fetch(`${r.base}/readyz`)
     assert.is(ready.status, 503)
   } finally {
-    await server.restart()
+    await r.server.restart()
   }
   const back = await waitUntil(
     async () => {

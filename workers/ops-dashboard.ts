@@ -4,6 +4,9 @@
 // Every value from the API goes into the page as text (textContent / Text nodes), never as markup:
 // payloads and error messages are whatever a producer sent.
 
+import { dlqEditorCss } from "./ops-dlq-page.ts"
+import { dashboardCss, dashboardScript } from "./ops-layout.ts"
+
 export function dashboardPage(nonce: string): string {
   return `<!doctype html>
 <html lang="en">
@@ -11,29 +14,34 @@ export function dashboardPage(nonce: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>LogiFlow ops</title>
-<style>
+<style nonce="${nonce}">
   :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2330; background: #f5f6f8; }
   body { margin: 0; }
-  header { display: flex; gap: 1rem; align-items: baseline; padding: .7rem 1.2rem; background: #1d2330; color: #fff; }
+  header { display: flex; flex-wrap: wrap; gap: .4rem 1rem; align-items: baseline; padding: .7rem 1.2rem; background: #1d2330; color: #fff; }
   header h1 { font-size: 1.1rem; margin: 0; }
   header .grow { flex: 1; }
   header a { color: #cfd8ea; }
   main { padding: 1rem 1.2rem; display: grid; gap: 1rem; }
-  section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; }
+  section { background: #fff; border-radius: 6px; padding: .8rem 1rem; box-shadow: 0 1px 2px #0001; min-width: 0; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  .bar { display: grid; grid-template-columns: 14rem 1fr 25rem 6rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar { display: grid; grid-template-columns: minmax(8rem, 13rem) minmax(4rem, 1fr) 8rem minmax(0, 22rem) 5.5rem; gap: .6rem; align-items: center; margin: .2rem 0; }
+  .bar > * { min-width: 0; overflow-wrap: anywhere; }
   .bar.paused .fill { background: #e0a526; }
   .bar .paused-until { display: block; color: #a66a00; }
   .bar .track { background: #e7e9ee; border-radius: 3px; height: .8rem; overflow: hidden; }
   .bar .fill { background: #3b7ddd; height: 100%; min-width: 1px; }
   .bar .fill.hot { background: #d9534f; }
-  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; white-space: nowrap; }
+  .bar .nums { color: #5a6275; font-variant-numeric: tabular-nums; }
   form { display: flex; gap: .8rem; margin-bottom: .6rem; flex-wrap: wrap; }
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #e7e9ee; vertical-align: top; }
   tbody tr { cursor: pointer; }
   tbody tr:hover { background: #f0f4fb; }
+  td { overflow-wrap: break-word; }
   td.error { max-width: 32rem; overflow-wrap: anywhere; }
+  .scroll { overflow-x: auto; }
+${dashboardCss}
+${dlqEditorCss}
   .state { font-weight: 600; }
   .state-open { color: #c0392b; } .state-replayed { color: #2e7d32; } .state-discarded, .state-resolved { color: #7a7f8c; }
   button.act { margin-right: .3rem; }
@@ -51,6 +59,10 @@ export function dashboardPage(nonce: string): string {
 <body>
 <header>
   <h1>LogiFlow ops</h1>
+  <form class="find" method="get" action="/story" role="search">
+    <label>story of <input name="id" placeholder="route or truck id" required size="24"></label>
+    <button type="submit">show</button>
+  </form>
   <span class="grow"></span>
   <label><input type="checkbox" id="auto" checked> auto-refresh</label>
   <span id="updated" class="muted"></span>
@@ -82,15 +94,21 @@ export function dashboardPage(nonce: string): string {
   <section class="desk">
     <h2>Dead letters <span id="open-count" class="muted"></span></h2>
     <form id="filter">
+      <label>event or route id <input name="eventId" size="18" autocomplete="off"></label>
+      <label>key (truck) <input name="key" size="12" autocomplete="off"></label>
       <label>consumer <select name="consumer"><option value="">all</option></select></label>
       <label>reason <input name="reason" list="reasons" size="16"><datalist id="reasons"></datalist></label>
       <label>state <select name="state"><option value="">all</option><option>open</option><option>replayed</option><option>discarded</option><option>resolved</option></select></label>
+      <label>since <input name="since" size="10" placeholder="1h or ISO time" autocomplete="off"></label>
+      <label>until <input name="until" size="10" placeholder="ISO time" autocomplete="off"></label>
     </form>
+    <div class="scroll">
     <table id="entries">
-      <thead><tr><th>failed at</th><th>id</th><th>consumer</th><th>reason</th><th>error</th><th>deliveries</th><th>state</th><th></th></tr></thead>
+      <thead><tr><th>failed at</th><th>id</th><th>event</th><th>key</th><th>consumer</th><th>reason</th><th>error</th><th>deliveries</th><th>state</th><th></th></tr></thead>
       <tbody></tbody>
     </table>
-    <p id="more" class="muted"></p>
+    </div>
+    <p><span id="more" class="muted"></span> <button id="newest" type="button" hidden>newest</button> <button id="older" type="button" hidden>older</button></p>
   </section>
   <section id="detail" hidden>
     <h2>Entry <code id="d-id"></code> <button id="d-close" type="button">close</button></h2>
@@ -184,9 +202,10 @@ function renderBars(st) {
       const breaker = c.paused
         ? el("button", { class: "act resume", type: "button", onclick: () => mutate(path + "/resume") }, "resume")
         : el("button", { class: "act pause", type: "button", onclick: () => mutate(path + "/pause", { for: $("#pause-for").value }) }, "pause");
-      return el("div", { class: c.paused ? "bar paused" : "bar", "data-consumer": c.stream + "/" + c.name },
+      return el("div", { class: c.paused ? "bar paused" : "bar", "data-consumer": c.stream + "/" + c.name, "data-lag": lag },
         el("span", {}, c.stream + "/" + c.name),
         el("div", { class: "track" }, fill),
+        spark(c.stream + "/" + c.name, lag),
         el("span", { class: "nums" }, c.pending + " pending · " + c.ackPending + " in flight · " + c.redelivered + " redelivered · " + ago(c.lastActive),
           c.paused ? el("span", { class: "paused-until" }, "paused until " + (c.pauseUntil || "resumed")) : null),
         breaker);
@@ -203,8 +222,11 @@ function renderBars(st) {
 function actions(e) {
   const replay = el("button", { class: "act replay", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/replay")) }, "replay");
   const discard = el("button", { class: "act discard", type: "button", onclick: (ev) => (ev.stopPropagation(), mutate("/api/dlq/" + encodeURIComponent(e.id) + "/discard")) }, "discard");
+  // the editor (GET /ops-dlq.js) opens on any button with data-edit
+  const edit = el("button", { class: "act edit", type: "button", "data-edit": e.id }, "edit");
   replay.disabled = discard.disabled = e.state === "discarded" || e.state === "resolved";
-  return [replay, discard];
+  edit.disabled = e.state !== "open";
+  return [edit, replay, discard];
 }
 function renderEntries(page) {
   $("#entries tbody").replaceChildren(
@@ -212,6 +234,9 @@ function renderEntries(page) {
       el("tr", { "data-id": e.id, onclick: () => showDetail(e.id).catch((err) => (err instanceof SignedOut ? signedOut("your session has ended: sign in again") : say(err.message, true))) },
         el("td", {}, e.failedAt),
         el("td", {}, e.id),
+        el("td", { class: "event" }, e.routeId || e.eventId || "",
+          e.routeId || e.key ? el("a", { class: "story", href: "/story/" + encodeURIComponent(e.routeId || e.eventId || e.key), onclick: (ev) => ev.stopPropagation() }, " story") : null),
+        el("td", { class: "key" }, e.key || ""),
         el("td", {}, e.consumer),
         el("td", {}, e.reason),
         el("td", { class: "error" }, e.error),
@@ -221,6 +246,9 @@ function renderEntries(page) {
     ),
   );
   $("#more").textContent = page.entries.length < page.total ? "showing " + page.entries.length + " of " + page.total : page.total ? "" : "no entries";
+  nextCursor = page.nextCursor || "";
+  $("#older").hidden = !nextCursor;
+  $("#newest").hidden = !cursor;
 }
 async function showDetail(id) {
   openId = id;
@@ -237,15 +265,22 @@ async function showDetail(id) {
   $("#d-headers tbody").replaceChildren(...Object.entries(d.headers).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, v))));
   $("#d-timeline").replaceChildren(...e.history.map((h) => el("li", {}, h.at + " " + h.action + " by " + h.by)));
 }
+${dashboardScript}
+// a refresh that answers after a newer one started (the filter changed meanwhile) is dropped, not drawn over it
+let generation = 0;
 async function refresh() {
+  const mine = ++generation;
   try {
     const f = new FormData($("#filter"));
     const q = new URLSearchParams([...f].filter(([, v]) => v !== ""));
-    q.set("limit", "200");
+    q.set("limit", "100");
+    if (cursor) q.set("cursor", cursor);
     const [me, st, page] = await Promise.all([getJson("/api/session"), getJson("/api/status"), getJson("/api/dlq?" + q)]);
+    if (mine !== generation) return;
     signedIn(me.operator);
     renderWorkers(st);
     renderBars(st);
+    refreshLag();
     renderEntries(page);
     if (openId) await showDetail(openId);
     $("#updated").textContent = "updated " + new Date().toLocaleTimeString();
@@ -254,7 +289,13 @@ async function refresh() {
     else say("refresh failed: " + err.message, true);
   }
 }
-$("#filter").addEventListener("input", refresh);
+// paging: a cursor is the DLQ sequence the page before ended at (stable while new entries arrive)
+let cursor = "";
+let nextCursor = "";
+$("#filter").addEventListener("input", () => ((cursor = ""), refresh()));
+$("#older").addEventListener("click", () => ((cursor = nextCursor), refresh()));
+$("#newest").addEventListener("click", () => ((cursor = ""), refresh()));
+document.addEventListener("dlq:changed", () => refresh());
 $("#filter").addEventListener("submit", (e) => e.preventDefault());
 $("#d-close").addEventListener("click", () => { openId = null; $("#detail").hidden = true; });
 (function loop() {
@@ -264,6 +305,7 @@ $("#d-close").addEventListener("click", () => { openId = null; $("#detail").hidd
   if ($("#auto").checked && !document.hidden) refresh().finally(next); else next();
 })();
 </script>
+<script nonce="${nonce}" src="/ops-dlq.js"></script>
 </body>
 </html>
 `

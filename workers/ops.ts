@@ -4,23 +4,17 @@
 import type { IRequest } from "itty-router"
 import {
   type Admin,
-  allEntries,
   checkDeadLetter,
-  discardEntry,
   ENTRIES,
   fileFromAdvisory,
   indexDeadLetter,
-  listEntries,
+  openGroups,
   parseAdvisory,
   parsePauseAdvisory,
   pauseConsumer,
   pauseEnd,
-  replayEntry,
-  replayMatching,
   resumeConsumer,
-  showEntry,
   status,
-  toFilter,
 } from "../mesh/admin/mod.ts"
 import {
   cookie,
@@ -40,7 +34,10 @@ import {
   type Worker,
   type WorkerOptions,
 } from "../mesh/mod.ts"
-import { dashboardPage } from "./ops-dashboard.ts"
+import { registerFullness } from "../mesh/admin/fullness.ts"
+import { dlqDesk } from "./ops-dlq.ts"
+import { lagSampler } from "./ops-lag.ts"
+import { pageRoutes } from "./ops-pages.ts"
 
 export type OpsConfig = {
   /** named operators (LOGIFLOW_OPERATORS or LOGIFLOW_OPERATORS_FILE, read at start); none = the API answers 503 */
@@ -113,8 +110,6 @@ const signInFailed = () =>
     },
   )
 
-const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v)
-
 export function opsWorker(cfg: OpsConfig = {}): Worker {
   let rt: Runtime | undefined
   let admin: Promise<Admin> | undefined
@@ -143,9 +138,21 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
       }
     }
 
+  // the live index of the entries and the bulk replay runner (workers/ops-dlq.ts); lag samples for the sparklines
+  const desk = dlqDesk(() => rt!, adminOf)
+  const lag = lagSampler()
+
   return worker({
     name: "ops",
     backoff: cfg.backoff,
+    onStart: async (r) => {
+      await desk.start(r)
+      lag.start(async () => (await adminOf()).jsm)
+    },
+    onStop: async () => {
+      lag.stop()
+      await desk.stop()
+    },
     raw: {
       ADVISORIES: net("ADVISORIES", async (msg, ctx) => {
         // any pause or resume, whoever asked (the dashboard, logiflow, the nats CLI): the record of the breaker
@@ -210,18 +217,9 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
         refused: () => refused.inc(),
         failed: (stream) => failures.inc({ stream }),
       }
-      runtime.metrics.gauge("logiflow_dlq_open_entries", "Open DLQ entries by consumer and reason (read from dlq-entries at scrape)", {
-        labelNames: ["consumer", "reason"],
-        collect: async () => {
-          const open = new Map<string, [Record<string, string>, number]>()
-          for (const e of await allEntries(await adminOf())) {
-            if (e.state !== "open") continue
-            const row = open.get(`${e.consumer}\u0000${e.reason}`) ?? [{ consumer: e.consumer, reason: e.reason }, 0]
-            open.set(`${e.consumer}\u0000${e.reason}`, [row[0], row[1] + 1])
-          }
-          return [...open.values()]
-        },
-      })
+      desk.metrics(runtime)
+      // stream fullness against the limits, consumer lag and oldest unacked age: what deploy/alerts reads
+      registerFullness(runtime.metrics, async () => (await adminOf()).jsm)
       // generated from contracts/ by `npm run asyncapi`; a JSON import works unchanged on Node and Deno
       let contract: Promise<unknown> | undefined
       router.get(
@@ -231,37 +229,16 @@ export function opsWorker(cfg: OpsConfig = {}): Worker {
           (await (contract ??= import("../contracts/asyncapi.json", { with: { type: "json" } }).then((m) => m.default))) as object,
       )
 
-      // the page itself holds no data: it loads without a session and shows a sign-in form until it has one
-      router.get("/", () => {
-        const nonce = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))))
-        return new Response(dashboardPage(nonce), {
-          headers: {
-            "content-type": "text/html; charset=utf-8",
-            "cache-control": "no-store",
-            // a payload that slipped past escaping still could not run: only the page's own script has the nonce
-            "content-security-policy": `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,
-            "x-content-type-options": "nosniff",
-          },
-        })
-      })
+      // the pages hold no data: they load without a session and say how to sign in until there is one
+      pageRoutes(router, { read, admin: adminOf, lag })
       router.get("/login", login)
       router.get("/logout", logout)
       router.get("/api/session", read, (req: Signed) => ({ operator: req.operator }))
-      router.get("/api/status", read, async () => status(await adminOf()))
-      router.get("/api/dlq", read, async ({ query }) => {
-        const { limit, cursor, ...filter } = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, one(v)]))
-        return listEntries(await adminOf(), toFilter(filter), { limit: limit ? Number(limit) : 50, cursor })
+      router.get("/api/status", read, async () => {
+        const index = await desk.index()
+        return status(await adminOf(), async () => openGroups(index.counts()))
       })
-      router.get("/api/dlq/:id", read, async ({ params }) => showEntry(await adminOf(), params.id!))
-      // the history records who did it: the operator's name
-      router.post("/api/dlq/replay", act, async (req: Signed) => {
-        const body = await readJson(req, 16 * 1024)
-        if (!body || typeof body !== "object" || Array.isArray(body))
-          return Response.json({ status: 400, error: "body must be a JSON object of filters" }, { status: 400 })
-        return replayMatching(await adminOf(), toFilter(body as Record<string, unknown>), req.operator)
-      })
-      router.post("/api/dlq/:id/replay", act, async (req: Signed) => replayEntry(await adminOf(), req.params.id!, req.operator))
-      router.post("/api/dlq/:id/discard", act, async (req: Signed) => discardEntry(await adminOf(), req.params.id!, req.operator))
+      desk.routes(router, read, act)
       // the circuit breaker (mesh/admin/pause.ts): events wait in the stream instead of burning deliveries
       router.post("/api/consumers/:stream/:consumer/pause", act, async (req: Signed) => {
         const body = (await readJson(req, 4096)) ?? {}

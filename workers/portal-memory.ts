@@ -1,40 +1,43 @@
-// workers/portal-memory.ts — the portal's read model as each instance holds it: a copy in memory of its two buckets,
-// kept current by a KV watch, and dropped and loaded again around a rebuild of the buckets (mesh/rebuild.ts).
+// workers/portal-memory.ts — the portal's read model as each instance holds it: a copy in memory of its trucks (one
+// key per truck, so bounded by the fleet) kept current by a KV watch, the invoice store (portal-invoices.ts: paged
+// from its bucket, only first pages cached), and the last positions (portal-positions.ts); dropped and loaded again
+// around a rebuild of the buckets (mesh/rebuild.ts).
+import { jetstreamManager } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import { type InvoiceGenerated, parseTime } from "../contracts/mod.ts"
-import { type Follower, followRebuild, type Logger, type Runtime } from "../mesh/mod.ts"
-import type { TruckDoc } from "./portal.ts"
+import { parseTime } from "../contracts/mod.ts"
+import { envInt, followRebuild, type Logger, type Runtime } from "../mesh/mod.ts"
+import { config as portal, type ReadModel, type TruckDoc } from "./portal-model.ts"
+import { INVOICES_BUCKET, invoiceStore } from "./portal-invoices.ts"
+import { positions } from "./portal-positions.ts"
 
 export const TRUCKS_BUCKET = "portal-trucks"
-export const INVOICES_BUCKET = "portal-invoices"
+export { INVOICES_BUCKET }
+
+const config = {
+  cache: {
+    // at most customers × perCustomer invoices (~1 KiB each in memory): 25 MiB with the defaults
+    customers: envInt("PORTAL_CACHE_CUSTOMERS", 500),
+    perCustomer: Math.min(portal.pageDefault, portal.pageMax),
+    maxAgeMs: envInt("PORTAL_CACHE_SECONDS", 600) * 1000,
+  },
+  positions: { cacheMs: envInt("PORTAL_POSITION_CACHE_MS", 1000), trucks: envInt("PORTAL_POSITION_TRUCKS", 50_000), parallel: 32 },
+}
 
 // times in events passed the contract's parser, so they parse here
 const ms = (iso: string) => parseTime(iso)!
 
 /** Newest event time applied to a truck, whether shown or not: what "as of" means for the whole list. */
 const appliedAt = (doc: TruckDoc) => [doc.route?.calculatedAt, doc.tracked?.at].filter((t): t is string => !!t)
-/**
- * Requests are served from memory, filled by a KV watch on both buckets: at start the watch delivers every key's
- * current value (the rebuild), then each change as it is written. Not filled by this instance's handlers, because
- * instances share one durable, so each handles only part of the events; the KV is the whole model. The cost is one
- * copy of both buckets per instance (fine for the demo's hundreds of trucks; a real fleet would shard or page), in
- * exchange for reads that never touch NATS, and answers that keep coming while NATS itself is away. kv.keys() per
- * request would instead cost a consumer create plus one get per key on every page refresh.
- */
-export type ReadModel = {
-  trucks: Map<string, TruckDoc>
-  invoices: Map<string, InvoiceGenerated>
-  asOf: { trucks: string | null; invoices: string | null }
-  stops: (() => void)[]
-  /** `logiflow rebuild portal` (mesh/rebuild.ts): while it runs, nothing is served as complete */
-  rebuild?: Follower
-}
 
 const models = new WeakMap<Runtime, ReadModel>()
 
 export function modelOf(rt: Runtime): ReadModel {
   let m = models.get(rt)
-  if (!m) models.set(rt, (m = { trucks: new Map(), invoices: new Map(), asOf: { trucks: null, invoices: null }, stops: [] }))
+  if (!m) {
+    const jsm = () => (rt.connected ? jetstreamManager(rt.nc, { checkAPI: false }) : Promise.reject(new Error("not connected")))
+    m = { trucks: new Map(), positions: positions(jsm, config.positions), asOf: { trucks: null }, stops: [] }
+    models.set(rt, m)
+  }
   return m
 }
 
@@ -42,8 +45,8 @@ export function modelOf(rt: Runtime): ReadModel {
 export function unload(m: ReadModel) {
   m.stops.splice(0).forEach((stop) => stop())
   m.trucks.clear()
-  m.invoices.clear()
-  m.asOf = { trucks: null, invoices: null }
+  m.invoices = undefined
+  m.asOf = { trucks: null }
 }
 
 const later = (a: string | null, b: string) => (a === null || ms(b) > ms(a) ? b : a)
@@ -91,15 +94,12 @@ async function load(rt: Runtime): Promise<void> {
       (d) => appliedAt(d).forEach((t) => (m.asOf.trucks = later(m.asOf.trucks, t))),
       rt.log,
     ),
-    await mirror<InvoiceGenerated>(
-      INVOICES_BUCKET,
-      invoices,
-      m.invoices,
-      (i) => (m.asOf.invoices = later(m.asOf.invoices, i.issuedAt)),
-      rt.log,
-    ),
   )
-  rt.log.info("read model loaded", { trucks: m.trucks.size, invoices: m.invoices.size })
+  const jsm = await jetstreamManager(rt.nc, { checkAPI: false })
+  const store = await invoiceStore({ jsm, nc: rt.nc, inboxPrefix: `_INBOX_${rt.name}` }, invoices, config.cache)
+  m.stops.push(() => store.stop())
+  m.invoices = store
+  rt.log.info("read model loaded", { trucks: m.trucks.size, invoicesAsOf: store.asOf })
 }
 
 /** Loads the model, unless a rebuild is under way: then it is loaded once the rebuild has replayed the streams. */

@@ -3,140 +3,28 @@
 // customer only. It never calls another worker, so with routing, invoice or tracking down it still answers, from
 // what it last applied, and says how old that is.
 import { type IRequest, type RouterType, StatusError } from "itty-router"
-import { type EtaUpdated, type InvoiceGenerated, parseTime, type RouteCalculated, type Stop } from "../contracts/mod.ts"
+import { cookie, kvKey, presented, type Runtime, runWhenMain, secret, sessionCookie, updateJson, verifyToken, worker } from "../mesh/mod.ts"
+import { INVOICES_BUCKET, storeInvoice } from "./portal-invoices.ts"
+import { modelOf, startFollowing, TRUCKS_BUCKET, unload } from "./portal-memory.ts"
 import {
-  cookie,
-  envInt,
-  kvKey,
-  presented,
-  type Runtime,
-  runWhenMain,
-  secret,
-  sessionCookie,
-  updateJson,
-  verifyToken,
-  worker,
-} from "../mesh/mod.ts"
-import { INVOICES_BUCKET, modelOf, type ReadModel, startFollowing, TRUCKS_BUCKET, unload } from "./portal-memory.ts"
+  applyEta,
+  applyRoute,
+  config,
+  limitOf,
+  listInvoices,
+  listTrucks,
+  mapTrucks,
+  positionAge,
+  type TruckDoc,
+  truckView,
+} from "./portal-model.ts"
 import { csp, rebuildingPage, renderPage, signInPage } from "./portal-page.ts"
 
 export { escapeHtml, formatCents, formatTime } from "./portal-page.ts"
 
-const config = {
-  staleSeconds: envInt("PORTAL_STALE_SECONDS", 300),
-  refreshSeconds: envInt("PORTAL_REFRESH_SECONDS", 5),
-}
-
 export { INVOICES_BUCKET, TRUCKS_BUCKET } from "./portal-memory.ts"
-
-// --- the read model (pure) ------------------------------------------------------------------------------------
-
-/**
- * One truck as stored. The route and the newest tracked ETA are kept apart, each replaced only by newer input,
- * because they come from different streams with no order between them: an EtaUpdated may arrive before the route
- * it belongs to, or after a newer route. Which ETA to show is decided when reading (truckView).
- */
-export type TruckDoc = {
-  truckId: string
-  route?: { routeId: string; customerId: string; stops: Stop[]; distanceKm: number; eta: string; calculatedAt: string }
-  tracked?: { routeId: string; eta: string; nextStopId?: string; remainingKm: number; at: string }
-}
-
-// times in events passed the contract's parser, so they parse here
-const ms = (iso: string) => parseTime(iso)!
-
-export function applyRoute(prev: TruckDoc | undefined, r: RouteCalculated): TruckDoc {
-  const old = prev?.route
-  if (old) {
-    if (old.routeId === r.routeId) return prev
-    const d = ms(old.calculatedAt) - ms(r.calculatedAt)
-    if (d > 0 || (d === 0 && old.routeId > r.routeId)) return prev
-  }
-  const { routeId, customerId, stops, distanceKm, eta, calculatedAt } = r
-  return {
-    truckId: r.truckId,
-    route: { routeId, customerId, stops, distanceKm, eta, calculatedAt },
-    ...(prev?.tracked ? { tracked: prev.tracked } : {}),
-  }
-}
-
-export function applyEta(prev: TruckDoc | undefined, e: EtaUpdated): TruckDoc {
-  // the same or an older update (redelivery, replay, a late instance) never overwrites a newer one
-  if (prev?.tracked && ms(e.updatedAt) <= ms(prev.tracked.at)) return prev
-  const tracked = {
-    routeId: e.routeId,
-    eta: e.eta,
-    remainingKm: e.remainingKm,
-    at: e.updatedAt,
-    ...(e.nextStopId ? { nextStopId: e.nextStopId } : {}),
-  }
-  return { ...(prev ?? { truckId: e.truckId }), tracked }
-}
-
-/** An invoice never changes once issued: the first one stored stays, a redelivery writes nothing. */
-export const applyInvoice = (prev: InvoiceGenerated | undefined, inv: InvoiceGenerated): InvoiceGenerated => prev ?? inv
-
-export type TruckView = {
-  truckId: string
-  routeId: string
-  customerId: string
-  stops: Stop[]
-  nextStopId: string | null
-  remainingKm: number | null
-  eta: string
-  etaSource: "planned" | "tracked"
-  updatedAt: string
-  stale: boolean
-}
-
-export type InvoiceView = InvoiceGenerated & { updatedAt: string; stale: boolean }
-
-const isStale = (updatedAt: string, now: number, staleSeconds: number) => now - ms(updatedAt) > staleSeconds * 1000
-
-/** Undefined until the truck's route is known: a customer sees a truck only once it has a route for them. */
-export function truckView(doc: TruckDoc, now = Date.now(), staleSeconds = config.staleSeconds): TruckView | undefined {
-  const route = doc.route
-  if (!route) return undefined
-  const tracked = doc.tracked?.routeId === route.routeId ? doc.tracked : undefined
-  const updatedAt = tracked && ms(tracked.at) > ms(route.calculatedAt) ? tracked.at : route.calculatedAt
-  return {
-    truckId: doc.truckId,
-    routeId: route.routeId,
-    customerId: route.customerId,
-    stops: route.stops,
-    nextStopId: tracked ? (tracked.nextStopId ?? null) : (route.stops[0]?.id ?? null),
-    remainingKm: tracked ? tracked.remainingKm : route.distanceKm,
-    eta: tracked ? tracked.eta : route.eta,
-    etaSource: tracked ? "tracked" : "planned",
-    updatedAt,
-    stale: isStale(updatedAt, now, staleSeconds),
-  }
-}
-
-export const invoiceView = (inv: InvoiceGenerated, now = Date.now(), staleSeconds = config.staleSeconds): InvoiceView => ({
-  ...inv,
-  updatedAt: inv.issuedAt,
-  stale: isStale(inv.issuedAt, now, staleSeconds),
-})
-
-// --- queries --------------------------------------------------------------------------------------------------
-
-/** The trucks whose current route is for `customerId`. */
-export function listTrucks(m: ReadModel, customerId: string, now = Date.now()): { trucks: TruckView[]; asOf: string | null } {
-  const trucks = [...m.trucks.values()]
-    .map((d) => truckView(d, now))
-    .filter((t): t is TruckView => !!t && t.customerId === customerId)
-    .sort((a, b) => (a.truckId < b.truckId ? -1 : a.truckId > b.truckId ? 1 : 0))
-  return { trucks, asOf: m.asOf.trucks }
-}
-
-export function listInvoices(m: ReadModel, customerId: string, now = Date.now()): { invoices: InvoiceView[]; asOf: string | null } {
-  const invoices = [...m.invoices.values()]
-    .filter((i) => i.customerId === customerId)
-    .sort((a, b) => ms(b.issuedAt) - ms(a.issuedAt) || (a.invoiceId < b.invoiceId ? -1 : 1))
-    .map((i) => invoiceView(i, now))
-  return { invoices, asOf: m.asOf.invoices }
-}
+export { invoiceKey } from "./portal-invoices.ts"
+export * from "./portal-model.ts"
 
 // --- HTTP -----------------------------------------------------------------------------------------------------
 
@@ -235,17 +123,19 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     if (!customerId) return htmlResponse(signInPage(token ? "Your sign-in has expired. Open a new link to sign in again." : undefined), 401)
     const r = rebuilding()
     if (r) return htmlResponse(rebuildingPage(r.progress, config.refreshSeconds), 503, { "retry-after": "2" })
+    // the invoices' bucket may be out of reach (NATS away, no page cached): the page still shows the trucks
+    const invoices = await listInvoices(m, customerId).catch(() => undefined)
     return htmlResponse(
       renderPage({
         customerId,
         trucks: listTrucks(m, customerId),
-        invoices: listInvoices(m, customerId),
+        invoices,
         refreshSeconds: config.refreshSeconds,
       }),
     )
   })
-  router.get("/api/trucks", signedIn, serving, (request: Signed) => (ownOnly(request), listTrucks(m, request.customerId)))
-  router.get("/api/trucks/:id", signedIn, serving, (request: Signed) => {
+  router.get("/api/trucks", signedIn, serving, (request: Signed) => (ownOnly(request), mapTrucks(m, request.customerId)))
+  router.get("/api/trucks/:id", signedIn, serving, async (request: Signed) => {
     // itty-router hands over the raw path segment: "Lkw%207" must find truck "Lkw 7"
     let id: string
     try {
@@ -257,23 +147,27 @@ function routes(router: RouterType<IRequest>, rt: Runtime) {
     const doc = m.trucks.get(kvKey(id))
     const view = doc && truckView(doc)
     if (!view || view.customerId !== request.customerId) throw new StatusError(404, `no truck ${id} with a route`)
-    return view
+    const position = (await m.positions.of([view.truckId])).get(view.truckId) ?? null
+    return { ...view, position, positionAge: positionAge(position) }
   })
-  router.get("/api/invoices", signedIn, serving, (request: Signed) => (ownOnly(request), listInvoices(m, request.customerId)))
+  router.get("/api/invoices", signedIn, serving, (request: Signed) => {
+    ownOnly(request)
+    return listInvoices(m, request.customerId, limitOf(query(request, "limit")), query(request, "cursor"))
+  })
 }
 
 // --- wiring ---------------------------------------------------------------------------------------------------
 
-// Each handler is a revision-checked read–modify–write keyed by business id (truckId, invoiceId) whose apply*
-// function ignores what it has already seen, so a redelivery or replay writes the same state, or nothing.
+// Each truck handler is a revision-checked read–modify–write keyed by truck whose apply* function ignores what it
+// has already seen; an invoice is created once under its customer and id. A redelivery or replay writes the same
+// state, or nothing.
 const portal = worker({
   name: "portal",
   consumes: {
     RouteCalculated: async (r, ctx) =>
       void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), r.truckId, (prev) => applyRoute(prev, r))),
     EtaUpdated: async (e, ctx) => void (await updateJson<TruckDoc>(await ctx.kv(TRUCKS_BUCKET), e.truckId, (prev) => applyEta(prev, e))),
-    InvoiceGenerated: async (inv, ctx) =>
-      void (await updateJson<InvoiceGenerated>(await ctx.kv(INVOICES_BUCKET), inv.invoiceId, (prev) => applyInvoice(prev, inv))),
+    InvoiceGenerated: async (inv, ctx) => storeInvoice(await ctx.kv(INVOICES_BUCKET), inv),
   },
   routes,
   onStart: startFollowing,

@@ -16,7 +16,15 @@ export const ORIGINAL_GONE = "original no longer in stream"
 /** resolved: the effect the failed delivery was to store is stored after all (a crash between publish and ack) */
 export type EntryState = "open" | "replayed" | "discarded" | "resolved"
 export const entryStates: EntryState[] = ["open", "replayed", "discarded", "resolved"]
-export type HistoryItem = { at: string; action: "dead-lettered" | "replayed" | "discarded" | "resolved"; by: string; note?: string }
+export type HistoryItem = {
+  at: string
+  action: "dead-lettered" | "edited" | "replayed" | "discarded" | "resolved"
+  by: string
+  note?: string
+}
+
+/** An operator's correction of the payload: what a replay sends instead of the original, which stays as it was. */
+export type Edit = { payload: unknown; by: string; at: string; n: number }
 
 export type DlqEntry = {
   /** `<stream>.<consumer>.<seq>` of the original; `….r<replaySeq>` when a replay of it failed again */
@@ -34,9 +42,14 @@ export type DlqEntry = {
   state: EntryState
   history: HistoryItem[]
   replays: number
-  /** ce-type and ce-subject of the failed event, when it had them */
+  /** ce-type and ce-subject (the key: a truck) of the failed event, when it had them */
   type?: string
   key?: string
+  /** ce-id of the failed event, and the route it is about when its payload names one (RouteCalculated, EtaUpdated, …) */
+  eventId?: string
+  routeId?: string
+  /** the latest correction of the payload (mesh/admin/edit.ts); a replay sends it */
+  edit?: Edit
   /** set when this failure is a replay of an earlier entry that failed again */
   replayOf?: string
   /** the DLQ message has no body (too large for the DLQ): show and replay read the original from stream and seq */
@@ -97,12 +110,27 @@ export function entryOf(m: DlqMessage): DlqEntry {
   }
   const type = h("ce-type")
   const key = h("ce-subject")
+  const eventId = h("ce-id")
   const replayOf = h(REPLAY.of)
   if (type) entry.type = type
   if (key) entry.key = key
+  if (eventId) entry.eventId = eventId
+  const routeId = routeIdOf(m.data)
+  if (routeId) entry.routeId = routeId
   if (replayOf) entry.replayOf = replayOf
   if (h(DLQ.payload) === BY_REFERENCE) entry.byReference = true
   return entry
+}
+
+/** The `routeId` a payload names (every event about a route carries one), or undefined. */
+function routeIdOf(data?: Uint8Array): string | undefined {
+  if (!data?.length) return undefined
+  try {
+    const v = JSON.parse(new TextDecoder().decode(data)) as { routeId?: unknown }
+    return typeof v?.routeId === "string" && v.routeId.length <= 128 ? v.routeId : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** Files a DLQ message in the bucket. The first writer wins: a duplicate of an indexed failure changes nothing. */

@@ -6,8 +6,8 @@
 import type { StoredMsg } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
-import { effectOf, eventOfSubject, publishedSubject, topology } from "../../contracts/mod.ts"
-import { DLQ } from "../dlq.ts"
+import { effectOf, eventOfSubject, publishedSubject, REPLAY_STREAM, topology } from "../../contracts/mod.ts"
+import { DLQ, REPLAY } from "../dlq.ts"
 import type { Admin, DlqEntry, DlqMessage } from "./entries.ts"
 import { entryOf, headerOf, ORIGINAL_GONE } from "./entries.ts"
 import { subjectMatches } from "./list.ts"
@@ -84,7 +84,7 @@ export async function checkDeadLetter(a: Admin, m: DlqMessage): Promise<Checked>
   if (!named.filters.some((f) => subjectMatches(f, publishedSubject(original.subject)))) {
     return { ok: false, why: `${named.stream} seq ${seq} is on ${original.subject}, which ${named.consumer} does not read` }
   }
-  const wrong = mismatch(m, original, entry.byReference === true)
+  const wrong = mismatch(m, (await replayedAs(a, m, named.stream, seq)) ?? original, entry.byReference === true)
   if (wrong) return { ok: false, why: `${named.stream} seq ${seq}: ${wrong}` }
   const stored = await effectStored(a, named.consumer, original)
   if (stored) {
@@ -99,6 +99,19 @@ export async function checkDeadLetter(a: Admin, m: DlqMessage): Promise<Checked>
     }
   }
   return { ok: true, entry }
+}
+
+/**
+ * A replay that failed again was filed from the REPLAY stream's message, which carries an operator's correction
+ * when the entry was edited: that message, seen as the original it stands for, is what the entry must match.
+ */
+async function replayedAs(a: Pick<Admin, "jsm">, m: DlqMessage, stream: string, seq: number) {
+  const replaySeq = /^dlq:REPLAY:(?:[^:]+:)?(\d+)$/.exec(headerOf(m.headers)("Nats-Msg-Id") ?? "")?.[1]
+  if (!replaySeq) return undefined
+  const r = await a.jsm.streams.getMessage(REPLAY_STREAM, { seq: Number(replaySeq) }).catch(() => null)
+  const h = headerOf(r?.header)
+  if (!r || h(REPLAY.stream) !== stream || h(REPLAY.seq) !== String(seq)) return undefined
+  return { subject: h(REPLAY.subject) ?? "", header: r.header, data: r.data, seq: r.seq, time: r.time } as StoredMsg
 }
 
 /** The stored effect (`contracts/effects.ts`) of `original` as handled by `consumer`, if the worker declares one. */
@@ -118,7 +131,7 @@ export async function effectStored(a: Pick<Admin, "jsm">, consumer: string, orig
 }
 
 /** The last message stored for an effect's subject, its stream partitioned or not (then generation and partition follow). */
-async function lastOf(a: Pick<Admin, "jsm">, effect: { stream: string; subject: string }) {
+export async function lastOf(a: Pick<Admin, "jsm">, effect: { stream: string; subject: string }) {
   return (
     (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: effect.subject })) ??
     (await a.jsm.streams.getMessage(effect.stream, { last_by_subj: `${effect.subject}.>` }))

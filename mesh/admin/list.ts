@@ -34,7 +34,28 @@ export async function allEntries(a: Pick<Admin, "js">): Promise<DlqEntry[]> {
   return (await latestValues<DlqEntry>(a.js, ENTRIES)).sort((x, y) => y.dlqSeq - x.dlqSeq)
 }
 
-export type Filter = { consumer?: string; subject?: string; reason?: string; state?: EntryState; since?: string; until?: string }
+export type Filter = {
+  /** the failed event's ce-id, or the route it is about (routeId) */
+  eventId?: string
+  /** the failed event's key (ce-subject: a truck) */
+  key?: string
+  consumer?: string
+  subject?: string
+  reason?: string
+  state?: EntryState
+  since?: string
+  until?: string
+}
+export const FILTERS = ["eventId", "key", "consumer", "subject", "reason", "state", "since", "until"] as const
+
+/** What a filter and a page look at: an entry without its history, error and edit (mesh/admin/live.ts keeps these). */
+export type Summary = Pick<DlqEntry, "id" | "dlqSeq" | "stream" | "consumer" | "subject" | "reason" | "state" | "failedAt"> &
+  Partial<Pick<DlqEntry, "eventId" | "routeId" | "key">>
+
+export const summaryOf = (e: DlqEntry): Summary => {
+  const { id, dlqSeq, stream, consumer, subject, reason, state, failedAt, eventId, routeId, key } = e
+  return { id, dlqSeq, stream, consumer, subject, reason, state, failedAt, eventId, routeId, key }
+}
 
 /** NATS wildcard match: `*` one token, `>` the rest. */
 export function subjectMatches(pattern: string, subject: string): boolean {
@@ -61,9 +82,7 @@ export function toFilter(raw: Record<string, unknown>): Filter {
   const f: Filter = {}
   for (const [k, v] of Object.entries(raw)) {
     if (v === undefined || v === "") continue
-    if (!["consumer", "subject", "reason", "state", "since", "until"].includes(k)) {
-      throw new StatusError(400, `unknown filter "${k}" (use consumer, subject, reason, state, since, until)`)
-    }
+    if (!(FILTERS as readonly string[]).includes(k)) throw new StatusError(400, `unknown filter "${k}" (use ${FILTERS.join(", ")})`)
     if (typeof v !== "string") throw new StatusError(400, `filter ${k} must be a string`)
     if (k === "state" && !entryStates.includes(v as EntryState))
       throw new StatusError(400, `state must be one of ${entryStates.join(", ")}`)
@@ -73,8 +92,10 @@ export function toFilter(raw: Record<string, unknown>): Filter {
   return f
 }
 
-export function matches(e: DlqEntry, f: Filter): boolean {
+export function matches(e: Summary, f: Filter): boolean {
   return (
+    (!f.eventId || e.eventId === f.eventId || e.routeId === f.eventId) &&
+    (!f.key || e.key === f.key) &&
     (!f.consumer || e.consumer === f.consumer) &&
     (!f.subject || subjectMatches(f.subject, e.subject)) &&
     (!f.reason || e.reason === f.reason) &&
@@ -85,20 +106,31 @@ export function matches(e: DlqEntry, f: Filter): boolean {
 }
 
 export type Page = { entries: DlqEntry[]; total: number; nextCursor?: string }
+export type Paging = { limit?: number; cursor?: string }
 
-/** Newest first; `cursor` is the last page's nextCursor (a DLQ sequence: stable while new entries arrive). */
-export async function listEntries(
-  a: Pick<Admin, "js">,
-  f: Filter,
-  { limit = 50, cursor }: { limit?: number; cursor?: string } = {},
-): Promise<Page> {
+/**
+ * One page of `newestFirst` (sorted by DLQ sequence, descending) that `f` selects, and how many it selects in all.
+ * `cursor` is the last page's nextCursor: a DLQ sequence, so pages stay stable while new entries arrive.
+ */
+export function pageOf<T extends Summary>(newestFirst: T[], f: Filter, { limit = 50, cursor }: Paging = {}) {
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new StatusError(400, "limit must be an integer from 1 to 1000")
-  const before = cursor === undefined ? Infinity : Number(cursor)
-  if (Number.isNaN(before)) throw new StatusError(400, `bad cursor "${cursor}"`)
-  const all = (await allEntries(a)).filter((e) => matches(e, f))
-  const rest = all.filter((e) => e.dlqSeq < before)
-  const entries = rest.slice(0, limit)
-  const page: Page = { entries, total: all.length }
-  if (rest.length > limit) page.nextCursor = String(entries[entries.length - 1]!.dlqSeq)
-  return page
+  const before = cursor === undefined || cursor === "" ? Infinity : Number(cursor)
+  if (!Number.isSafeInteger(before) && before !== Infinity) throw new StatusError(400, `bad cursor "${cursor}"`)
+  const chosen: T[] = []
+  let total = 0
+  let more = false
+  for (const e of newestFirst) {
+    if (!matches(e, f)) continue
+    total++
+    if (e.dlqSeq >= before) continue
+    if (chosen.length < limit) chosen.push(e)
+    else more = true
+  }
+  return { chosen, total, nextCursor: more ? String(chosen[chosen.length - 1]!.dlqSeq) : undefined }
+}
+
+/** Newest first, by a scan of the bucket (the CLI's way; ops pages its live index, mesh/admin/live.ts). */
+export async function listEntries(a: Pick<Admin, "js">, f: Filter, paging: Paging = {}): Promise<Page> {
+  const { chosen, total, nextCursor } = pageOf(await allEntries(a), f, paging)
+  return { entries: chosen, total, ...(nextCursor ? { nextCursor } : {}) }
 }

@@ -8,7 +8,6 @@ import { isNotFound as notFound } from "../errors.ts"
 import { kvKey } from "../kv.ts"
 import { type Admin, change, type DlqEntry, load, ORIGINAL_GONE } from "./entries.ts"
 import { checkReplay, originalOf } from "./filing.ts"
-import { allEntries, type Filter, matches } from "./list.ts"
 
 const REPLAY_HEADER = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
 
@@ -17,7 +16,7 @@ const REPLAY_HEADER = /^(nats-|logiflow-dlq-|logiflow-replay-)/i
  * sees it again (REPLAY/<consumer>), and its handler is idempotent by business key. The msg id `replay:<id>:<n>`
  * makes two operators pressing replay at once one replay.
  */
-export async function replayEntry(a: Admin, id: string, by: string): Promise<DlqEntry> {
+export async function replayEntry(a: Admin, id: string, by: string, note?: string): Promise<DlqEntry> {
   let { entry } = await load(a.kv, id)
   if (entry.state === "discarded") throw new StatusError(409, `entry ${id} is discarded`)
   if (entry.state === "resolved")
@@ -32,7 +31,9 @@ export async function replayEntry(a: Admin, id: string, by: string): Promise<Dlq
         )
       : err
   })
-  const m = await payloadOf(a, entry)
+  const original = await payloadOf(a, entry)
+  // an operator's correction goes instead of the original body (its headers stay: same event, same id, same key)
+  const m = entry.edit ? { ...original, data: new TextEncoder().encode(JSON.stringify(entry.edit.payload)) } : original
   await checkReplay(a, entry, m)
   const h = natsHeaders()
   for (const [k, vs] of m.header ?? []) if (!REPLAY_HEADER.test(k)) for (const v of vs) h.append(k, v)
@@ -51,7 +52,7 @@ export async function replayEntry(a: Admin, id: string, by: string): Promise<Dlq
       ...now.entry,
       state: "replayed",
       replays: n,
-      history: [...now.entry.history, { at: new Date().toISOString(), action: "replayed", by }],
+      history: [...now.entry.history, { at: new Date().toISOString(), action: "replayed", by, ...replayNote(now.entry, note) }],
     }
     try {
       await a.kv.update(kvKey(id), JSON.stringify(next), now.revision)
@@ -67,7 +68,15 @@ export async function replayEntry(a: Admin, id: string, by: string): Promise<Dlq
  * What a replay sends: the original, read from its stream while it is there (a by-reference entry has nothing else),
  * else the DLQ copy, which ops checked against the original when it indexed the entry.
  */
-async function payloadOf(a: Admin, entry: DlqEntry): Promise<{ subject: string; data: Uint8Array; header?: MsgHdrs; storedAt?: Date }> {
+const replayNote = (e: DlqEntry, note?: string) => {
+  const said = [e.edit ? `edit ${e.edit.n} by ${e.edit.by}` : "", note ?? ""].filter(Boolean).join("; ")
+  return said ? { note: said } : {}
+}
+
+export async function payloadOf(
+  a: Admin,
+  entry: DlqEntry,
+): Promise<{ subject: string; data: Uint8Array; header?: MsgHdrs; storedAt?: Date }> {
   const original = await originalOf(a, entry.stream, entry.seq)
   if (original && original.subject === entry.subject)
     return { subject: original.subject, data: original.data, header: original.header, storedAt: original.time }
@@ -90,14 +99,4 @@ export async function discardEntry(a: Pick<Admin, "kv">, id: string, by: string)
     if (e.state === "discarded") throw new StatusError(409, `entry ${id} is already discarded`)
     return { ...e, state: "discarded", history: [...e.history, { at: new Date().toISOString(), action: "discarded", by }] }
   })
-}
-
-/** Replays every open entry the filter selects; an empty filter is refused (it would replay everything). */
-export async function replayMatching(a: Admin, f: Filter, by: string): Promise<{ replayed: number; ids: string[] }> {
-  const { state, ...rest } = f
-  if (state && state !== "open") throw new StatusError(400, "bulk replay takes open entries only; replay others one by one")
-  if (Object.keys(rest).length === 0) throw new StatusError(400, "give at least one filter (consumer, subject, reason, since, until)")
-  const chosen = (await allEntries(a)).filter((e) => matches(e, { ...rest, state: "open" })).reverse()
-  for (const e of chosen) await replayEntry(a, e.id, by)
-  return { replayed: chosen.length, ids: chosen.map((e) => e.id) }
 }

@@ -1,8 +1,21 @@
 // mesh/admin/status.ts — the mesh at a glance: running workers (heartbeats), streams, consumers and their lag, and
 // the open DLQ entries grouped by consumer and reason.
 import { HEARTBEATS } from "../heartbeat.ts"
-import { type Admin, type DlqEntry, ENTRIES } from "./entries.ts"
+import { type Admin, ENTRIES } from "./entries.ts"
 import { allEntries, latestValues } from "./list.ts"
+import { type Count, openGroups } from "./live.ts"
+
+/** Counts by stream, consumer, reason and state, from one scan of the bucket. */
+export async function countEntries(a: Pick<Admin, "js">): Promise<Count[]> {
+  const counts = new Map<string, Count>()
+  for (const e of await allEntries(a)) {
+    const k = `${e.stream}\u0000${e.consumer}\u0000${e.reason}\u0000${e.state}`
+    const c = counts.get(k) ?? { stream: e.stream, consumer: e.consumer, reason: e.reason, state: e.state, entries: 0 }
+    c.entries++
+    counts.set(k, c)
+  }
+  return [...counts.values()]
+}
 
 export type StreamStatus = { name: string; subjects: string[]; messages: number; bytes: number; consumers: number }
 export type ConsumerStatus = {
@@ -43,7 +56,8 @@ export type Status = {
 
 const activeAt = (t: unknown) => (typeof t === "string" && !t.startsWith("0001-") ? t : undefined)
 
-export async function status(a: Admin): Promise<Status> {
+/** `dlq`: the DLQ report from ops' live counts (mesh/admin/live.ts); without it, from a scan of the bucket (the CLI). */
+export async function status(a: Admin, dlq?: () => Promise<Status["dlq"]>): Promise<Status> {
   const streams: StreamStatus[] = []
   const consumers: ConsumerStatus[] = []
   for await (const s of a.jsm.streams.list()) {
@@ -72,22 +86,16 @@ export async function status(a: Admin): Promise<Status> {
   }
   streams.sort((x, y) => x.name.localeCompare(y.name))
   consumers.sort((x, y) => `${x.stream}/${x.name}`.localeCompare(`${y.stream}/${y.name}`))
-  let open: DlqEntry[] = []
-  let error: string | undefined
-  try {
-    open = (await allEntries(a)).filter((e) => e.state === "open")
-  } catch (err) {
-    error = `${ENTRIES} unreadable: ${(err as Error).message}`
-  }
-  const count = (key: (e: DlqEntry) => string) => open.reduce<Record<string, number>>((r, e) => ((r[key(e)] = (r[key(e)] ?? 0) + 1), r), {})
-  const groups = Object.entries(count((e) => `${e.consumer}\u0000${e.reason}`))
-    .map(([k, n]) => ({ consumer: k.split("\u0000")[0]!, reason: k.split("\u0000")[1]!, open: n }))
-    .sort((x, y) => y.open - x.open || x.consumer.localeCompare(y.consumer))
-  const dlq: Status["dlq"] = { open: open.length, byConsumer: count((e) => e.consumer), byReason: count((e) => e.reason), groups }
-  if (error) dlq.error = error
+  const dlqReport = await (dlq ?? (async () => openGroups(await countEntries(a))))().catch((err): Status["dlq"] => ({
+    open: 0,
+    byConsumer: {},
+    byReason: {},
+    groups: [],
+    error: `${ENTRIES} unreadable: ${(err as Error).message}`,
+  }))
   // no heartbeats bucket yet (a fresh server, or an older topology): the report stands without the worker list
   const workers = (await latestValues<WorkerStatus>(a.js, HEARTBEATS).catch(() => [] as WorkerStatus[])).sort(
     (x, y) => x.worker.localeCompare(y.worker) || x.instance.localeCompare(y.instance),
   )
-  return { workers, streams, consumers, dlq }
+  return { workers, streams, consumers, dlq: dlqReport }
 }

@@ -24,13 +24,19 @@ export class CliError extends Error {
   override name = "CliError"
 }
 
-/** What a running `logiflow up` left for the CLI (.logiflow/session.env, mode 0600, removed when it stops). */
-export const SESSION_FILE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".logiflow", "session.env")
+/** Where `logiflow up` keeps its store and session unless --data-dir or LOGIFLOW_DATA_DIR say otherwise. */
+export const DATA_DIR_DEFAULT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".logiflow")
 
+/**
+ * What a running `logiflow up` left for the CLI: its NATS URL and admin credentials, PORTAL_SECRET and each worker's
+ * URL (`OPS_URL=http://127.0.0.1:8084`), in `session.env` of its data dir (LOGIFLOW_DATA_DIR, else the checkout's
+ * .logiflow), mode 0600, removed when it stops.
+ */
 export function session(): Record<string, string> {
-  if (!existsSync(SESSION_FILE)) return {}
+  const file = join(env("LOGIFLOW_DATA_DIR") || DATA_DIR_DEFAULT, "session.env")
+  if (!existsSync(file)) return {}
   return Object.fromEntries(
-    readFileSync(SESSION_FILE, "utf8")
+    readFileSync(file, "utf8")
       .split("\n")
       .map((l) => /^([A-Z_]+)=(.*)$/.exec(l))
       .filter((m) => m !== null)

@@ -10,6 +10,7 @@ import { consumerCommand } from "./consumer.ts"
 import { commands as opsCommands } from "./ops.ts"
 import { rebuild } from "./rebuild.ts"
 import { token } from "./token.ts"
+import { trace } from "./trace.ts"
 
 const provisionCommand: Command = {
   summary: "create or update every stream, consumer and KV bucket of contracts/topology.ts (idempotent)",
@@ -40,11 +41,12 @@ const provisionCommand: Command = {
 export const commands: Record<string, Command> = {
   up: {
     summary: "run the whole mesh locally: nats-server (unless NATS_URL), provision, every worker supervised",
-    usage: "logiflow up [--no-fleet] [--cluster]",
+    usage: "logiflow up [--no-fleet] [--cluster] [--scale worker=N ...] [--data-dir DIR]",
     run: async (args, io) => (await import("./up.ts")).up(args, io),
   },
   provision: provisionCommand,
   ...opsCommands,
+  trace,
   rebuild,
   consumer: consumerCommand,
   token,

@@ -159,7 +159,8 @@ export async function startNatsd(o: NatsdOptions): Promise<Natsd> {
     while (Date.now() < deadline) {
       const done = await Promise.race([exited.then(() => true), sleep(50).then(() => false)])
       if (done) throw new Error(`nats-server exited at start (code ${child.exitCode}): ${tail.trim().split("\n").slice(-3).join(" | ")}`)
-      const ok = await fetch(`http://${host}:${o.monitorPort}/healthz?js-enabled-only=true`).then(
+      // bounded: a monitor port that accepts but never answers (a loaded box) must not stall the start
+      const ok = await fetch(`http://${host}:${o.monitorPort}/healthz?js-enabled-only=true`, { signal: AbortSignal.timeout(2000) }).then(
         (r) => r.ok,
         () => false,
       )
@@ -168,10 +169,12 @@ export async function startNatsd(o: NatsdOptions): Promise<Natsd> {
     child.kill("SIGKILL")
     throw new Error(`nats-server did not become healthy within 15 s: ${tail.slice(-500)}`)
   }
+  // a graceful stop flushes the store; one that takes longer than 30 s is ended with SIGKILL (JetStream recovers)
   const waitExit = (signal: NodeJS.Signals) =>
     new Promise<void>((resolve) => {
       if (child.exitCode !== null || child.signalCode !== null) return resolve()
-      child.once("exit", () => resolve())
+      const kill = signal === "SIGKILL" ? undefined : setTimeout(() => child.kill("SIGKILL"), 30_000)
+      child.once("exit", () => (clearTimeout(kill), resolve()))
       child.kill(signal)
     })
   await launch()

@@ -1,81 +1,21 @@
 // mesh/cli/ops.ts — the operator commands of `logiflow` (tail, status, dlq, publish). They talk to NATS as the
-// admin user (io.connect()); the DLQ operations are the ops worker's own (mesh/admin/), so the CLI and the
-// HTTP API cannot drift apart.
+// admin user (io.connect()); the DLQ operations (mesh/cli/dlq.ts) are the ops worker's own (mesh/admin/), so the
+// CLI and the HTTP API cannot drift apart.
 import { readFile } from "node:fs/promises"
-import { userInfo } from "node:os"
 import { parseArgs } from "node:util"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
 import { ContractError, decode, eventNames, isEventName, keyOf, validate } from "../../contracts/mod.ts"
-import { CliError, type Command, type Io } from "./io.ts"
-import {
-  adminFor,
-  type DlqEntry,
-  discardEntry,
-  listEntries,
-  parseTime,
-  replayEntry,
-  replayMatching,
-  showEntry,
-  status,
-  toFilter,
-} from "../admin/mod.ts"
+import { adminFor, parseTime, status } from "../admin/mod.ts"
 import { env } from "../env.ts"
 import { childTraceparent, newId, publishEvent } from "../publish.ts"
-import { replaySubject } from "../../contracts/mod.ts"
+import { dlq } from "./dlq.ts"
+import { ago, bytes, cli, left, oneLine, positiveInt, table } from "./format.ts"
+import { CliError, type Command } from "./io.ts"
+
+export { cli, operator } from "./format.ts"
 
 // ---- helpers
-
-function table(io: Io, head: string[], rows: string[][]): void {
-  const all = [head, ...rows]
-  const width = head.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)))
-  for (const r of all) io.out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]!))).join("  "))
-}
-
-const bytes = (n: number) => {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"]
-  let i = 0
-  while (n >= 1024 && i < units.length - 1) (n /= 1024), i++
-  return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`
-}
-
-const ago = (iso?: string) => {
-  if (!iso) return "never"
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))
-  return s < 60
-    ? `${s}s ago`
-    : s < 3600
-      ? `${Math.round(s / 60)}m ago`
-      : s < 86400
-        ? `${Math.round(s / 3600)}h ago`
-        : `${Math.round(s / 86400)}d ago`
-}
-
-const left = (iso: string) => {
-  const s = Math.max(0, Math.round((Date.parse(iso) - Date.now()) / 1000))
-  return s < 60 ? `${s}s` : s < 3600 ? `${Math.round(s / 60)}m` : s < 86400 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86400)}d`
-}
-
-const oneLine = (s: string, max = 200) => {
-  const flat = s.replace(/\s*[\r\n]+\s*/g, " ")
-  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat
-}
-
-function positiveInt(s: string, flag: string): number {
-  const n = Number(s)
-  if (!Number.isInteger(n) || n < 1) throw new CliError(`${flag} must be a positive whole number, got "${s}"`)
-  return n
-}
-
-/** dlq-admin reports bad input as a StatusError; here it is a one-line CLI error. */
-export async function cli<T>(p: Promise<T>): Promise<T> {
-  try {
-    return await p
-  } catch (err) {
-    if (typeof (err as { status?: unknown }).status === "number") throw new CliError((err as Error).message)
-    throw err
-  }
-}
 
 /** Throws unless `s` is a valid subscription subject: dot-separated tokens, `*` a whole token, `>` only last. */
 export function checkSubject(s: string): void {
@@ -263,141 +203,6 @@ const statusCommand: Command = {
     } finally {
       await nc.close()
     }
-  },
-}
-
-// ---- dlq
-
-/**
- * Who a replay or discard is recorded as. The CLI's authority is its NATS connection as admin (whoever holds that
- * credential can do far more than replay), so it asks for no operator token; the history names the operator:
- * LOGIFLOW_OPERATOR, else the OS user.
- */
-export function operator(): string {
-  const named = env("LOGIFLOW_OPERATOR")?.trim()
-  if (named) return named
-  try {
-    return userInfo().username
-  } catch {
-    return env("USER") ?? env("LOGNAME") ?? "unknown"
-  }
-}
-
-const filterOptions = {
-  consumer: { type: "string" },
-  reason: { type: "string" },
-  subject: { type: "string" },
-  since: { type: "string" },
-  until: { type: "string" },
-} as const
-
-function showLines(d: Awaited<ReturnType<typeof showEntry>>): string[] {
-  const e = d.entry
-  const field = (k: string, v: unknown) => `${`${k}:`.padEnd(12)} ${v}`
-  return [
-    field("id", e.id),
-    field("state", e.state),
-    field("consumer", e.consumer),
-    field("stream", `${e.stream} seq ${e.seq}`),
-    field("subject", e.subject),
-    field("reason", e.reason),
-    field("error", e.error),
-    field("deliveries", e.deliveries),
-    field("failed at", e.failedAt),
-    field("replays", e.replays),
-    ...(e.replayOf ? [field("replay of", e.replayOf)] : []),
-    field("dlq seq", e.dlqSeq),
-    "headers:",
-    ...Object.entries(d.headers).map(([k, v]) => `  ${k}: ${v}`),
-    "payload:",
-    ...d.payload.split("\n").map((l) => `  ${l}`),
-    "timeline:",
-    ...e.history.map((h) => `  ${h.at} ${h.action} by ${h.by}`),
-  ]
-}
-
-const entryRow = (e: DlqEntry) => [e.id, e.state, e.consumer, e.reason, String(e.deliveries), e.failedAt, oneLine(e.error, 80)]
-
-const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
-  async list(args, io) {
-    const { values } = parseArgs({ args, options: { ...filterOptions, state: { type: "string" }, limit: { type: "string" } } })
-    const { limit, ...raw } = values
-    const filter = await cli(Promise.resolve().then(() => toFilter(raw)))
-    const n = limit === undefined ? 100 : positiveInt(limit, "--limit")
-    const nc = await io.connect()
-    try {
-      const page = await cli(listEntries(await adminFor(nc), filter, { limit: Math.min(n, 1000) }))
-      if (page.total === 0) return io.out("no entries")
-      table(io, ["ID", "STATE", "CONSUMER", "REASON", "DELIVERIES", "FAILED AT", "ERROR"], page.entries.map(entryRow))
-      io.out(
-        page.entries.length < page.total
-          ? `showing ${page.entries.length} of ${page.total} entries (--limit N for more)`
-          : `${page.total} ${page.total === 1 ? "entry" : "entries"}`,
-      )
-    } finally {
-      await nc.close()
-    }
-  },
-  async show(args, io) {
-    const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
-    if (positionals.length !== 1) throw new CliError("usage: logiflow dlq show <id>")
-    const nc = await io.connect()
-    try {
-      for (const line of showLines(await cli(showEntry(await adminFor(nc), positionals[0]!)))) io.out(line)
-    } finally {
-      await nc.close()
-    }
-  },
-  async replay(args, io) {
-    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: filterOptions })
-    const filtered = Object.values(values).some((v) => v !== undefined)
-    if (positionals.length > 1 || (positionals.length === 1) === filtered || (!positionals.length && !filtered)) {
-      throw new CliError(
-        "usage: logiflow dlq replay <id>, or logiflow dlq replay --consumer C [--reason R] [--subject S] [--since T] [--until T]",
-      )
-    }
-    const by = operator()
-    const filter = await cli(Promise.resolve().then(() => toFilter(values)))
-    const nc = await io.connect()
-    try {
-      const a = await adminFor(nc)
-      if (positionals.length) {
-        const e = await cli(replayEntry(a, positionals[0]!, by))
-        return io.out(`replayed ${e.id} to ${replaySubject(e.consumer, e.stream)} (replay ${e.replays})`)
-      }
-      const r = await cli(replayMatching(a, filter, by))
-      io.out(`replayed ${r.replayed} ${r.replayed === 1 ? "entry" : "entries"}`)
-      for (const id of r.ids) io.out(`  ${id}`)
-    } finally {
-      await nc.close()
-    }
-  },
-  async discard(args, io) {
-    const { positionals } = parseArgs({ args, allowPositionals: true, options: {} })
-    if (positionals.length !== 1) throw new CliError("usage: logiflow dlq discard <id>")
-    const by = operator()
-    const nc = await io.connect()
-    try {
-      const e = await cli(discardEntry(await adminFor(nc), positionals[0]!, by))
-      io.out(`discarded ${e.id}`)
-    } finally {
-      await nc.close()
-    }
-  },
-}
-
-const dlq: Command = {
-  summary: "dead letters: list, show, replay (one, or all open ones a filter selects), discard",
-  usage:
-    "logiflow dlq list [--consumer C] [--reason R] [--state open|replayed|discarded|resolved] [--subject S] [--since 1h] [--limit N] | " +
-    "show <id> | replay <id> | replay --consumer C [--reason R] | discard <id>",
-  async run([sub, ...rest], io) {
-    const run = sub ? dlqCommands[sub] : undefined
-    if (!run)
-      throw new CliError(
-        `${sub ? `unknown dlq command "${sub}"` : "missing dlq command"} (list, show, replay, discard); usage: ${dlq.usage}`,
-      )
-    await run(rest, io)
   },
 }
 

@@ -1,17 +1,24 @@
-// mesh/cli/token.ts — `logiflow token customer <id> [--days N]`: a customer's portal token, signed with PORTAL_SECRET
-// (the environment, PORTAL_SECRET_FILE, or the running `npm start`'s session). Printed alone, so a script can take it:
+// mesh/cli/token.ts — `logiflow token customer <id> [--days N] [--link]`: a customer's portal token, signed with
+// PORTAL_SECRET (the environment, PORTAL_SECRET_FILE, or the running `npm start`'s session). Printed alone, so a
+// script can take it:
 //   echo "https://portal.example.com/login?token=$(logiflow token customer acme --days 7)"
+// `--link` prints the one-click sign-in on the running portal instead (mesh/cli/urls.ts: wherever it listens).
 import { parseArgs } from "node:util"
 import { secret, signToken } from "../auth.ts"
 import { CliError, type Command, session } from "./io.ts"
+import { workerUrl } from "./urls.ts"
 
 const DEFAULT_DAYS = 30
 
 export const token: Command = {
   summary: "mint a customer's portal token (signed with PORTAL_SECRET), valid --days N (default 30)",
-  usage: "logiflow token customer <customerId> [--days N]",
+  usage: "logiflow token customer <customerId> [--days N] [--link]",
   async run(args, io) {
-    const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { days: { type: "string" } } })
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: { days: { type: "string" }, link: { type: "boolean" } },
+    })
     const [kind, customerId, ...rest] = positionals
     if (kind !== "customer" || !customerId || rest.length) throw new CliError(`usage: ${token.usage}`)
     const days = values.days === undefined ? DEFAULT_DAYS : Number(values.days)
@@ -23,7 +30,8 @@ export const token: Command = {
       )
     const expiresAt = Math.floor(Date.now() / 1000 + days * 86_400)
     try {
-      io.out(await signToken(key, customerId, expiresAt))
+      const signed = await signToken(key, customerId, expiresAt)
+      io.out(values.link ? `${workerUrl("portal")}/login?token=${signed}` : signed)
     } catch (err) {
       throw new CliError((err as Error).message)
     }

@@ -1,0 +1,57 @@
+// mesh/acked.ts against a real nats-server: a publish through the shared ack subscription ends exactly as
+// js.publish would: stored, a duplicate by msg id, refused by the once guard (10071), no stream (no responders),
+// no answer (TimeoutError), and many at once each get their own ack.
+import { jetstream } from "@nats-io/jetstream"
+import { TimeoutError } from "@nats-io/transport-node"
+import { suite } from "uvu"
+import * as assert from "uvu/assert"
+import { publishAcked } from "../mesh/acked.ts"
+import { ApiCode, apiCode, isNoResponders } from "../mesh/errors.ts"
+import { OutgoingHeaders } from "../mesh/headers.ts"
+import { natsSuite } from "./harness.ts"
+
+const test = suite("acked")
+const f = natsSuite(test, { reset: (x) => x.jsm.streams.add({ name: "ACKED", subjects: ["acked.>"] }) })
+const body = new TextEncoder().encode("{}")
+const headers = () => new OutgoingHeaders({ "ce-id": "x" })
+
+test("acked - stored, then the same msg id is a duplicate of the same sequence", async () => {
+  const a = await publishAcked(f.js, "acked.a", body, "id-1", headers())
+  const b = await publishAcked(f.js, "acked.a", body, "id-1", headers())
+  assert.equal([a.stream, a.seq, a.duplicate], ["ACKED", 1, false])
+  assert.equal([b.stream, b.seq, b.duplicate], ["ACKED", 1, true])
+  const stored = (await f.jsm.streams.getMessage("ACKED", { seq: 1 }))!
+  assert.is(stored.header.get("Nats-Msg-Id"), "id-1")
+  assert.is(stored.header.get("ce-id"), "x")
+})
+
+test("acked - the once guard refuses a second message on the subject with the server's code 10071", async () => {
+  await publishAcked(f.js, "acked.once", body, "o-1", headers(), { lastSubjectSequence: 0 })
+  const err = await publishAcked(f.js, "acked.once", body, "o-2", headers(), { lastSubjectSequence: 0 }).catch((e) => e)
+  assert.is(apiCode(err), ApiCode.WrongLastSequence)
+  assert.is((await f.jsm.streams.info("ACKED")).state.messages, 1)
+})
+
+test("acked - a subject no stream stores fails as no responders", async () => {
+  const err = await publishAcked(f.js, "nowhere.x", body, "n-1", headers()).catch((e) => e)
+  assert.ok(isNoResponders(err), String(err))
+})
+
+test("acked - a subject answered by nobody times out with the client's TimeoutError", async () => {
+  const sub = f.nc.subscribe("silent.x", { callback: () => {} })
+  const js = jetstream(f.nc, { timeout: 300 })
+  const err = await publishAcked(js, "silent.x", body, "s-1", headers()).catch((e) => e)
+  sub.unsubscribe()
+  assert.instance(err, TimeoutError)
+})
+
+test("acked - 500 publishes at once each get their own ack", async () => {
+  const acks = await Promise.all(Array.from({ length: 500 }, (_, i) => publishAcked(f.js, `acked.m.${i}`, body, `m-${i}`, headers())))
+  assert.equal(new Set(acks.map((a) => a.seq)).size, 500)
+  assert.equal(
+    acks.every((a) => !a.duplicate),
+    true,
+  )
+})
+
+test.run()
