@@ -12,7 +12,7 @@ import {
 } from "../contracts/mod.ts"
 import type { Connection } from "./connect.ts"
 import type { BoundConsumer } from "./consume.ts"
-import type { Handlers, RawHandler } from "./delivery.ts"
+import type { Handlers, RawHandler } from "./handler.ts"
 import { StartupError } from "./errors.ts"
 import { concreteConsumers, durableNames, isStale, layoutOf, partitionable } from "./partitioning.ts"
 import type { Unit } from "./partitions.ts"

@@ -3,10 +3,12 @@
 // keeps waiting messages alive, lets a lane move on once its handler outlives ack_wait, and drains on stop.
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
-import type { Meta } from "../contracts/mod.ts"
 import type { Backoff } from "./backoff.ts"
 import type { Connection } from "./connect.ts"
-import { deliver, type DeliveryDeps, type HandlerContext, type Handlers, type Outcome, type RawHandler } from "./delivery.ts"
+import { AckBatch } from "./ack-batch.ts"
+import { deliver } from "./delivery.ts"
+import type { DeliveryDeps, Handlers, Outcome, RawHandler } from "./handler.ts"
+import { Context } from "./handler-context.ts"
 import { type Held, held as holding, HeldSet } from "./held.ts"
 import { lanes } from "./lanes.ts"
 import type { Logger } from "./log.ts"
@@ -68,25 +70,6 @@ export type Consuming = {
 /** `ROUTING/invoice-a3`: one consumer among a worker's. */
 export const consumerKey = (c: { stream: string; durable: string }) => `${c.stream}/${c.durable}`
 
-// a class, not an object literal: one per message, and a literal's arrow functions were a closure each
-class Context implements HandlerContext {
-  constructor(
-    readonly worker: string,
-    readonly meta: Meta,
-    readonly log: Logger,
-    readonly kv: (bucket: string) => Promise<KV>,
-    private readonly h: Held,
-    private readonly ackWaitMs: number,
-  ) {}
-  get deliveries() {
-    return this.h.msg.info.deliveryCount
-  }
-  working() {
-    this.h.msg.working()
-    this.h.deadline = Date.now() + this.ackWaitMs
-  }
-}
-
 export function consume(o: ConsumeOptions): Consuming {
   const { log } = o
   const held = new HeldSet()
@@ -94,23 +77,9 @@ export function consume(o: ConsumeOptions): Consuming {
   const bound = new Map<string, { c: BoundConsumer; puller: Puller; deps: DeliveryDeps }>()
   let pullers: Puller[] = []
 
-  // the client writes its buffer out in a microtask, and handlers finish in different microtasks: acked one by one,
-  // each ack was its own socket write. Acks are collected and leave once per turn of the event loop, together with
-  // the pull requests for the room they freed: one write, and one request sized to everything that finished.
-  let acks: JsMsg[] = []
-  const flushAcks = () => {
-    const batch = acks
-    acks = []
-    // an ack after the connection closed (a handler the drain deadline gave up on) must not throw out of a timer:
-    // that message is redelivered, as intended
-    for (const m of batch) {
-      try {
-        m.ack()
-      } catch (err) {
-        log.warn("ack not sent; the server redelivers after ack_wait", { seq: m.seq, error: err })
-      }
-    }
-  }
+  // acks leave once per turn of the event loop, with the pull requests for the room they freed (mesh/ack-batch.ts)
+  const acks = new AckBatch(log)
+  const flushAcks = () => acks.flush()
   const later: (f: () => void) => void =
     (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
   let turnQueued = false
@@ -125,9 +94,7 @@ export function consume(o: ConsumeOptions): Consuming {
   const roomFreed = () => {
     if (!turnQueued) (turnQueued = true), later(turn)
   }
-  const ack = (msg: JsMsg) => {
-    if (acks.push(msg) >= 256) flushAcks()
-  }
+  const ack = (msg: JsMsg) => acks.add(msg)
 
   // the metric series of each (stream, type, outcome), bound once: labels are checked and hashed on first use only
   const observer = (stream: string) => {

@@ -2,34 +2,29 @@
 //   1. handler returns      → publish its events (acks awaited, msg ids from the cause), then ack the input
 //   2. PermanentError, or input that breaks the contract → DLQ entry, then term(); DLQ publish fails → nak
 //   3. any other error      → nak(delay) with client-side backoff; on the final delivery → DLQ as in 2
-import type { JetStreamClient, JsMsg } from "@nats-io/jetstream"
-import type { KV } from "@nats-io/kv"
 import {
   ContractError,
   decode,
   type Envelope,
-  type EventData,
   type EventName,
   isEventName,
   keyOf,
-  type Meta,
   publishedSubject,
   REPLAY_STREAM,
   streamOf,
   subjectOf,
 } from "../contracts/mod.ts"
-import { type Backoff, backoffDelay, nakDelay, type ServerBackoff } from "./backoff.ts"
+import { backoffDelay, nakDelay } from "./backoff.ts"
+import type { DeliveryDeps, Handler, Outcome } from "./handler.ts"
 import { deadLetter as dlqEntry, dlqHoldMs, publishDeadLetter, publishDeadLetterHolding, REPLAY } from "./dlq.ts"
 import { PermanentError } from "./errors.ts"
-import { type Version, versionSupports } from "./features.ts"
-import type { Logger } from "./log.ts"
+import { versionSupports } from "./features.ts"
 import { childTraceparent, type Outgoing, publishTraced } from "./publish.ts"
 import type { PulledMsg } from "./pulled.ts"
 import {
   type Context,
   contextOf,
   eventNameOf,
-  type PublishObserver,
   publishing,
   ROOT_CONTEXT,
   type Span,
@@ -39,48 +34,6 @@ import {
   tracer,
   trace,
 } from "./tracing.ts"
-
-export type HandlerContext = {
-  worker: string
-  /** metadata of the event being handled (ce-id, key, source, time, traceparent) */
-  meta: Meta
-  /** 1 on the first delivery */
-  deliveries: number
-  log: Logger
-  /** tells the server the handler is still busy, so it does not redeliver after ack_wait */
-  working(): void
-  kv(bucket: string): Promise<KV>
-}
-
-export type Handler<N extends EventName> = (event: EventData<N>, ctx: HandlerContext) => Outgoing[] | void | Promise<Outgoing[] | void>
-export type Handlers = { [N in EventName]?: Handler<N> }
-/** For streams that carry no domain events (advisories, DLQ entries): gets the raw message; return = ack. */
-export type RawHandler = (msg: JsMsg, ctx: HandlerContext) => void | Promise<void>
-
-export type Outcome = "ack" | "nak" | "dlq"
-
-/** What delivery needs of its consumer: one per consumer, shared by all its messages. */
-export type DeliveryDeps = {
-  worker: string
-  js: JetStreamClient
-  stream: string
-  consumer: string
-  maxDeliver: number
-  handlers: Handlers
-  raw?: RawHandler
-  backoff: Backoff
-  /** the consumer's server-side backoff, which every nak(delay) is corrected for */
-  redelivery: ServerBackoff
-  /** the connected server's version: a reason goes with term() only where the server takes it */
-  serverVersion(): Version
-  log: Logger
-  context(msg: JsMsg, meta: Meta): HandlerContext
-  observe(outcome: Outcome, type: string, seconds: number): void
-  /** every publish (returned events, DLQ entries): subject, outcome, seconds */
-  observePublish?: PublishObserver
-  /** acks `msg` (default: at once); the worker batches acks so a burst leaves in one socket write */
-  ack?(msg: JsMsg): void
-}
 
 /** One message on its way through the rules: what every step needs, in one object. */
 class Delivery {

@@ -1,6 +1,6 @@
 // mesh/held.ts — the messages a process holds: running, or waiting for their key's turn. What a drain hands back,
 // what the ack_wait sweep watches, and what PREFETCH bounds.
-import type { DeliveryDeps } from "./delivery.ts"
+import type { DeliveryDeps } from "./handler.ts"
 import type { PulledMsg } from "./pulled.ts"
 
 export type Held = {

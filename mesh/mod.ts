@@ -19,7 +19,7 @@ export {
   verifyToken,
 } from "./auth.ts"
 export { connect, type Connection } from "./connect.ts"
-export type { Handler, HandlerContext, Handlers, RawHandler } from "./delivery.ts"
+export type { Handler, HandlerContext, Handlers, RawHandler } from "./handler.ts"
 export { deadLetter, publishDeadLetter } from "./dlq.ts"
 export { env, envInt } from "./env.ts"
 export { ApiCode, apiCode, isNoResponders, isNotFound, isPermissionDenied, PermanentError, StartupError, TooLarge } from "./errors.ts"

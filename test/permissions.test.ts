@@ -24,7 +24,7 @@ import {
   workers,
 } from "../contracts/mod.ts"
 import { type Connection, connect } from "../mesh/connect.ts"
-import type { Handlers } from "../mesh/delivery.ts"
+import type { Handlers } from "../mesh/handler.ts"
 import { PermanentError, StartupError } from "../mesh/errors.ts"
 import { getJson, kvKey } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"

@@ -4,7 +4,7 @@
 // bucket) is stopped there, and the dry run says what it could not evaluate instead of guessing.
 import { StatusError } from "itty-router"
 import { type EventName, keyOf, type Meta, streamOf, subjectOf, validate } from "../../contracts/mod.ts"
-import type { Handler, HandlerContext, Handlers } from "../delivery.ts"
+import type { Handler, HandlerContext, Handlers } from "../handler.ts"
 import { PermanentError } from "../errors.ts"
 import type { Logger } from "../log.ts"
 import type { Outgoing } from "../publish.ts"
