@@ -250,8 +250,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
     : undefined
   const leaseTimer = shared ? setInterval(() => void shared.tick(), LEASE_MS / 4) : undefined
   await shared?.tick()
-  readiness.bound = true
+  // ready once onStart has run too: a read model still loading must not be sent traffic (WorkerOptions.onStart)
   await o.onStart?.(rt)
+  readiness.bound = true
   beats = heartbeat({
     worker: name,
     instance,
