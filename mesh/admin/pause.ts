@@ -9,6 +9,15 @@ import { parseTime as rfc3339, REFERENCE_FLEET } from "../../contracts/mod.ts"
 import { isNotFound } from "../errors.ts"
 import { FeatureMissing, serverVersion, supports } from "../features.ts"
 
+/**
+ * The server writes times with nanoseconds and trailing zeros cut (…59.79Z); the mesh shows them as JavaScript does
+ * (…59.790Z), so one instant always reads the same.
+ */
+export function isoTime(serverTime: string): string {
+  const ms = rfc3339(serverTime)
+  return ms === undefined ? serverTime : new Date(ms).toISOString()
+}
+
 /** What pausing needs: the JetStream API, and the connection (whose server's version decides). */
 export type Breaker = { jsm: JetStreamManager; nc: NatsConnection }
 
@@ -79,7 +88,7 @@ export async function pauseConsumer(b: Breaker, stream: string, consumer: string
   checkNames(stream, consumer)
   needsPause(b)
   const r = await b.jsm.consumers.pause(stream, consumer, until).catch(notFound(stream, consumer))
-  return { stream, consumer, paused: r.paused, ...(r.paused && r.pause_until ? { pauseUntil: r.pause_until } : {}), by }
+  return { stream, consumer, paused: r.paused, ...(r.paused && r.pause_until ? { pauseUntil: isoTime(r.pause_until) } : {}), by }
 }
 
 /** Resumes `stream/consumer`: what waited is delivered at once. */

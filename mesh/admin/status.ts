@@ -4,6 +4,7 @@ import { HEARTBEATS } from "../heartbeat.ts"
 import { type Admin, ENTRIES } from "./entries.ts"
 import { allEntries, latestValues } from "./list.ts"
 import { type Count, openGroups } from "./live.ts"
+import { isoTime } from "./pause.ts"
 
 /** Counts by stream, consumer, reason and state, from one scan of the bucket. */
 export async function countEntries(a: Pick<Admin, "js">): Promise<Count[]> {
@@ -80,7 +81,7 @@ export async function status(a: Admin, dlq?: () => Promise<Status["dlq"]>): Prom
         redelivered: c.num_redelivered,
         waiting: c.num_waiting,
         ...(last ? { lastActive: last } : {}),
-        ...(c.paused ? { paused: true as const, ...(c.config.pause_until ? { pauseUntil: c.config.pause_until } : {}) } : {}),
+        ...(c.paused ? { paused: true as const, ...(c.config.pause_until ? { pauseUntil: isoTime(c.config.pause_until) } : {}) } : {}),
       })
     }
   }

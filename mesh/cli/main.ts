@@ -2,7 +2,8 @@
 // mesh/cli/main.ts — `logiflow <command>`: one-line errors and exit code 1 (a stack trace only with --debug).
 import { parseArgs } from "node:util"
 import { topology } from "../../contracts/mod.ts"
-import { env, topologyEnv } from "../env.ts"
+import { env } from "../env.ts"
+import { topologyEnv } from "../topology-env.ts"
 import { isMain } from "../main.ts"
 import { provision } from "../provision.ts"
 import { adminConnect, CliError, type Command } from "./io.ts"
