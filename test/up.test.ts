@@ -145,6 +145,8 @@ test("up - with NATS_URL: the version that server announces, and no nats context
     assert.is(said[0], `using NATS at ${server.url}: nats-server v${natsServerVersion(findNatsServer()!)!.join(".")}`)
     assert.ok(said.includes("nats CLI: against NATS_URL, use a context of your own (nats context save …)"))
     assert.not.ok(existsSync(join(dir, "external", "nats")))
+    // stopped once every worker is up: a SIGTERM while workers are still starting is not what this test is about
+    for (const w of ["routing", "invoice", "tracking", "portal", "ops"]) await up.waitFor(new RegExp(`^${w} *│.*"?ready`), 60_000)
   } finally {
     const code = await up.stop("SIGTERM")
     await server.close()
