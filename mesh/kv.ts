@@ -42,3 +42,26 @@ export async function updateJson<T>(kv: KV, key: string, fn: (prev: T | undefine
     }
   }
 }
+
+/**
+ * Read–modify–write of a value that must already be there: `read` gives it with its revision (and throws, a 404 say,
+ * when it is not), `fn` decides on what is stored, and a write that lost to another writer decides again on theirs.
+ */
+export async function changeJson<T>(
+  kv: KV,
+  key: string,
+  read: () => Promise<{ value: T; revision: number }>,
+  fn: (value: T) => T,
+  attempts: number,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const { value, revision } = await read()
+    const next = fn(value)
+    try {
+      await kv.update(kvKey(key), JSON.stringify(next), revision)
+      return next
+    } catch (err) {
+      if (attempt >= attempts) throw err
+    }
+  }
+}

@@ -7,7 +7,7 @@ import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node"
 import { StatusError } from "itty-router"
 import { BY_REFERENCE, REPLAY_STREAM } from "../../contracts/mod.ts"
 import { DLQ, REPLAY } from "../dlq.ts"
-import { getJson, kvKey } from "../kv.ts"
+import { changeJson, getJson, kvKey } from "../kv.ts"
 
 export const ENTRIES = "dlq-entries"
 /** error of an entry whose original had left its stream (age, limits) before ops could copy it */
@@ -178,16 +178,6 @@ export async function showEntry(a: Admin, id: string): Promise<EntryDetail> {
   }
 }
 
-export async function change(kv: KV, id: string, fn: (e: DlqEntry) => DlqEntry): Promise<DlqEntry> {
-  for (let attempt = 1; ; attempt++) {
-    const { entry, revision } = await load(kv, id)
-    const next = fn(entry)
-    try {
-      await kv.update(kvKey(id), JSON.stringify(next), revision)
-      return next
-    } catch (err) {
-      // another operator changed it in between: decide again on what is there now
-      if (attempt >= 5) throw err
-    }
-  }
-}
+// another operator changed it in between: decide again on what is there now
+export const change = (kv: KV, id: string, fn: (e: DlqEntry) => DlqEntry): Promise<DlqEntry> =>
+  changeJson(kv, id, () => load(kv, id).then(({ entry, revision }) => ({ value: entry, revision })), fn, 5)

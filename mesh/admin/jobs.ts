@@ -6,7 +6,7 @@
 // again under the same msg id (`replay:<entry>:<n>`), which the REPLAY stream drops as a duplicate.
 import type { KV } from "@nats-io/kv"
 import { StatusError } from "itty-router"
-import { getJson, kvKey } from "../kv.ts"
+import { changeJson, getJson, kvKey } from "../kv.ts"
 import type { Logger } from "../log.ts"
 import { newId } from "../publish.ts"
 import { type Admin, type DlqEntry, load } from "./entries.ts"
@@ -96,18 +96,8 @@ export async function getJob(kv: KV, id: string): Promise<{ job: Job; revision: 
 }
 
 /** Read–modify–write of a job record, again on what is there when another writer (a cancel) got in between. */
-async function changeJob(kv: KV, id: string, fn: (j: Job) => Job): Promise<Job> {
-  for (let attempt = 1; ; attempt++) {
-    const { job, revision } = await getJob(kv, id)
-    const next = fn(job)
-    try {
-      await kv.update(kvKey(id), JSON.stringify(next), revision)
-      return next
-    } catch (err) {
-      if (attempt >= 20) throw err
-    }
-  }
-}
+const changeJob = (kv: KV, id: string, fn: (j: Job) => Job): Promise<Job> =>
+  changeJson(kv, id, () => getJob(kv, id).then(({ job, revision }) => ({ value: job, revision })), fn, 20)
 
 /** Asks the job to stop; the runner stops before its next entry and records it (`waitMs`: wait for that). */
 export async function cancelJob(kv: KV, id: string, by: string, waitMs = 0): Promise<Job> {
