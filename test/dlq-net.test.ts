@@ -12,7 +12,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { topology } from "../contracts/mod.ts"
 import { type Child, freePort, natsSuite, sleep, spawnTs, testAuth, waitUntil } from "./harness.ts"
-import { route } from "./fixtures/events.ts"
+import { maxDeliveries, route } from "./fixtures/events.ts"
 
 const test = suite("dlq net")
 const children: Child[] = []
@@ -216,14 +216,7 @@ test("effect stored - an advisory for a route already invoiced files nothing; a 
   await w.waitFor(/"msg":"invoiced".*"route-6"/)
   await waitUntil(async () => (await f.jsm.streams.info("INVOICE")).state.messages === 1, { what: "the invoice" })
   // a crash between the invoice's publish and the ack, on the final delivery: the server advises, ops finds the invoice
-  const advisory = {
-    type: "io.nats.jetstream.advisory.v1.max_deliver",
-    stream: "ROUTING",
-    consumer: "invoice",
-    stream_seq: ack.seq,
-    deliveries: 2,
-  }
-  await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
+  await f.js.publish(...maxDeliveries("ROUTING", "invoice", ack.seq, 2))
   await waitUntil(async () => (await metric(ops.url, 'logiflow_ops_advisories_total{outcome="effect-stored"}')) === 1, {
     what: "the advisory handled",
   })

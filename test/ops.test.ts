@@ -13,7 +13,7 @@ import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
 import { parseOperators } from "../mesh/auth.ts"
 import { type Child, connectTo, freePort, natsSuite, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
-import { route } from "./fixtures/events.ts"
+import { maxDeliveries, route } from "./fixtures/events.ts"
 
 const test = suite("ops")
 // the harness's operator (LOGIFLOW_OPERATORS=tester:<token>): every read and action of the API needs one
@@ -148,14 +148,7 @@ test("dedupe window - past it, the index still keeps one entry per failure", asy
   const [entry] = await untilEntries(ops.url, 1)
   await sleep(1200)
   // a late MAX_DELIVERIES advisory for the same message: the bucket, not the expired dedupe, says it is filed
-  const advisory = {
-    type: "io.nats.jetstream.advisory.v1.max_deliver",
-    stream: "ROUTING",
-    consumer: "invoice",
-    stream_seq: ack.seq,
-    deliveries: 2,
-  }
-  await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
+  await f.js.publish(...maxDeliveries("ROUTING", "invoice", ack.seq, 2))
   await ops.child.waitFor(/"msg":"ready"/)
   await waitUntil(
     async () =>
@@ -189,14 +182,7 @@ test("original gone - an advisory for a message no longer in its stream is still
   const ops = await startOps()
   const ack = await send(3)
   await f.jsm.streams.deleteMessage("ROUTING", ack.seq)
-  const advisory = {
-    type: "io.nats.jetstream.advisory.v1.max_deliver",
-    stream: "ROUTING",
-    consumer: "invoice",
-    stream_seq: ack.seq,
-    deliveries: 2,
-  }
-  await f.js.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.invoice", JSON.stringify(advisory))
+  await f.js.publish(...maxDeliveries("ROUTING", "invoice", ack.seq, 2))
   const [entry] = await untilEntries(ops.url, 1)
   assert.is(entry!.id, `ROUTING.invoice.${ack.seq}`)
   assert.is(entry!.reason, "max-deliveries")
@@ -378,14 +364,7 @@ secure("least privilege - as nats.conf's ops user: advisory filed, entries index
   const ajs = jetstream(admin)
   const p1 = await publishEvent(ajs, "RouteCalculated", route(1, { customerId: "nobody" }), { id: "sec-1", source: "logiflow/test" })
   const p2 = await publishEvent(ajs, "RouteCalculated", route(2), { id: "sec-2", source: "logiflow/test" })
-  const advisory = {
-    type: "io.nats.jetstream.advisory.v1.max_deliver",
-    stream: "ROUTING",
-    consumer: "tracking",
-    stream_seq: p2.seq,
-    deliveries: 5,
-  }
-  await admin.publish("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ROUTING.tracking", JSON.stringify(advisory))
+  await admin.publish(...maxDeliveries("ROUTING", "tracking", p2.seq, 5))
   const entries = await untilEntries(base, 2)
   assert.equal(entries.map((e) => e.id).sort(), [`ROUTING.invoice.${p1.seq}`, `ROUTING.tracking.${p2.seq}`].sort())
   const replay = await api(base, `/api/dlq/ROUTING.invoice.${p1.seq}/replay`, { method: "POST", token: TOKEN })
