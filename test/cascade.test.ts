@@ -211,7 +211,9 @@ test("cascade - invoice killed with -9: every route still answers 202, the porta
   const before = percentile(healthy, 0.99)
   const after = percentile(outage.slice(0, HEALTHY), 0.99)
   console.log(`\nhealthy:      ${figures(healthy)}`)
-  console.log(`invoice down: ${figures(outage)}; first ${HEALTHY} after the kill: p99 ${ms(after)} = ${(after / before).toFixed(2)}× healthy`)
+  console.log(
+    `invoice down: ${figures(outage)}; first ${HEALTHY} after the kill: p99 ${ms(after)} = ${(after / before).toFixed(2)}× healthy`,
+  )
   // a route that waited on invoice would run into routing's publish timeout and answer 503: every one is 202
   for (const a of outage) assert.is(a.status, 202)
   accepted.push(...first.map((a) => a.routeId), poisonId, ...second.map((a) => a.routeId))
