@@ -3,12 +3,14 @@
 // replay of the correction, and bulk replay as a background job (rate cap, cancel, ops killed mid-way). Real
 // nats-server, ops and the real invoice worker as child processes, real HTTP.
 import type { StoredMsg } from "@nats-io/jetstream"
+import { Kvm } from "@nats-io/kv"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import * as v from "valibot"
 import { issuesOf, RouteCalculated } from "../contracts/mod.ts"
 import type { DlqEntry, Job } from "../mesh/admin/mod.ts"
 import { publishDeadLetter } from "../mesh/dlq.ts"
+import { kvKey } from "../mesh/kv.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { demoTariffs, priceRoute } from "../workers/pricing.ts"
 import { type Child, freePort, natsSuite, sleep, spawnTs, testAuth, waitUntil } from "./harness.ts"
@@ -22,9 +24,9 @@ test.after.each(async () => {
 })
 const f = natsSuite(test)
 
-async function startOps(): Promise<{ child: Child; url: string }> {
+async function startOps(env: Record<string, string> = {}): Promise<{ child: Child; url: string }> {
   const port = await freePort()
-  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port) })
+  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port), ...env })
   children.push(child)
   await child.waitFor(/"msg":"ready"/)
   return { child, url: `http://127.0.0.1:${port}` }
@@ -400,6 +402,38 @@ test("cli - dlq ls by event id and key, edit refused with the issues, dry-run pr
   const shown = await logiflow(["dlq", "show", id])
   assert.match(shown.out.at(-1)!, /^ {2}\S+ replayed by carol \(edit 1 by carol\)$/)
   assert.match(shown.out.at(-2)!, /^ {2}\S+ edited by carol \(edit 1\)$/)
+})
+
+test("prune - entries whose DLQ message is gone (a purge, max_age) are purged from the bucket; later ones stay", async () => {
+  const ops = await startOps({ OPS_PRUNE_EVERY_MS: "300" })
+  await startInvoice()
+  for (let i = 1; i <= 3; i++) await sendFailing(i)
+  await untilTotal(ops.url, 3)
+  const before = ids(await list(ops.url, "limit=10"))
+  const entries = await new Kvm(f.js).open("dlq-entries")
+  for (const id of before) assert.is((await entries.get(kvKey(id)))?.operation, "PUT", `${id} in the bucket`)
+
+  // what max_age does after 90 days, done at once: the stream's messages go, its sequence stays
+  await f.jsm.streams.purge("DLQ")
+  await untilTotal(ops.url, 0)
+  assert.equal(await countsOf(ops.url), {})
+  assert.equal(await openGauge(ops.url), { "ROUTING/invoice/no-tariff": 0 })
+  for (const id of before) assert.is((await entries.get(kvKey(id)))?.operation, "PURGE", `${id} purged`)
+  assert.equal(
+    ops.child.lines.filter((l) => /dlq entries purged/.test(l)).map((l) => JSON.parse(l).entries),
+    [3],
+  )
+
+  // a failure after the purge is filed, indexed and kept through the next rounds of pruning
+  await sendFailing(4)
+  await untilTotal(ops.url, 1)
+  await sleep(1000)
+  const kept = await list(ops.url, "")
+  assert.equal(
+    kept.map((e) => e.eventId),
+    ["rc-4"],
+  )
+  assert.is((await entries.get(kvKey(kept[0]!.id)))?.operation, "PUT")
 })
 
 test.run()

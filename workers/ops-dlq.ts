@@ -21,6 +21,7 @@ import {
   listJobs,
   load,
   MAX_EDIT_BYTES,
+  pruneGone,
   discardEntry,
   replayEntry,
   showEntry,
@@ -28,7 +29,7 @@ import {
   toFilter,
 } from "../mesh/admin/mod.ts"
 import { HEARTBEATS } from "../contracts/mod.ts"
-import { type Handlers, readJson, type Runtime } from "../mesh/mod.ts"
+import { envInt, type Handlers, readJson, type Runtime } from "../mesh/mod.ts"
 import { dlqEditorScript } from "./ops-dlq-page.ts"
 
 type Signed = IRequest & { operator: string }
@@ -117,9 +118,10 @@ export function dlqRoutes(router: RouterType<IRequest>, rt: Runtime, d: DeskDeps
 
 /**
  * The desk's state in ops: the live index of the entries (one read of the bucket at start, then a watch), the runner
- * of bulk replay jobs, the open-entries gauge, and the routes above.
+ * of bulk replay jobs, the pruning of entries whose DLQ message is gone, the open-entries gauge, and the routes above.
  */
 export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
+  const pruneEveryMs = envInt("OPS_PRUNE_EVERY_MS", 3600_000)
   let live: Promise<LiveIndex> | undefined
   const build = () =>
     (live ??= (async () => {
@@ -139,6 +141,19 @@ export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
     return build()
   }
   let runner: Runner | undefined
+  let pruning: ReturnType<typeof setTimeout> | undefined
+  let stopped = false
+  const prune = async () => {
+    try {
+      const gone = await pruneGone(await admin(), await index())
+      if (gone.length) rt().log.info("dlq entries purged: their DLQ messages are gone (age or a purge)", { entries: gone.length })
+    } catch (err) {
+      rt().log.warn("dlq entries not pruned this time", { error: (err as Error).message })
+    }
+    if (stopped) return
+    pruning = setTimeout(prune, pruneEveryMs)
+    ;(pruning as { unref?: () => void }).unref?.()
+  }
   // a job's runner is alive while its ops instance beats
   const alive = async (instance: string) =>
     (await latestValues<{ worker: string; instance: string }>(rt().js, HEARTBEATS)).some(
@@ -151,8 +166,11 @@ export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
     start: async (runtime: Runtime) => {
       await index()
       runner = runJobs(await admin(), await runtime.kv(JOBS), runtime.instance, alive, runtime.log)
+      void prune()
     },
     stop: async () => {
+      stopped = true
+      clearTimeout(pruning)
       await runner?.stop()
       ;(await live?.catch(() => undefined))?.stop()
     },

@@ -26,6 +26,8 @@ export type LiveIndex = {
   counts(): Count[]
   /** entries indexed (all states) */
   size(): number
+  /** ids of the entries whose DLQ message lies before `dlqSeq` (oldest first) */
+  before(dlqSeq: number): string[]
   /**
    * false once the watch has ended or the bucket was deleted and made again since the index was built (checked at
    * most every `CHECK_MS`): the index no longer follows the bucket and must be built afresh
@@ -126,6 +128,13 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
     },
     counts: () => [...counts.values()],
     size: () => byId.size,
+    before(dlqSeq) {
+      // newest first: the ones before dlqSeq are the tail
+      return sorted
+        .slice(bySeqDesc(sorted, dlqSeq - 1))
+        .map((s) => s.id)
+        .reverse()
+    },
     async current() {
       if (ended || !checked.ok) return false
       if (Date.now() - checked.at < CHECK_MS) return true
