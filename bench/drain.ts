@@ -147,7 +147,7 @@ export async function drain(o: Opts): Promise<Section> {
       title: "Backlog drain",
       tables: [
         {
-          title: "invoice (child process, defaults: concurrency 16, PREFETCH 256) draining a backlog of RouteCalculated",
+          title: "invoice (child process, defaults: concurrency 64, PREFETCH 256) draining a backlog of RouteCalculated",
           columns: [
             "backlog",
             "events",

@@ -365,7 +365,7 @@ function report(runs: Run[], seconds: number, rounds: number, ladderRuns: Run[],
     ],
     notes: [
       ...notes,
-      "routing and invoice run as their own processes (workers/routing.ts, workers/invoice.ts, defaults: concurrency 16); load generator, subscriber and the raw floor share the bench process; everything shares 2 cores with nats-server.",
+      "routing and invoice run as their own processes (workers/routing.ts, workers/invoice.ts, defaults: concurrency 64); load generator, subscriber and the raw floor share the bench process; everything shares 2 cores with nats-server.",
       "The mesh path is HTTP + two JetStream hops (RouteCalculated, then invoice's once-guarded InvoiceGenerated), each publish's ack awaited; the raw floor is one hop. Their ratio is the price of the whole chain, not of the runtime alone.",
     ],
     data: { runs, ladderRuns },

@@ -61,9 +61,9 @@ export type WorkerOptions = {
   routes?: (router: RouterType<IRequest>, rt: Runtime) => void
   /** default port (default: the worker's spec in contracts/topology.ts); `<NAME>_PORT` overrides, `start({ port })` both */
   port?: number
-  /** handlers running at once (default CONCURRENCY or 16); one key never runs twice at once */
+  /** handlers running at once (default CONCURRENCY or 64); one key never runs twice at once */
   concurrency?: number
-  /** messages this process holds at most, running or waiting for their key (default PREFETCH or 16 × concurrency) */
+  /** messages this process holds at most, running or waiting for their key (default PREFETCH, else 16 × concurrency up to 256) */
   prefetch?: number
   /** events per second this process pulls at most, all its consumers together (default MAX_RATE; 0 = no limit) */
   maxRate?: number
@@ -105,7 +105,9 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const log = logger({ worker: name })
   const metrics = registry()
   const flushSpans = exportSpans(name, log)
-  const concurrency = o.concurrency ?? envInt("CONCURRENCY", 16)
+  // a handler mostly awaits round trips (a publish's ack, a KV write): 64 at once keep the connection busy where 16
+  // left invoice idle a third of its drain (bench/README.md, "Profile findings")
+  const concurrency = o.concurrency ?? envInt("CONCURRENCY", 64)
   const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
   const topo = topology({ ...topologyEnv(), ...o.topology })
   const specs = consumersOf(topo, name)
@@ -208,7 +210,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const prefetch = Math.max(
     1,
     Math.min(
-      o.prefetch ?? envInt("PREFETCH", concurrency * 16),
+      o.prefetch ?? envInt("PREFETCH", Math.max(concurrency, Math.min(256, concurrency * 16))),
       ...consumers.map((c) => (c.maxAckPending > 0 ? c.maxAckPending : Infinity)),
     ),
   )
