@@ -2,6 +2,7 @@
 // signed tokens (a portal customer's link, an operator's session), named operators, and API keys with scopes and a
 // rate limit per key for the ingestion endpoints. Every secret comparison is of SHA-256 digests or HMACs, in
 // constant time, so how long a refusal takes says nothing about how close a guess was.
+import { hmacSha256, sha256 } from "./digest.ts"
 import { env, isDeno } from "./env.ts"
 import type { Logger } from "./log.ts"
 import type { Registry } from "./metrics.ts"
@@ -44,8 +45,6 @@ function fromBase64url(s: string): Uint8Array | undefined {
   return Uint8Array.from(bin, (c) => c.charCodeAt(0))
 }
 
-const sha256 = async (s: string) => new Uint8Array(await crypto.subtle.digest("SHA-256", enc.encode(s)))
-
 /** Equal length and content, looking at every byte whatever the first difference. */
 function same(a: Uint8Array, b: Uint8Array): boolean {
   let diff = a.length ^ b.length
@@ -58,14 +57,7 @@ export const randomSecret = (bytes = 32) => base64url(crypto.getRandomValues(new
 
 // --- signed tokens: `<base64url(subject)>.<expiry, unix seconds>.<base64url(HMAC-SHA256)>` --------------------
 
-const keys = new Map<string, Promise<CryptoKey>>()
-const hmacKey = (secret: string) => {
-  let k = keys.get(secret)
-  if (!k) keys.set(secret, (k = crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"])))
-  return k
-}
-const mac = async (secret: string, text: string) =>
-  new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(secret), enc.encode(text)))
+const mac = hmacSha256
 
 /** Control characters (C0, DEL, C1) have no place in an id: they break logs, headers and terminals. */
 export const CONTROL = /[\x00-\x1f\x7f-\x9f]/
@@ -77,7 +69,7 @@ export async function signToken(secret: string, subject: string, expiresAt: numb
   if (!validSubject(subject)) throw new Error("a token subject is 1–128 characters without control characters")
   if (!Number.isSafeInteger(expiresAt) || expiresAt < 0) throw new Error(`expiry must be whole unix seconds, got ${expiresAt}`)
   const body = `${base64url(enc.encode(subject))}.${expiresAt}`
-  return `${body}.${base64url(await mac(secret, body))}`
+  return `${body}.${base64url(mac(secret, body))}`
 }
 
 /** The subject and expiry of a genuine, unexpired token; undefined for anything else (forged, expired, malformed). */
@@ -90,7 +82,7 @@ export async function verifyToken(
   const m = /^([A-Za-z0-9_-]+)\.(\d{1,12})\.([A-Za-z0-9_-]{43})$/.exec(token)
   const given = m && fromBase64url(m[3]!)
   if (!m || !given) return undefined
-  const genuine = same(await mac(secret, `${m[1]}.${m[2]}`), given)
+  const genuine = same(mac(secret, `${m[1]}.${m[2]}`), given)
   const expiresAt = Number(m[2])
   if (!genuine || expiresAt * 1000 <= now) return undefined
   const raw = fromBase64url(m[1]!)
@@ -118,23 +110,23 @@ const entriesOf = (text: string) =>
     .filter(Boolean)
 
 /** `name:<token>` where the token is plain or `sha256:<hex>`: the name, and the digest to compare with (computed lazily). */
-function credential(setting: string, i: number, name: string, token: string): { name: string; digest: () => Promise<Uint8Array> } {
+function credential(setting: string, i: number, name: string, token: string): { name: string; digest: () => Uint8Array } {
   const at = `${setting} entry ${i + 1}`
   if (!NAME.test(name)) throw new Error(`${at}: the name must be 1–64 characters of A–Z a–z 0–9 . _ @ - (got "${name.slice(0, 64)}")`)
   const hex = DIGEST.exec(token)?.[1]
   if (!hex && !TOKEN.test(token)) throw new Error(`${at} ("${name}"): the secret must be ${FORMAT}`)
-  let digest: Promise<Uint8Array> | undefined
+  let digest: Uint8Array | undefined
   return {
     name,
-    digest: () => (digest ??= hex ? Promise.resolve(Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16))) : sha256(token)),
+    digest: () => (digest ??= hex ? Uint8Array.from(hex.match(/../g)!, (h) => parseInt(h, 16)) : sha256(token)),
   }
 }
 
 /** The entry whose secret is `presented`; every entry is compared, so the answer takes as long whichever matches. */
-async function match<T extends { digest: () => Promise<Uint8Array> }>(list: T[], presented: string): Promise<T | undefined> {
-  const d = await sha256(presented)
+function match<T extends { digest: () => Uint8Array }>(list: T[], presented: string): T | undefined {
+  const d = sha256(presented)
   let found: T | undefined
-  for (const e of list) if (same(await e.digest(), d)) found ??= e
+  for (const e of list) if (same(e.digest(), d)) found ??= e
   return found
 }
 
@@ -162,7 +154,7 @@ export function parseOperators(text: string, setting = "LOGIFLOW_OPERATORS"): Op
     setting,
     list.map((o) => o.name),
   )
-  return { names: list.map((o) => o.name), find: async (token) => (await match(list, token))?.name }
+  return { names: list.map((o) => o.name), find: async (token) => match(list, token)?.name }
 }
 
 export const operatorsFromEnv = (): Operators => parseOperators(secret("LOGIFLOW_OPERATORS") ?? "")
@@ -171,7 +163,7 @@ export const operatorsFromEnv = (): Operators => parseOperators(secret("LOGIFLOW
 
 export const SCOPES = ["routes", "positions"] as const
 export type Scope = (typeof SCOPES)[number]
-export type ApiKey = { name: string; scopes: Scope[]; ratePerSecond: number; digest: () => Promise<Uint8Array> }
+export type ApiKey = { name: string; scopes: Scope[]; ratePerSecond: number; digest: () => Uint8Array }
 
 /** `name:key:scopes:ratePerSecond` entries; key plain or `sha256:<hex>`, scopes `routes`, `positions` or `routes+positions`. */
 export function parseApiKeys(text: string, setting = "LOGIFLOW_API_KEYS"): ApiKey[] {
@@ -238,7 +230,7 @@ export function apiKeyGate(
       )
     const given = presented(request, true)
     if (!given) return problem(401, "missing API key: send Authorization: Bearer <key> or X-Api-Key: <key>", challenge)
-    const key = await match(keys, given)
+    const key = match(keys, given)
     if (!key) return (o.counted?.("unknown", 401), problem(401, "unknown API key", challenge))
     if (!key.scopes.includes(scope))
       return (o.counted?.(key.name, 403), problem(403, `API key "${key.name}" may not send ${scope} (its scopes: ${key.scopes.join("+")})`))

@@ -19,6 +19,7 @@ export {
   verifyToken,
 } from "./auth.ts"
 export { connect, type Connection } from "./connect.ts"
+export { hmacSha256, sha256 } from "./digest.ts"
 export type { Handler, HandlerContext, Handlers, RawHandler } from "./handler.ts"
 export { deadLetter, publishDeadLetter } from "./dlq.ts"
 export { env, envInt } from "./env.ts"

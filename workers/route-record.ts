@@ -23,6 +23,7 @@ import {
   kvKey,
   newId,
   type Runtime,
+  sha256,
   TooLarge,
   withTimeout,
 } from "../mesh/mod.ts"
@@ -46,11 +47,10 @@ export class NotRecorded extends Error {
 /** The publish was sent and no answer came: the route may be recorded. Only a retry with the same key can tell. */
 export class OutcomeUnknown extends Error {}
 
-const bytes = (s: string) => new TextEncoder().encode(s)
-const sha256 = async (s: string) => hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(s))))
+const sha256hex = (s: string) => hex(sha256(s))
 
 /** The record's key: JSON keeps ("a:b","c") and ("a","b:c") apart, and one client's keys from another's. */
-export const recordKey = (client: string, key: string) => sha256(JSON.stringify([client, key]))
+export const recordKey = (client: string, key: string) => sha256hex(JSON.stringify([client, key]))
 
 /** KV create, first writer wins: a concurrent retry that got there first has the answer. */
 async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
@@ -182,8 +182,8 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
   let answered = false
   const work = async () => {
     const kv = await rt.kv(ROUTING_REQUESTS)
-    const id = await recordKey(o.client, o.key)
-    const print = await sha256(JSON.stringify(o.request))
+    const id = recordKey(o.client, o.key)
+    const print = sha256hex(JSON.stringify(o.request))
     // the usual request is a new one: its truck's last sequence, then the record made (first writer wins), with no
     // look for an existing record first; a retry finds its record when the create is refused
     const route = o.plan(newId(o.site))
