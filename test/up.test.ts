@@ -1,7 +1,7 @@
 // `logiflow up` (npm start) as a user runs it: nats-server from nats.conf, every worker under its own user,
 // a route in at routing comes out as an invoice at the portal, and one SIGTERM stops it all.
 import { execFileSync, spawnSync } from "node:child_process"
-import { existsSync, statSync } from "node:fs"
+import { existsSync, readFileSync, statSync } from "node:fs"
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir, userInfo } from "node:os"
 import { dirname, join } from "node:path"
@@ -11,7 +11,7 @@ import { findNatsServer, natsServerVersion, portInUse } from "../mesh/cli/natsd.
 import { contextName, removeContext, writeContext } from "../mesh/cli/context.ts"
 import { operatorName } from "../mesh/cli/up.ts"
 import { jetstreamManager } from "@nats-io/jetstream"
-import { connectTo, freePort, spawnTs, startServer, waitUntil } from "./harness.ts"
+import { connectTo, freePort, spawnChild, spawnTs, startServer, waitUntil } from "./harness.ts"
 
 const test = suite("up")
 let dir: string
@@ -24,7 +24,24 @@ test.after(async () => {
 
 const workers = ["routing", "invoice", "tracking", "portal", "ops"] as const
 
-test("up - nats-server + every worker, generated credentials: the printed curl line's route becomes an invoice on acme's one-click portal link; SIGTERM stops everything", async () => {
+/** Every process below `pid`, parents before their children. */
+function descendants(pid: number): number[] {
+  const r = spawnSync("pgrep", ["-P", String(pid)])
+  const children = r.stdout.toString().trim().split("\n").filter(Boolean).map(Number)
+  return children.flatMap((c) => [c, ...descendants(c)])
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** A run of its own: free ports for the server and every worker, no test credentials, the nats context under `dir`. */
+async function ownRun() {
   const ports = Object.fromEntries(await Promise.all(workers.map(async (w) => [w, await freePort()] as const)))
   const natsPort = await freePort()
   const env: Record<string, string | undefined> = {
@@ -42,6 +59,11 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     XDG_CONFIG_HOME: dir,
     LOGIFLOW_NATS_CONTEXT: undefined,
   }
+  return { ports, natsPort, env }
+}
+
+test("up - nats-server + every worker, generated credentials: the printed curl line's route becomes an invoice on acme's one-click portal link; SIGTERM stops everything", async () => {
+  const { ports, natsPort, env } = await ownRun()
   const up = spawnTs("mesh/cli/main.ts", env, ["up", "--no-fleet", "--data-dir", dir])
   try {
     await up.waitFor(/Ctrl-C stops everything/, 60_000)
@@ -223,6 +245,41 @@ test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); 
     }
   } finally {
     assert.is(await up.stop("SIGTERM"), 0)
+  }
+})
+
+test("up - npm start: a SIGTERM to npm reaches up itself, which drains every worker and stops the server", async () => {
+  // what a process manager, `timeout` or a container runtime does: signal the process it started, npm. npm passes
+  // the signal to its child, the shell running the script; without the script's `exec` the shell died of it and left
+  // up, its server and its workers running with nobody to stop them
+  const { env } = await ownRun()
+  const npm = spawnChild("npm", ["start", "--", "--no-fleet", "--data-dir", join(dir, "npm")], env, { name: "npm start", waitMs: 60_000 })
+  let tree: number[] = []
+  try {
+    await npm.waitFor(/Ctrl-C stops everything/)
+    for (const w of workers) await npm.waitFor(new RegExp(`^${w} *│.*"?ready`))
+    // up, its nats-server and its five workers
+    tree = descendants(npm.pid)
+    const up = execFileSync("pgrep", ["-P", String(npm.pid)])
+      .toString()
+      .trim()
+      .split("\n")
+    assert.is(up.length, 1, "one child of npm")
+    assert.match(readFileSync(`/proc/${up[0]}/cmdline`, "utf8"), "mesh/cli/main.ts\u0000up", "npm's child is up itself, not a shell")
+    assert.is(tree.length, 1 + 1 + workers.length, tree.join(" "))
+    assert.is(await npm.stop("SIGTERM"), 0, npm.lines.slice(-8).join("\n"))
+    assert.ok(npm.lines.includes("logiflow│ stopping: draining workers"), npm.lines.slice(-8).join("\n"))
+    assert.is(npm.lines.at(-1), "logiflow│ stopped")
+    for (const w of workers)
+      assert.ok(
+        npm.lines.some((l) => new RegExp(`^${w} *│.*stopped.*drained`).test(l)),
+        `${w} drained`,
+      )
+    for (const pid of tree) assert.not.ok(alive(pid), `pid ${pid} gone`)
+  } finally {
+    // a failed run leaves nothing behind: up first (it would restart its workers), then the rest
+    for (const pid of tree.length ? tree : descendants(npm.pid)) if (alive(pid)) process.kill(pid, "SIGKILL")
+    await npm.stop("SIGKILL")
   }
 })
 
