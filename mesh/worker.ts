@@ -106,7 +106,7 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
   const metrics = registry()
   const flushSpans = exportSpans(name, log)
   // a handler mostly awaits round trips (a publish's ack, a KV write): 64 at once keep the connection busy where 16
-  // left invoice idle a third of its drain (bench/README.md, "Profile findings")
+  // left invoice waiting on acks for most of its drain (bench/README.md, "Profile findings")
   const concurrency = o.concurrency ?? envInt("CONCURRENCY", 64)
   const drainTimeoutMs = so.drainTimeoutMs ?? envInt("DRAIN_TIMEOUT_MS", 20_000)
   const topo = topology({ ...topologyEnv(), ...o.topology })
