@@ -13,7 +13,7 @@ import { publishDeadLetter } from "../mesh/dlq.ts"
 import { kvKey } from "../mesh/kv.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { demoTariffs, priceRoute } from "../workers/pricing.ts"
-import { type Child, freePort, natsSuite, sleep, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, natsSuite, sleep, spawnTs, startReady, testAuth, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("dlq-desk")
@@ -24,21 +24,11 @@ test.after.each(async () => {
 })
 const f = natsSuite(test)
 
-async function startOps(env: Record<string, string> = {}): Promise<{ child: Child; url: string }> {
-  const port = await freePort()
-  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port), ...env })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return { child, url: `http://127.0.0.1:${port}` }
-}
+const startOps = (env: Record<string, string> = {}) =>
+  startReady("workers/ops.ts", "OPS_PORT", { NATS_URL: f.server.url, ...env }, children)
 
 /** the real invoice worker: demo tariffs for acme, globex, initech; any other customer is dead-lettered, no-tariff */
-async function startInvoice(): Promise<Child> {
-  const child = spawnTs("workers/invoice.ts", { NATS_URL: f.server.url, INVOICE_PORT: String(await freePort()) })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return child
-}
+const startInvoice = async () => (await startReady("workers/invoice.ts", "INVOICE_PORT", { NATS_URL: f.server.url }, children)).child
 
 type Api = { status: number; body: any }
 async function api(base: string, path: string, o: { method?: string; body?: unknown } = {}): Promise<Api> {

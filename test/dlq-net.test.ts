@@ -11,7 +11,7 @@ import { publishDeadLetter } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { topology } from "../contracts/mod.ts"
-import { type Child, freePort, natsSuite, sleep, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, natsSuite, sleep, startReady, testAuth, waitUntil } from "./harness.ts"
 import { maxDeliveries, route } from "./fixtures/events.ts"
 
 const test = suite("dlq net")
@@ -25,19 +25,12 @@ const f = natsSuite(test, {
 })
 
 async function startOps(): Promise<Child & { url: string }> {
-  const port = await freePort()
-  const child = spawnTs("test/fixtures/fast-ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port) })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return Object.assign(child, { url: `http://127.0.0.1:${port}` })
+  const { child, url } = await startReady("test/fixtures/fast-ops.ts", "OPS_PORT", { NATS_URL: f.server.url }, children)
+  return Object.assign(child, { url })
 }
 
-async function startFailing(env: Record<string, string> = {}): Promise<Child> {
-  const child = spawnTs("test/fixtures/failing-worker.ts", { NATS_URL: f.server.url, INVOICE_PORT: String(await freePort()), ...env })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return child
-}
+const startFailing = async (env: Record<string, string> = {}) =>
+  (await startReady("test/fixtures/failing-worker.ts", "INVOICE_PORT", { NATS_URL: f.server.url, ...env }, children)).child
 
 const send = (r: RouteCalculated) =>
   publishEvent(f.js, "RouteCalculated", r, { id: `rc-${r.routeId}-${crypto.randomUUID()}`, source: "logiflow/test" })

@@ -12,7 +12,7 @@ import { findNatsServer, freePort, type Natsd, natsServerVersion, startNatsd } f
 import { FEATURES, type Feature, versionSupports } from "../mesh/features.ts"
 import { provision, type ProvisionScope } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
-import { ROOT } from "./child.ts"
+import { type Child, ROOT, spawnTs } from "./child.ts"
 import { testAuth } from "./credentials.ts"
 
 export { type Child, ROOT, spawnChild, spawnTs } from "./child.ts"
@@ -126,3 +126,20 @@ export function lacks(feature: Feature): string | undefined {
 }
 
 export { freePort }
+
+/**
+ * A worker file (or a fixture standing in for one) as its own process, its HTTP port (`portVar`) a free one, once it
+ * says it is ready; added to `children` so the suite stops it.
+ */
+export async function startReady(
+  file: string,
+  portVar: string,
+  env: Record<string, string | undefined>,
+  children: Child[],
+): Promise<{ child: Child; url: string }> {
+  const port = await freePort()
+  const child = spawnTs(file, { ...env, [portVar]: String(port) })
+  children.push(child)
+  await child.waitFor(/"msg":"ready"/)
+  return { child, url: `http://127.0.0.1:${port}` }
+}

@@ -12,7 +12,19 @@ import { publishEvent } from "../mesh/publish.ts"
 import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
 import { parseOperators } from "../mesh/auth.ts"
-import { type Child, connectTo, freePort, natsSuite, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import {
+  type Child,
+  connectTo,
+  freePort,
+  natsSuite,
+  sleep,
+  spawnTs,
+  startReady,
+  startServer,
+  type TestServer,
+  testAuth,
+  waitUntil,
+} from "./harness.ts"
 import { maxDeliveries, route } from "./fixtures/events.ts"
 
 const test = suite("ops")
@@ -28,20 +40,9 @@ const f = natsSuite(test, {
   reset: ({ jsm }) => jsm.consumers.update("ROUTING", "invoice", { max_deliver: 2, ack_wait: nanos(1000), backoff: [nanos(1000)] }),
 })
 
-async function startOps(): Promise<{ child: Child; url: string }> {
-  const port = await freePort()
-  const child = spawnTs("workers/ops.ts", { NATS_URL: f.server.url, OPS_PORT: String(port) })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return { child, url: `http://127.0.0.1:${port}` }
-}
-
-async function startFailing(env: Record<string, string> = {}): Promise<Child> {
-  const child = spawnTs("test/fixtures/failing-worker.ts", { NATS_URL: f.server.url, INVOICE_PORT: String(await freePort()), ...env })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return child
-}
+const startOps = () => startReady("workers/ops.ts", "OPS_PORT", { NATS_URL: f.server.url }, children)
+const startFailing = async (env: Record<string, string> = {}) =>
+  (await startReady("test/fixtures/failing-worker.ts", "INVOICE_PORT", { NATS_URL: f.server.url, ...env }, children)).child
 
 const send = (i: number, over = {}) =>
   publishEvent(f.js, "RouteCalculated", route(i, over), { id: `rc-${i}-${crypto.randomUUID()}`, source: "logiflow/test" })

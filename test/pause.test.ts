@@ -7,7 +7,7 @@ import { chromium } from "playwright-core"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { opsWorker } from "../workers/ops.ts"
-import { type Child, freePort, lacks, natsSuite, sleep, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, lacks, natsSuite, sleep, spawnTs, startReady, testAuth, waitUntil } from "./harness.ts"
 
 /** a time as the mesh shows it (JavaScript's ISO form); the server trims trailing zeros of the fraction (.69Z) */
 const iso = (serverTime: string | undefined) => new Date(serverTime!).toISOString()
@@ -38,13 +38,8 @@ const statusOf = async (base: string, consumer: string) =>
     }
   ).consumers.find((c) => `${c.stream}/${c.name}` === consumer)!
 
-async function spawnWorker(name: "ops" | "invoice" | "routing"): Promise<{ child: Child; url: string }> {
-  const port = await freePort()
-  const child = spawnTs(`workers/${name}.ts`, { NATS_URL: f.server.url, [`${name.toUpperCase()}_PORT`]: String(port) })
-  children.push(child)
-  await child.waitFor(/"msg":"ready"/)
-  return { child, url: `http://127.0.0.1:${port}` }
-}
+const spawnWorker = (name: "ops" | "invoice" | "routing") =>
+  startReady(`workers/${name}.ts`, `${name.toUpperCase()}_PORT`, { NATS_URL: f.server.url }, children)
 
 async function inProcessOps(): Promise<string> {
   const ops = await opsWorker().start({ url: f.server.url, port: 0, drainTimeoutMs: 1000 })
