@@ -12,7 +12,7 @@ import { type Connection, connect } from "../mesh/connect.ts"
 import { deadLetter } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("dlq forged")
@@ -23,7 +23,7 @@ let ops: Child & { url: string }
 let invoice: Child
 const children: Child[] = []
 
-const as = (user: string) => ({ NATS_URL: server.url, NATS_USER: user, NATS_PASSWORD: server.env[`${user.toUpperCase()}_PASSWORD`]! })
+const as = (user: string) => userEnv(server, user)
 
 test.before(async () => {
   server = await startServer({ auth: true })

@@ -26,6 +26,13 @@ for (const [k, v] of Object.entries(testAuth().env)) process.env[k] ??= v
 
 export type TestServer = Natsd & { storeDir: string; env: Record<string, string>; close(): Promise<void> }
 
+/** What a worker process needs to connect to an auth server as nats.conf's `user` (ops, invoice, …). */
+export const userEnv = (server: TestServer, user: string) => ({
+  NATS_URL: server.url,
+  NATS_USER: user,
+  NATS_PASSWORD: server.env[`${user.toUpperCase()}_PASSWORD`]!,
+})
+
 /** Passwords for every nats.conf user, fresh per call, as the env vars nats.conf reads. */
 export function passwords(): Record<string, string> {
   const users = ["ROUTING", "INVOICE", "TRACKING", "PORTAL", "OPS", "FLEET", "ADMIN", "SYS"]

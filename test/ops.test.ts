@@ -23,6 +23,7 @@ import {
   startServer,
   type TestServer,
   testAuth,
+  userEnv,
   waitUntil,
 } from "./harness.ts"
 import { maxDeliveries, route } from "./fixtures/events.ts"
@@ -351,11 +352,7 @@ secure.after(async () => {
 })
 
 secure("least privilege - as nats.conf's ops user: advisory filed, entries indexed, listed, replayed, status reported", async () => {
-  const as = (user: string) => ({
-    NATS_URL: authServer.url,
-    NATS_USER: user,
-    NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]!,
-  })
+  const as = (user: string) => userEnv(authServer, user)
   const port = await freePort()
   const ops = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port) })
   const inv = spawnTs("test/fixtures/failing-worker.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()), NO_TARIFF: "nobody" })

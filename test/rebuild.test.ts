@@ -10,7 +10,7 @@ import { type Connection, connect } from "../mesh/connect.ts"
 import { supports } from "../mesh/features.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
 import { invoice, route } from "./fixtures/events.ts"
 import { invoiceKey } from "../workers/portal-invoices.ts"
 
@@ -20,7 +20,7 @@ let admin: Connection
 let jsm: JetStreamManager
 const children: Child[] = []
 
-const as = (user: string) => ({ NATS_URL: server.url, NATS_USER: user, NATS_PASSWORD: server.env[`${user.toUpperCase()}_PASSWORD`]! })
+const as = (user: string) => userEnv(server, user)
 
 test.before(async () => {
   server = await startServer({ auth: true })

@@ -19,6 +19,7 @@ import {
   startServer,
   type TestServer,
   testAuth,
+  userEnv,
   waitUntil,
 } from "./harness.ts"
 import { provision } from "../mesh/provision.ts"
@@ -248,11 +249,7 @@ secure.after(async () => {
 secure(
   "least privilege - as the ops user: a route's and a truck's story, and the lag samples, without a permissions violation",
   async () => {
-    const as = (user: string) => ({
-      NATS_URL: authServer.url,
-      NATS_USER: user,
-      NATS_PASSWORD: authServer.env[`${user.toUpperCase()}_PASSWORD`]!,
-    })
+    const as = (user: string) => userEnv(authServer, user)
     const port = await freePort()
     const opsChild = spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port), OPS_LAG_SAMPLE_MS: "200" })
     const inv = spawnTs("workers/invoice.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()) })
