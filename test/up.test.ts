@@ -231,6 +231,8 @@ test("up --scale invoice=2 - two invoice instances share 8 partitions (4 each); 
       timeoutMs: 60_000,
     })
     const curl = up.lines.map((l) => /try it \(API key "dispatcher"\): (curl .*)$/.exec(l)).find((m) => m)![1]!
+    // the leases say invoice is up, not routing: the curl waits for routing's ready line (it listens before that)
+    await up.waitFor(/^routing *│.*"?ready/, 60_000)
     const { routeId } = JSON.parse(execFileSync("sh", ["-c", curl], { encoding: "utf8" })) as { routeId: string }
     const nc = await connectTo({ url: `nats://127.0.0.1:${natsPort}` }, { user: "admin", pass: "pUpScaleAdmin1" })
     try {
