@@ -29,7 +29,7 @@ import {
   toFilter,
 } from "../mesh/admin/mod.ts"
 import { HEARTBEATS } from "../contracts/mod.ts"
-import { envInt, type Handlers, readJson, type Runtime } from "../mesh/mod.ts"
+import { envInt, type Handlers, readJson, repeat, type Runtime } from "../mesh/mod.ts"
 import { dlqEditorScript } from "./ops-dlq-page.ts"
 
 type Signed = IRequest & { operator: string }
@@ -141,8 +141,7 @@ export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
     return build()
   }
   let runner: Runner | undefined
-  let pruning: ReturnType<typeof setTimeout> | undefined
-  let stopped = false
+  let pruning: { stop(): void } | undefined
   const prune = async () => {
     try {
       const gone = await pruneGone(await admin(), await index())
@@ -150,9 +149,6 @@ export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
     } catch (err) {
       rt().log.warn("dlq entries not pruned this time", { error: (err as Error).message })
     }
-    if (stopped) return
-    pruning = setTimeout(prune, pruneEveryMs)
-    ;(pruning as { unref?: () => void }).unref?.()
   }
   // a job's runner is alive while its ops instance beats
   const alive = async (instance: string) =>
@@ -166,11 +162,10 @@ export function dlqDesk(rt: () => Runtime, admin: () => Promise<Admin>) {
     start: async (runtime: Runtime) => {
       await index()
       runner = runJobs(await admin(), await runtime.kv(JOBS), runtime.instance, alive, runtime.log)
-      void prune()
+      pruning = repeat(pruneEveryMs, prune)
     },
     stop: async () => {
-      stopped = true
-      clearTimeout(pruning)
+      pruning?.stop()
       await runner?.stop()
       ;(await live?.catch(() => undefined))?.stop()
     },

@@ -4,7 +4,7 @@
 // samples per consumer (360 by default); a consumer gone for a whole window is forgotten. Lost on restart, by design:
 // lag history for longer than an hour belongs in the metrics (logiflow_consumer_* in Prometheus).
 import type { JetStreamManager } from "@nats-io/jetstream"
-import { envInt } from "../mesh/mod.ts"
+import { envInt, repeat } from "../mesh/mod.ts"
 
 export type LagSeries = {
   everyMs: number
@@ -19,8 +19,7 @@ export function lagSampler(o: { everyMs?: number; windowMs?: number } = {}): Lag
   const everyMs = o.everyMs ?? envInt("OPS_LAG_SAMPLE_MS", 10_000)
   const windowMs = o.windowMs ?? envInt("OPS_LAG_WINDOW_MINUTES", 60) * 60_000
   const samples = new Map<string, [number, number][]>()
-  let timer: ReturnType<typeof setTimeout> | undefined
-  let stopped = false
+  let sampling: { stop(): void } | undefined
 
   async function sample(jsm: JetStreamManager): Promise<void> {
     const now = Date.now()
@@ -43,18 +42,11 @@ export function lagSampler(o: { everyMs?: number; windowMs?: number } = {}): Lag
 
   return {
     start(jsm) {
-      const tick = async () => {
-        // a failed sample (NATS away for a moment) leaves a gap in the line, nothing else
-        await jsm()
-          .then(sample)
-          .catch(() => {})
-        if (!stopped) timer = setTimeout(tick, everyMs)
-      }
-      void tick()
+      // a failed sample (NATS away for a moment) leaves a gap in the line, nothing else
+      sampling = repeat(everyMs, () => jsm().then(sample))
     },
     stop() {
-      stopped = true
-      clearTimeout(timer)
+      sampling?.stop()
     },
     series: () => ({ everyMs, windowMs, consumers: Object.fromEntries(samples) }),
   }

@@ -9,6 +9,7 @@ import { StatusError } from "itty-router"
 import { changeJson, getJson, kvKey } from "../kv.ts"
 import type { Logger } from "../log.ts"
 import { newId } from "../publish.ts"
+import { repeat } from "../time.ts"
 import { type Admin, type DlqEntry, load } from "./entries.ts"
 import type { Filter, Summary } from "./list.ts"
 import { replayEntry } from "./replay.ts"
@@ -182,18 +183,13 @@ export function runJobs(a: Admin, kv: KV, me: string, alive: (owner: string) => 
       total: end.total,
     })
   }
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const loop = () => {
-    if (stopped) return
-    look()
-      .catch((err) => log.warn("replay jobs: could not look for work", { error: (err as Error).message }))
-      .finally(() => (timer = setTimeout(loop, everyMs)))
-  }
-  loop()
+  const looking = repeat(everyMs, () =>
+    look().catch((err) => log.warn("replay jobs: could not look for work", { error: (err as Error).message })),
+  )
   return {
     async stop() {
       stopped = true
-      clearTimeout(timer)
+      looking.stop()
       await Promise.allSettled(mine.values())
     },
   }

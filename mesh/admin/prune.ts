@@ -8,10 +8,8 @@ import type { LiveIndex } from "./live.ts"
 
 /** Purges the entries whose DLQ message is no longer in the stream; returns their ids (oldest first). */
 export async function pruneGone(a: Admin, index: LiveIndex): Promise<string[]> {
-  const { state } = await a.jsm.streams.info("DLQ")
-  // an empty stream reports first_seq = last_seq + 1: every message up to last_seq is gone
-  const first = state.messages === 0 ? state.last_seq + 1 : state.first_seq
-  const gone = index.before(first)
+  // after a purge or once everything aged out, first_seq is last_seq + 1: every message before it is gone
+  const gone = index.before((await a.jsm.streams.info("DLQ")).state.first_seq)
   for (const id of gone) await a.kv.purge(kvKey(id))
   return gone
 }
