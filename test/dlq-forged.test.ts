@@ -2,22 +2,21 @@
 // the stream and consumer come from the subject, the headers and body must be the original's, a replay reaches only the
 // filing worker, and a replayed event is checked against the subject it was first stored under. Every process runs
 // as its own nats.conf user on a real server.
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
-import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node"
+import { jetstream, type JetStreamManager } from "@nats-io/jetstream"
+import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { DLQ, REPLAY, type RouteCalculated, subjectOf, topology } from "../contracts/mod.ts"
+import { DLQ, REPLAY, type RouteCalculated, subjectOf } from "../contracts/mod.ts"
 import type { DlqEntry } from "../mesh/admin/mod.ts"
-import { type Connection, connect } from "../mesh/connect.ts"
+import { connect } from "../mesh/connect.ts"
 import { deadLetter } from "../mesh/dlq.ts"
-import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
+import { authFixture, type Child, freePort, sleep, spawnTs, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("dlq forged")
 let server: TestServer
-let admin: Connection
+let admin: NatsConnection
 let jsm: JetStreamManager
 let ops: Child & { url: string }
 let invoice: Child
@@ -26,10 +25,7 @@ const children: Child[] = []
 const as = (user: string) => userEnv(server, user)
 
 test.before(async () => {
-  server = await startServer({ auth: true })
-  admin = await connect({ name: "admin", url: server.url, user: "admin", pass: server.env.ADMIN_PASSWORD! })
-  jsm = await jetstreamManager(admin)
-  await provision(admin, topology())
+  ;({ server, admin, jsm } = await authFixture())
   const port = await freePort()
   ops = Object.assign(spawnTs("workers/ops.ts", { ...as("ops"), OPS_PORT: String(port) }), { url: `http://127.0.0.1:${port}` })
   invoice = spawnTs("workers/invoice.ts", { ...as("invoice"), INVOICE_PORT: String(await freePort()) })

@@ -63,6 +63,14 @@ export async function startServer(opts: { auth?: boolean; args?: string[]; port?
   })
 }
 
+/** A server from nats.conf (a user per worker, `userEnv`), the topology provisioned, and a connection as admin. */
+export async function authFixture() {
+  const server = await startServer({ auth: true })
+  const admin = await connectTo(server, { user: "admin", pass: server.env.ADMIN_PASSWORD! })
+  await provision(admin, topology())
+  return { server, admin, jsm: await jetstreamManager(admin) }
+}
+
 /** A server, a connection and both JetStream clients: what most suites start with. */
 export async function natsFixture(opts: Parameters<typeof startServer>[0] = {}) {
   const server = await startServer(opts)

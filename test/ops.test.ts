@@ -4,23 +4,20 @@ import { jetstream } from "@nats-io/jetstream"
 import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { topology } from "../contracts/mod.ts"
 import { type DlqEntry, ORIGINAL_GONE } from "../mesh/admin/mod.ts"
 import { publishDeadLetter } from "../mesh/dlq.ts"
-import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
 import { parseOperators } from "../mesh/auth.ts"
 import {
+  authFixture,
   type Child,
-  connectTo,
   freePort,
   natsSuite,
   sleep,
   spawnTs,
   startReady,
-  startServer,
   type TestServer,
   testAuth,
   userEnv,
@@ -341,9 +338,7 @@ let authServer: TestServer
 let admin: NatsConnection
 
 secure.before(async () => {
-  authServer = await startServer({ auth: true })
-  admin = await connectTo(authServer, { user: "admin", pass: authServer.env.ADMIN_PASSWORD! })
-  await provision(admin, topology())
+  ;({ server: authServer, admin } = await authFixture())
 })
 secure.after(async () => {
   await Promise.all(children.splice(0).map((c) => c.stop("SIGKILL")))

@@ -1,32 +1,28 @@
 // `logiflow rebuild <worker>`: a damaged read model is rebuilt from the streams under the same consumer names, and the
 // worker never serves part of it as the whole. Real nats-server with nats.conf users, the portal and tracking as
 // their own processes, the CLI as a child process running as admin.
-import { jetstream, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
+import { jetstream, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
+import type { NatsConnection } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated, topology } from "../contracts/mod.ts"
-import { type Connection, connect } from "../mesh/connect.ts"
+import { type EtaUpdated, type EventName, type PositionReported, type RouteCalculated } from "../contracts/mod.ts"
 import { supports } from "../mesh/features.ts"
-import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Child, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
+import { authFixture, type Child, freePort, sleep, spawnTs, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
 import { invoice, route } from "./fixtures/events.ts"
 import { invoiceKey } from "../workers/portal-invoices.ts"
 
 const test = suite("rebuild")
 let server: TestServer
-let admin: Connection
+let admin: NatsConnection
 let jsm: JetStreamManager
 const children: Child[] = []
 
 const as = (user: string) => userEnv(server, user)
 
 test.before(async () => {
-  server = await startServer({ auth: true })
-  admin = await connect({ name: "admin", url: server.url, user: "admin", pass: server.env.ADMIN_PASSWORD! })
-  jsm = await jetstreamManager(admin)
-  await provision(admin, topology())
+  ;({ server, admin, jsm } = await authFixture())
 })
 test.after(async () => {
   await Promise.all(children.map((c) => c.stop("SIGKILL")))

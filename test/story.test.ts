@@ -10,13 +10,12 @@ import { type Proc, spawnWorker } from "./fixtures/chaos.ts"
 import { jetstream } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import {
+  authFixture,
   type Child,
-  connectTo,
   freePort,
   natsFixture,
   type NatsFixture,
   spawnTs,
-  startServer,
   type TestServer,
   testAuth,
   userEnv,
@@ -236,9 +235,7 @@ let authServer: TestServer
 let admin: NatsConnection
 const children: Child[] = []
 secure.before(async () => {
-  authServer = await startServer({ auth: true })
-  admin = await connectTo(authServer, { user: "admin", pass: authServer.env.ADMIN_PASSWORD! })
-  await provision(admin, topology())
+  ;({ server: authServer, admin } = await authFixture())
 })
 secure.after(async () => {
   await Promise.all(children.splice(0).map((c) => c.stop("SIGKILL")))
