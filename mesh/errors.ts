@@ -35,6 +35,8 @@ export class StartupError extends Error {
 
 /** JetStream API error codes the mesh acts on (nats-server's errors.json; the same on 2.9 and 2.15). */
 export const ApiCode = {
+  /** "no suitable peers for placement": a replicated stream or consumer while a peer is not yet (or no longer) known */
+  ClusterNoPeers: 10005,
   ConsumerNotFound: 10014,
   MessageTooLarge: 10054,
   StreamNotFound: 10059,

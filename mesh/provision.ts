@@ -16,6 +16,7 @@ import { type NatsConnection, nanos } from "@nats-io/transport-node"
 import type { BucketSpec, ConsumerSpec, StreamSpec, Topology } from "../contracts/mod.ts"
 import { ApiCode, apiCode, isNotFound, isPermissionDenied } from "./errors.ts"
 import { requireFeature, supports } from "./features.ts"
+import { sleep } from "./time.ts"
 import {
   type Concrete,
   concreteConsumers,
@@ -113,7 +114,7 @@ async function apply(r: Resource, createMissing: boolean): Promise<Action> {
   })
   if (info === undefined) return { kind: r.kind, name: r.name, action: "unchanged" }
   if (!info) {
-    const created = await r.create().then(
+    const created = await placed(() => r.create()).then(
       () => true,
       (err) => {
         // a worker publishing there only needs its subjects stored; a consumer on the missing stream fails its bind
@@ -129,8 +130,28 @@ async function apply(r: Resource, createMissing: boolean): Promise<Action> {
   if (changes.length === 0) return { kind: r.kind, name: r.name, action: "unchanged" }
   const fixed = changes.filter((c) => r.fixed.test(c))
   if (fixed.length) throw new TopologyConflict(`${r.kind} ${r.name} exists with a different ${fixed.join(", ")}; ${r.conflict}`)
-  await r.update(existing)
+  await placed(() => r.update(existing))
   return { kind: r.kind, name: r.name, action: "updated" }
+}
+
+/** How long a create or update waits for a cluster to place its replicas. */
+const PLACEMENT_WAIT_MS = 30_000
+
+/**
+ * `op`, again while the server finds no peers for its replicas: right after a cluster forms, the meta leader has
+ * elected itself but not yet heard every node's statistics, and while a node restarts it counts as offline. Both pass
+ * in seconds; a cluster that is really too small still fails, after the wait, with the server's own words.
+ */
+async function placed<T>(op: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + PLACEMENT_WAIT_MS
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op()
+    } catch (err) {
+      if (apiCode(err) !== ApiCode.ClusterNoPeers || Date.now() >= deadline) throw err
+      await sleep(Math.min(2_000, 100 * 2 ** attempt))
+    }
+  }
 }
 
 const streamResource = (jsm: JetStreamManager, s: StreamSpec, replicas: number, layout: Layout): Resource => {

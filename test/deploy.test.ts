@@ -593,15 +593,22 @@ const replicaState = async (stream: string) => {
   }
 }
 
-live("cluster - three nodes agree on one JetStream meta leader", async () => {
+live("cluster - three nodes agree on one JetStream meta leader, which sees the other two as current", async () => {
   assert.is(cluster.nodes.length, 3)
   assert.ok(["n1", "n2", "n3"].includes(cluster.leader))
-  for (const n of cluster.nodes) {
+  for (const [i, n] of cluster.nodes.entries()) {
     const jsz = (await (await fetch(`http://127.0.0.1:${n.monitorPort}/jsz`)).json()) as {
-      meta_cluster: { leader: string; cluster_size: number }
+      meta_cluster: { leader: string; cluster_size: number; replicas: { name: string; current: boolean }[] }
     }
     assert.is(jsz.meta_cluster.leader, cluster.leader)
     assert.is(jsz.meta_cluster.cluster_size, 3)
+    if (`n${i + 1}` === cluster.leader) {
+      const others = ["n1", "n2", "n3"].filter((name) => name !== cluster.leader)
+      assert.equal(
+        jsz.meta_cluster.replicas.map((r) => [r.name, r.current]).sort(),
+        others.map((name) => [name, true]),
+      )
+    }
   }
 })
 

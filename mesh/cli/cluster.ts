@@ -79,28 +79,40 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   }
 }
 
-type Jsz = { meta_cluster?: { leader?: string; cluster_size?: number } }
+type Jsz = {
+  meta_cluster?: { leader?: string; cluster_size?: number; replicas?: { name: string; current?: boolean; offline?: boolean }[] }
+}
 
 /**
- * Resolves once every node names the same meta leader and counts every node as a peer. Before that, JetStream API
- * calls time out, and an R3 stream can be refused for want of peers (a leader is elected by two of three nodes).
+ * Resolves once every node names the same meta leader and counts every node as a peer, and the leader sees every other
+ * node as current. Before that, JetStream API calls time out, and an R3 stream can be refused for want of peers (a
+ * leader is elected by two of three nodes). Even then the leader may not yet have every node's statistics, which
+ * placement reads: provision waits out "no suitable peers" too (mesh/provision.ts).
  */
 export async function metaLeader(nodes: Natsd[], timeoutMs: number, host = "127.0.0.1"): Promise<string> {
   const deadline = Date.now() + timeoutMs
-  let seen: { leader?: string; peers?: number }[] = []
+  let seen: { leader?: string; peers?: number; others?: string[]; current?: number }[] = []
   while (Date.now() < deadline) {
     seen = await Promise.all(
       nodes.map((n) =>
         fetch(`http://${host}:${n.monitorPort}/jsz`)
           .then((r) => r.json() as Promise<Jsz>)
           .then(
-            (j) => ({ leader: j.meta_cluster?.leader || undefined, peers: j.meta_cluster?.cluster_size }),
+            (j) => ({
+              others: j.meta_cluster?.replicas?.map((r) => r.name),
+              leader: j.meta_cluster?.leader || undefined,
+              peers: j.meta_cluster?.cluster_size,
+              current: j.meta_cluster?.replicas?.filter((r) => r.current && !r.offline).length,
+            }),
             () => ({}),
           ),
       ),
     )
     const leader = seen[0]?.leader
-    if (leader && seen.every((v) => v.leader === leader && v.peers === nodes.length)) return leader
+    // a node lists the others as its replicas: the leader is the one that does not list the leader
+    const leaderView = seen.find((v) => leader && v.others && !v.others.includes(leader))
+    if (leader && seen.every((v) => v.leader === leader && v.peers === nodes.length) && leaderView?.current === nodes.length - 1)
+      return leader
     await new Promise((r) => setTimeout(r, 100))
   }
   throw new Error(`no JetStream meta leader within ${timeoutMs} ms (each node's view: ${JSON.stringify(seen)})`)
