@@ -254,6 +254,13 @@ export function topology(opts: TopologyOptions = {}): Topology {
 
   const ttlOf = (bucket: string, ttlSeconds: number) =>
     bucket === ROUTING_REQUESTS && opts.retryHorizonSeconds ? opts.retryHorizonSeconds : ttlSeconds
+  // a retry finds its route on the truck's subject: a key that outlived the route there would record it a second time
+  const horizon = ttlOf(ROUTING_REQUESTS, workers.routing.buckets[ROUTING_REQUESTS]!.ttlSeconds)
+  if (l.ROUTING.maxAgeSeconds > 0 && horizon > l.ROUTING.maxAgeSeconds) {
+    throw new Error(
+      `the retry horizon (${horizon} s) must not exceed how long ROUTING keeps routes (${l.ROUTING.maxAgeSeconds} s, the outage budget): lower ROUTING_RETRY_HORIZON_SECONDS or raise CAPACITY_OUTAGE_BUDGET_DAYS`,
+    )
+  }
   const buckets: BucketSpec[] = [
     ...workerNames.flatMap((w) =>
       Object.entries(workers[w].buckets).map(([bucket, b]) => ({ bucket, history: 1, ttlSeconds: ttlOf(bucket, b.ttlSeconds) })),

@@ -17,7 +17,8 @@ import {
 } from "@nats-io/transport-node"
 import type { OutgoingHeaders } from "./headers.ts"
 
-type Pending = { subject: string; at: number; resolve(ack: PubAck): void; reject(err: Error): void }
+/** `answer` turns the reply into the caller's outcome: a PubAck for a publish, the message for a request */
+type Pending = { subject: string; at: number; answer(msg: Msg): void; reject(err: Error): void }
 
 export type Expect = { lastSubjectSequence?: number; lastSubjectSequenceSubject?: string }
 
@@ -49,17 +50,37 @@ class AckInbox {
   }
 
   publish(subject: string, body: Uint8Array, headers: OutgoingHeaders): Promise<PubAck> {
-    const token = (this.#next++).toString(36)
-    return new Promise<PubAck>((resolve, reject) => {
-      this.#pending.set(token, { subject, at: performance.now(), resolve, reject })
-      this.#sweep ??= setInterval(() => this.#timeOut(), Math.max(10, Math.min(250, this.timeoutMs / 10)))
-      try {
-        this.nc.publish(subject, body, { reply: `${this.#prefix}${token}`, headers })
-      } catch (err) {
-        this.#settle(token)
-        reject(err)
-      }
+    return new Promise<PubAck>((resolve, reject) =>
+      this.#send(subject, body, headers, {
+        subject,
+        at: performance.now(),
+        answer: (msg) => pubAck(subject, msg, resolve, reject),
+        reject,
+      }),
+    )
+  }
+
+  /** a request answered on this inbox: its reply as it came, or the client's errors for none (503, timeout) */
+  request(subject: string, body: Uint8Array, headers?: OutgoingHeaders): Promise<Msg> {
+    return new Promise<Msg>((resolve, reject) => {
+      const answer = (msg: Msg) =>
+        msg.data.length === 0 && msg.headers?.code === 503
+          ? reject(new RequestError(`no responders: ${subject}`, { cause: new NoRespondersError(subject) }))
+          : resolve(msg)
+      this.#send(subject, body, headers, { subject, at: performance.now(), answer, reject })
     })
+  }
+
+  #send(subject: string, body: Uint8Array, headers: OutgoingHeaders | undefined, p: Pending) {
+    const token = (this.#next++).toString(36)
+    this.#pending.set(token, p)
+    this.#sweep ??= setInterval(() => this.#timeOut(), Math.max(10, Math.min(250, this.timeoutMs / 10)))
+    try {
+      this.nc.publish(subject, body, { reply: `${this.#prefix}${token}`, headers })
+    } catch (err) {
+      this.#settle(token)
+      p.reject(err as Error)
+    }
   }
 
   #settle(token: string): Pending | undefined {
@@ -71,24 +92,7 @@ class AckInbox {
   }
 
   #answer(msg: Msg) {
-    const p = this.#settle(msg.subject.slice(this.#prefix.length))
-    if (!p) return // timed out already
-    if (msg.data.length === 0 && msg.headers?.code === 503) {
-      const cause = new RequestError(`no responders: ${p.subject}`, { cause: new NoRespondersError(p.subject) })
-      return p.reject(new jserrors.JetStreamNotEnabled("jetstream is not enabled", { cause }))
-    }
-    try {
-      const ack = JSON.parse(dec.decode(msg.data)) as PubAck & { error?: { code: number; err_code: number; description: string } }
-      if (ack.error) {
-        const api = new JetStreamApiError(ack.error)
-        return p.reject(api.code === 10039 ? new jserrors.JetStreamNotEnabled(api.message, { cause: api }) : api)
-      }
-      if (!ack.stream) return p.reject(new jserrors.JetStreamError("invalid ack response"))
-      ack.duplicate = ack.duplicate ?? false
-      p.resolve(ack)
-    } catch (err) {
-      p.reject(err as Error)
-    }
+    this.#settle(msg.subject.slice(this.#prefix.length))?.answer(msg) // none: timed out already
   }
 
   #timeOut() {
@@ -110,7 +114,40 @@ class AckInbox {
   }
 }
 
+/** A publish's reply as js.publish reads it. */
+function pubAck(subject: string, msg: Msg, resolve: (ack: PubAck) => void, reject: (err: Error) => void) {
+  if (msg.data.length === 0 && msg.headers?.code === 503) {
+    const cause = new RequestError(`no responders: ${subject}`, { cause: new NoRespondersError(subject) })
+    return reject(new jserrors.JetStreamNotEnabled("jetstream is not enabled", { cause }))
+  }
+  try {
+    const ack = JSON.parse(dec.decode(msg.data)) as PubAck & { error?: ApiErrorBody }
+    if (ack.error) {
+      const api = new JetStreamApiError(ack.error)
+      return reject(api.code === 10039 ? new jserrors.JetStreamNotEnabled(api.message, { cause: api }) : api)
+    }
+    if (!ack.stream) return reject(new jserrors.JetStreamError("invalid ack response"))
+    ack.duplicate = ack.duplicate ?? false
+    resolve(ack)
+  } catch (err) {
+    reject(err as Error)
+  }
+}
+
+type ApiErrorBody = { code: number; err_code: number; description: string }
+
 const inboxes = new WeakMap<JetStreamClient, AckInbox>()
+
+/** The JetStream client's shared inbox, made on first use; undefined for a client that is not the @nats-io one. */
+function inboxOf(js: JetStreamClient): AckInbox | undefined {
+  let inbox = inboxes.get(js)
+  if (!inbox) {
+    const nc = (js as unknown as { nc?: NatsConnection }).nc
+    if (!nc || nc.isClosed()) return undefined
+    inboxes.set(js, (inbox = new AckInbox(nc, js.getOptions().timeout ?? 5_000, () => inboxes.delete(js))))
+  }
+  return inbox
+}
 
 /**
  * js.publish(subject, body, { msgID, headers, expect }) with the same outcomes, through one ack subscription per
@@ -120,18 +157,58 @@ export function publishAcked(
   js: JetStreamClient,
   subject: string,
   body: Uint8Array,
-  msgID: string,
+  msgID: string | undefined,
   headers: OutgoingHeaders,
   expect: Expect = {},
 ): Promise<PubAck> {
-  let inbox = inboxes.get(js)
-  if (!inbox) {
-    const nc = (js as unknown as { nc?: NatsConnection }).nc
-    if (!nc || nc.isClosed()) return js.publish(subject, body, { msgID, headers, expect })
-    inboxes.set(js, (inbox = new AckInbox(nc, js.getOptions().timeout ?? 5_000, () => inboxes.delete(js))))
-  }
-  headers.append(PubHeaders.MsgIdHdr, msgID)
+  const inbox = inboxOf(js)
+  if (!inbox) return js.publish(subject, body, { msgID, headers, expect })
+  if (msgID) headers.append(PubHeaders.MsgIdHdr, msgID)
   if (expect.lastSubjectSequence !== undefined) headers.append(PubHeaders.ExpectedLastSubjectSequenceHdr, `${expect.lastSubjectSequence}`)
   if (expect.lastSubjectSequenceSubject) headers.append(PubHeaders.ExpectedLastSubjectSequenceSubjectHdr, expect.lastSubjectSequenceSubject)
   return inbox.publish(subject, body, headers)
+}
+
+/** A stored message as STREAM.MSG.GET returns it: what the mesh reads of one. */
+export type StoredMessage = { subject: string; seq: number; data: Uint8Array }
+export type MessageQuery = { last_by_subj: string } | { seq: number; next_by_subj?: string }
+
+const NO_MESSAGE_FOUND = 10037
+const enc = new TextEncoder()
+
+/**
+ * jsm.streams.getMessage(stream, query) through the shared inbox: the stored message, null when there is none, or the
+ * client's errors (JetStreamApiError with the server's code, a RequestError around no responders, TimeoutError).
+ * `next_by_subj` is the server's (2.9 and newer): the first message on the subject at or after `seq`.
+ */
+export async function getStoredMessage(js: JetStreamClient, stream: string, query: MessageQuery): Promise<StoredMessage | null> {
+  const inbox = inboxOf(js)
+  if (!inbox) {
+    const m = await (await js.jetstreamManager(false)).streams.getMessage(stream, query as { seq: number })
+    return m && { subject: m.subject, seq: m.seq, data: m.data }
+  }
+  const prefix = js.getOptions().apiPrefix ?? "$JS.API"
+  const reply = await inbox.request(`${prefix}.STREAM.MSG.GET.${stream}`, enc.encode(JSON.stringify(query)))
+  const r = JSON.parse(dec.decode(reply.data)) as { error?: ApiErrorBody; message?: { subject: string; seq: number; data?: string } }
+  if (r.error) {
+    if (r.error.err_code === NO_MESSAGE_FOUND) return null
+    throw new JetStreamApiError(r.error)
+  }
+  if (!r.message) throw new jserrors.JetStreamError("invalid message response")
+  const { subject, seq, data } = r.message
+  // decoded when read: a caller after the sequence alone pays nothing for the body
+  return {
+    subject,
+    seq,
+    get data() {
+      return data ? base64(data) : new Uint8Array(0)
+    },
+  }
+}
+
+function base64(text: string): Uint8Array {
+  const bin = atob(text)
+  const out = new Uint8Array(bin.length)
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i)
+  return out
 }

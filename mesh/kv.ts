@@ -1,5 +1,8 @@
 // mesh/kv.ts — KV helpers: safe keys, JSON values, revision-checked read–modify–write.
+import type { JetStreamClient } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
+import { OutgoingHeaders } from "./headers.ts"
+import { publishAcked } from "./acked.ts"
 import { ApiCode, apiCode } from "./errors.ts"
 
 const ALLOWED = /^[-/_=.a-zA-Z0-9]+$/
@@ -16,6 +19,29 @@ export function kvKey(s: string): string {
 export async function getJson<T>(kv: KV, key: string): Promise<T | undefined> {
   const e = await kv.get(kvKey(key))
   return e && e.operation === "PUT" && e.length > 0 ? (e.json() as T) : undefined
+}
+
+/** What of the client's KV (its Bucket) a create through the shared ack inbox needs. */
+type Bucket = { js?: JetStreamClient; encodeKey?(k: string): string; subjectForKey?(k: string, edit?: boolean): string }
+
+const utf8 = new TextEncoder()
+
+/**
+ * kv.create(key, value) as one publish through the connection's shared ack inbox (mesh/acked.ts), guarded by "no
+ * message on the key's subject yet": none of the client's per-request timer and errors. A refusal is settled by the
+ * client's own create, which also takes the place of a deleted key, or rejects as it would. Resolves with the revision.
+ */
+export async function createValue(kv: KV, key: string, value: string): Promise<number> {
+  const b = kv as unknown as Bucket
+  if (!b.js || !b.encodeKey || !b.subjectForKey || !ALLOWED.test(key)) return kv.create(key, value)
+  try {
+    const subject = b.subjectForKey(b.encodeKey(key), true)
+    const ack = await publishAcked(b.js, subject, utf8.encode(value), undefined, new OutgoingHeaders(), { lastSubjectSequence: 0 })
+    return ack.seq
+  } catch (err) {
+    if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
+    return kv.create(key, value)
+  }
 }
 
 /** a create on a key that exists, or an update on a revision someone else moved past */

@@ -1,13 +1,16 @@
 // mesh/acked.ts against a real nats-server: a publish through the shared ack subscription ends exactly as
 // js.publish would: stored, a duplicate by msg id, refused by the once guard (10071), no stream (no responders),
-// no answer (TimeoutError), and many at once each get their own ack.
+// no answer (TimeoutError), and many at once each get their own ack. The same inbox carries a stored message's read
+// (getStoredMessage) and a KV create (mesh/kv.ts createValue).
 import { jetstream } from "@nats-io/jetstream"
 import { TimeoutError } from "@nats-io/transport-node"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { publishAcked } from "../mesh/acked.ts"
+import { Kvm } from "@nats-io/kv"
+import { getStoredMessage, publishAcked } from "../mesh/acked.ts"
 import { ApiCode, apiCode, isNoResponders } from "../mesh/errors.ts"
 import { OutgoingHeaders } from "../mesh/headers.ts"
+import { createValue } from "../mesh/kv.ts"
 import { natsSuite } from "./harness.ts"
 
 const test = suite("acked")
@@ -52,6 +55,35 @@ test("acked - 500 publishes at once each get their own ack", async () => {
     acks.every((a) => !a.duplicate),
     true,
   )
+})
+
+test("stored message - the last on a subject, the next on it from a sequence, null where there is none, as jsm reads them", async () => {
+  for (const [i, subject] of ["acked.t.a", "acked.t.b", "acked.t.a", "acked.t.b"].entries()) {
+    await publishAcked(f.js, subject, new TextEncoder().encode(JSON.stringify({ i })), `t-${i}`, headers())
+  }
+  const last = (await getStoredMessage(f.js, "ACKED", { last_by_subj: "acked.t.a" }))!
+  assert.equal([last.subject, last.seq, JSON.parse(new TextDecoder().decode(last.data))], ["acked.t.a", 3, { i: 2 }])
+  const viaClient = (await f.jsm.streams.getMessage("ACKED", { last_by_subj: "acked.t.a" }))!
+  assert.equal([...last.data], [...viaClient.data])
+  const next = (await getStoredMessage(f.js, "ACKED", { seq: 3, next_by_subj: "acked.t.b" }))!
+  assert.equal([next.subject, next.seq], ["acked.t.b", 4])
+  assert.is(await getStoredMessage(f.js, "ACKED", { seq: 5, next_by_subj: "acked.t.b" }), null)
+  assert.is(await getStoredMessage(f.js, "ACKED", { last_by_subj: "acked.t.none" }), null)
+  const err = await getStoredMessage(f.js, "NO_SUCH_STREAM", { last_by_subj: "x" }).catch((e) => e)
+  assert.is(apiCode(err), ApiCode.StreamNotFound)
+})
+
+test("createValue - the first create wins, a second is refused (10071) as kv.create refuses it, a deleted key is taken again", async () => {
+  const kv = await new Kvm(f.js).create("acked-create", { history: 1 })
+  const rev = await createValue(kv, "k1", "first")
+  assert.is((await kv.get("k1"))?.string(), "first")
+  assert.is((await kv.get("k1"))?.revision, rev)
+  const err = await createValue(kv, "k1", "second").catch((e) => e)
+  assert.is(apiCode(err), ApiCode.WrongLastSequence)
+  assert.is((await kv.get("k1"))?.string(), "first")
+  await kv.delete("k1")
+  await createValue(kv, "k1", "third")
+  assert.is((await kv.get("k1"))?.string(), "third")
 })
 
 test.run()

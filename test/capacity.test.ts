@@ -126,4 +126,21 @@ test("bad configuration - a worker and provision stop with a message naming the 
   )
 })
 
+test("retry horizon - provision refuses one longer than ROUTING keeps routes, naming both variables", async () => {
+  const week = 7 * 86_400
+  assert.is(topology({ retryHorizonSeconds: week }).buckets.find((b) => b.bucket === "routing-requests")!.ttlSeconds, week)
+  assert.throws(
+    () => topology({ retryHorizonSeconds: week + 1 }),
+    /retry horizon \(604801 s\) must not exceed .*ROUTING keeps routes \(604800 s/,
+  )
+  const prov = await run("mesh/cli/main.ts", { ROUTING_RETRY_HORIZON_SECONDS: String(3 * 86_400), CAPACITY_OUTAGE_BUDGET_DAYS: "2" }, [
+    "provision",
+  ])
+  assert.is(prov.code, 1)
+  assert.ok(
+    prov.lines.some((l) => l.includes("lower ROUTING_RETRY_HORIZON_SECONDS or raise CAPACITY_OUTAGE_BUDGET_DAYS")),
+    prov.lines.join("\n"),
+  )
+})
+
 test.run()

@@ -15,7 +15,9 @@ import {
   ApiCode,
   apiCode,
   checkEventSize,
+  createValue,
   getJson,
+  getStoredMessage,
   hex,
   isNoResponders,
   isNotFound,
@@ -29,10 +31,10 @@ import {
 } from "../mesh/mod.ts"
 
 /**
- * What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. `since`: the last sequence on the
- * truck's subject when the record was made; the route, if it landed, is after it.
+ * What the routing-requests bucket keeps per Idempotency-Key for the retry horizon. `since`: a sequence the routes'
+ * stream held before the record was made; the route, if it landed, is after it.
  */
-export type Recorded = { fingerprint: string; route: RouteCalculated; published: boolean; since: number }
+export type Recorded = { fingerprint: string; route: RouteCalculated; since: number }
 
 /** Nothing was recorded by this request: retrying (with the same key) is safe, and needed. */
 export class NotRecorded extends Error {
@@ -48,6 +50,7 @@ export class NotRecorded extends Error {
 export class OutcomeUnknown extends Error {}
 
 const sha256hex = (s: string) => hex(sha256(s))
+const utf8 = new TextDecoder()
 
 /** The record's key: JSON keeps ("a:b","c") and ("a","b:c") apart, and one client's keys from another's. */
 export const recordKey = (client: string, key: string) => sha256hex(JSON.stringify([client, key]))
@@ -55,7 +58,7 @@ export const recordKey = (client: string, key: string) => sha256hex(JSON.stringi
 /** KV create, first writer wins: a concurrent retry that got there first has the answer. */
 async function create(kv: KV, key: string, mine: Recorded): Promise<Recorded> {
   try {
-    await kv.create(kvKey(key), JSON.stringify(mine))
+    await createValue(kv, kvKey(key), JSON.stringify(mine))
     return mine
   } catch (err) {
     const theirs = await getJson<Recorded>(kv, key)
@@ -75,12 +78,13 @@ function refused(err: unknown): NotRecorded | undefined {
   return undefined
 }
 
-type Jsm = Awaited<ReturnType<Runtime["js"]["jetstreamManager"]>>
-
 type Where = {
-  jsm: Jsm
+  js: Runtime["js"]
   stream: string /** the stream stores a truck's routes under its subject plus layout tokens */
   partitioned: boolean
+  /** a sequence the stream is known to hold: its last when asked, raised by every sequence seen since. A route
+   * recorded from now on is stored after it */
+  floor: number
 }
 
 /**
@@ -95,7 +99,7 @@ function routesStream(rt: Runtime, fresh = false) {
       const jsm = await rt.js.jetstreamManager(false)
       for (const stream of ["ROUTING", edgeStream("ROUTING")]) {
         const info = await jsm.streams.info(stream).catch((err) => (isNotFound(err) ? null : Promise.reject(err)))
-        if (info) return { jsm, stream, partitioned: !!info.config.subject_transform }
+        if (info) return { js: rt.js, stream, partitioned: !!info.config.subject_transform, floor: info.state.last_seq }
       }
       throw new NotRecorded("no stream records routes (neither ROUTING nor EDGE_ROUTING); run `logiflow provision`", 30)
     })()
@@ -113,18 +117,18 @@ const forms = (subject: string) => [subject, `${subject}.>`]
 /** The last sequence stored for the truck's subject, in the form its routes are stored under now. */
 async function lastOf(w: Where, subject: string): Promise<{ last: number; form: string }> {
   const form = formOf(w, subject)
-  const m = await w.jsm.streams.getMessage(w.stream, { last_by_subj: form })
+  const m = await getStoredMessage(w.js, w.stream, { last_by_subj: form })
+  if (m && m.seq > w.floor) w.floor = m.seq
   return { last: m?.seq ?? 0, form }
 }
 
 /** Whether `routeId` is stored for the truck's subject after sequence `since`. */
-async function landed(jsm: Jsm, stream: string, subject: string, since: number, routeId: string): Promise<boolean> {
+async function landed(w: Where, subject: string, since: number, routeId: string): Promise<boolean> {
   for (const form of forms(subject)) {
     for (let seq = since + 1; ; ) {
-      // the server's MSG.GET takes next_by_subj (2.9 and newer); the client's type for it lists only seq and last_by_subj
-      const m = await jsm.streams.getMessage(stream, { seq, next_by_subj: form } as unknown as { seq: number })
+      const m = await getStoredMessage(w.js, w.stream, { seq, next_by_subj: form })
       if (!m) break
-      if (m.json<{ routeId?: string }>().routeId === routeId) return true
+      if ((JSON.parse(utf8.decode(m.data)) as { routeId?: string }).routeId === routeId) return true
       seq = m.seq + 1
     }
   }
@@ -136,24 +140,25 @@ async function landed(jsm: Jsm, stream: string, subject: string, since: number, 
  * subject's last sequence as last seen (`Nats-Expected-Last-Subject-Sequence`), so an earlier attempt landing late is
  * refused once anything came after what it saw, and a retry first looks for its route after `since`.
  */
-async function append(rt: Runtime, rec: Recorded, fresh: boolean, traceparent?: string): Promise<void> {
+async function append(rt: Runtime, rec: Recorded, seen: { last: number; form: string } | undefined, traceparent?: string): Promise<void> {
   const subject = subjectOf("RouteCalculated", rec.route.truckId)
   for (let attempt = 0; attempt < 20; attempt++) {
     const w = await routesStream(rt, attempt > 1)
-    // a record this request just made has nothing to look for: nothing came after its since yet, or the guard says so
-    if (!(fresh && attempt === 0) && (await landed(w.jsm, w.stream, subject, rec.since, rec.route.routeId))) return
-    // a fresh record's since is the last sequence as just seen: its first attempt is guarded by it, no second look.
+    // a record this request just made has nothing to look for: no attempt of it was made before this one
+    if (!(seen && attempt === 0) && (await landed(w, subject, rec.since, rec.route.routeId))) return
+    // a fresh record's first attempt is guarded by the truck's last sequence as read beside the record's create.
     // The guard names the form the truck's routes are stored under: checked on the stored subject alone, a
     // partitioned stream's would never match (2.9 ignores the name and checks the subject, the only form it has)
-    const { last, form } = fresh && attempt === 0 ? { last: rec.since, form: formOf(w, subject) } : await lastOf(w, subject)
+    const { last, form } = seen && attempt === 0 ? seen : await lastOf(w, subject)
     try {
       // the msg id is derived from the routeId too: within the duplicate window the stream also dedupes by it
-      await rt.publish("RouteCalculated", rec.route, {
+      const ack = await rt.publish("RouteCalculated", rec.route, {
         id: `routing:${rec.route.routeId}`,
         traceparent,
         expectLastSubjectSequence: last,
         expectLastSubjectSequenceSubject: form,
       })
+      if (ack.seq > w.floor) w.floor = ack.seq
       return
     } catch (err) {
       // another route of this truck (or this one) was appended in between: look again
@@ -184,38 +189,36 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     const kv = await rt.kv(ROUTING_REQUESTS)
     const id = recordKey(o.client, o.key)
     const print = sha256hex(JSON.stringify(o.request))
-    // the usual request is a new one: its truck's last sequence, then the record made (first writer wins), with no
-    // look for an existing record first; a retry finds its record when the create is refused
     const route = o.plan(newId(o.site))
     // a route larger than ROUTING stores is refused before anything is recorded (no record, no publish)
     checkEventSize("RouteCalculated", route, { id: `routing:${route.routeId}`, source: "logiflow/routing" })
-    const since = (await lastOf(await routesStream(rt), subjectOf("RouteCalculated", route.truckId))).last
-    const mine: Recorded = { fingerprint: print, route, published: false, since }
-    const rec = await create(kv, id, mine)
+    // the usual request is a new one: the record made (first writer wins) and, at the same time, the truck's last
+    // sequence read for the publish's guard; no look for an existing record first, a retry finds its record when
+    // the create is refused. The record's since is the stream's floor, taken before either
+    const w = await routesStream(rt)
+    const mine: Recorded = { fingerprint: print, route, since: w.floor }
+    const [rec, seen] = await Promise.all([create(kv, id, mine), lastOf(w, subjectOf("RouteCalculated", route.truckId))])
     const fresh = rec === mine
     if (rec.fingerprint !== print)
       throw new StatusError(
         422,
         `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`,
       )
-    if (rec.published) return rec.route
     // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
     if (!fresh) phase = "publishing"
     // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
     if (answered) throw new NotRecorded("answered already")
     phase = "publishing"
     try {
-      await append(rt, rec, fresh, o.traceparent)
+      await append(rt, rec, fresh ? seen : undefined, o.traceparent)
     } catch (err) {
       // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
       if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown || err instanceof TooLarge) throw err
       throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
     }
+    // the record is not marked: a retry finds the route on its truck's subject, which keeps it longer than the record
+    // lives (the retry horizon is at most ROUTING's age, contracts/topology.ts)
     phase = "published"
-    // not awaited: the route is recorded whatever becomes of the mark; without it a retry republishes (deduped)
-    kv.put(kvKey(id), JSON.stringify({ ...rec, published: true })).catch((err) =>
-      rt.log.warn("route recorded, its record not marked published", { routeId: rec.route.routeId, error: err }),
-    )
     return rec.route
   }
   try {
