@@ -1,6 +1,15 @@
 // mesh/http-node.ts — the Node side of `serve()`: node:http with its parser's refusals, timeouts and limits turned
 // into JSON 4xx answers, and each request handed to the worker's fetch handler as a web Request.
-import { type FetchHandler, type HttpLimits, hostProblem, requestTarget, type Server, type ServeOptions } from "./http-rules.ts"
+import {
+  type BodySource,
+  withBody,
+  type FetchHandler,
+  type HttpLimits,
+  hostProblem,
+  requestTarget,
+  type Server,
+  type ServeOptions,
+} from "./http-rules.ts"
 
 type NodeRequest = import("node:http").IncomingMessage
 type NodeResponse = import("node:http").ServerResponse
@@ -74,13 +83,9 @@ export async function serveNode(
       const headers = new Headers()
       for (const [k, v] of Object.entries(req.headersDistinct)) if (v) for (const x of v) headers.append(k, x)
       // the URL's host is never the client's Host header: routes read paths and queries only
-      request = new Request(`http://localhost${target.path}`, {
-        method: req.method,
-        headers,
-        body: body?.stream,
-        // @ts-expect-error Node's fetch needs `duplex` for a streamed body
-        duplex: "half",
-      })
+      // the body is not the Request's: readJson reads it from the socket (bodySources), without web streams
+      request = new Request(`http://localhost${target.path}`, { method: req.method, headers })
+      if (body) withBody(request, body)
     } catch (err) {
       body?.discard()
       // fetch refuses some methods outright (TRACE, TRACK) and some header values the HTTP parser let through
@@ -164,33 +169,41 @@ export async function serveNode(
 }
 
 /**
- * The request body as a web stream. Unlike Readable.toWeb, cancelling it (a handler that stops at 413) does not
- * destroy the socket mid-upload: the rest is read and dropped.
+ * The request body, read when the handler asks (readJson) and only up to its limit. Nothing flows before that: a
+ * handler that answers first (401, 415) leaves it to be drained after the answer.
  */
-function bodyOf(req: NodeRequest): { stream: ReadableStream<Uint8Array>; discard(): void } {
-  let cancelled = false
-  const discard = () => void ((cancelled = true), req.resume())
-  const stream = new ReadableStream<Uint8Array>({
-    start(controller) {
-      req.on("data", (chunk: Buffer) => {
-        if (cancelled) return
-        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
-        if ((controller.desiredSize ?? 1) <= 0) req.pause()
-      })
-      req.on("end", () => cancelled || controller.close())
-      // a client that closes before sending what it announced ends the body with an error, once
-      const fail = (err: Error) => {
-        if (cancelled) return
-        cancelled = true
-        controller.error(err)
+function bodyOf(req: NodeRequest): BodySource & { discard(): void } {
+  let discarded = false
+  const discard = () => void ((discarded = true), req.resume())
+  const read = (maxBytes: number) =>
+    new Promise<Uint8Array | null>((resolve, reject) => {
+      if (discarded) return reject(new Error("the request body was already read"))
+      discarded = true
+      const chunks: Buffer[] = []
+      let total = 0
+      const done = () => {
+        req.off("data", onData).off("end", onEnd).off("error", onError).off("aborted", onAborted)
       }
-      req.on("error", fail)
-      req.on("aborted", () => fail(new Error("the client closed the connection before the body was complete")))
-    },
-    pull: () => void req.resume(),
-    cancel: discard,
-  })
-  return { stream, discard }
+      const onData = (chunk: Buffer) => {
+        total += chunk.length
+        if (total <= maxBytes) return void chunks.push(chunk)
+        // past the limit: the rest flows on unread and the server drains it after the 413
+        done()
+        req.on("data", () => {})
+        resolve(null)
+      }
+      const onEnd = () => {
+        done()
+        const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, total)
+        resolve(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength))
+      }
+      const onError = (err: Error) => (done(), reject(err))
+      // a client that closes before sending what it announced
+      const onAborted = () => onError(new Error("the client closed the connection before the body was complete"))
+      req.on("data", onData).on("end", onEnd).on("error", onError).on("aborted", onAborted)
+      if (req.complete && req.readableEnded) onEnd()
+    })
+  return { read, discard }
 }
 
 /** Reads and drops what is left of a request body; false if it did not end within `ms`. */

@@ -6,7 +6,16 @@
 // worker keeps serving: every failure of one request stays inside that request.
 import { StatusError } from "itty-router"
 import { isDeno } from "./env.ts"
-import { type FetchHandler, type HttpLimits, hostProblem, httpLimits, problem, type Server, type ServeOptions } from "./http-rules.ts"
+import {
+  bodySource,
+  type FetchHandler,
+  type HttpLimits,
+  hostProblem,
+  httpLimits,
+  problem,
+  type Server,
+  type ServeOptions,
+} from "./http-rules.ts"
 
 export { type FetchHandler, type HttpLimits, httpLimits, type Server, type ServeOptions }
 
@@ -88,6 +97,14 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
   }
   const declared = Number(request.headers.get("content-length") ?? "0")
   if (declared > maxBytes) throw new StatusError(413, `body of ${declared} bytes exceeds the ${maxBytes}-byte limit`)
+  const source = bodySource(request)
+  if (source) {
+    const bytes = await source.read(maxBytes).catch((err) => {
+      throw new StatusError(400, `the request body could not be read: ${(err as Error)?.message ?? err}`)
+    })
+    if (!bytes) throw new StatusError(413, `body exceeds the ${maxBytes}-byte limit`)
+    return parseJson(bytes)
+  }
   const chunks: Uint8Array[] = []
   let total = 0
   if (request.body) {
@@ -105,8 +122,14 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
   const bytes = new Uint8Array(total)
   let at = 0
   for (const c of chunks) bytes.set(c, at), (at += c.byteLength)
+  return parseJson(bytes)
+}
+
+const utf8 = new TextDecoder()
+
+function parseJson(bytes: Uint8Array): unknown {
   try {
-    return JSON.parse(new TextDecoder().decode(bytes))
+    return JSON.parse(utf8.decode(bytes))
   } catch (err) {
     throw new StatusError(400, `body is not valid JSON: ${(err as Error).message}`)
   }
