@@ -3,7 +3,7 @@
 import { test } from "uvu"
 import * as assert from "uvu/assert"
 import { StatusError } from "itty-router"
-import { ContractError, daysInMonth, eventNames, parseTime, validate } from "../contracts/mod.ts"
+import { ContractError, daysInMonth, eventNames, isTime, parseTime, validate } from "../contracts/mod.ts"
 import { toFilter } from "../mesh/admin/mod.ts"
 import { route } from "./fixtures/events.ts"
 
@@ -182,6 +182,33 @@ test("DLQ filters - since/until take durations or strict RFC 3339 times; a day t
       assert.is((err as Error).message, `"${bad}" is neither a duration (5m, 2h, 1d) nor an ISO time`)
     }
   }
+})
+
+test("isTime - the digit-by-digit check of toISOString's form agrees with parseTime, valid or not", () => {
+  // every field at and around its bounds, in the 24-character form, plus other characters where digits belong
+  let seed = 42
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+  const pick = <T>(xs: T[]) => xs[Math.floor(rand() * xs.length)]!
+  const years = ["0000", "0099", "1900", "2000", "2024", "2026", "2100", "9999", "20x6", " 026"]
+  const months = ["00", "01", "02", "04", "09", "12", "13", "1a"]
+  const days = ["00", "01", "28", "29", "30", "31", "32", "3-"]
+  const hours = ["00", "23", "24", "9:"]
+  const minutes = ["00", "59", "60"]
+  const seconds = ["00", "59", "60", "61"]
+  const fractions = ["000", "999", "12a", "1.2"]
+  let checked = 0
+  for (let i = 0; i < 20_000; i++) {
+    const s = `${pick(years)}-${pick(months)}-${pick(days)}T${pick(hours)}:${pick(minutes)}:${pick(seconds)}.${pick(fractions)}Z`
+    assert.is(s.length, 24)
+    assert.is(isTime(s), parseTime(s) !== undefined, s)
+    checked++
+  }
+  for (const now of [0, Date.UTC(2024, 1, 29, 23, 59, 59, 999), Date.now()]) assert.ok(isTime(new Date(now).toISOString()))
+  // other forms go to parseTime itself
+  for (const s of ["2026-11-25T08:00:00Z", "2026-11-25t08:00:00.000z", "2026-11-25T08:00:00.000+01:00", "2026-11-25"]) {
+    assert.is(isTime(s), parseTime(s) !== undefined, s)
+  }
+  assert.is(checked, 20_000)
 })
 
 test.run()
