@@ -4,6 +4,9 @@
 // (bench/README.md). Here one subscription per connection takes every ack, a single sweep times them out, and the
 // outcomes are the client's own: a PubAck, a JetStreamApiError with the server's code, JetStreamNotEnabled around
 // NoRespondersError when nothing stores the subject, TimeoutError, a RequestError around a permission violation.
+// The same inbox carries the mesh's other JetStream requests on a hot path (a stored message's read, a KV create),
+// and everything sent through it before the event loop turns is handed to the client at once: one socket write for
+// the publishes of many handlers or HTTP requests instead of one each.
 import { JetStreamApiError, type JetStreamClient, type PubAck, PubHeaders } from "@nats-io/jetstream"
 import { jserrors } from "@nats-io/jetstream/internal"
 import {
@@ -15,6 +18,7 @@ import {
   RequestError,
   TimeoutError,
 } from "@nats-io/transport-node"
+import { setImmediate } from "node:timers"
 import type { OutgoingHeaders } from "./headers.ts"
 
 /** `answer` turns the reply into the caller's outcome: a PubAck for a publish, the message for a request */
@@ -28,6 +32,7 @@ class AckInbox {
   readonly #prefix: string
   readonly #pending = new Map<string, Pending>()
   #next = 0
+  #out: { subject: string; body: Uint8Array; headers: OutgoingHeaders | undefined; token: string }[] = []
   #sweep: ReturnType<typeof setInterval> | undefined
 
   constructor(
@@ -75,11 +80,20 @@ class AckInbox {
     const token = (this.#next++).toString(36)
     this.#pending.set(token, p)
     this.#sweep ??= setInterval(() => this.#timeOut(), Math.max(10, Math.min(250, this.timeoutMs / 10)))
-    try {
-      this.nc.publish(subject, body, { reply: `${this.#prefix}${token}`, headers })
-    } catch (err) {
-      this.#settle(token)
-      p.reject(err as Error)
+    // the client writes to the socket once per microtask checkpoint, and each request's publish comes from its own
+    // I/O callback or promise chain: held until the check phase, they all go out in one write
+    if (this.#out.push({ subject, body, headers, token }) === 1) setImmediate(this.#flush)
+  }
+
+  readonly #flush = () => {
+    const out = this.#out
+    this.#out = []
+    for (const o of out) {
+      try {
+        this.nc.publish(o.subject, o.body, { reply: `${this.#prefix}${o.token}`, headers: o.headers })
+      } catch (err) {
+        this.#settle(o.token)?.reject(err as Error)
+      }
     }
   }
 

@@ -236,8 +236,16 @@ test("NATS down - 503 with Retry-After at once, and 202 again once the r.server 
     { timeoutMs: 15_000, what: "a 202 after the restart" },
   )
   const { routeId } = (await back.json()) as { routeId: string }
-  const msgs = await routingMessages()
-  assert.ok(msgs.some((m) => m.data.routeId === routeId && m.data.truckId === "truck-back"))
+  // read on a connection of its own: the suite's may still be waiting to reconnect (seen: longer than a request's 5 s)
+  const nc = await connectTo(r.server)
+  try {
+    const last = await (await jetstreamManager(nc)).streams.getMessage("ROUTING", {
+      last_by_subj: subjectOf("RouteCalculated", "truck-back"),
+    })
+    assert.is(last?.json<{ routeId: string }>().routeId, routeId)
+  } finally {
+    await nc.close()
+  }
 })
 
 test.run()
