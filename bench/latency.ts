@@ -150,7 +150,13 @@ export async function latency(o: Opts): Promise<Section> {
           due.set(truckId, dueAt)
           const r = await post(routing!.port, "/routes", routeRequest(truckId))
           if (r.status === 202) accepted.record(performance.now() - dueAt)
-          else failed++, due.delete(truckId), (failures[r.status] = (failures[r.status] ?? 0) + 1)
+          else {
+            failed++
+            due.delete(truckId)
+            failures[r.status] = (failures[r.status] ?? 0) + 1
+            // what went wrong, for the first few: a status says it, a request without an answer only its error
+            if (failed <= 3) process.stderr.write(`  ${label}: request ${i} failed: ${r.status || "no answer"} ${r.body.slice(0, 200)}\n`)
+          }
         },
         `latency mesh ${label}`,
       )
