@@ -84,8 +84,13 @@ export async function serveNode(
       for (const [k, v] of Object.entries(req.headersDistinct)) if (v) for (const x of v) headers.append(k, x)
       // the URL's host is never the client's Host header: routes read paths and queries only
       // the body is not the Request's: readJson reads it from the socket (bodySources), without web streams
-      request = new Request(`http://localhost${target.path}`, { method: req.method, headers })
-      if (body) withBody(request, body)
+      const url = `http://localhost${target.path}`
+      request = new Request(url, { method: req.method, headers })
+      if (body) {
+        withBody(request, body)
+        // @ts-expect-error Node's fetch needs `duplex` for a streamed body
+        webBody(request, () => new Request(url, { method: req.method, headers, body: body.stream(), duplex: "half" }))
+      }
     } catch (err) {
       body?.discard()
       // fetch refuses some methods outright (TRACE, TRACK) and some header values the HTTP parser let through
@@ -172,7 +177,7 @@ export async function serveNode(
  * The request body, read when the handler asks (readJson) and only up to its limit. Nothing flows before that: a
  * handler that answers first (401, 415) leaves it to be drained after the answer.
  */
-function bodyOf(req: NodeRequest): BodySource & { discard(): void } {
+function bodyOf(req: NodeRequest): BodySource & { discard(): void; stream(): ReadableStream<Uint8Array> } {
   let discarded = false
   const discard = () => void ((discarded = true), req.resume())
   const read = (maxBytes: number) =>
@@ -203,7 +208,51 @@ function bodyOf(req: NodeRequest): BodySource & { discard(): void } {
       req.on("data", onData).on("end", onEnd).on("error", onError).on("aborted", onAborted)
       if (req.complete && req.readableEnded) onEnd()
     })
-  return { read, discard }
+  // the body as a web stream, for a route that reads it itself. Unlike Readable.toWeb, cancelling it (a handler that
+  // stops at 413) does not destroy the socket mid-upload: the rest is read and dropped
+  const stream = () => {
+    if (discarded) throw new TypeError("the request body was already read")
+    discarded = true
+    let cancelled = false
+    return new ReadableStream<Uint8Array>({
+      start(controller) {
+        req.on("data", (chunk: Buffer) => {
+          if (cancelled) return
+          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+          if ((controller.desiredSize ?? 1) <= 0) req.pause()
+        })
+        req.on("end", () => cancelled || controller.close())
+        // a client that closes before sending what it announced ends the body with an error, once
+        const fail = (err: Error) => {
+          if (cancelled) return
+          cancelled = true
+          controller.error(err)
+        }
+        req.on("error", fail)
+        req.on("aborted", () => fail(new Error("the client closed the connection before the body was complete")))
+      },
+      pull: () => void req.resume(),
+      cancel: () => void ((cancelled = true), req.resume()),
+    })
+  }
+  return { read, discard, stream }
+}
+
+const BODY_METHODS = ["arrayBuffer", "blob", "bytes", "formData", "json", "text", "clone"] as const
+
+/**
+ * A route that reads the body itself (`request.json()`, `.text()`, `.body`, …) gets the web Request it expects: one
+ * with the body as a stream, made when first touched. readJson never touches these, and pays for none of it.
+ */
+function webBody(request: Request, make: () => Request) {
+  let full: Request | undefined
+  const real = () => (full ??= make())
+  for (const m of BODY_METHODS) {
+    if (!(m in Request.prototype)) continue
+    Object.defineProperty(request, m, { value: (...args: unknown[]) => (real()[m] as (...a: unknown[]) => unknown)(...args) })
+  }
+  Object.defineProperty(request, "body", { get: () => real().body })
+  Object.defineProperty(request, "bodyUsed", { get: () => full?.bodyUsed ?? false })
 }
 
 /** Reads and drops what is left of a request body; false if it did not end within `ms`. */

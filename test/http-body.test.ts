@@ -1,0 +1,68 @@
+// serve() on Node over real sockets: a route reads the body through readJson (from the socket, up to its limit) or
+// through the web Request's own methods (json, text, arrayBuffer, body, clone), and gets the same bytes either way.
+import { suite } from "uvu"
+import * as assert from "uvu/assert"
+import { readJson, type Server, serve } from "../mesh/http.ts"
+
+const test = suite("http body")
+let server: Server
+let base = ""
+
+const answer = async (read: () => Promise<unknown>) => {
+  try {
+    return Response.json({ got: await read() })
+  } catch (err) {
+    const status = (err as { status?: number }).status ?? 500
+    return Response.json({ error: (err as Error).message }, { status })
+  }
+}
+
+test.before(async () => {
+  server = await serve(
+    (request) => {
+      const path = new URL(request.url).pathname
+      if (path === "/readJson") return answer(() => readJson(request, 64))
+      if (path === "/json") return answer(() => request.json())
+      if (path === "/text") return answer(() => request.text())
+      if (path === "/bytes") return answer(async () => new Uint8Array(await request.arrayBuffer()).length)
+      if (path === "/stream") return answer(async () => new Response(request.body).text())
+      if (path === "/clone") return answer(async () => [await request.clone().text(), await request.text()])
+      if (path === "/twice") return answer(async () => [await request.text(), await readJson(request)])
+      if (path === "/used") return answer(async () => [request.bodyUsed, await request.text(), request.bodyUsed])
+      return new Response("not found", { status: 404 })
+    },
+    { port: 0, hostname: "127.0.0.1" },
+  )
+  base = `http://127.0.0.1:${server.port}`
+})
+test.after(() => server.close())
+
+const post = async (path: string, body: string) => {
+  const res = await fetch(`${base}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body })
+  return { status: res.status, body: (await res.json()) as { got?: unknown; error?: string } }
+}
+
+test("readJson and the Request's own methods read the same body", async () => {
+  const body = JSON.stringify({ truckId: "truck-7", stops: [1, 2, 3] })
+  assert.equal(await post("/readJson", body), { status: 200, body: { got: { truckId: "truck-7", stops: [1, 2, 3] } } })
+  assert.equal(await post("/json", body), { status: 200, body: { got: { truckId: "truck-7", stops: [1, 2, 3] } } })
+  assert.equal(await post("/text", body), { status: 200, body: { got: body } })
+  assert.equal(await post("/bytes", body), { status: 200, body: { got: body.length } })
+  assert.equal(await post("/stream", body), { status: 200, body: { got: body } })
+  assert.equal(await post("/clone", body), { status: 200, body: { got: [body, body] } })
+  assert.equal(await post("/used", body), { status: 200, body: { got: [false, body, true] } })
+})
+
+test("readJson's limit: 413 past it; a body is read once, a second read is refused", async () => {
+  const big = JSON.stringify({ pad: "x".repeat(100) })
+  const res = await fetch(`${base}/readJson`, { method: "POST", headers: { "content-type": "application/json" }, body: big })
+  assert.is(res.status, 413)
+  assert.match(((await res.json()) as { error: string }).error, /64-byte limit/)
+  const twice = await post("/twice", "{}")
+  assert.is(twice.status, 400)
+  assert.match(twice.body.error!, /could not be read/)
+  // the connection still serves the next request after each
+  assert.equal(await post("/readJson", '{"a":1}'), { status: 200, body: { got: { a: 1 } } })
+})
+
+test.run()
