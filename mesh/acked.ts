@@ -68,10 +68,10 @@ class AckInbox {
   /** a request answered on this inbox: its reply as it came, or the client's errors for none (503, timeout) */
   request(subject: string, body: Uint8Array, headers?: OutgoingHeaders): Promise<Msg> {
     return new Promise<Msg>((resolve, reject) => {
-      const answer = (msg: Msg) =>
-        msg.data.length === 0 && msg.headers?.code === 503
-          ? reject(new RequestError(`no responders: ${subject}`, { cause: new NoRespondersError(subject) }))
-          : resolve(msg)
+      const answer = (msg: Msg) => {
+        const none = noResponders(subject, msg)
+        return none ? reject(none) : resolve(msg)
+      }
       this.#send(subject, body, headers, { subject, at: performance.now(), answer, reject })
     })
   }
@@ -128,12 +128,16 @@ class AckInbox {
   }
 }
 
+/** The client's error for a request nothing answered (an empty 503 status), as its own requests report it. */
+function noResponders(subject: string, msg: Msg): RequestError | undefined {
+  if (msg.data.length !== 0 || msg.headers?.code !== 503) return undefined
+  return new RequestError(`no responders: ${subject}`, { cause: new NoRespondersError(subject) })
+}
+
 /** A publish's reply as js.publish reads it. */
 function pubAck(subject: string, msg: Msg, resolve: (ack: PubAck) => void, reject: (err: Error) => void) {
-  if (msg.data.length === 0 && msg.headers?.code === 503) {
-    const cause = new RequestError(`no responders: ${subject}`, { cause: new NoRespondersError(subject) })
-    return reject(new jserrors.JetStreamNotEnabled("jetstream is not enabled", { cause }))
-  }
+  const cause = noResponders(subject, msg)
+  if (cause) return reject(new jserrors.JetStreamNotEnabled("jetstream is not enabled", { cause }))
   try {
     const ack = JSON.parse(dec.decode(msg.data)) as PubAck & { error?: ApiErrorBody }
     if (ack.error) {

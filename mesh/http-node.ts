@@ -83,7 +83,8 @@ export async function serveNode(
       const headers = new Headers()
       for (const [k, v] of Object.entries(req.headersDistinct)) if (v) for (const x of v) headers.append(k, x)
       // the URL's host is never the client's Host header: routes read paths and queries only
-      // the body is not the Request's: readJson reads it from the socket (bodySources), without web streams
+      // readJson reads the body from the socket (withBody), without web streams; the Request gets it only if a route
+      // reads it through the Request itself (webBody)
       const url = `http://localhost${target.path}`
       request = new Request(url, { method: req.method, headers })
       if (body) {
@@ -173,6 +174,9 @@ export async function serveNode(
   }
 }
 
+/** a client that closes before sending what it announced */
+const CUT_SHORT = "the client closed the connection before the body was complete"
+
 /**
  * The request body, read when the handler asks (readJson) and only up to its limit. Nothing flows before that: a
  * handler that answers first (401, 415) leaves it to be drained after the answer.
@@ -203,8 +207,7 @@ function bodyOf(req: NodeRequest): BodySource & { discard(): void; stream(): Rea
         resolve(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength))
       }
       const onError = (err: Error) => (done(), reject(err))
-      // a client that closes before sending what it announced
-      const onAborted = () => onError(new Error("the client closed the connection before the body was complete"))
+      const onAborted = () => onError(new Error(CUT_SHORT))
       req.on("data", onData).on("end", onEnd).on("error", onError).on("aborted", onAborted)
       if (req.complete && req.readableEnded) onEnd()
     })
@@ -229,7 +232,7 @@ function bodyOf(req: NodeRequest): BodySource & { discard(): void; stream(): Rea
           controller.error(err)
         }
         req.on("error", fail)
-        req.on("aborted", () => fail(new Error("the client closed the connection before the body was complete")))
+        req.on("aborted", () => fail(new Error(CUT_SHORT)))
       },
       pull: () => void req.resume(),
       cancel: () => void ((cancelled = true), req.resume()),

@@ -100,9 +100,9 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
   const source = bodySource(request)
   if (source) {
     const bytes = await source.read(maxBytes).catch((err) => {
-      throw new StatusError(400, `the request body could not be read: ${(err as Error)?.message ?? err}`)
+      throw unreadable(err)
     })
-    if (!bytes) throw new StatusError(413, `body exceeds the ${maxBytes}-byte limit`)
+    if (!bytes) throw overLimit(maxBytes)
     return parseJson(bytes)
   }
   const chunks: Uint8Array[] = []
@@ -111,12 +111,12 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
     try {
       for await (const chunk of request.body as unknown as AsyncIterable<Uint8Array>) {
         total += chunk.byteLength
-        if (total > maxBytes) throw new StatusError(413, `body exceeds the ${maxBytes}-byte limit`)
+        if (total > maxBytes) throw overLimit(maxBytes)
         chunks.push(chunk)
       }
     } catch (err) {
       if (err instanceof StatusError) throw err
-      throw new StatusError(400, `the request body could not be read: ${(err as Error)?.message ?? err}`)
+      throw unreadable(err)
     }
   }
   const bytes = new Uint8Array(total)
@@ -125,6 +125,8 @@ export async function readJson(request: Request, maxBytes = 256 * 1024): Promise
   return parseJson(bytes)
 }
 
+const overLimit = (maxBytes: number) => new StatusError(413, `body exceeds the ${maxBytes}-byte limit`)
+const unreadable = (err: unknown) => new StatusError(400, `the request body could not be read: ${(err as Error)?.message ?? err}`)
 const utf8 = new TextDecoder()
 
 function parseJson(bytes: Uint8Array): unknown {

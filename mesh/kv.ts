@@ -21,6 +21,9 @@ export async function getJson<T>(kv: KV, key: string): Promise<T | undefined> {
   return e && e.operation === "PUT" && e.length > 0 ? (e.json() as T) : undefined
 }
 
+/** a create on a key that exists, or an update on a revision someone else moved past */
+const exists = (err: unknown) => apiCode(err) === ApiCode.WrongLastSequence
+
 /** What of the client's KV (its Bucket) a create through the shared ack inbox needs. */
 type Bucket = { js?: JetStreamClient; encodeKey?(k: string): string; subjectForKey?(k: string, edit?: boolean): string }
 
@@ -39,13 +42,10 @@ export async function createValue(kv: KV, key: string, value: string): Promise<n
     const ack = await publishAcked(b.js, subject, utf8.encode(value), undefined, new OutgoingHeaders(), { lastSubjectSequence: 0 })
     return ack.seq
   } catch (err) {
-    if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
+    if (!exists(err)) throw err
     return kv.create(key, value)
   }
 }
-
-/** a create on a key that exists, or an update on a revision someone else moved past */
-const exists = (err: unknown) => apiCode(err) === ApiCode.WrongLastSequence
 
 /**
  * Read–modify–write of one JSON value, guarded by the entry's revision: if another writer got in between, the write

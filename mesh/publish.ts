@@ -69,12 +69,15 @@ export function storedBytes(headers: Record<string, string>, body: Uint8Array, m
   return n + body.length
 }
 
+/** More than an event's header block ever takes: a body this far below its limit fits without counting them. */
+const HEADERS_AT_MOST = 2048
+
 /** Throws TooLarge when the event would be bigger than its stream stores (MAX_EVENT_BYTES). */
 function checkSize(name: EventName, headers: Record<string, string>, body: Uint8Array, msgId: string): void {
   const stream = streamOf(name) as keyof typeof MAX_EVENT_BYTES
   const limit = MAX_EVENT_BYTES[stream]
   // the body alone is the usual case, checked without walking the headers
-  if (limit === undefined || body.length + 2048 < limit) return
+  if (limit === undefined || body.length + HEADERS_AT_MOST < limit) return
   const size = storedBytes(headers, body, msgId)
   if (size > limit) throw new TooLarge(`${name} of ${size} bytes is larger than the ${limit} bytes ${stream} stores`)
 }
@@ -86,7 +89,7 @@ function checkSize(name: EventName, headers: Record<string, string>, body: Uint8
 export function checkEventSize<N extends EventName>(name: N, data: EventData<N>, meta: { id: string; source: string }): void {
   // the usual event is far below its limit: its JSON (at most 3 bytes per UTF-16 unit) says so without the envelope
   const limit = MAX_EVENT_BYTES[streamOf(name) as keyof typeof MAX_EVENT_BYTES]
-  if (limit === undefined || JSON.stringify(data).length * 3 + 2048 < limit) return
+  if (limit === undefined || JSON.stringify(data).length * 3 + HEADERS_AT_MOST < limit) return
   const { headers, body } = encode(name, data, { ...meta, traceparent: childTraceparent() })
   checkSize(name, headers, body, meta.id)
 }
