@@ -1,5 +1,6 @@
 export * from "./events.ts"
 export * from "./envelope.ts"
+export * from "./check.ts"
 export * from "./topology.ts"
 export * from "./dlq.ts"
 export * from "./capacity.ts"

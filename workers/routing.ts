@@ -3,7 +3,7 @@
 // how to retry without making a second route (workers/route-record.ts). Routing calls no other worker.
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { Id, issuesOf, MAX_EVENT_BYTES, parseTime, type RouteCalculated, ROUTING_REQUESTS, Stop, Time } from "../contracts/mod.ts"
+import { Id, issuesOf, MAX_EVENT_BYTES, parser, parseTime, type RouteCalculated, ROUTING_REQUESTS, Stop, Time } from "../contracts/mod.ts"
 import { env, envInt, newId, readJson, requestTraceparent, requireApiKey, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
 import { estimateEta, planRoute } from "./plan.ts"
 import { NotRecorded, OutcomeUnknown, recordRoute } from "./route-record.ts"
@@ -48,6 +48,7 @@ export const RouteRequest = v.strictObject({
   departAt: v.optional(Time),
 })
 export type RouteRequest = v.InferOutput<typeof RouteRequest>
+const parseRouteRequest = parser(RouteRequest)
 
 export type RouteAccepted = Pick<RouteCalculated, "routeId" | "eta" | "distanceKm" | "stops">
 
@@ -106,7 +107,7 @@ type Counter = ReturnType<Runtime["metrics"]["counter"]>
 
 async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Promise<Response> {
   const body = await readJson(request, config.maxBodyBytes)
-  const parsed = v.safeParse(RouteRequest, body)
+  const parsed = parseRouteRequest(body)
   if (!parsed.success) throw new StatusError(400, { error: "invalid route request", issues: issuesOf(parsed.issues) })
   const given = request.headers.get("idempotency-key") ?? undefined
   if (given !== undefined && !IDEMPOTENCY_KEY.test(given)) {

@@ -3,7 +3,7 @@
 // ETA customers see would move by more than a threshold. Tracking calls no other worker.
 import { StatusError } from "itty-router"
 import * as v from "valibot"
-import { type EtaUpdated, issuesOf, parseTime, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
+import { type EtaUpdated, issuesOf, parser, parseTime, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
 import {
   envInt,
   type Follower,
@@ -161,6 +161,7 @@ export const PositionBatch = v.strictObject({
     v.maxLength(MAX_BATCH, `at most ${MAX_BATCH} positions per batch`),
   ),
 })
+const parsePositionBatch = parser(PositionBatch)
 
 /** Positions stamped further ahead than the allowed skew, as issues naming each one (`positions.3.at`). */
 export function futurePositions(positions: PositionReported[], now: number, maxSkewSeconds = config.maxFutureSkewSeconds) {
@@ -183,7 +184,7 @@ type Counter = ReturnType<Runtime["metrics"]["counter"]>
 
 async function postPositions(request: Request, rt: Runtime, recorded: Counter): Promise<Response> {
   const body = await readJson(request, config.maxBodyBytes)
-  const parsed = v.safeParse(PositionBatch, body)
+  const parsed = parsePositionBatch(body)
   if (!parsed.success) throw new StatusError(400, { error: "invalid position batch", issues: issuesOf(parsed.issues) })
   // a batch is taken whole or not at all: one bad ping refuses it, naming that ping, and records none
   const ahead = futurePositions(parsed.output.positions, Date.now())
