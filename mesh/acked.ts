@@ -19,6 +19,7 @@ import {
   TimeoutError,
 } from "@nats-io/transport-node"
 import { setImmediate } from "node:timers"
+import { utf8 } from "../contracts/mod.ts"
 import type { OutgoingHeaders } from "./headers.ts"
 
 /** `answer` turns the reply into the caller's outcome: a PubAck for a publish, the message for a request */
@@ -192,7 +193,6 @@ export type StoredMessage = { subject: string; seq: number; data: Uint8Array }
 export type MessageQuery = { last_by_subj: string } | { seq: number; next_by_subj?: string }
 
 const NO_MESSAGE_FOUND = 10037
-const enc = new TextEncoder()
 
 /**
  * jsm.streams.getMessage(stream, query) through the shared inbox: the stored message, null when there is none, or the
@@ -206,7 +206,7 @@ export async function getStoredMessage(js: JetStreamClient, stream: string, quer
     return m && { subject: m.subject, seq: m.seq, data: m.data }
   }
   const prefix = js.getOptions().apiPrefix ?? "$JS.API"
-  const reply = await inbox.request(`${prefix}.STREAM.MSG.GET.${stream}`, enc.encode(JSON.stringify(query)))
+  const reply = await inbox.request(`${prefix}.STREAM.MSG.GET.${stream}`, utf8(JSON.stringify(query)))
   const r = JSON.parse(dec.decode(reply.data)) as { error?: ApiErrorBody; message?: { subject: string; seq: number; data?: string } }
   if (r.error) {
     if (r.error.err_code === NO_MESSAGE_FOUND) return null

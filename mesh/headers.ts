@@ -3,8 +3,8 @@
 // ~40 % of what publishing cost our side. Here they are kept as lines and encoded once; the client only ever calls
 // set() (the msg id, the expectations) and encode() on headers it publishes.
 import type { Match, MsgHdrs } from "@nats-io/transport-node"
+import { utf8 } from "../contracts/mod.ts"
 
-const TE = new TextEncoder()
 const BAD = /[\r\n]/
 
 export class OutgoingHeaders implements MsgHdrs {
@@ -55,6 +55,6 @@ export class OutgoingHeaders implements MsgHdrs {
   encode(): Uint8Array {
     let s = "NATS/1.0\r\n"
     for (let i = 0; i < this.#names.length; i++) s += `${this.#names[i]}: ${this.#values[i]}\r\n`
-    return TE.encode(`${s}\r\n`)
+    return utf8(`${s}\r\n`)
   }
 }

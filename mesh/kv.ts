@@ -1,6 +1,7 @@
 // mesh/kv.ts — KV helpers: safe keys, JSON values, revision-checked read–modify–write.
 import type { JetStreamClient } from "@nats-io/jetstream"
 import type { KV } from "@nats-io/kv"
+import { utf8 } from "../contracts/mod.ts"
 import { OutgoingHeaders } from "./headers.ts"
 import { publishAcked } from "./acked.ts"
 import { ApiCode, apiCode } from "./errors.ts"
@@ -27,8 +28,6 @@ const exists = (err: unknown) => apiCode(err) === ApiCode.WrongLastSequence
 /** What of the client's KV (its Bucket) a create through the shared ack inbox needs. */
 type Bucket = { js?: JetStreamClient; encodeKey?(k: string): string; subjectForKey?(k: string, edit?: boolean): string }
 
-const utf8 = new TextEncoder()
-
 /**
  * kv.create(key, value) as one publish through the connection's shared ack inbox (mesh/acked.ts), guarded by "no
  * message on the key's subject yet": none of the client's per-request timer and errors. A refusal is settled by the
@@ -39,7 +38,7 @@ export async function createValue(kv: KV, key: string, value: string): Promise<n
   if (!b.js || !b.encodeKey || !b.subjectForKey || !ALLOWED.test(key)) return kv.create(key, value)
   try {
     const subject = b.subjectForKey(b.encodeKey(key), true)
-    const ack = await publishAcked(b.js, subject, utf8.encode(value), undefined, new OutgoingHeaders(), { lastSubjectSequence: 0 })
+    const ack = await publishAcked(b.js, subject, utf8(value), undefined, new OutgoingHeaders(), { lastSubjectSequence: 0 })
     return ack.seq
   } catch (err) {
     if (!exists(err)) throw err

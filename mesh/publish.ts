@@ -2,7 +2,17 @@
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream"
 import type { MsgHdrs } from "@nats-io/transport-node"
 import { InvalidArgumentError } from "@nats-io/transport-node"
-import { ceTypeOf, encode, type EventData, type EventName, keyOf, MAX_EVENT_BYTES, streamOf, subjectsOf } from "../contracts/mod.ts"
+import {
+  ceTypeOf,
+  encode,
+  type EventData,
+  type EventName,
+  keyOf,
+  MAX_EVENT_BYTES,
+  streamOf,
+  subjectsOf,
+  utf8Length,
+} from "../contracts/mod.ts"
 import { publishAcked } from "./acked.ts"
 import { ApiCode, apiCode, TooLarge } from "./errors.ts"
 import { OutgoingHeaders } from "./headers.ts"
@@ -57,15 +67,13 @@ export function childTraceparent(parent?: string): string {
   return m ? `00-${m[1]}-${randomHex(8)}-${m[2]}` : `00-${randomHex(16)}-${randomHex(8)}-01`
 }
 
-const utf8 = new TextEncoder()
-const byteLength = (s: string) => utf8.encode(s).length
 // "NATS/1.0\r\n" and the closing "\r\n", plus the Nats-Msg-Id and Nats-Expected-* lines a publish may add
 const HEADER_FRAME = 12 + 96
 
 /** What the stream counts against its max_msg_size: the header block as sent (msg id included) and the body. */
 export function storedBytes(headers: Record<string, string>, body: Uint8Array, msgId: string): number {
-  let n = HEADER_FRAME + byteLength(msgId)
-  for (const k in headers) n += byteLength(k) + byteLength(headers[k]!) + 4
+  let n = HEADER_FRAME + utf8Length(msgId)
+  for (const k in headers) n += utf8Length(k) + utf8Length(headers[k]!) + 4
   return n + body.length
 }
 

@@ -2,6 +2,7 @@
 // from the raw header block, and the delivery info parsed from the ack subject.
 import type { DeliveryInfo, JsMsg, PullOptions } from "@nats-io/jetstream"
 import { type Msg, type MsgHdrs, nanos, type NatsConnection } from "@nats-io/transport-node"
+import { utf8 } from "../contracts/mod.ts"
 
 const ACK = Uint8Array.of(43, 65, 67, 75) // +ACK
 const NAK = Uint8Array.of(45, 78, 65, 75) // -NAK
@@ -9,7 +10,6 @@ const WPI = Uint8Array.of(43, 87, 80, 73) // +WPI
 const TERM = Uint8Array.of(43, 84, 69, 82, 77) // +TERM
 const TD = new TextDecoder()
 const needles = new Map<string, string>()
-const TE = new TextEncoder()
 
 /**
  * A JsMsg over a core message, as the client's own JsMsgImpl (not exported by @nats-io/jetstream) builds it, plus
@@ -86,13 +86,13 @@ export class PulledMsg implements JsMsg {
     this.#respond(ACK)
   }
   nak(millis?: number) {
-    this.#respond(millis ? TE.encode(`-NAK ${JSON.stringify({ delay: nanos(millis) })}`) : NAK)
+    this.#respond(millis ? utf8(`-NAK ${JSON.stringify({ delay: nanos(millis) })}`) : NAK)
   }
   working() {
     this.#respond(WPI, false)
   }
   term(reason = "") {
-    this.#respond(reason ? TE.encode(`+TERM ${reason}`) : TERM)
+    this.#respond(reason ? utf8(`+TERM ${reason}`) : TERM)
   }
   async ackAck(opts?: Partial<{ timeout: number }>): Promise<boolean> {
     if (this.#acked || !this.msg.reply) return false
@@ -103,7 +103,7 @@ export class PulledMsg implements JsMsg {
   next(subj: string, ro: Partial<PullOptions> = { batch: 1 }) {
     const args: Record<string, unknown> = { batch: ro.batch || 1, no_wait: ro.no_wait || false }
     if (ro.expires && ro.expires > 0) args.expires = nanos(ro.expires)
-    this.msg.respond(TE.encode(`+NXT ${JSON.stringify(args)}`), { reply: subj })
+    this.msg.respond(utf8(`+NXT ${JSON.stringify(args)}`), { reply: subj })
   }
   json<T>(): T {
     return this.msg.json<T>()
