@@ -1,8 +1,10 @@
 // bench/drain-raw.ts — the invoice worker draining a backlog beside two hand-written raw loops on the same backlog,
 // same server, rounds interleaved (the order rotates each round so the machine's drift hits all alike):
 //   (e1) consume() callback, per event: one publish with a msg id, its ack awaited, then the input's ack;
-//   (e2) the same with exactly invoice's JetStream write: the once-guarded publish (msg id `invoice:<routeId>`,
-//        Nats-Expected-Last-Subject-Sequence 0 on the route's own subject) of the priced invoice, then the ack.
+//   (e2) the same with exactly invoice's JetStream write: the message invoice stores (the priced invoice, its
+//        CloudEvents headers, msg id `invoice:<routeId>`, Nats-Expected-Last-Subject-Sequence 0 on the route's own
+//        subject), its headers encoded as cheaply as the mesh does it, then the ack;
+//   (e2⁻) (e2) without the CloudEvents headers: what they cost, in the loop and in the server.
 // Both are pipelined like consume() (every delivered message handled at once; the consumer's max_ack_pending bounds
 // what is in flight) and use the client's `noAsyncTraces`, as the mesh does: neither baseline is held back.
 // Every variant starts as its own process on a fresh durable from the first event and an empty INVOICE stream; the
@@ -10,20 +12,23 @@
 //   one variant against a running server: node --import tsx bench/drain-raw.ts --variant e2 --url nats://…
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import { connect, nanos, TimeoutError } from "@nats-io/transport-node"
-import { type RouteCalculated, subjectOf, subjectsOf, topology } from "../contracts/mod.ts"
+import { CE, ceTypeOf, type RouteCalculated, subjectOf, subjectsOf, topology } from "../contracts/mod.ts"
 import { freePort } from "../mesh/cli/natsd.ts"
+import { OutgoingHeaders } from "../mesh/headers.ts"
 import { isMain } from "../mesh/main.ts"
 import { provision } from "../mesh/provision.ts"
+import { childTraceparent } from "../mesh/publish.ts"
 import { demoTariffs, priceRoute } from "../workers/pricing.ts"
-import { args, benchServer, type Child, cpuMsOf, int, median, type Opts, preload, round, spawnTs } from "./lib.ts"
+import { args, type BenchServer, benchServer, type Child, cpuMsOf, int, median, type Opts, preload, round, spawnTs } from "./lib.ts"
 
 const spec = topology().consumers.find((c) => c.stream === "ROUTING" && c.durable === "invoice")!
 const RAW = "bench-raw"
 
-export type DrainVariant = { id: "invoice" | "e1" | "e2"; label: string }
+export type DrainVariant = { id: "invoice" | "e1" | "e2" | "e2bare"; label: string }
 export const DRAIN_VARIANTS: DrainVariant[] = [
   { id: "invoice", label: "invoice worker (defaults: concurrency 64, PREFETCH 256)" },
-  { id: "e2", label: "(e2) raw loop, invoice's write: once-guarded publish + ack" },
+  { id: "e2", label: "(e2) raw loop, invoice's write: the same message (CloudEvents headers, once-guard) + ack" },
+  { id: "e2bare", label: "(e2⁻) = (e2) without the CloudEvents headers" },
   { id: "e1", label: "(e1) raw loop: one publish with msg id + ack" },
 ]
 
@@ -34,6 +39,7 @@ async function rawLoop(v: DrainVariant, url: string): Promise<void> {
   const consumer = await js.consumers.get("ROUTING", RAW)
   const enc = new TextEncoder()
   const issuedAt = new Date().toISOString()
+  const type = ceTypeOf("InvoiceGenerated")
   let n = 0
   // a clean exit on SIGTERM, so --cpu-prof writes its profile
   process.once("SIGTERM", () => process.exit(0))
@@ -42,14 +48,32 @@ async function rawLoop(v: DrainVariant, url: string): Promise<void> {
     max_messages: 256,
     callback: (msg) => {
       const route = msg.json<RouteCalculated>()
+      const id = `invoice:${route.routeId}`
       const publish =
-        v.id === "e2"
-          ? js.publish(
+        v.id === "e1"
+          ? js.publish(subjectOf("InvoiceGenerated", route.routeId), msg.data, { msgID: `e1:${route.routeId}` })
+          : js.publish(
               subjectOf("InvoiceGenerated", route.routeId),
               enc.encode(JSON.stringify(priceRoute(route, demoTariffs.acme!, { invoiceId: `inv-${n++}`, issuedAt }))),
-              { msgID: `invoice:${route.routeId}`, expect: { lastSubjectSequence: 0 } },
+              {
+                msgID: id,
+                expect: { lastSubjectSequence: 0 },
+                // the headers invoice writes: the CloudEvents set (ce-time and the traceparent's span fresh per event)
+                headers:
+                  v.id === "e2"
+                    ? new OutgoingHeaders({
+                        [CE.specversion]: "1.0",
+                        [CE.id]: id,
+                        [CE.source]: "logiflow/invoice",
+                        [CE.type]: type,
+                        [CE.time]: new Date().toISOString(),
+                        [CE.contentType]: "application/json",
+                        [CE.subject]: route.routeId,
+                        [CE.traceparent]: childTraceparent(),
+                      })
+                    : undefined,
+              },
             )
-          : js.publish(subjectOf("InvoiceGenerated", route.routeId), msg.data, { msgID: `e1:${route.routeId}` })
       publish.then(
         () => msg.ack(),
         (err) => (console.error(String(err)), msg.nak()),
@@ -86,14 +110,17 @@ export type DrainRun = {
   eventsPerSec: number
   /** the drainer's own CPU (all its threads, /proc) from its ready line to the empty consumer, per event */
   cpuUsPerEvent: number
+  /** nats-server's CPU over the same span, per event (the bench's own consumer-info polls included, alike for all) */
+  serverCpuUsPerEvent: number
   invoices: number
 }
 
 /** Polls the variant's consumer every `pollMs` from the child's ready line until it is empty. */
-async function timed(child: Child, jsm: JetStreamManager, durable: string, events: number, pollMs = 50) {
+async function timed(child: Child, serverPid: number, jsm: JetStreamManager, durable: string, events: number, pollMs = 50) {
   await child.waitFor(/"msg":"ready"/, 120_000)
   const start = performance.now()
   const cpu0 = cpuMsOf(child.pid)
+  const server0 = cpuMsOf(serverPid)
   while (true) {
     if (child.proc.exitCode !== null) throw new Error(`${durable} exited: ${child.lines.slice(-5).join(" | ")}`)
     // an overloaded box can leave one info request unanswered in time: ask again rather than lose the run
@@ -104,12 +131,17 @@ async function timed(child: Child, jsm: JetStreamManager, durable: string, event
     if (performance.now() - start > 600_000) throw new Error(`${durable}: not drained within 10 min`)
     await new Promise((r) => setTimeout(r, pollMs))
   }
-  return { seconds: (performance.now() - start) / 1000, cpuUsPerEvent: ((cpuMsOf(child.pid) - cpu0) * 1000) / events }
+  return {
+    seconds: (performance.now() - start) / 1000,
+    cpuUsPerEvent: ((cpuMsOf(child.pid) - cpu0) * 1000) / events,
+    serverCpuUsPerEvent: ((cpuMsOf(serverPid) - server0) * 1000) / events,
+  }
 }
 
 /** One variant drains the whole backlog from a fresh start, as its own process. */
-async function drainOnce(url: string, nc: Parameters<typeof provision>[0], jsm: JetStreamManager, v: DrainVariant, events: number) {
+async function drainOnce(server: BenchServer, nc: Parameters<typeof provision>[0], jsm: JetStreamManager, v: DrainVariant, events: number) {
   await reset(nc, jsm, v)
+  const url = server.url
   const env = { NATS_URL: url, LOG_LEVEL: "warn" }
   // BENCH_CPU_PROF=<dir>: every variant writes a V8 CPU profile there (node --cpu-prof) for the finding's top frames
   const prof = process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF] : []
@@ -117,10 +149,10 @@ async function drainOnce(url: string, nc: Parameters<typeof provision>[0], jsm: 
     v.id === "invoice"
       ? spawnTs("workers/invoice.ts", { ...env, LOG_LEVEL: "info", INVOICE_PORT: String(await freePort()) }, [], prof)
       : spawnTs("bench/drain-raw.ts", env, ["--variant", v.id, "--url", url], prof)
-  const { seconds, cpuUsPerEvent } = await timed(child, jsm, v.id === "invoice" ? "invoice" : RAW, events)
+  const { seconds, cpuUsPerEvent, serverCpuUsPerEvent } = await timed(child, server.process.pid!, jsm, v.id === "invoice" ? "invoice" : RAW, events)
   await child.stop("SIGTERM")
   const invoices = (await jsm.streams.info("INVOICE")).state.messages
-  return { id: v.id, events, seconds, eventsPerSec: events / seconds, cpuUsPerEvent, invoices }
+  return { id: v.id, events, seconds, eventsPerSec: events / seconds, cpuUsPerEvent, serverCpuUsPerEvent, invoices }
 }
 
 export async function drainVsRaw(
@@ -142,14 +174,14 @@ export async function drainVsRaw(
     // one unmeasured drain first: the first drainer on a fresh server paid for its warm-up (the stream's blocks read
     // from disk, the server's buffers grown) and ran ~25 % slower than the same variant later, so round 1 was
     // skewed against whichever variant came first
-    await drainOnce(server.url, nc, jsm, DRAIN_VARIANTS.find((v) => v.id === "e1")!, events)
+    await drainOnce(server, nc, jsm, DRAIN_VARIANTS.find((v) => v.id === "e1")!, events)
     for (let r = 0; r < rounds; r++) {
       // rotate: round 1 invoice, e2, e1; round 2 e2, e1, invoice; …
       const order = DRAIN_VARIANTS.map((_, i) => DRAIN_VARIANTS[(i + r) % DRAIN_VARIANTS.length]!)
       for (const v of order) {
-        const run = { round: r + 1, ...(await drainOnce(server.url, nc, jsm, v, events)) }
+        const run = { round: r + 1, ...(await drainOnce(server, nc, jsm, v, events)) }
         process.stderr.write(
-          `  drain vs raw round ${r + 1}/${rounds}: ${v.id} ${int(run.eventsPerSec)} events/s, ${round(run.cpuUsPerEvent)} µs CPU/event, ${int(run.invoices)} stored\n`,
+          `  drain vs raw round ${r + 1}/${rounds}: ${v.id} ${int(run.eventsPerSec)} events/s, ${round(run.cpuUsPerEvent)} µs CPU/event (server ${round(run.serverCpuUsPerEvent)}), ${int(run.invoices)} stored\n`,
         )
         runs.push(run)
       }
@@ -178,6 +210,7 @@ function report(events: number, rounds: number, runs: DrainRun[], trucks: number
       spread(ratios(v.id, "e1")),
       spread(ratios(v.id, "e2")),
       int(median(of(v.id).map((x) => x.cpuUsPerEvent))),
+      int(median(of(v.id).map((x) => x.serverCpuUsPerEvent))),
       of(v.id).every((x) => x.invoices === events)
         ? `${int(events)} each run`
         : of(v.id)
@@ -187,15 +220,18 @@ function report(events: number, rounds: number, runs: DrainRun[], trucks: number
   })
   const vsE1 = median(ratios("invoice", "e1"))
   const vsE2 = median(ratios("invoice", "e2"))
+  const vsBare = median(ratios("invoice", "e2bare"))
+  const server = (id: string) => round(median(of(id).map((x) => x.serverCpuUsPerEvent)))
   return {
     table: {
       title: `Invoice draining ${int(events)} events of ${int(trucks)} trucks beside raw loops (${rounds} round${rounds > 1 ? "s" : ""}, interleaved; median (min–max))`,
-      columns: ["drainer", "events/s", "vs (e1)", "vs (e2)", "CPU µs/event", "messages stored in INVOICE"],
+      columns: ["drainer", "events/s", "vs (e1)", "vs (e2)", "CPU µs/event", "server CPU µs/event", "messages stored in INVOICE"],
       rows,
     },
     notes: [
       `Goals: invoice ≥ 0.90× (e2): ${vsE2 >= 0.9 ? "met" : "NOT met"} (${round(vsE2, 2)}×); ≥ 0.80× (e1): ${vsE1 >= 0.8 ? "met" : "NOT met"} (${round(vsE1, 2)}×). Ratios are per round, then the median.`,
-      "(e1) and (e2) are consume() callbacks (max_messages 256) that start each event's publish at once and ack the input when its publish is acked: up to max_ack_pending (1000) events in flight, no per-key order. The invoice worker keeps its contract: CloudEvents headers and the valibot check on the way in and out, one truck's routes in order, at most PREFETCH held.",
+      `Without the CloudEvents headers the same write (e2⁻) leaves invoice at ${round(vsBare, 2)}×: the headers cost nats-server ${server("e2")} against ${server("e2bare")} µs of CPU per event, for the same messages stored and delivered.`,
+      "(e1), (e2) and (e2⁻) are consume() callbacks (max_messages 256) that start each event's publish at once and ack the input when its publish is acked: up to max_ack_pending (1000) events in flight, no per-key order. The invoice worker keeps its contract: CloudEvents headers and the valibot check on the way in and out, one truck's routes in order, at most PREFETCH held.",
     ],
     data: { events, rounds, trucks, runs },
   }
@@ -206,7 +242,7 @@ if (isMain(import.meta)) {
   const id = flags.get("variant")
   if (id) {
     const v = DRAIN_VARIANTS.find((x) => x.id === id)
-    if (!v || v.id === "invoice") throw new Error(`--variant e1 or e2, got ${id}`)
+    if (!v || v.id === "invoice") throw new Error(`--variant e1, e2 or e2bare, got ${id}`)
     await rawLoop(v, flags.get("url")!)
   } else {
     const n = flags.has("n") ? Number(flags.get("n")) : undefined
