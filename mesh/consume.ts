@@ -78,7 +78,7 @@ export function consume(o: ConsumeOptions): Consuming {
   let pullers: Puller[] = []
 
   // acks leave once per turn of the event loop, with the pull requests for the room they freed (mesh/ack-batch.ts)
-  const acks = new AckBatch(log)
+  const acks = new AckBatch(log, o.nc)
   const flushAcks = () => acks.flush()
   const later: (f: () => void) => void =
     (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))

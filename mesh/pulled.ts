@@ -85,6 +85,15 @@ export class PulledMsg implements JsMsg {
   ack() {
     this.#respond(ACK)
   }
+  /**
+   * For a batch of acks sent as one command (mesh/ack-batch.ts): the ack subject, with the message marked acked;
+   * "" if it was acked (nak'ed, terminated) already or has no ack subject.
+   */
+  claimAck(): string {
+    if (this.#acked || !this.msg.reply) return ""
+    this.#acked = true
+    return this.msg.reply
+  }
   nak(millis?: number) {
     this.#respond(millis ? utf8(`-NAK ${JSON.stringify({ delay: nanos(millis) })}`) : NAK)
   }

@@ -6,6 +6,7 @@ import { headers as natsHeaders, type Msg, type NatsConnection } from "@nats-io/
 import fc from "fast-check"
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
+import { AckBatch } from "../mesh/ack-batch.ts"
 import { logger } from "../mesh/log.ts"
 import { type Puller, puller } from "../mesh/pull.ts"
 import { PulledMsg, rawHeaders } from "../mesh/pulled.ts"
@@ -103,6 +104,66 @@ test("puller - holds no more than its room, accounts for requests that expire, a
   const info = await jsm.consumers.info("PULLTEST", "c")
   assert.is(info.num_redelivered, 0)
   assert.is(info.num_ack_pending, 0)
+})
+
+test("AckBatch - a turn's acks go out as one command: each message acked once, the client's counts kept", async () => {
+  const { jsm, js } = fixture
+  await jsm.streams.add({ name: "ACKTEST", subjects: ["acktest.>"] })
+  await jsm.consumers.add("ACKTEST", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: 2_000_000_000 })
+  for (let i = 0; i < 300; i++) await js.publish(`acktest.${i}`, new Uint8Array([i % 256]))
+  const held: PulledMsg[] = []
+  let p: Puller | undefined
+  p = puller(nc, {
+    stream: "ACKTEST",
+    durable: "c",
+    minBatch: 1,
+    room: () => 300 - held.length - (p?.outstanding ?? 0),
+    deliver: (m) => held.push(m),
+    log: logger({ worker: "acktest" }),
+  })
+  try {
+    await waitUntil(() => held.length === 300, { what: "300 held" })
+    const batch = new AckBatch(logger({ worker: "acktest" }), nc)
+    const before = nc.stats().outMsgs
+    // the first 10 were nak'ed already: the batch leaves them alone; the rest are added twice, acked once
+    for (const m of held.slice(0, 10)) m.nak()
+    for (const m of held) batch.add(m)
+    for (const m of held.slice(100, 150)) batch.add(m)
+    batch.flush()
+    assert.is(nc.stats().outMsgs - before, 10 + 290, "one publish counted per nak and per ack")
+    await waitUntil(async () => (await jsm.consumers.info("ACKTEST", "c")).num_ack_pending <= 10, { what: "290 acked" })
+    const info = await jsm.consumers.info("ACKTEST", "c")
+    assert.is(info.num_ack_pending + info.num_pending, 10, "the 10 nak'ed are back to be delivered, nothing else")
+    assert.is(info.ack_floor.stream_seq, 0, "the floor waits for the nak'ed ones")
+  } finally {
+    await p.stop()
+  }
+})
+
+test("AckBatch - on a closed connection the acks are not sent and nothing throws", async () => {
+  const { connectTo } = await import("./harness.ts")
+  const other = await connectTo(server)
+  const { jsm, js } = fixture
+  await jsm.streams.add({ name: "ACKCLOSED", subjects: ["ackclosed.>"] })
+  await jsm.consumers.add("ACKCLOSED", { durable_name: "c", ack_policy: AckPolicy.Explicit })
+  await js.publish("ackclosed.1", new Uint8Array([1]))
+  const held: PulledMsg[] = []
+  let p: Puller | undefined
+  p = puller(other, {
+    stream: "ACKCLOSED",
+    durable: "c",
+    minBatch: 1,
+    room: () => 1 - held.length - (p?.outstanding ?? 0),
+    deliver: (m) => held.push(m),
+    log: logger({ worker: "ackclosed" }),
+  })
+  await waitUntil(() => held.length === 1, { what: "1 held" })
+  await p.stop()
+  await other.close()
+  const batch = new AckBatch(logger({ worker: "ackclosed" }), other)
+  batch.add(held[0]!)
+  batch.flush()
+  assert.is((await jsm.consumers.info("ACKCLOSED", "c")).num_ack_pending, 1, "still pending: redelivered after ack_wait")
 })
 
 test.run()
