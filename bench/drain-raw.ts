@@ -149,7 +149,13 @@ async function drainOnce(server: BenchServer, nc: Parameters<typeof provision>[0
     v.id === "invoice"
       ? spawnTs("workers/invoice.ts", { ...env, LOG_LEVEL: "info", INVOICE_PORT: String(await freePort()) }, [], prof)
       : spawnTs("bench/drain-raw.ts", env, ["--variant", v.id, "--url", url], prof)
-  const { seconds, cpuUsPerEvent, serverCpuUsPerEvent } = await timed(child, server.process.pid!, jsm, v.id === "invoice" ? "invoice" : RAW, events)
+  const { seconds, cpuUsPerEvent, serverCpuUsPerEvent } = await timed(
+    child,
+    server.process.pid!,
+    jsm,
+    v.id === "invoice" ? "invoice" : RAW,
+    events,
+  )
   await child.stop("SIGTERM")
   const invoices = (await jsm.streams.info("INVOICE")).state.messages
   return { id: v.id, events, seconds, eventsPerSec: events / seconds, cpuUsPerEvent, serverCpuUsPerEvent, invoices }

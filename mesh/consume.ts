@@ -91,8 +91,14 @@ export function consume(o: ConsumeOptions): Consuming {
     first = (first + 1) % Math.max(1, pullers.length)
     for (let i = 0; i < pullers.length; i++) pullers[(first + i) % pullers.length]!.wake()
   }
+  let wakeQueued = false
+  const wakeNow = () => {
+    wakeQueued = false
+    for (const p of pullers) p.wake()
+  }
   const roomFreed = () => {
     if (!turnQueued) (turnQueued = true), later(turn)
+    if (!wakeQueued) (wakeQueued = true), queueMicrotask(wakeNow)
   }
   const ack = (msg: JsMsg) => acks.add(msg)
 
