@@ -63,6 +63,7 @@ const VARIANTS: Variant[] = [
   { id: "mesh-c8", label: "(c) mesh worker, concurrency 8 (PREFETCH 128)", kind: "mesh", concurrency: 8, share: 0.25, once: true },
   { id: "mesh-c16", label: "(c) mesh worker, concurrency 16 (PREFETCH 256)", kind: "mesh", concurrency: 16, share: 0.25, once: true },
   { id: "mesh-p64", label: "(b′) mesh worker, concurrency 64, PREFETCH 64", kind: "mesh", env: { PREFETCH: "64" }, once: true },
+  { id: "mesh-p512", label: "(b‴) mesh worker, concurrency 64, PREFETCH 512", kind: "mesh", env: { PREFETCH: "512" }, once: true },
   {
     id: "mesh-p1000",
     label: "(b″) mesh worker, concurrency 64, PREFETCH 1000 (max_ack_pending)",
