@@ -212,9 +212,6 @@ export function consume(o: ConsumeOptions): Consuming {
   let rateTimer: ReturnType<typeof setTimeout> | undefined
   // a pull smaller than this waits for more room (a request per freed message would cost a round trip each); it is
   // also what an idle consumer's long poll reserves, so a worker's quiet consumers (its REPLAY) take little room
-  // from its busy one
-  // a pull smaller than this waits for more room (a request per freed message would cost a round trip each); it is
-  // also what an idle consumer's long poll reserves, so a worker's quiet consumers (its REPLAY) take little room
   // from its busy ones. Sized once, for the consumers a worker has at start (a partitioned worker: all it may hold)
   const minBatch = Math.max(1, Math.min(Math.ceil(prefetch / (4 * Math.max(1, o.consumers.length))), rate?.burst ?? Infinity))
   const room = () => {
