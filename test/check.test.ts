@@ -7,20 +7,9 @@ import * as assert from "uvu/assert"
 import * as v from "valibot"
 import { type EventName, eventNames, events, fastPath, parser } from "../contracts/mod.ts"
 import { PositionBatch } from "../workers/tracking.ts"
+import { prng } from "../workers/fleet.ts"
 import { RouteRequest } from "../workers/routing.ts"
 import { invoice, route } from "./fixtures/events.ts"
-
-/** a seeded generator, so a failure names an input that can be made again */
-function rng(seed: number) {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const ODD: unknown[] = [
   undefined,
@@ -166,7 +155,7 @@ for (const [name, { schema, inputs }] of Object.entries(valid)) {
     const fast = fastPath(schema)
     assert.ok(fast, `${name} has a fast path`)
     const parse = parser(schema)
-    const r = rng(name.length * 7919)
+    const r = prng(name.length * 7919)
     let accepted = 0
     let refused = 0
     let fastAccepted = 0

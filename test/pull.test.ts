@@ -106,21 +106,27 @@ test("puller - holds no more than its room, accounts for requests that expire, a
   assert.is(info.num_ack_pending, 0)
 })
 
+/** a puller on `<stream>/c` that holds what it gets, up to `room` messages */
+function pullInto(conn: NatsConnection, stream: string, room: number): { held: PulledMsg[]; p: Puller } {
+  const held: PulledMsg[] = []
+  let p: Puller | undefined
+  p = puller(conn, {
+    stream,
+    durable: "c",
+    minBatch: 1,
+    room: () => room - held.length - (p?.outstanding ?? 0),
+    deliver: (m) => held.push(m),
+    log: logger({ worker: stream.toLowerCase() }),
+  })
+  return { held, p }
+}
+
 test("AckBatch - a turn's acks go out as one command: each message acked once, the client's counts kept", async () => {
   const { jsm, js } = fixture
   await jsm.streams.add({ name: "ACKTEST", subjects: ["acktest.>"] })
   await jsm.consumers.add("ACKTEST", { durable_name: "c", ack_policy: AckPolicy.Explicit, ack_wait: 2_000_000_000 })
   for (let i = 0; i < 300; i++) await js.publish(`acktest.${i}`, new Uint8Array([i % 256]))
-  const held: PulledMsg[] = []
-  let p: Puller | undefined
-  p = puller(nc, {
-    stream: "ACKTEST",
-    durable: "c",
-    minBatch: 1,
-    room: () => 300 - held.length - (p?.outstanding ?? 0),
-    deliver: (m) => held.push(m),
-    log: logger({ worker: "acktest" }),
-  })
+  const { held, p } = pullInto(nc, "ACKTEST", 300)
   try {
     await waitUntil(() => held.length === 300, { what: "300 held" })
     const batch = new AckBatch(logger({ worker: "acktest" }), nc)
@@ -147,16 +153,7 @@ test("AckBatch - on a closed connection the acks are not sent and nothing throws
   await jsm.streams.add({ name: "ACKCLOSED", subjects: ["ackclosed.>"] })
   await jsm.consumers.add("ACKCLOSED", { durable_name: "c", ack_policy: AckPolicy.Explicit })
   await js.publish("ackclosed.1", new Uint8Array([1]))
-  const held: PulledMsg[] = []
-  let p: Puller | undefined
-  p = puller(other, {
-    stream: "ACKCLOSED",
-    durable: "c",
-    minBatch: 1,
-    room: () => 1 - held.length - (p?.outstanding ?? 0),
-    deliver: (m) => held.push(m),
-    log: logger({ worker: "ackclosed" }),
-  })
+  const { held, p } = pullInto(other, "ACKCLOSED", 1)
   await waitUntil(() => held.length === 1, { what: "1 held" })
   await p.stop()
   await other.close()
