@@ -90,14 +90,19 @@ test("up - nats-server + every worker, generated credentials: the printed curl l
     assert.equal([saved.url, saved.user, statSync(context).mode & 0o777], [`nats://127.0.0.1:${natsPort}`, "admin", 0o600])
     assert.match(saved.password!, /^p[0-9a-f]{32}$/)
     for (const w of workers) {
+      // a worker that never gets ready is reported with what /readyz said last and its own last lines
+      let readyz = ""
       await waitUntil(
         () =>
           fetch(`http://127.0.0.1:${ports[w]}/readyz`).then(
-            (r) => r.status === 200,
-            () => false,
+            async (r) => ((readyz = `${r.status} ${await r.text()}`), r.status === 200),
+            (err) => ((readyz = String(err?.cause ?? err)), false),
           ),
         { what: `${w} ready`, timeoutMs: 60_000 },
-      )
+      ).catch((err: Error) => {
+        const own = up.lines.filter((l) => l.startsWith(w)).slice(-20)
+        throw new Error(`${err.message}; /readyz: ${readyz}; its last lines:\n${own.join("\n")}`)
+      })
     }
     const said = (re: RegExp) => up.lines.map((l) => re.exec(l)).find((m) => m)
     // the printed curl line, run as printed
