@@ -108,11 +108,12 @@ const valid: Record<string, { schema: v.GenericSchema; inputs: unknown[] }> = {
       on: v.boolean(),
       n: v.pipe(v.number(), v.gtValue(0), v.integer()),
       tag: v.optional(v.pipe(v.string(), v.regex(/^[a-z]+$/))),
+      weight: v.optional(v.number()),
       list: v.pipe(v.array(v.string()), v.minLength(0), v.maxLength(3)),
     }),
     inputs: [
       { kind: "a", mode: "y", on: false, n: 3, list: ["p", "q"] },
-      { kind: "a", mode: "x", on: true, n: 1, tag: "ok", list: [] },
+      { kind: "a", mode: "x", on: true, n: 1, tag: "ok", weight: -0.5, list: [] },
     ],
   },
 }
