@@ -9,7 +9,7 @@
 // The function is generated source (`new Function`), built only from the schema: property names go in as JSON
 // string literals, every other value (a regex, a check, a literal, a bound) is passed in by reference, never
 // printed. Straight-line code reads each property by its constant name; a walk over the schema with a closure per
-// node cost three times as much, in keyed loads and stores V8 cannot specialise.
+// node, all keyed loads and stores V8 cannot specialise, cost a consumer 0.8 µs more per message (bench/README.md).
 import * as v from "valibot"
 
 const UNSURE: unique symbol = Symbol("unsure")
