@@ -12,7 +12,7 @@
 //   one variant against a running server: node --import tsx bench/drain-raw.ts --variant e2 --url nats://…
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import { connect, nanos, TimeoutError } from "@nats-io/transport-node"
-import { CE, ceTypeOf, type RouteCalculated, subjectOf, subjectsOf, topology } from "../contracts/mod.ts"
+import { ceHeaders, type RouteCalculated, subjectOf, subjectsOf, topology } from "../contracts/mod.ts"
 import { freePort } from "../mesh/cli/natsd.ts"
 import { OutgoingHeaders } from "../mesh/headers.ts"
 import { isMain } from "../mesh/main.ts"
@@ -39,7 +39,6 @@ async function rawLoop(v: DrainVariant, url: string): Promise<void> {
   const consumer = await js.consumers.get("ROUTING", RAW)
   const enc = new TextEncoder()
   const issuedAt = new Date().toISOString()
-  const type = ceTypeOf("InvoiceGenerated")
   let n = 0
   // a clean exit on SIGTERM, so --cpu-prof writes its profile
   process.once("SIGTERM", () => process.exit(0))
@@ -61,16 +60,9 @@ async function rawLoop(v: DrainVariant, url: string): Promise<void> {
                 // the headers invoice writes: the CloudEvents set (ce-time and the traceparent's span fresh per event)
                 headers:
                   v.id === "e2"
-                    ? new OutgoingHeaders({
-                        [CE.specversion]: "1.0",
-                        [CE.id]: id,
-                        [CE.source]: "logiflow/invoice",
-                        [CE.type]: type,
-                        [CE.time]: new Date().toISOString(),
-                        [CE.contentType]: "application/json",
-                        [CE.subject]: route.routeId,
-                        [CE.traceparent]: childTraceparent(),
-                      })
+                    ? new OutgoingHeaders(
+                        ceHeaders("InvoiceGenerated", route.routeId, { id, source: "logiflow/invoice", traceparent: childTraceparent() }),
+                      )
                     : undefined,
               },
             )

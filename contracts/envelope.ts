@@ -89,6 +89,11 @@ export function encode<N extends EventName>(
   validate(name, data)
   // the key is the contract's (keyOf), never the producer's choice: subject, ordering and guards all follow from it
   const key = keyOf(name, data)
+  return { subject: subjectOf(name, key), key, headers: ceHeaders(name, key, meta), body: utf8(JSON.stringify(data)) }
+}
+
+/** The CloudEvents headers of an event of `name` with key `key`, in the order they go on the wire. */
+export function ceHeaders(name: EventName, key: string, meta: Omit<Meta, "time" | "key"> & { time?: string }): Record<string, string> {
   const headers: Record<string, string> = {
     [CE.specversion]: "1.0",
     [CE.id]: meta.id,
@@ -99,7 +104,7 @@ export function encode<N extends EventName>(
   }
   headers[CE.subject] = key
   if (meta.traceparent) headers[CE.traceparent] = meta.traceparent
-  return { subject: subjectOf(name, key), key, headers, body: utf8(JSON.stringify(data)) }
+  return headers
 }
 
 const TYPE = /^logiflow\.([a-z]+)\.([A-Za-z]+)\.v(\d+)$/
