@@ -104,9 +104,9 @@ export class PulledMsg implements JsMsg {
     this.#respond(reason ? utf8(`+TERM ${reason}`) : TERM)
   }
   async ackAck(opts?: Partial<{ timeout: number }>): Promise<boolean> {
-    if (this.#acked || !this.msg.reply) return false
-    this.#acked = true
-    await this.nc.request(this.msg.reply, ACK, { timeout: opts?.timeout ?? 5000 })
+    const subject = this.claimAck()
+    if (!subject) return false
+    await this.nc.request(subject, ACK, { timeout: opts?.timeout ?? 5000 })
     return true
   }
   next(subj: string, ro: Partial<PullOptions> = { batch: 1 }) {
