@@ -84,17 +84,21 @@ export function consume(o: ConsumeOptions): Consuming {
     (globalThis as { setImmediate?: (f: () => void) => void }).setImmediate ?? ((f) => setTimeout(f, 0))
   let turnQueued = false
   let first = 0
-  const turn = () => {
-    turnQueued = false
-    flushAcks()
-    // the consumer asked first gets the room first: take turns, or a backlog on one starves the others
+  // the consumer asked first gets the room first: take turns, or a backlog on one starves the others
+  const wakeAll = () => {
     first = (first + 1) % Math.max(1, pullers.length)
     for (let i = 0; i < pullers.length; i++) pullers[(first + i) % pullers.length]!.wake()
   }
+  const turn = () => {
+    turnQueued = false
+    flushAcks()
+    wakeAll()
+  }
+  // also after each socket read: the pull for room freed early in a poll phase need not wait for the check phase
   let wakeQueued = false
   const wakeNow = () => {
     wakeQueued = false
-    for (const p of pullers) p.wake()
+    wakeAll()
   }
   const roomFreed = () => {
     if (!turnQueued) (turnQueued = true), later(turn)
