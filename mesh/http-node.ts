@@ -80,18 +80,14 @@ export async function serveNode(
     const body = hasBody ? bodyOf(req) : undefined
     let request: Request
     try {
+      // fetch refuses these methods outright: so does the mesh, on both runtimes
+      if (FORBIDDEN_METHOD.test(req.method ?? "")) throw new TypeError(`'${req.method}' HTTP method is unsupported.`)
       const headers = new Headers()
       for (const [k, v] of Object.entries(req.headersDistinct)) if (v) for (const x of v) headers.append(k, x)
       // the URL's host is never the client's Host header: routes read paths and queries only
-      // readJson reads the body from the socket (withBody), without web streams; the Request gets it only if a route
-      // reads it through the Request itself (webBody)
       const url = `http://localhost${target.path}`
-      request = new Request(url, { method: req.method, headers })
-      if (body) {
-        withBody(request, body)
-        // @ts-expect-error Node's fetch needs `duplex` for a streamed body
-        webBody(request, () => new Request(url, { method: req.method, headers, body: body.stream(), duplex: "half" }))
-      }
+      if (!URL.canParse(url)) throw new TypeError(`invalid request target ${JSON.stringify(target.path)}`)
+      request = new LazyRequest(url, req.method!, headers, body) as unknown as Request
     } catch (err) {
       body?.discard()
       // fetch refuses some methods outright (TRACE, TRACK) and some header values the HTTP parser let through
@@ -241,21 +237,62 @@ function bodyOf(req: NodeRequest): BodySource & { discard(): void; stream(): Rea
   return { read, discard, stream }
 }
 
-const BODY_METHODS = ["arrayBuffer", "blob", "bytes", "formData", "json", "text", "clone"] as const
+const FORBIDDEN_METHOD = /^(CONNECT|TRACE|TRACK)$/i
+type NodeBody = ReturnType<typeof bodyOf>
 
 /**
- * A route that reads the body itself (`request.json()`, `.text()`, `.body`, …) gets the web Request it expects: one
- * with the body as a stream, made when first touched. readJson never touches these, and pays for none of it.
+ * The web Request a route is handed on Node: method, url and headers at hand, and readJson reads the body from the
+ * socket (withBody). Everything else a Request has (the body as a stream, json(), text(), clone(), signal, …) comes
+ * from a real Request, made the first time a route touches any of it. Made for every request, undici's Request cost
+ * ~8 µs and outlived the request: enough of it survived two scavenges to be promoted, and routing's old space then
+ * needed a mark-compact every second at 1,000 requests/s (bench/README.md, profile finding 10).
+ * Not `instanceof Request`; `new Request(request)` needs `request.url` and an init.
  */
-function webBody(request: Request, make: () => Request) {
-  let full: Request | undefined
-  const real = () => (full ??= make())
-  for (const m of BODY_METHODS) {
-    if (!(m in Request.prototype)) continue
-    Object.defineProperty(request, m, { value: (...args: unknown[]) => (real()[m] as (...a: unknown[]) => unknown)(...args) })
+class LazyRequest {
+  #body: NodeBody | undefined
+  #full: Request | undefined
+  constructor(
+    readonly url: string,
+    readonly method: string,
+    readonly headers: Headers,
+    body: NodeBody | undefined,
+  ) {
+    this.#body = body
+    if (body) withBody(this as unknown as Request, body)
   }
-  Object.defineProperty(request, "body", { get: () => real().body })
-  Object.defineProperty(request, "bodyUsed", { get: () => full?.bodyUsed ?? false })
+  /** the real Request, its body (if any) a stream of what the socket still brings */
+  #real(): Request {
+    if (this.#full) return this.#full
+    // Node's fetch needs `duplex` for a streamed body
+    const init: RequestInit & { duplex?: "half" } = { method: this.method, headers: this.headers }
+    if (this.#body) (init.body = this.#body.stream()), (init.duplex = "half")
+    this.#full = new Request(this.url, init)
+    return this.#full
+  }
+  get bodyUsed(): boolean {
+    return this.#full?.bodyUsed ?? false
+  }
+  static {
+    // every other member of Request.prototype, from the real one
+    for (const key of Object.getOwnPropertyNames(Request.prototype)) {
+      if (key === "constructor" || Object.hasOwn(LazyRequest.prototype, key) || ["url", "method", "headers"].includes(key)) continue
+      const d = Object.getOwnPropertyDescriptor(Request.prototype, key)!
+      const real = (r: LazyRequest) => r.#real() as unknown as Record<string, unknown>
+      if (typeof d.value === "function") {
+        Object.defineProperty(LazyRequest.prototype, key, {
+          value(this: LazyRequest, ...args: unknown[]) {
+            return (real(this)[key] as (...a: unknown[]) => unknown)(...args)
+          },
+        })
+      } else if (d.get) {
+        Object.defineProperty(LazyRequest.prototype, key, {
+          get(this: LazyRequest) {
+            return real(this)[key]
+          },
+        })
+      }
+    }
+  }
 }
 
 /** Reads and drops what is left of a request body; false if it did not end within `ms`. */

@@ -28,6 +28,15 @@ test.before(async () => {
       if (path === "/stream") return answer(async () => new Response(request.body).text())
       if (path === "/clone") return answer(async () => [await request.clone().text(), await request.text()])
       if (path === "/twice") return answer(async () => [await request.text(), await readJson(request)])
+      if (path === "/meta")
+        return answer(async () => [
+          request.method,
+          request.url,
+          request.headers.get("x-truck"),
+          request.signal.aborted,
+          request.body === null,
+          request.redirect,
+        ])
       if (path === "/used") return answer(async () => [request.bodyUsed, await request.text(), request.bodyUsed])
       return new Response("not found", { status: 404 })
     },
@@ -51,6 +60,13 @@ test("readJson and the Request's own methods read the same body", async () => {
   assert.equal(await post("/stream", body), { status: 200, body: { got: body } })
   assert.equal(await post("/clone", body), { status: 200, body: { got: [body, body] } })
   assert.equal(await post("/used", body), { status: 200, body: { got: [false, body, true] } })
+})
+
+test("a route sees the Request's method, url, headers and the rest of its members, with or without a body", async () => {
+  const get = await fetch(`${base}/meta?x=1`, { headers: { "x-truck": "truck-7" } })
+  assert.equal(await get.json(), { got: ["GET", "http://localhost/meta?x=1", "truck-7", false, true, "follow"] })
+  const put = await fetch(`${base}/meta`, { method: "PUT", headers: { "x-truck": "t" }, body: "{}" })
+  assert.equal(await put.json(), { got: ["PUT", "http://localhost/meta", "t", false, false, "follow"] })
 })
 
 test("readJson's limit: 413 past it; a body is read once, a second read is refused", async () => {
