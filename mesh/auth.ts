@@ -4,6 +4,7 @@
 // constant time, so how long a refusal takes says nothing about how close a guess was.
 import { hmacSha256, sha256 } from "./digest.ts"
 import { env, isDeno } from "./env.ts"
+import { problem } from "./http-rules.ts"
 import type { Logger } from "./log.ts"
 import type { Registry } from "./metrics.ts"
 import { rateLimit, type Rate } from "./rate.ts"
@@ -185,9 +186,6 @@ export function parseApiKeys(text: string, setting = "LOGIFLOW_API_KEYS"): ApiKe
   )
   return keys
 }
-
-const problem = (status: number, error: string, headers: Record<string, string> = {}) =>
-  Response.json({ status, error }, { status, headers })
 
 /** The credential a request presents: `Authorization: Bearer <token>`, or (for API keys) `X-Api-Key`. */
 export function presented(request: Request, apiKeyHeader = false): string | undefined {

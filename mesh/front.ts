@@ -2,6 +2,7 @@
 // and request metrics labelled by the route pattern that answered.
 import { AutoRouter, type IRequest, type RouterType, StatusError } from "itty-router"
 import type { FetchHandler } from "./http.ts"
+import { json } from "./lazy-web.ts"
 import type { Logger } from "./log.ts"
 import type { Registry } from "./metrics.ts"
 import { endServerSpan, serverSpan, spansOn } from "./tracing.ts"
@@ -40,11 +41,11 @@ export function front(o: FrontOptions): FetchHandler {
       // a StatusError is an answer a route chose; anything else is a bug, logged here and never shown to the client
       if (!(err instanceof StatusError)) {
         log.error("http handler failed", { error: err, stack: (err as Error)?.stack })
-        return Response.json({ status: 500, error: "internal error" }, { status: 500 })
+        return json({ status: 500, error: "internal error" }, { status: 500 })
       }
       const issues = (err as unknown as { issues?: unknown }).issues
       const headers = (err as unknown as { headers?: Record<string, string> }).headers
-      return Response.json({ status: err.status, error: err.message, ...(issues ? { issues } : {}) }, { status: err.status, headers })
+      return json({ status: err.status, error: err.message, ...(issues ? { issues } : {}) }, { status: err.status, headers })
     },
   })
   router.get("/healthz", () => ({ status: "ok", worker: name }))

@@ -10,6 +10,7 @@ import {
   type Server,
   type ServeOptions,
 } from "./http-rules.ts"
+import { delegateRest, LazyResponse } from "./lazy-web.ts"
 
 type NodeRequest = import("node:http").IncomingMessage
 type NodeResponse = import("node:http").ServerResponse
@@ -99,6 +100,17 @@ export async function serveNode(
       )
     }
     const response = await guarded(request)
+    // a json() answer nothing read beyond its status: written as it is, without a web Response
+    const wire = response instanceof LazyResponse ? response.wire() : undefined
+    if (wire) {
+      if (body && !req.complete && !(body.discard(), await drained(req, 5_000))) wire.head.connection = "close"
+      if (res.destroyed) return
+      // one frame, no chunked encoding: the length is known
+      wire.head["content-length"] = String(Buffer.byteLength(wire.body))
+      res.writeHead(wire.status, wire.head)
+      res.end(req.method !== "HEAD" ? wire.body : undefined)
+      return
+    }
     const head: Record<string, string | string[]> = {}
     for (const [k, v] of response.headers) head[k] = k === "set-cookie" ? response.headers.getSetCookie() : v
     // a body the handler did not read to the end (413, 415) is drained first: answering (or closing) while the
@@ -106,6 +118,7 @@ export async function serveNode(
     if (body && !req.complete && !(body.discard(), await drained(req, 5_000))) head.connection = "close"
     const bytes = response.body && req.method !== "HEAD" ? Buffer.from(await response.arrayBuffer()) : undefined
     if (res.destroyed) return
+    if (bytes && !("content-length" in head)) head["content-length"] = String(bytes.length)
     res.writeHead(response.status, head)
     res.end(bytes)
   }
@@ -243,9 +256,9 @@ type NodeBody = ReturnType<typeof bodyOf>
 /**
  * The web Request a route is handed on Node: method, url and headers at hand, and readJson reads the body from the
  * socket (withBody). Everything else a Request has (the body as a stream, json(), text(), clone(), signal, …) comes
- * from a real Request, made the first time a route touches any of it. Made for every request, undici's Request cost
- * ~8 µs and outlived the request: enough of it survived two scavenges to be promoted, and routing's old space then
- * needed a mark-compact every second at 1,000 requests/s (bench/README.md, profile finding 10).
+ * from a real Request, made the first time a route touches any of it. Made for every request, undici's Request
+ * outlived it: enough of it survived two scavenges to be promoted, and routing's old space then needed a
+ * mark-compact every second at 1,000 requests/s (bench/README.md, profile finding 10).
  * Not `instanceof Request`; `new Request(request)` needs `request.url` and an init.
  */
 class LazyRequest {
@@ -274,24 +287,7 @@ class LazyRequest {
   }
   static {
     // every other member of Request.prototype, from the real one
-    for (const key of Object.getOwnPropertyNames(Request.prototype)) {
-      if (key === "constructor" || Object.hasOwn(LazyRequest.prototype, key) || ["url", "method", "headers"].includes(key)) continue
-      const d = Object.getOwnPropertyDescriptor(Request.prototype, key)!
-      const real = (r: LazyRequest) => r.#real() as unknown as Record<string, unknown>
-      if (typeof d.value === "function") {
-        Object.defineProperty(LazyRequest.prototype, key, {
-          value(this: LazyRequest, ...args: unknown[]) {
-            return (real(this)[key] as (...a: unknown[]) => unknown)(...args)
-          },
-        })
-      } else if (d.get) {
-        Object.defineProperty(LazyRequest.prototype, key, {
-          get(this: LazyRequest) {
-            return real(this)[key]
-          },
-        })
-      }
-    }
+    delegateRest(LazyRequest, Request, (r) => r.#real())
   }
 }
 

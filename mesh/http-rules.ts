@@ -1,5 +1,6 @@
 // mesh/http-rules.ts — what both runtimes' servers agree on: the handler and server shapes, the limits one client
 // may cost a worker, and which request targets and Host headers are acceptable.
+import { json } from "./lazy-web.ts"
 import { envInt } from "./env.ts"
 
 export type FetchHandler = (request: Request) => Response | Promise<Response>
@@ -51,8 +52,7 @@ export type ServeOptions = {
   onError?(err: unknown): void
 }
 
-export const problem = (status: number, error: string, headers: Record<string, string> = {}) =>
-  Response.json({ status, error }, { status, headers })
+export const problem = (status: number, error: string, headers: Record<string, string> = {}) => json({ status, error }, { status, headers })
 
 /**
  * A Host header as RFC 9110 allows it: a registered name, IPv4 or bracketed IPv6 literal, and an optional port.

@@ -6,6 +6,7 @@
 // worker keeps serving: every failure of one request stays inside that request.
 import { StatusError } from "itty-router"
 import { isDeno } from "./env.ts"
+import { json } from "./lazy-web.ts"
 import {
   bodySource,
   type FetchHandler,
@@ -139,4 +140,4 @@ function parseJson(bytes: Uint8Array): unknown {
 
 /** 503 with Retry-After: the request was not taken, nothing was recorded, the same request may be sent again. */
 export const retryLater = (error: string, retryAfterSeconds = 2) =>
-  Response.json({ status: 503, error }, { status: 503, headers: { "retry-after": String(retryAfterSeconds) } })
+  json({ status: 503, error }, { status: 503, headers: { "retry-after": String(retryAfterSeconds) } })

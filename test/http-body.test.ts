@@ -1,8 +1,11 @@
 // serve() on Node over real sockets: a route reads the body through readJson (from the socket, up to its limit) or
-// through the web Request's own methods (json, text, arrayBuffer, body, clone), and gets the same bytes either way.
+// through the web Request's own methods (json, text, arrayBuffer, body, clone), and gets the same bytes either way;
+// a json() answer is written as Response.json's would be, whether or not anything touched it first.
 import { suite } from "uvu"
 import * as assert from "uvu/assert"
+import { connect } from "node:net"
 import { readJson, type Server, serve } from "../mesh/http.ts"
+import { json } from "../mesh/lazy-web.ts"
 
 const test = suite("http body")
 let server: Server
@@ -37,6 +40,13 @@ test.before(async () => {
           request.body === null,
           request.redirect,
         ])
+      if (path === "/json-answer") return json({ truckId: "truck-7", n: 1 }, { status: 202, headers: { "Idempotency-Key": "k-1" } })
+      if (path === "/json-touched") {
+        const r = json({ truckId: "truck-7", n: 1 }, { status: 202, headers: { "Idempotency-Key": "k-1" } })
+        r.headers.set("x-extra", "yes")
+        return r
+      }
+      if (path === "/web-answer") return Response.json({ truckId: "truck-7", n: 1 }, { status: 202, headers: { "Idempotency-Key": "k-1" } })
       if (path === "/used") return answer(async () => [request.bodyUsed, await request.text(), request.bodyUsed])
       return new Response("not found", { status: 404 })
     },
@@ -67,6 +77,46 @@ test("a route sees the Request's method, url, headers and the rest of its member
   assert.equal(await get.json(), { got: ["GET", "http://localhost/meta?x=1", "truck-7", false, true, "follow"] })
   const put = await fetch(`${base}/meta`, { method: "PUT", headers: { "x-truck": "t" }, body: "{}" })
   assert.equal(await put.json(), { got: ["PUT", "http://localhost/meta", "t", false, false, "follow"] })
+})
+
+/** the raw bytes of one answer, the Date header blanked */
+const rawAnswer = (method: string, path: string) =>
+  new Promise<string>((resolve, reject) => {
+    const c = connect(server.port, "127.0.0.1", () => c.write(`${method} ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`))
+    let got = ""
+    c.on("data", (b) => (got += b))
+    c.on("end", () => resolve(got.replace(/\r\nDate: [^\r]+/, "")))
+    c.on("error", reject)
+  })
+
+test("a json() answer goes out as Response.json's does: status, headers, length, body", async () => {
+  const body = '{"truckId":"truck-7","n":1}'
+  const head = "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\nidempotency-key: k-1\r\n"
+  const tail = `content-length: ${body.length}\r\nConnection: close\r\n\r\n`
+  assert.is(await rawAnswer("GET", "/json-answer"), `${head}${tail}${body}`)
+  assert.is(await rawAnswer("GET", "/web-answer"), `${head}${tail}${body}`)
+  assert.is(await rawAnswer("GET", "/json-touched"), `${head}x-extra: yes\r\n${tail}${body}`)
+  assert.is(await rawAnswer("HEAD", "/json-answer"), `${head}${tail}`)
+})
+
+test("json() is a Response to whoever holds it: its members, clone() and its refusals are Response.json's", async () => {
+  const r = json({ a: [1, 2] }, { status: 201, headers: { "x-k": "v" } })
+  assert.ok(r instanceof Response)
+  assert.is(r.status, 201)
+  assert.is(r.ok, true)
+  assert.is(r.headers.get("content-type"), "application/json")
+  assert.is(r.headers.get("x-k"), "v")
+  assert.equal(await r.clone().json(), { a: [1, 2] })
+  assert.is(await r.text(), '{"a":[1,2]}')
+  assert.is(r.bodyUsed, true)
+  assert.throws(
+    () => json({}, { status: 600 }),
+    (e: Error) => e instanceof RangeError,
+  )
+  assert.throws(
+    () => Response.json({}, { status: 600 }),
+    (e: Error) => e instanceof RangeError,
+  )
 })
 
 test("readJson's limit: 413 past it; a body is read once, a second read is refused", async () => {

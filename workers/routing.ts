@@ -4,7 +4,7 @@
 import { StatusError } from "itty-router"
 import * as v from "valibot"
 import { Id, issuesOf, MAX_EVENT_BYTES, parser, parseTime, type RouteCalculated, ROUTING_REQUESTS, Stop, Time } from "../contracts/mod.ts"
-import { env, envInt, newId, readJson, requestTraceparent, requireApiKey, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
+import { env, envInt, json, newId, readJson, requestTraceparent, requireApiKey, type Runtime, runWhenMain, worker } from "../mesh/mod.ts"
 import { estimateEta, planRoute } from "./plan.ts"
 import { NotRecorded, OutcomeUnknown, recordRoute } from "./route-record.ts"
 
@@ -100,7 +100,7 @@ function notDone(err: NotRecorded | OutcomeUnknown, key: string, horizonSeconds:
     ...(unknown ? { retryWithinSeconds: horizonSeconds } : {}),
   }
   const retryAfter = err instanceof NotRecorded ? err.retryAfterSeconds : 2
-  return Response.json(body, { status, headers: { "retry-after": String(retryAfter), "idempotency-key": key } })
+  return json(body, { status, headers: { "retry-after": String(retryAfter), "idempotency-key": key } })
 }
 
 type Counter = ReturnType<Runtime["metrics"]["counter"]>
@@ -131,7 +131,7 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
       site: config.site,
     })
     outcomes.inc({ outcome: "accepted" })
-    return Response.json(accepted(route), { status: 202, headers: { "idempotency-key": key } })
+    return json(accepted(route), { status: 202, headers: { "idempotency-key": key } })
   } catch (err) {
     if (!(err instanceof NotRecorded || err instanceof OutcomeUnknown)) throw err
     const outcome = err instanceof OutcomeUnknown ? "unknown" : "not-recorded"

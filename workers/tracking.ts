@@ -5,6 +5,7 @@ import { StatusError } from "itty-router"
 import * as v from "valibot"
 import { type EtaUpdated, issuesOf, parser, parseTime, PositionReported, type RouteCalculated, type Stop } from "../contracts/mod.ts"
 import {
+  json,
   envInt,
   type Follower,
   followRebuild,
@@ -204,7 +205,7 @@ async function postPositions(request: Request, rt: Runtime, recorded: Counter): 
     return retryLater(`NATS did not record the batch (${(err as Error).message}); retry it, already recorded pings are deduped`)
   }
   recorded.inc({}, positions.length)
-  return Response.json({ accepted: positions.length }, { status: 202 })
+  return json({ accepted: positions.length }, { status: 202 })
 }
 
 // --- wiring ---------------------------------------------------------------------------------------------------
