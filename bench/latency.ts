@@ -41,8 +41,9 @@ type Run = {
   /** failed requests by status (0 = no answer) */
   failures?: Record<string, number>
   latency: Latency
-  /** CPU ms per event of the routing and invoice processes (all their threads, from /proc) */
-  cpu?: { routing: number; invoice: number }
+  /** CPU ms per event of the routing and invoice processes, of nats-server and of this process (load generator,
+   * subscriber, the raw floor's client): all their threads, from /proc */
+  cpu?: { routing?: number; invoice?: number; server: number; bench: number }
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 512 })
@@ -142,7 +143,7 @@ export async function latency(o: Opts): Promise<Section> {
         due.delete(truckId)
         e2e.record(at - t)
       }
-      const cpu0 = [cpuMsOf(routing!.pid), cpuMsOf(invoice!.pid)]
+      const cpu0 = [cpuMsOf(routing!.pid), cpuMsOf(invoice!.pid), cpuMsOf(server.process.pid!), cpuMsOf(process.pid)]
       const load = await openLoop(
         rate,
         secs,
@@ -163,7 +164,12 @@ export async function latency(o: Opts): Promise<Section> {
       )
       await waitFor(() => due.size === 0, 20_000)
       const n = Math.max(1, e2e.count)
-      const cpu = { routing: (cpuMsOf(routing!.pid) - cpu0[0]!) / n, invoice: (cpuMsOf(invoice!.pid) - cpu0[1]!) / n }
+      const cpu = {
+        routing: (cpuMsOf(routing!.pid) - cpu0[0]!) / n,
+        invoice: (cpuMsOf(invoice!.pid) - cpu0[1]!) / n,
+        server: (cpuMsOf(server.process.pid!) - cpu0[2]!) / n,
+        bench: (cpuMsOf(process.pid) - cpu0[3]!) / n,
+      }
       const lost = due.size
       due.clear()
       if (lost) process.stderr.write(`  ${lost} invoices not seen within 20 s\n`)
@@ -195,6 +201,7 @@ export async function latency(o: Opts): Promise<Section> {
     const raw = async (rate: number, secs: number, label: string, round = 0): Promise<Run> => {
       const lat = histogram()
       let failed = 0
+      const cpu0 = [cpuMsOf(server.process.pid!), cpuMsOf(process.pid)]
       onRaw = (i, at) => {
         const t = rawDue.get(i)
         if (t === undefined) return
@@ -213,6 +220,8 @@ export async function latency(o: Opts): Promise<Section> {
         `latency raw ${label}`,
       )
       await waitFor(() => rawDue.size === 0, 20_000)
+      const n = Math.max(1, lat.count)
+      const cpu = { server: (cpuMsOf(server.process.pid!) - cpu0[0]!) / n, bench: (cpuMsOf(process.pid) - cpu0[1]!) / n }
       rawDue.clear()
       const run: Run = {
         system: RAW,
@@ -225,6 +234,7 @@ export async function latency(o: Opts): Promise<Section> {
         completed: lat.count,
         failed,
         latency: lat.summary(),
+        cpu,
       }
       if (round > 0) runs.push(run)
       return run
@@ -323,7 +333,11 @@ function report(runs: Run[], seconds: number, rounds: number, ladderRuns: Run[],
         ms(Math.max(...rs.map((r) => r.latency.max))),
         system === RAW ? "1.00×" : span(vsFloor(system, rate, "p50"), times),
         system === RAW ? "1.00×" : span(vsFloor(system, rate, "p99"), times),
-        cpu.length ? `${median(cpu.map((r) => r.cpu!.routing)).toFixed(2)} / ${median(cpu.map((r) => r.cpu!.invoice)).toFixed(2)}` : "",
+        cpu.length
+          ? (["routing", "invoice", "server", "bench"] as const)
+              .map((k) => (cpu[0]!.cpu![k] === undefined ? "–" : median(cpu.map((r) => r.cpu![k]!)).toFixed(2)))
+              .join(" / ")
+          : "",
       ]
     }),
   )
@@ -366,7 +380,7 @@ function report(runs: Run[], seconds: number, rounds: number, ladderRuns: Run[],
           "max",
           "p50 vs raw",
           "p99 vs raw",
-          "CPU ms/event routing / invoice",
+          "CPU ms/event: routing / invoice / nats-server / bench process",
         ],
         rows,
       },
@@ -378,7 +392,7 @@ function report(runs: Run[], seconds: number, rounds: number, ladderRuns: Run[],
     ],
     notes: [
       ...notes,
-      "routing and invoice run as their own processes (workers/routing.ts, workers/invoice.ts, defaults: concurrency 64); load generator, subscriber and the raw floor share the bench process; everything shares 2 cores with nats-server.",
+      "routing and invoice run as their own processes (workers/routing.ts, workers/invoice.ts, defaults: concurrency 64); load generator, subscriber and the raw floor share the bench process; everything shares 2 cores with nats-server. CPU per request is each process's over the round, all threads, from /proc (the bench process's includes its HTTP client in mesh rounds and its publishes and consumer in raw rounds).",
       "The mesh path is HTTP + two JetStream hops (RouteCalculated, then invoice's once-guarded InvoiceGenerated), each publish's ack awaited; the raw floor is one hop. Their ratio is the price of the whole chain, not of the runtime alone.",
     ],
     data: { runs, ladderRuns },
