@@ -4,6 +4,7 @@ import {
   type BodySource,
   withBody,
   type FetchHandler,
+  FORBIDDEN_METHOD,
   type HttpLimits,
   hostProblem,
   requestTarget,
@@ -79,10 +80,10 @@ export async function serveNode(
     if (req.rawHeaders.length / 2 > limits.maxHeaders) return refuse(res, 431, "too many header fields")
     const hasBody = req.method !== "GET" && req.method !== "HEAD"
     const body = hasBody ? bodyOf(req) : undefined
+    // fetch refuses these methods outright: so does the mesh, on both runtimes
+    if (FORBIDDEN_METHOD.test(req.method ?? "")) return (body?.discard(), refuse(res, 405, `method ${req.method} is not allowed`))
     let request: Request
     try {
-      // fetch refuses these methods outright: so does the mesh, on both runtimes
-      if (FORBIDDEN_METHOD.test(req.method ?? "")) throw new TypeError(`'${req.method}' HTTP method is unsupported.`)
       const headers = new Headers()
       for (const [k, v] of Object.entries(req.headersDistinct)) if (v) for (const x of v) headers.append(k, x)
       // the URL's host is never the client's Host header: routes read paths and queries only
@@ -91,36 +92,27 @@ export async function serveNode(
       request = new LazyRequest(url, req.method!, headers, body) as unknown as Request
     } catch (err) {
       body?.discard()
-      // fetch refuses some methods outright (TRACE, TRACK) and some header values the HTTP parser let through
-      const forbidden = /method/i.test((err as Error).message)
-      return refuse(
-        res,
-        forbidden ? 405 : 400,
-        forbidden ? `method ${req.method} is not allowed` : `request not acceptable: ${(err as Error).message}`,
-      )
+      // Headers refuses some values the HTTP parser let through
+      return refuse(res, 400, `request not acceptable: ${(err as Error).message}`)
     }
     const response = await guarded(request)
-    // a json() answer nothing read beyond its status: written as it is, without a web Response
+    // a json() answer nothing read beyond its status is written as it is, without a web Response
     const wire = response instanceof LazyResponse ? response.wire() : undefined
-    if (wire) {
-      if (body && !req.complete && !(body.discard(), await drained(req, 5_000))) wire.head.connection = "close"
-      if (res.destroyed) return
-      // one frame, no chunked encoding: the length is known
-      wire.head["content-length"] = String(Buffer.byteLength(wire.body))
-      res.writeHead(wire.status, wire.head)
-      res.end(req.method !== "HEAD" ? wire.body : undefined)
-      return
-    }
-    const head: Record<string, string | string[]> = {}
-    for (const [k, v] of response.headers) head[k] = k === "set-cookie" ? response.headers.getSetCookie() : v
+    const head: Record<string, string | string[]> = wire?.head ?? {}
+    if (!wire) for (const [k, v] of response.headers) head[k] = k === "set-cookie" ? response.headers.getSetCookie() : v
     // a body the handler did not read to the end (413, 415) is drained first: answering (or closing) while the
     // client is still uploading resets its connection before it reads the answer. Past 5 s, the connection ends.
     if (body && !req.complete && !(body.discard(), await drained(req, 5_000))) head.connection = "close"
-    const bytes = response.body && req.method !== "HEAD" ? Buffer.from(await response.arrayBuffer()) : undefined
+    const bytes = wire
+      ? Buffer.from(wire.body)
+      : response.body && req.method !== "HEAD"
+        ? Buffer.from(await response.arrayBuffer())
+        : undefined
     if (res.destroyed) return
+    // one frame, no chunked encoding: the length is known
     if (bytes && !("content-length" in head)) head["content-length"] = String(bytes.length)
     res.writeHead(response.status, head)
-    res.end(bytes)
+    res.end(req.method !== "HEAD" ? bytes : undefined)
   }
 
   const server = http.createServer(
@@ -250,7 +242,6 @@ function bodyOf(req: NodeRequest): BodySource & { discard(): void; stream(): Rea
   return { read, discard, stream }
 }
 
-const FORBIDDEN_METHOD = /^(CONNECT|TRACE|TRACK)$/i
 type NodeBody = ReturnType<typeof bodyOf>
 
 /**

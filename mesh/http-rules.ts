@@ -80,6 +80,9 @@ export function requestTarget(target: string): { path: string } | { status: numb
   return { status: 400, error: "the request target must be a path (origin-form) or an absolute http URL" }
 }
 
+/** Methods fetch refuses outright (Node's Request throws on them); both runtimes answer them 405. */
+export const FORBIDDEN_METHOD = /^(CONNECT|TRACE|TRACK)$/i
+
 /** The reason a Host header is refused, or undefined when it is acceptable. */
 export function hostProblem(values: string[] | undefined): string | undefined {
   // HTTP/1.0 made Host optional, but every client of the last 25 years sends it, and Deno cannot tell the versions

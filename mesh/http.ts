@@ -10,6 +10,7 @@ import { json } from "./lazy-web.ts"
 import {
   bodySource,
   type FetchHandler,
+  FORBIDDEN_METHOD,
   type HttpLimits,
   hostProblem,
   httpLimits,
@@ -51,7 +52,7 @@ async function serveDeno(guarded: FetchHandler, port: number, hostname: string, 
   // answers. Slow and endless heads are the front's (mesh/deno-front.ts): Deno.serve has no deadline for them.
   const checked = (request: Request): Response | Promise<Response> => {
     const refuse = (status: number, why: string) => (o.onRefused?.(status, why), problem(status, why))
-    if (/^(CONNECT|TRACE|TRACK)$/i.test(request.method)) return refuse(405, `method ${request.method} is not allowed`)
+    if (FORBIDDEN_METHOD.test(request.method)) return refuse(405, `method ${request.method} is not allowed`)
     const host = request.headers.get("host")
     const badHost = hostProblem(host === null ? undefined : [host])
     if (badHost) return refuse(400, badHost)

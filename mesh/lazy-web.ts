@@ -37,12 +37,13 @@ export function delegateRest<T extends object>(stand: { prototype: T }, web: { p
 export class LazyResponse {
   #full: Response | undefined
   #headers: Headers | undefined
+  /** the body, JSON text */
+  #text: string
+  #init: ResponseInit | undefined
   readonly status: number
-  constructor(
-    /** the body, JSON text */
-    readonly text_: string,
-    readonly init: ResponseInit | undefined,
-  ) {
+  constructor(text: string, init: ResponseInit | undefined) {
+    this.#text = text
+    this.#init = init
     const status = init?.status ?? 200
     // what Response.json refuses, refused alike
     if (!(Number.isInteger(status) && status >= 200 && status <= 599))
@@ -51,27 +52,27 @@ export class LazyResponse {
   }
   get headers(): Headers {
     if (!this.#headers) {
-      this.#headers = new Headers(this.init?.headers)
+      this.#headers = new Headers(this.#init?.headers)
       if (!this.#headers.has("content-type")) this.#headers.set("content-type", "application/json")
     }
     return this.#headers
   }
   /** the real Response, made once: its body the JSON text, its headers the ones read (and maybe changed) here */
   real(): Response {
-    this.#full ??= new Response(this.text_, { status: this.status, statusText: this.init?.statusText, headers: this.headers })
+    this.#full ??= new Response(this.#text, { status: this.status, statusText: this.#init?.statusText, headers: this.headers })
     return this.#full
   }
   /**
-   * What the Node server writes: status, header record and body, while nothing but status was read; undefined once
+   * What the Node server writes: header record and body, while nothing but the status was read; undefined once
    * the headers or the body were touched (the server then reads the real Response like any other).
    */
-  wire(): { status: number; head: Record<string, string>; body: string } | undefined {
+  wire(): { head: Record<string, string>; body: string } | undefined {
     if (this.#full || this.#headers) return undefined
-    const given = this.init?.headers
+    const given = this.#init?.headers
     if (given !== undefined && (typeof given !== "object" || Array.isArray(given) || given instanceof Headers)) return undefined
     const head: Record<string, string> = { "content-type": "application/json" }
     for (const [k, v] of Object.entries(given ?? {})) head[k.toLowerCase()] = v
-    return { status: this.status, head, body: this.text_ }
+    return { head, body: this.#text }
   }
 }
 delegateRest(LazyResponse, Response, (r) => r.real())
