@@ -19,7 +19,7 @@ import { isMain } from "../mesh/main.ts"
 import { provision } from "../mesh/provision.ts"
 import { childTraceparent } from "../mesh/publish.ts"
 import { demoTariffs, priceRoute } from "../workers/pricing.ts"
-import { args, type BenchServer, benchServer, type Child, cpuMsOf, int, median, type Opts, preload, round, spawnTs } from "./lib.ts"
+import { args, type BenchServer, benchServer, type Child, cpuMeter, int, median, type Opts, preload, round, spawnTs } from "./lib.ts"
 
 const spec = topology().consumers.find((c) => c.stream === "ROUTING" && c.durable === "invoice")!
 const RAW = "bench-raw"
@@ -111,8 +111,7 @@ export type DrainRun = {
 async function timed(child: Child, serverPid: number, jsm: JetStreamManager, durable: string, events: number, pollMs = 50) {
   await child.waitFor(/"msg":"ready"/, 120_000)
   const start = performance.now()
-  const cpu0 = cpuMsOf(child.pid)
-  const server0 = cpuMsOf(serverPid)
+  const meter = cpuMeter({ drainer: child.pid, server: serverPid })
   while (true) {
     if (child.proc.exitCode !== null) throw new Error(`${durable} exited: ${child.lines.slice(-5).join(" | ")}`)
     // an overloaded box can leave one info request unanswered in time: ask again rather than lose the run
@@ -123,11 +122,9 @@ async function timed(child: Child, serverPid: number, jsm: JetStreamManager, dur
     if (performance.now() - start > 600_000) throw new Error(`${durable}: not drained within 10 min`)
     await new Promise((r) => setTimeout(r, pollMs))
   }
-  return {
-    seconds: (performance.now() - start) / 1000,
-    cpuUsPerEvent: ((cpuMsOf(child.pid) - cpu0) * 1000) / events,
-    serverCpuUsPerEvent: ((cpuMsOf(serverPid) - server0) * 1000) / events,
-  }
+  const seconds = (performance.now() - start) / 1000
+  const cpu = meter(events)
+  return { seconds, cpuUsPerEvent: cpu.drainer * 1000, serverCpuUsPerEvent: cpu.server * 1000 }
 }
 
 /** One variant drains the whole backlog from a fresh start, as its own process. */

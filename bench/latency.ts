@@ -13,7 +13,7 @@ import { route } from "../test/fixtures/events.ts"
 import {
   args,
   benchServer,
-  cpuMsOf,
+  cpuMeter,
   histogram,
   type Latency,
   median,
@@ -143,7 +143,7 @@ export async function latency(o: Opts): Promise<Section> {
         due.delete(truckId)
         e2e.record(at - t)
       }
-      const cpu0 = [cpuMsOf(routing!.pid), cpuMsOf(invoice!.pid), cpuMsOf(server.process.pid!), cpuMsOf(process.pid)]
+      const meter = cpuMeter({ routing: routing!.pid, invoice: invoice!.pid, server: server.process.pid!, bench: process.pid })
       const load = await openLoop(
         rate,
         secs,
@@ -164,12 +164,7 @@ export async function latency(o: Opts): Promise<Section> {
       )
       await waitFor(() => due.size === 0, 20_000)
       const n = Math.max(1, e2e.count)
-      const cpu = {
-        routing: (cpuMsOf(routing!.pid) - cpu0[0]!) / n,
-        invoice: (cpuMsOf(invoice!.pid) - cpu0[1]!) / n,
-        server: (cpuMsOf(server.process.pid!) - cpu0[2]!) / n,
-        bench: (cpuMsOf(process.pid) - cpu0[3]!) / n,
-      }
+      const cpu = meter(n)
       const lost = due.size
       due.clear()
       if (lost) process.stderr.write(`  ${lost} invoices not seen within 20 s\n`)
@@ -201,7 +196,7 @@ export async function latency(o: Opts): Promise<Section> {
     const raw = async (rate: number, secs: number, label: string, round = 0): Promise<Run> => {
       const lat = histogram()
       let failed = 0
-      const cpu0 = [cpuMsOf(server.process.pid!), cpuMsOf(process.pid)]
+      const meter = cpuMeter({ server: server.process.pid!, bench: process.pid })
       onRaw = (i, at) => {
         const t = rawDue.get(i)
         if (t === undefined) return
@@ -220,8 +215,7 @@ export async function latency(o: Opts): Promise<Section> {
         `latency raw ${label}`,
       )
       await waitFor(() => rawDue.size === 0, 20_000)
-      const n = Math.max(1, lat.count)
-      const cpu = { server: (cpuMsOf(server.process.pid!) - cpu0[0]!) / n, bench: (cpuMsOf(process.pid) - cpu0[1]!) / n }
+      const cpu = meter(Math.max(1, lat.count))
       rawDue.clear()
       const run: Run = {
         system: RAW,

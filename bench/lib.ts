@@ -258,6 +258,16 @@ export function print(sections: Section[]): void {
   console.log(`\n${markdown(sections)}`)
 }
 
+/**
+ * Starts a CPU meter on the processes named in `pids`; calling it with a number of events gives each one's CPU ms per
+ * event since the meter started.
+ */
+export function cpuMeter<K extends string>(pids: Record<K, number>): (events: number) => Record<K, number> {
+  const names = Object.keys(pids) as K[]
+  const at = names.map((k) => cpuMsOf(pids[k]))
+  return (events) => Object.fromEntries(names.map((k, i) => [k, (cpuMsOf(pids[k]) - at[i]!) / events])) as Record<K, number>
+}
+
 /** CPU time (user + system) a process has used so far, in ms, from /proc/<pid>/stat (Linux). */
 export function cpuMsOf(pid: number): number {
   try {
