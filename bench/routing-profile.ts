@@ -1,11 +1,12 @@
 // bench/routing-profile.ts — routing alone under a closed loop of POST /routes (16 in flight), as its own process
 // under its own NATS user, for a CPU profile of the HTTP edge:
 //   PROF=<dir> N=20000 npx tsx bench/routing-profile.ts; npx tsx bench/profile.ts <dir>/<file>.cpuprofile
-// Prints how long the N requests took and their status codes.
+// Prints how long the N requests took, their status codes, and the CPU per request of routing and of nats-server.
 import { topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import { connectTo, freePort, startServer, testAuth } from "../test/harness.ts"
 import { spawnTs } from "../test/child.ts"
+import { cpuMeter } from "./lib.ts"
 
 const server = await startServer({ auth: true })
 const admin = await connectTo(server, { user: "admin", pass: server.env.ADMIN_PASSWORD! })
@@ -42,6 +43,7 @@ try {
       })),
     })
   const t0 = performance.now()
+  const cpu = cpuMeter({ routing: child.pid, natsServer: server.process.pid! })
   const codes: Record<number, number> = {}
   await Promise.all(
     Array.from({ length: 16 }, async () => {
@@ -57,7 +59,12 @@ try {
       }
     }),
   )
-  console.log(`${N} in ${((performance.now() - t0) / 1000).toFixed(1)} s`, codes)
+  const perRequest = cpu(N)
+  console.log(
+    `${N} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    codes,
+    `CPU per request: routing ${(perRequest.routing * 1000).toFixed(0)} µs, nats-server ${(perRequest.natsServer * 1000).toFixed(0)} µs`,
+  )
 } finally {
   await child.stop("SIGTERM")
   await admin.close()

@@ -98,6 +98,8 @@ export type StreamSpec = {
   duplicateWindowSeconds: number
   /** streams in other JetStream domains this one also stores (the hub's ROUTING sources an edge's EDGE_ROUTING) */
   sources?: { name: string; domain: string }[]
+  /** a worker reads its messages back by subject (`workers[w].reads`): the stream answers DIRECT.GET too */
+  allowDirect?: boolean
   /** more than 1: events are stored partitioned by key (contracts/partitions.ts), for workers scaled out */
   partitions?: number
 }
@@ -198,12 +200,14 @@ export function topology(opts: TopologyOptions = {}): Topology {
   if (!Number.isInteger(partitions) || partitions < 1 || partitions > MAX_PARTITIONS) {
     throw new Error(`partitions must be a whole number from 1 to ${MAX_PARTITIONS}, got ${partitions}`)
   }
+  const readBack = new Set(Object.values(workers).flatMap((w) => w.reads ?? []))
   const stored = (name: "ROUTING" | "INVOICE" | "TRACKING" | "POSITIONS", discard: "new" | "old"): StreamSpec => ({
     name,
     subjects: events_(name).map(subjectsOf),
     ...l[name],
     discard,
     duplicateWindowSeconds: 120,
+    ...(readBack.has(name) ? { allowDirect: true } : {}),
     ...(partitions > 1 ? { partitions } : {}),
   })
   const streams: StreamSpec[] = [

@@ -21,6 +21,8 @@ import {
 import { setImmediate } from "node:timers"
 import { utf8 } from "../contracts/mod.ts"
 import type { OutgoingHeaders } from "./headers.ts"
+import { isNoResponders } from "./errors.ts"
+import { headerIn, rawHeaders } from "./pulled.ts"
 
 /** `answer` turns the reply into the caller's outcome: a PubAck for a publish, the message for a request */
 type Pending = { subject: string; at: number; answer(msg: Msg): void; reject(err: Error): void }
@@ -198,14 +200,33 @@ const NO_MESSAGE_FOUND = 10037
  * jsm.streams.getMessage(stream, query) through the shared inbox: the stored message, null when there is none, or the
  * client's errors (JetStreamApiError with the server's code, a RequestError around no responders, TimeoutError).
  * `next_by_subj` is the server's (2.9 and newer): the first message on the subject at or after `seq`.
+ *
+ * `direct`, for a stream with allow_direct: asked through DIRECT.GET, which answers with the stored message itself
+ * (its headers, the stream's Nats-Sequence and Nats-Subject, the body as is) where STREAM.MSG.GET wraps it in JSON
+ * with the body in base64; nats-server spends less than half the CPU on it. In a replicated stream any replica may
+ * answer, so the message may be a little behind the leader's: only for a caller that checks what it read (a publish
+ * guarded by the sequence refuses a stale one). A stream that no longer allows it is asked the other way.
  */
-export async function getStoredMessage(js: JetStreamClient, stream: string, query: MessageQuery): Promise<StoredMessage | null> {
+export async function getStoredMessage(
+  js: JetStreamClient,
+  stream: string,
+  query: MessageQuery,
+  opts: { direct?: boolean } = {},
+): Promise<StoredMessage | null> {
   const inbox = inboxOf(js)
   if (!inbox) {
     const m = await (await js.jetstreamManager(false)).streams.getMessage(stream, query as { seq: number })
     return m && { subject: m.subject, seq: m.seq, data: m.data }
   }
   const prefix = js.getOptions().apiPrefix ?? "$JS.API"
+  if (opts.direct) {
+    const reply = await inbox.request(`${prefix}.DIRECT.GET.${stream}`, utf8(JSON.stringify(query))).catch((err) => {
+      // nothing answers DIRECT.GET: the stream's allow_direct was turned off since its config was read
+      if (isNoResponders(err)) return undefined
+      throw err
+    })
+    if (reply) return directMessage(reply)
+  }
   const reply = await inbox.request(`${prefix}.STREAM.MSG.GET.${stream}`, utf8(JSON.stringify(query)))
   const r = JSON.parse(dec.decode(reply.data)) as { error?: ApiErrorBody; message?: { subject: string; seq: number; data?: string } }
   if (r.error) {
@@ -222,6 +243,22 @@ export async function getStoredMessage(js: JetStreamClient, stream: string, quer
       return data ? base64(data) : new Uint8Array(0)
     },
   }
+}
+
+/** A DIRECT.GET answer: the message with the stream's headers, or a status (404: none stored; 408, 400: refused). */
+function directMessage(reply: Msg): StoredMessage | null {
+  const block = rawHeaders(reply)
+  const read = (name: string) => (block === null ? reply.headers?.get(name) || undefined : headerIn(block, name))
+  // the status line, `NATS/1.0 404 Message Not Found`, holds a code only when the answer is not a message
+  const code = block === null ? (reply.headers?.code ?? 0) : Number(block.slice(9, block.indexOf("\r\n")).trim().split(" ")[0]) || 0
+  if (code === 404) return null
+  const seq = Number(read("Nats-Sequence"))
+  const subject = read("Nats-Subject")
+  if (code !== 0 || !subject || !Number.isSafeInteger(seq) || seq <= 0) {
+    const description = block === null ? reply.headers?.description : block.slice(0, block.indexOf("\r\n"))
+    throw new jserrors.JetStreamError(`direct get refused: ${description || `status ${code}`}`)
+  }
+  return { subject, seq, data: reply.data }
 }
 
 function base64(text: string): Uint8Array {

@@ -54,6 +54,7 @@ export const streamConfig = (s: StreamSpec, replicas: number, layout?: Layout): 
   max_msgs_per_subject: s.maxMsgsPerSubject,
   discard: s.discard === "new" ? DiscardPolicy.New : DiscardPolicy.Old,
   duplicate_window: nanos(s.duplicateWindowSeconds * 1000),
+  allow_direct: !!s.allowDirect,
   // in the form the server reports back (what the client makes of `domain`), so a second provision sees no change
   ...(s.sources ? { sources: s.sources.map((x) => ({ name: x.name, external: { api: `$JS.${x.domain}.API`, deliver: "" } })) } : {}),
   // partitions by key: the server adds generation and partition to each stored subject (present as undefined when

@@ -62,19 +62,7 @@ export class PulledMsg implements JsMsg {
   /** the first value of header `name` (exact case), without decoding the others */
   header(name: string): string | undefined {
     if (this.#raw === undefined) this.#raw = rawHeaders(this.msg)
-    if (this.#raw === null) return this.msg.headers?.get(name) || undefined
-    const s = this.#raw
-    let needle = needles.get(name)
-    if (needle === undefined) needles.set(name, (needle = `\r\n${name}:`))
-    const at = s.indexOf(needle)
-    if (at < 0) return undefined
-    const from = at + needle.length
-    let end = s.indexOf("\r\n", from)
-    if (end < 0) end = s.length
-    // the usual `name: value`: one slice, where slice().trim() made two strings
-    const a = s.charCodeAt(from) === 32 ? from + 1 : from
-    if (a < end && visible(s.charCodeAt(a)) && visible(s.charCodeAt(end - 1))) return s.slice(a, end)
-    return s.slice(from, end).trim() || undefined
+    return this.#raw === null ? this.msg.headers?.get(name) || undefined : headerIn(this.#raw, name)
   }
 
   #respond(payload: Uint8Array, final = true) {
@@ -120,6 +108,21 @@ export class PulledMsg implements JsMsg {
   string() {
     return this.msg.string()
   }
+}
+
+/** The first value of header `name` (exact case) in a raw header block (rawHeaders), without decoding the others. */
+export function headerIn(block: string, name: string): string | undefined {
+  let needle = needles.get(name)
+  if (needle === undefined) needles.set(name, (needle = `\r\n${name}:`))
+  const at = block.indexOf(needle)
+  if (at < 0) return undefined
+  const from = at + needle.length
+  let end = block.indexOf("\r\n", from)
+  if (end < 0) end = block.length
+  // the usual `name: value`: one slice, where slice().trim() made two strings
+  const a = block.charCodeAt(from) === 32 ? from + 1 : from
+  if (a < end && visible(block.charCodeAt(a)) && visible(block.charCodeAt(end - 1))) return block.slice(a, end)
+  return block.slice(from, end).trim() || undefined
 }
 
 /** printable ASCII other than space: nothing trim() would remove */

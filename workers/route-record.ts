@@ -82,6 +82,8 @@ type Where = {
   js: Runtime["js"]
   stream: string /** the stream stores a truck's routes under its subject plus layout tokens */
   partitioned: boolean
+  /** the stream answers DIRECT.GET (allow_direct): the truck's last sequence is read that way beside the record */
+  direct: boolean
   /** a sequence the stream is known to hold: its last when asked, raised by every sequence seen since. A route
    * recorded from now on is stored after it */
   floor: number
@@ -99,7 +101,10 @@ function routesStream(rt: Runtime, fresh = false) {
       const jsm = await rt.js.jetstreamManager(false)
       for (const stream of ["ROUTING", edgeStream("ROUTING")]) {
         const info = await jsm.streams.info(stream).catch((err) => (isNotFound(err) ? null : Promise.reject(err)))
-        if (info) return { js: rt.js, stream, partitioned: !!info.config.subject_transform, floor: info.state.last_seq }
+        if (info) {
+          const partitioned = !!info.config.subject_transform
+          return { js: rt.js, stream, partitioned, direct: !!info.config.allow_direct, floor: info.state.last_seq }
+        }
       }
       throw new NotRecorded("no stream records routes (neither ROUTING nor EDGE_ROUTING); run `logiflow provision`", 30)
     })()
@@ -114,10 +119,14 @@ function routesStream(rt: Runtime, fresh = false) {
 const formOf = (w: Where, subject: string) => (w.partitioned ? `${subject}.>` : subject)
 const forms = (subject: string) => [subject, `${subject}.>`]
 
-/** The last sequence stored for the truck's subject, in the form its routes are stored under now. */
-async function lastOf(w: Where, subject: string): Promise<{ last: number; form: string }> {
+/**
+ * The last sequence stored for the truck's subject, in the form its routes are stored under now. `direct`: read
+ * through DIRECT.GET where the stream allows it, from any replica, so possibly a little behind: only for a guard, which
+ * refuses a stale sequence, and the retry after such a refusal reads the leader's.
+ */
+async function lastOf(w: Where, subject: string, direct = false): Promise<{ last: number; form: string }> {
   const form = formOf(w, subject)
-  const m = await getStoredMessage(w.js, w.stream, { last_by_subj: form })
+  const m = await getStoredMessage(w.js, w.stream, { last_by_subj: form }, { direct: direct && w.direct })
   if (m && m.seq > w.floor) w.floor = m.seq
   return { last: m?.seq ?? 0, form }
 }
@@ -197,7 +206,10 @@ export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteC
     // the create is refused. The record's since is the stream's floor, taken before either
     const w = await routesStream(rt)
     const mine: Recorded = { fingerprint: print, route, since: w.floor }
-    const [rec, seen] = await Promise.all([create(kv, id, mine), lastOf(w, subjectOf("RouteCalculated", route.truckId))])
+    const last = lastOf(w, subjectOf("RouteCalculated", route.truckId), true)
+    // a direct read that failed (allow_direct turned off since: 2.9 then never answers) reads the stream's config again
+    if (w.direct) last.catch(() => routesStream(rt, true).catch(() => {}))
+    const [rec, seen] = await Promise.all([create(kv, id, mine), last])
     const fresh = rec === mine
     if (rec.fingerprint !== print)
       throw new StatusError(

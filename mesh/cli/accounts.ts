@@ -79,8 +79,8 @@ export function workerPermissions(w: WorkerName): string[] {
   }
   if (mine.some((c) => c.events.length > 0)) out.push(...leaseAccess(w))
   for (const b of Object.keys(spec.buckets)) out.push(...kvAccess(b))
-  // its layout (partitioned or not) and its messages by sequence
-  for (const s of spec.reads ?? []) out.push(`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.MSG.GET.${s}`)
+  // its layout (partitioned or not) and its messages by sequence or subject, from the leader or from any replica
+  for (const s of spec.reads ?? []) out.push(`$JS.API.STREAM.INFO.${s}`, `$JS.API.STREAM.MSG.GET.${s}`, `$JS.API.DIRECT.GET.${s}`)
   return out
 }
 
