@@ -74,7 +74,6 @@ export function twoOpt<T extends Point>(depot: Point, order: readonly T[]): T[] 
   if (n < 2) return [...order]
   const size = n + 1
   const d = distanceMatrix([depot, ...order])
-  const km = (p: number, q: number): number => d[p * size + q]!
   // node 0 is the depot, node k + 1 is order[k]
   const path = Int32Array.from({ length: size }, (_, i) => i)
 
@@ -85,8 +84,9 @@ export function twoOpt<T extends Point>(depot: Point, order: readonly T[]): T[] 
         const a = path[i - 1]!
         const b = path[i]!
         const c = path[j]!
-        let delta = km(a, c) - km(a, b)
-        if (j < n) delta += km(b, path[j + 1]!) - km(c, path[j + 1]!)
+        // d[p * size + q]: the distance from node p to node q
+        let delta = d[a * size + c]! - d[a * size + b]!
+        if (j < n) delta += d[b * size + path[j + 1]!]! - d[c * size + path[j + 1]!]!
         if (delta < -EPSILON_KM) {
           reverse(path, i, j)
           improved = true

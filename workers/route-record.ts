@@ -187,56 +187,59 @@ export type RecordOptions = {
   site: string
 }
 
+/** How far one request got, for the answer its deadline gives (read by recordRoute's timeout). */
+type Progress = { phase: "recording" | "publishing" | "published"; answered: boolean }
+
+async function record(rt: Runtime, o: RecordOptions, p: Progress): Promise<RouteCalculated> {
+  const kv = await rt.kv(ROUTING_REQUESTS)
+  const id = recordKey(o.client, o.key)
+  const print = sha256hex(JSON.stringify(o.request))
+  const route = o.plan(newId(o.site))
+  // a route larger than ROUTING stores is refused before anything is recorded (no record, no publish)
+  checkEventSize("RouteCalculated", route, { id: `routing:${route.routeId}`, source: "logiflow/routing" })
+  // the usual request is a new one: the record made (first writer wins) and, at the same time, the truck's last
+  // sequence read for the publish's guard; no look for an existing record first, a retry finds its record when
+  // the create is refused. The record's since is the stream's floor, taken before either
+  const w = await routesStream(rt)
+  const mine: Recorded = { fingerprint: print, route, since: w.floor }
+  const last = lastOf(w, subjectOf("RouteCalculated", route.truckId), true)
+  // a direct read that failed (allow_direct turned off since: 2.9 then never answers) reads the stream's config again
+  if (w.direct) last.catch(() => routesStream(rt, true).catch(() => {}))
+  const [rec, seen] = await Promise.all([create(kv, id, mine), last])
+  const fresh = rec === mine
+  if (rec.fingerprint !== print)
+    throw new StatusError(
+      422,
+      `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`,
+    )
+  // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
+  if (!fresh) p.phase = "publishing"
+  // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
+  if (p.answered) throw new NotRecorded("answered already")
+  p.phase = "publishing"
+  try {
+    await append(rt, rec, fresh ? seen : undefined, o.traceparent)
+  } catch (err) {
+    // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
+    if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown || err instanceof TooLarge) throw err
+    throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
+  }
+  // the record is not marked: a retry finds the route on its truck's subject, which keeps it longer than the record
+  // lives (the retry horizon is at most ROUTING's age, contracts/topology.ts)
+  p.phase = "published"
+  return rec.route
+}
+
 /**
  * Records the route of one request (see the file's header). Resolves with the route once it is in the routing log;
  * rejects with a StatusError (422: the key is bound to another body), NotRecorded or OutcomeUnknown.
  */
 export async function recordRoute(rt: Runtime, o: RecordOptions): Promise<RouteCalculated> {
-  let phase: "recording" | "publishing" | "published" = "recording"
-  let answered = false
-  const work = async () => {
-    const kv = await rt.kv(ROUTING_REQUESTS)
-    const id = recordKey(o.client, o.key)
-    const print = sha256hex(JSON.stringify(o.request))
-    const route = o.plan(newId(o.site))
-    // a route larger than ROUTING stores is refused before anything is recorded (no record, no publish)
-    checkEventSize("RouteCalculated", route, { id: `routing:${route.routeId}`, source: "logiflow/routing" })
-    // the usual request is a new one: the record made (first writer wins) and, at the same time, the truck's last
-    // sequence read for the publish's guard; no look for an existing record first, a retry finds its record when
-    // the create is refused. The record's since is the stream's floor, taken before either
-    const w = await routesStream(rt)
-    const mine: Recorded = { fingerprint: print, route, since: w.floor }
-    const last = lastOf(w, subjectOf("RouteCalculated", route.truckId), true)
-    // a direct read that failed (allow_direct turned off since: 2.9 then never answers) reads the stream's config again
-    if (w.direct) last.catch(() => routesStream(rt, true).catch(() => {}))
-    const [rec, seen] = await Promise.all([create(kv, id, mine), last])
-    const fresh = rec === mine
-    if (rec.fingerprint !== print)
-      throw new StatusError(
-        422,
-        `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`,
-      )
-    // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
-    if (!fresh) phase = "publishing"
-    // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
-    if (answered) throw new NotRecorded("answered already")
-    phase = "publishing"
-    try {
-      await append(rt, rec, fresh ? seen : undefined, o.traceparent)
-    } catch (err) {
-      // a route that breaks the contract is refused before anything is sent: a bug, not an unknown outcome
-      if (err instanceof ContractError || err instanceof NotRecorded || err instanceof OutcomeUnknown || err instanceof TooLarge) throw err
-      throw refused(err) ?? new OutcomeUnknown(`NATS did not confirm the route (${(err as Error)?.message ?? err})`)
-    }
-    // the record is not marked: a retry finds the route on its truck's subject, which keeps it longer than the record
-    // lives (the retry horizon is at most ROUTING's age, contracts/topology.ts)
-    phase = "published"
-    return rec.route
-  }
+  const p: Progress = { phase: "recording", answered: false }
   try {
-    return await withTimeout(work(), o.timeoutMs, () => {
-      answered = true
-      return phase === "publishing"
+    return await withTimeout(record(rt, o, p), o.timeoutMs, () => {
+      p.answered = true
+      return p.phase === "publishing"
         ? new OutcomeUnknown(`NATS did not acknowledge the route within ${o.timeoutMs} ms`)
         : new NotRecorded(`NATS did not answer within ${o.timeoutMs} ms; nothing was recorded`)
     })

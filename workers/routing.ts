@@ -125,7 +125,9 @@ async function postRoute(request: Request, rt: Runtime, outcomes: Counter): Prom
       request: req,
       client: (request as Request & { client?: string }).client ?? "",
       key,
-      plan: (routeId) => calculateRoute(req, routeId, new Date()),
+      plan(routeId) {
+        return calculateRoute(req, routeId, new Date())
+      },
       traceparent: requestTraceparent(request),
       timeoutMs: config.publishTimeoutMs,
       site: config.site,
