@@ -218,7 +218,7 @@ const contractError = (k: string): never => {
 // --quick (a CI smoke): the baseline, the contract cost, the default mesh worker and the peer, one round
 const QUICK = ["raw", "raw-decode", "mesh", "moleculer", "moleculer-contract"]
 
-export async function consume(o: Opts, n = o.quick ? 10_000 : 200_000, rounds = o.quick ? 1 : 3): Promise<Section> {
+export async function consume(o: Opts, n = o.quick ? 10_000 : 200_000, rounds = o.quick ? 1 : 5): Promise<Section> {
   const variants = o.quick ? VARIANTS.filter((v) => QUICK.includes(v.id)) : VARIANTS
   const server = await benchServer()
   try {

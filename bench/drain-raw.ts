@@ -153,7 +153,7 @@ async function drainOnce(server: BenchServer, nc: Parameters<typeof provision>[0
 export async function drainVsRaw(
   o: Opts,
   events = o.quick ? 10_000 : 40_000,
-  rounds = o.quick ? 1 : 3,
+  rounds = o.quick ? 1 : 5,
   trucks = Number(args().flags.get("trucks") ?? 5000),
 ) {
   const server = await benchServer()
