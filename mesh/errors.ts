@@ -43,6 +43,11 @@ export const ApiCode = {
   SubjectsOverlap: 10065,
   /** a KV create on an existing key, an update on a stale revision, an expected-last-sequence publish guard */
   WrongLastSequence: 10071,
+  /**
+   * the same guard on a replicated stream (2.12+) while another message for the subject is still being agreed on:
+   * nothing was stored, and asking again once that one is in may succeed
+   */
+  SubjectInFlight: 10164,
   /** a stream at its limits with discard new: "maximum messages/bytes exceeded" */
   StoreFull: 10077,
 } as const

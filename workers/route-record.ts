@@ -50,6 +50,7 @@ export class NotRecorded extends Error {
 export class OutcomeUnknown extends Error {}
 
 const sha256hex = (s: string) => hex(sha256(s))
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const utf8 = new TextDecoder()
 
 /** The record's key: JSON keeps ("a:b","c") and ("a","b:c") apart, and one client's keys from another's. */
@@ -170,8 +171,11 @@ async function append(rt: Runtime, rec: Recorded, seen: { last: number; form: st
       if (ack.seq > w.floor) w.floor = ack.seq
       return
     } catch (err) {
-      // another route of this truck (or this one) was appended in between: look again
-      if (apiCode(err) !== ApiCode.WrongLastSequence) throw err
+      // another route of this truck (or this one) was appended in between: look again. On a replicated stream
+      // another route of the truck may still be on its way into the stream: look again once it is in
+      const code = apiCode(err)
+      if (code === ApiCode.SubjectInFlight) await sleep(Math.min(50, 2 ** attempt))
+      else if (code !== ApiCode.WrongLastSequence) throw err
     }
   }
   throw new OutcomeUnknown("the truck's routes kept changing while this one was appended")
