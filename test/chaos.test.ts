@@ -21,7 +21,13 @@ test("worker crash loop - kill -9 every 1–3 s under load: exactly one invoice 
   // 50 ms per event, 16 at once (320 events/s, PREFETCH still 256) keeps each process busy with a backlog when it dies,
   // which is when held messages are charged, and the load outlasts at least three kill cycles of restart + 1–3 s:
   // at the default 64 at once the backlog was gone after one kill in a run on a fast hour
-  const r = await crashLoop({ events: n, seed: SEED, maxKills: 5, publishSeconds: 4, workerEnv: { INVOICE_SLOW_MS: "50", CONCURRENCY: "16" } })
+  const r = await crashLoop({
+    events: n,
+    seed: SEED,
+    maxKills: 5,
+    publishSeconds: 4,
+    workerEnv: { INVOICE_SLOW_MS: "50", CONCURRENCY: "16" },
+  })
   report(r.row)
   assert.ok(r.kills >= 3, `the process was killed mid-stream (${r.kills} kills)`)
   assert.is(r.distinct, n, `every route invoiced (consumer: ${JSON.stringify(r.consumer)})`)
