@@ -2,7 +2,7 @@
 // real promtool, shipped in the k8s ConfigMap unchanged, and alerting only on series something exports — the fullness
 // gauges read from a real server here.
 import { execFileSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { suite } from "uvu"
@@ -42,8 +42,12 @@ test("generated - the rules file and the k8s ConfigMap are what deploy/alerts/ru
 test("promtool - check rules passes on the file and on the ConfigMap's copy; the unit tests pass", () => {
   assert.match(promtool("check", "rules", "logiflow.rules.yaml"), /SUCCESS: 7 rules found/)
   const dir = mkdtempSync(join(tmpdir(), "logiflow-rules-"))
-  writeFileSync(join(dir, "from-configmap.yaml"), parse(rulesConfigMap()).data["logiflow.rules.yaml"])
-  assert.match(promtool("check", "rules", join(dir, "from-configmap.yaml")), /SUCCESS: 7 rules found/)
+  try {
+    writeFileSync(join(dir, "from-configmap.yaml"), parse(rulesConfigMap()).data["logiflow.rules.yaml"])
+    assert.match(promtool("check", "rules", join(dir, "from-configmap.yaml")), /SUCCESS: 7 rules found/)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
   assert.match(promtool("test", "rules", "logiflow.rules.test.yaml"), /SUCCESS/)
 })
 
