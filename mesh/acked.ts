@@ -22,7 +22,7 @@ import { setImmediate } from "node:timers"
 import { utf8 } from "../contracts/mod.ts"
 import type { OutgoingHeaders } from "./headers.ts"
 import { isNoResponders } from "./errors.ts"
-import { headerIn, rawHeaders } from "./pulled.ts"
+import { headerOf, rawHeaders } from "./pulled.ts"
 
 /**
  * What waits for a reply: a publish's PubAck, or a request's message. No closure per publish: tsx wraps each named
@@ -244,20 +244,17 @@ export async function getStoredMessage(
   }
 }
 
-const headerOf = (msg: Msg, block: string | null, name: string) =>
-  block === null ? msg.headers?.get(name) || undefined : headerIn(block, name)
-
 /** A DIRECT.GET answer: the message with the stream's headers, or a status (404: none stored; 408, 400: refused). */
 function directMessage(reply: Msg): StoredMessage | null {
   const block = rawHeaders(reply)
   // the status line, `NATS/1.0 404 Message Not Found`, holds a code only when the answer is not a message
-  const code = block === null ? (reply.headers?.code ?? 0) : Number(block.slice(9, block.indexOf("\r\n")).trim().split(" ")[0]) || 0
+  const status = block === null ? undefined : block.slice(0, block.indexOf("\r\n"))
+  const code = status === undefined ? (reply.headers?.code ?? 0) : Number(status.slice(9).trim().split(" ")[0]) || 0
   if (code === 404) return null
   const seq = Number(headerOf(reply, block, "Nats-Sequence"))
   const subject = headerOf(reply, block, "Nats-Subject")
   if (code !== 0 || !subject || !Number.isSafeInteger(seq) || seq <= 0) {
-    const description = block === null ? reply.headers?.description : block.slice(0, block.indexOf("\r\n"))
-    throw new jserrors.JetStreamError(`direct get refused: ${description || `status ${code}`}`)
+    throw new jserrors.JetStreamError(`direct get refused: ${status || reply.headers?.description || `status ${code}`}`)
   }
   return { subject, seq, data: reply.data }
 }

@@ -180,10 +180,10 @@ const CUT_SHORT = "the client closed the connection before the body was complete
 
 /**
  * The request body, read when the handler asks (readJson) and only up to its limit. Nothing flows before that: a
- * handler that answers first (401, 415) leaves it to be drained after the answer.
+ * handler that answers first (401, 415) leaves it to be drained after the answer. Made per request without a named
+ * closure (methods in object literals instead): tsx wraps each named one in a defineProperty for its name
+ * (keepNames), and eight of them per request showed in routing's profile.
  */
-// Per request: no named closure (methods in object literals instead). tsx wraps each named one in a defineProperty
-// for its name (keepNames); eight of them per request showed in routing's profile.
 function bodyOf(req: NodeRequest): BodySource & { discard(): void; stream(): ReadableStream<Uint8Array> } {
   let discarded = false
   return {

@@ -62,7 +62,7 @@ export class PulledMsg implements JsMsg {
   /** the first value of header `name` (exact case), without decoding the others */
   header(name: string): string | undefined {
     if (this.#raw === undefined) this.#raw = rawHeaders(this.msg)
-    return this.#raw === null ? this.msg.headers?.get(name) || undefined : headerIn(this.#raw, name)
+    return headerOf(this.msg, this.#raw, name)
   }
 
   #respond(payload: Uint8Array, final = true) {
@@ -110,8 +110,14 @@ export class PulledMsg implements JsMsg {
   }
 }
 
-/** The first value of header `name` (exact case) in a raw header block (rawHeaders), without decoding the others. */
-export function headerIn(block: string, name: string): string | undefined {
+/**
+ * The first value of header `name` (exact case) of `msg`: read from its raw header block (rawHeaders) without decoding
+ * the others, or through the client's MsgHdrs where the block could not be found (`block` null).
+ */
+export const headerOf = (msg: Msg, block: string | null, name: string): string | undefined =>
+  block === null ? msg.headers?.get(name) || undefined : headerIn(block, name)
+
+function headerIn(block: string, name: string): string | undefined {
   let needle = needles.get(name)
   if (needle === undefined) needles.set(name, (needle = `\r\n${name}:`))
   const at = block.indexOf(needle)

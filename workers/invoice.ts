@@ -9,6 +9,7 @@ import {
   type Outgoing,
   PermanentError,
   runWhenMain,
+  sleep,
   StartupError,
   type Worker,
   worker,
@@ -30,8 +31,6 @@ const config = {
   failRate: probability("INVOICE_FAIL_RATE"),
   hang: env("INVOICE_HANG") === "1",
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 export function tariffOf(customerId: string, tariffs: Record<string, Tariff>): Tariff {
   // hasOwn: a customer called "constructor" must not find Object's

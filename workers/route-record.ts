@@ -26,6 +26,7 @@ import {
   newId,
   type Runtime,
   sha256,
+  sleep,
   TooLarge,
   withTimeout,
 } from "../mesh/mod.ts"
@@ -50,7 +51,6 @@ export class NotRecorded extends Error {
 export class OutcomeUnknown extends Error {}
 
 const sha256hex = (s: string) => hex(sha256(s))
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const utf8 = new TextDecoder()
 
 /** The record's key: JSON keeps ("a:b","c") and ("a","b:c") apart, and one client's keys from another's. */
