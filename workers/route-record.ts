@@ -216,10 +216,9 @@ async function record(rt: Runtime, o: RecordOptions, p: Progress): Promise<Route
       422,
       `Idempotency-Key "${o.key}" was already used for a different request; it stays bound to that one until its record expires`,
     )
-  // an earlier attempt may have sent this route: from here on, whatever fails leaves the outcome unknown
-  if (!fresh) p.phase = "publishing"
   // the client has its answer already ("nothing recorded"): a publish started now would make that answer a lie
   if (p.answered) throw new NotRecorded("answered already")
+  // from here on, whatever fails leaves the outcome unknown (a record found may also have been sent by an earlier attempt)
   p.phase = "publishing"
   try {
     await append(rt, rec, fresh ? seen : undefined, o.traceparent)
