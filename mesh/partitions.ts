@@ -6,9 +6,10 @@
 // stops pulling before that moment, so no two instances pull one partition at once. Each live instance (members,
 // renewed the same way) takes a fair share: ⌊U/N⌋ units, one more for the first U mod N by instance id. Handing a
 // unit over never reorders a key: a holder giving one up stops pulling it, lets what it holds finish and be acked,
-// and then releases it; whoever takes a lease starts pulling only once the last holder's unacknowledged messages
-// can no longer be outstanding (`safeAt`: at once after a clean release, ack_wait later otherwise), since the
-// server redelivers those before anything newer. A partition of a new layout waits until every consumer of its
+// and then releases it, all beside the rounds, which keep renewing its lease and the others' meanwhile (a handover
+// may wait longer than a lease lasts); whoever takes a lease starts pulling only once the last holder's
+// unacknowledged messages can no longer be outstanding (`safeAt`: at once after a clean release, ack_wait later
+// otherwise), since the server redelivers those before anything newer. A partition of a new layout waits until every consumer of its
 // stream's earlier layout is drained, so no key's new events pass its old ones.
 import type { JetStreamManager } from "@nats-io/jetstream"
 import type { KV, KvEntry } from "@nats-io/kv"
@@ -21,6 +22,19 @@ import type { Logger } from "./log.ts"
 
 /** A partition consumer this worker may pull; `old`: of an earlier layout, drained before the current one runs. */
 export type Unit = { consumer: BoundConsumer; old: boolean }
+
+/** a lease this instance holds: its revision, when it was last renewed, whether it pulls the unit yet */
+type Holding = {
+  unit: Unit
+  revision: number
+  renewedAt: number
+  pulling: boolean
+  safeAt: number
+  /** being released: the rounds no longer renew it */
+  releasing?: boolean
+  /** a renewal found it taken by another instance */
+  lost?: boolean
+}
 
 type Lease = { instance: string; state: "held" | "released" /** when a new holder may start pulling (ms) */; safeAt: number }
 
@@ -57,13 +71,16 @@ export function leases(o: LeaseOptions): Leases {
   const drainMs = o.drainMs ?? 20_000
   const units = [...o.units].sort((a, b) => nameOf(a).localeCompare(nameOf(b)))
   /** what this instance holds: the lease's revision, when it was last renewed, and whether it pulls it yet */
-  const mine = new Map<string, { unit: Unit; revision: number; renewedAt: number; pulling: boolean; safeAt: number }>()
+  const mine = new Map<string, Holding>()
   let stopping = false
   let ticking: Promise<void> | undefined
   /** rounds in a row this instance held more than its share: handing over waits for two, so that instances whose
    * views of the members differ for a moment (one just joined) do not pass partitions back and forth */
   let over = 0
   const drainedOld = new Set<string>()
+  /** units being handed over: each waits for its messages (up to drainMs, longer than a lease) beside the rounds,
+   * which go on renewing its lease until it is released, and the leases and membership this instance keeps */
+  const leaving = new Map<string, { h: Holding; done: Promise<void> }>()
 
   const write = (lease: Lease) => JSON.stringify(lease)
   const read = (e: KvEntry | null): Lease | undefined => (e && e.operation === "PUT" && e.length > 0 ? e.json<Lease>() : undefined)
@@ -91,13 +108,26 @@ export function leases(o: LeaseOptions): Leases {
     return true
   }
 
-  async function giveUp(name: string, clean: boolean) {
+  /** starts handing a unit over: from now on it is in `leaving`, not `mine` */
+  function giveUp(name: string, clean: boolean): Promise<void> {
     const h = mine.get(name)
-    if (!h) return
+    if (!h) return leaving.get(name)?.done ?? Promise.resolve()
     mine.delete(name)
+    const done = handOver(name, h, clean)
+      .catch((err) => o.log.warn("partition handover failed; its lease expires by itself", { unit: name, error: err }))
+      .finally(() => leaving.delete(name))
+    leaving.set(name, { h, done })
+    return done
+  }
+
+  async function handOver(name: string, h: Holding, clean: boolean) {
     const drained = h.pulling ? await o.engine.detach(h.unit.consumer, Date.now() + drainMs) : true
     // a handover that could not wait for every ack leaves them outstanding: the next holder waits out ack_wait
     const safeAt = clean && drained ? Date.now() : Date.now() + h.unit.consumer.ackWaitMs
+    // no renewal from here on; one in flight finishes first, so the release is made on the lease's last revision
+    h.releasing = true
+    await ticking
+    if (h.lost) return
     await o.kv
       .update(keyOf(o.worker, h.unit), write({ instance: o.instance, state: "released", safeAt }), h.revision)
       .catch((err) => o.log.warn("partition lease not released; it expires by itself", { unit: name, error: err }))
@@ -130,7 +160,8 @@ export function leases(o: LeaseOptions): Leases {
   async function round() {
     const now = Date.now()
     // renew; a lease this instance could not renew in time may be someone else's already: stop pulling at once
-    for (const [name, h] of mine) {
+    for (const [name, h] of [...mine, ...[...leaving].map(([n, l]) => [n, l.h] as const)]) {
+      if (h.releasing) continue
       try {
         h.revision = await o.kv.update(
           keyOf(o.worker, h.unit),
@@ -140,8 +171,9 @@ export function leases(o: LeaseOptions): Leases {
         h.renewedAt = now
       } catch (err) {
         if (!lost(err) && now - h.renewedAt < leaseMs * 0.75) continue
+        h.lost = true
         mine.delete(name)
-        if (h.pulling) void o.engine.detach(h.unit.consumer, Date.now())
+        if (h.pulling && !leaving.has(name)) void o.engine.detach(h.unit.consumer, Date.now())
         o.log.warn("partition lease lost; stopped pulling it", { unit: name, error: err })
       }
     }
@@ -150,13 +182,13 @@ export function leases(o: LeaseOptions): Leases {
     const n = Math.max(1, live.length)
     const rank = Math.max(0, live.indexOf(o.instance))
     const target = Math.floor(units.length / n) + (rank < units.length % n ? 1 : 0)
-    // more than a fair share (an instance joined): hand the last ones over, cleanly
+    // more than a fair share (an instance joined): hand the last ones over, cleanly, without waiting here
     const held = [...mine.keys()].sort()
     over = held.length > target ? over + 1 : 0
-    if (over >= 2) await Promise.all(held.slice(target).map((name) => giveUp(name, true)))
+    if (over >= 2) for (const name of held.slice(target)) void giveUp(name, true)
     for (const u of units) {
       if (mine.size >= target) break
-      if (!mine.has(nameOf(u))) await take(u, now)
+      if (!mine.has(nameOf(u)) && !leaving.has(nameOf(u))) await take(u, now)
     }
     // start pulling what is held, once safe, and, for a current layout's partition, once the old layout is drained
     for (const h of mine.values()) {
@@ -176,7 +208,7 @@ export function leases(o: LeaseOptions): Leases {
     async stop(drained) {
       stopping = true
       await ticking
-      await Promise.all([...mine.keys()].map((name) => giveUp(name, drained)))
+      await Promise.all([...mine.keys()].map((name) => giveUp(name, drained)).concat([...leaving.values()].map((l) => l.done)))
       await o.kv.delete(memberKey(o.worker, o.instance)).catch(() => {})
     },
   }

@@ -152,7 +152,37 @@ test("tracking ×3 - each truck's ETA updates keep the order of its positions ac
   }
 })
 
-/** Until a consumer has nothing left, or is gone (provision removes an earlier layout's once it is drained). */
+test("handing partitions over to a newcomer while their handlers run long: the holder keeps renewing the rest", async () => {
+  await provision(nc, topology({ partitions: P, ackWaitSeconds: 30 }))
+  // each route takes 1.5 s, four at a time: handing a partition over waits for its routes, far longer than a lease
+  const w = { ...env(), INVOICE_SLOW_MS: "1500", CONCURRENCY: "4" }
+  const first = await spawnWorker("invoice", w)
+  procs.push(first)
+  await waitUntil(() => first.lines.filter((l) => l.includes("partition lease taken")).length >= P, { what: "all 4 leases" })
+  const N = 2
+  for (let n = 0; n < N; n++)
+    for (let t = 0; t < TRUCKS; t++)
+      await publishEvent(js, "RouteCalculated", routeOf(t, n), { id: `rc-${t}-${n}`, source: "logiflow/test" })
+  await sleep(500) // the first instance pulls them all: every partition holds routes when the newcomer arrives
+  const newcomer = await spawnWorker("invoice", w)
+  procs.push(newcomer)
+  await waitUntil(() => first.lines.some((l) => l.includes("partition handed over")), { timeoutMs: 60_000, what: "a handover" })
+  for (let p = 0; p < P; p++) await drained("ROUTING", partitionConsumer("invoice", 1, p))
+  await sleep(2500) // a lease the holder failed to renew would be noticed lost by now
+  const units = (p: Proc, what: string) => p.lines.filter((l) => l.includes(what)).map((l) => (JSON.parse(l) as { unit: string }).unit)
+  // the newcomer took its share, two, and only what the holder handed over: no lease of the holder's expired meanwhile
+  const handed = units(first, "partition handed over")
+  assert.is(handed.length, 2, "the holder handed its extra two over")
+  assert.equal(units(newcomer, "partition lease taken").sort(), handed.sort(), "the newcomer took what was handed over, nothing else")
+  assert.equal(units(first, "partition lease lost"), [], "the holder kept renewing the leases it kept")
+  assert.equal(units(first, "partition lease not released"), [], "each handover released its lease")
+  const o = await orders()
+  assert.is(o.stored, TRUCKS * N, "one invoice per route")
+  for (const [truck, routes] of o.routes) assert.equal(o.invoices.get(truck), routes, `${truck}: invoices in its routes' order`)
+})
+
+/** Until a consumer has nothing left, or is gone (provision removes an earlier layout's once it is drained). On a
+ * timeout it prints what each instance said about its leases and every consumer's state: a stall names its cause. */
 const drained = (stream: string, durable: string) =>
   waitUntil(
     async () => {
@@ -160,7 +190,18 @@ const drained = (stream: string, durable: string) =>
       return c === "gone" || (c.num_pending === 0 && c.num_ack_pending === 0)
     },
     { timeoutMs: 90_000, every: 200, what: `${stream}/${durable} drained` },
-  )
+  ).catch(async (err) => {
+    for (const p of procs)
+      console.error(
+        `--- ${p.name} pid ${p.pid}\n${p.lines
+          .filter((l) => /partition|lease|warn|error/.test(l))
+          .slice(-40)
+          .join("\n")}`,
+      )
+    for await (const c of jsm.consumers.list(stream))
+      console.error(`${c.name}: pending ${c.num_pending}, ack pending ${c.num_ack_pending}, waiting ${c.num_waiting}`)
+    throw err
+  })
 
 test("changing P - 2 → 4 while routes keep coming: nothing lost, nothing twice, each truck's order kept across the change", async () => {
   await provision(nc, topology({ partitions: 2, ackWaitSeconds: 2 }))
