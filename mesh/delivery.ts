@@ -205,6 +205,22 @@ function wrongOutput(out: unknown): string | undefined {
   return at < 0 ? undefined : `${JSON.stringify(out[at]) ?? String(out[at])} at [${at}], not an event`
 }
 
+/** the `i`th event a handler returned, published as a child of what it handled: its msg id from the cause */
+const publishOne = (d: DeliveryDeps, meta: Envelope["meta"], o: Outgoing, i: number, parent: Context) =>
+  publishTraced(
+    d.js,
+    o.name,
+    o.data,
+    {
+      id: o.id ?? `${d.worker}:${meta.id}:${i}`,
+      source: `logiflow/${d.worker}`,
+      traceparent: childTraceparent(meta.traceparent),
+      once: o.once,
+    },
+    parent,
+    d.observePublish,
+  )
+
 /** rule 1: the handler returned; its events are published (acks awaited) before the input is acked */
 function handled(x: Delivery, event: Envelope, out: Outgoing[] | void): Outcome | Promise<Outcome> {
   if (out === undefined || out === null || (Array.isArray(out) && out.length === 0)) return x.ack()
@@ -212,28 +228,15 @@ function handled(x: Delivery, event: Envelope, out: Outgoing[] | void): Outcome 
   // a handler that returned something other than an array of events broke its output contract: retrying repeats it
   const wrong = wrongOutput(out)
   if (wrong) return failed(x, new ContractError("invalid-event", `${d.worker} handler for ${event.name} returned ${wrong}`))
-  const parent = x.spanContext ?? contextOf(event.meta.traceparent)
+  // the parent of the publishes' spans: only read when an SDK records them
+  const parent = x.spanContext ?? (spansOn() ? contextOf(event.meta.traceparent) : ROOT_CONTEXT)
   const meta = event.meta
   let published: Promise<unknown>
   try {
-    // anything publishTraced throws before its promise exists must not escape the delivery
-    published = Promise.all(
-      out.map((o, i) =>
-        publishTraced(
-          d.js,
-          o.name,
-          o.data,
-          {
-            id: o.id ?? `${d.worker}:${meta.id}:${i}`,
-            source: `logiflow/${d.worker}`,
-            traceparent: childTraceparent(meta.traceparent),
-            once: o.once,
-          },
-          parent,
-          d.observePublish,
-        ),
-      ),
-    )
+    // anything publishTraced throws before its promise exists must not escape the delivery; the usual one event
+    // without a Promise.all around it
+    published =
+      out.length === 1 ? publishOne(d, meta, out[0]!, 0, parent) : Promise.all(out.map((o, i) => publishOne(d, meta, o, i, parent)))
   } catch (err) {
     return failed(x, err)
   }

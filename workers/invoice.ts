@@ -47,9 +47,15 @@ async function injectFailures(ctx: HandlerContext): Promise<void> {
   if (Math.random() < config.failRate) throw new Error(`injected transient failure (INVOICE_FAIL_RATE=${config.failRate})`)
 }
 
-export async function onRouteCalculated(route: RouteCalculated, ctx: HandlerContext): Promise<Outgoing[]> {
+const injecting = config.hang || config.slowMs > 0 || config.failRate > 0
+
+export function onRouteCalculated(route: RouteCalculated, ctx: HandlerContext): Outgoing[] | Promise<Outgoing[]> {
   const tariff = tariffOf(route.customerId, config.tariffs)
-  await injectFailures(ctx)
+  // without injected failures the handler returns plainly: no promise to wait for before the publish
+  return injecting ? injectFailures(ctx).then(() => invoiceOf(route, tariff)) : invoiceOf(route, tariff)
+}
+
+function invoiceOf(route: RouteCalculated, tariff: Tariff): Outgoing[] {
   const invoice = priceRoute(route, tariff, { invoiceId: newId(config.site), issuedAt: new Date().toISOString() })
   // once: the invoice is stored only if the route's subject holds none yet. A redelivery, a producer's retry or a
   // replay days later prices again, and the stream refuses the second invoice: the first one stands, whatever the
