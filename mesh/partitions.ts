@@ -57,6 +57,8 @@ export type Leases = {
   held(): string[]
   /** one round of renew, rebalance and take (normally run every leaseMs / 4) */
   tick(): Promise<void>
+  /** from now on rounds only renew what is held: while the engine drains, which may outlast a lease */
+  hold(): void
   /** hands every lease back (after the engine has drained): cleanly when nothing is held any more */
   stop(drained: boolean): Promise<void>
 }
@@ -205,6 +207,9 @@ export function leases(o: LeaseOptions): Leases {
       (ticking ??= round()
         .catch((err) => o.log.warn("partition leases: a round failed; trying again", { error: err }))
         .finally(() => (ticking = undefined))),
+    hold() {
+      stopping = true
+    },
     async stop(drained) {
       stopping = true
       await ticking

@@ -275,8 +275,11 @@ async function start(o: WorkerOptions, so: StartOptions = {}): Promise<Running> 
       readiness.stopping = true
       log.info("draining", { inflight: engine!.held })
       const deadline = Date.now() + drainTimeoutMs
-      clearInterval(leaseTimer)
+      // the leases stay renewed while what is held finishes (a drain may outlast a lease), then go back released:
+      // the next holder starts at once instead of waiting out lease and ack_wait
+      shared?.hold()
       const drained = await engine!.drain(deadline)
+      clearInterval(leaseTimer)
       await shared?.stop(drained)
       await beats!.stop()
       await o.onStop?.(rt)

@@ -181,6 +181,42 @@ test("handing partitions over to a newcomer while their handlers run long: the h
   for (const [truck, routes] of o.routes) assert.equal(o.invoices.get(truck), routes, `${truck}: invoices in its routes' order`)
 })
 
+test("an instance stopped while its handlers outlast a lease: it keeps its leases until it releases them, and the next takes over at once", async () => {
+  await provision(nc, topology({ partitions: P, ackWaitSeconds: 30 }))
+  // each route takes 3 s, four at a time per instance: stopping waits for the running ones, longer than a lease (2 s)
+  const w = { ...env(), INVOICE_SLOW_MS: "3000", CONCURRENCY: "4" }
+  const [a, b] = [await spawnWorker("invoice", w), await spawnWorker("invoice", w)]
+  procs.push(a, b)
+  const taken = (p: Proc) =>
+    p.lines.filter((l) => l.includes("partition lease taken")).map((l) => JSON.parse(l) as { unit: string; startsIn: number })
+  const holding = (p: Proc) => taken(p).length - p.lines.filter((l) => l.includes("partition handed over")).length
+  await waitUntil(() => holding(a) === 2 && holding(b) === 2, { timeoutMs: 30_000, what: "two partitions each" })
+  for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, 0), { id: `rc-${t}-0`, source: "logiflow/test" })
+  await sleep(500) // both run their first routes
+  const before = taken(b).length
+  await a.stop("SIGTERM")
+  for (let p = 0; p < P; p++) await drained("ROUTING", partitionConsumer("invoice", 1, p))
+  await waitUntil(() => holding(b) === P, { timeoutMs: 20_000, what: "the survivor holding all four" })
+  assert.is(
+    a.lines.filter((l) => /lease lost|not released/.test(l)).length,
+    0,
+    "the stopping instance kept renewing its leases and released each",
+  )
+  assert.ok(
+    a.lines.some((l) => l.includes('"msg":"stopped"') && l.includes('"drained":true')),
+    "it finished what it ran",
+  )
+  // taken after a clean release: no wait for lease and ack_wait
+  assert.equal(
+    taken(b)
+      .slice(before)
+      .map((l) => l.startsIn),
+    [0, 0],
+  )
+  const o = await orders()
+  assert.is(o.stored, TRUCKS, "one invoice per route")
+})
+
 /** Until a consumer has nothing left, or is gone (provision removes an earlier layout's once it is drained). On a
  * timeout it prints what each instance said about its leases and every consumer's state: a stall names its cause. */
 const drained = (stream: string, durable: string) =>
