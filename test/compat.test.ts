@@ -59,16 +59,22 @@ if (version) {
       },
       ["up", "--no-fleet", "--data-dir", join(dir, "data")],
     )
-    await up.waitFor(/Ctrl-C stops everything/, 60_000)
-    for (const w of WORKERS)
-      await waitUntil(
-        () =>
-          fetch(url(w, "/readyz")).then(
-            (r) => r.status === 200,
-            () => false,
-          ),
-        { what: `${w} ready`, timeoutMs: 60_000 },
-      )
+    // uvu drops an error thrown by a before hook (its runner returns from a finally): say it, with what up said
+    try {
+      await up.waitFor(/Ctrl-C stops everything/, 90_000)
+      for (const w of WORKERS)
+        await waitUntil(
+          () =>
+            fetch(url(w, "/readyz")).then(
+              (r) => r.status === 200,
+              () => false,
+            ),
+          { what: `${w} ready`, timeoutMs: 60_000 },
+        )
+    } catch (err) {
+      console.error(`compat: logiflow up did not get ready: ${(err as Error).message}\n${up.lines.slice(-40).join("\n")}`)
+      throw err
+    }
     // as admin, with what up wrote for the nats CLI
     const c = JSON.parse(readFileSync(join(dir, "nats", "context", "logiflow.json"), "utf8")) as {
       url: string
