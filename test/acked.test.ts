@@ -4,7 +4,6 @@
 // (getStoredMessage) and a KV create (mesh/kv.ts createValue).
 import { jetstream } from "@nats-io/jetstream"
 import { TimeoutError } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { Kvm } from "@nats-io/kv"
 import { getStoredMessage, publishAcked } from "../mesh/acked.ts"
@@ -12,7 +11,7 @@ import { ApiCode, apiCode, isNoResponders } from "../mesh/errors.ts"
 import { atLeast, serverVersion } from "../mesh/features.ts"
 import { OutgoingHeaders } from "../mesh/headers.ts"
 import { createValue } from "../mesh/kv.ts"
-import { natsSuite } from "./harness.ts"
+import { natsSuite, suite } from "./harness.ts"
 
 const test = suite("acked")
 const f = natsSuite(test, { reset: (x) => x.jsm.streams.add({ name: "ACKED", subjects: ["acked.>"] }) })

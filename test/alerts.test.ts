@@ -5,7 +5,6 @@ import { execFileSync } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect as natsConnect } from "@nats-io/transport-node"
@@ -17,7 +16,7 @@ import { registry } from "../mesh/metrics.ts"
 import { provision } from "../mesh/provision.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, natsFixture, ROOT, startServer, waitUntil } from "./harness.ts"
+import { connectTo, natsFixture, ROOT, startServer, waitUntil, suite } from "./harness.ts"
 
 const test = suite("alerts")
 const ALERTS = join(ROOT, "deploy", "alerts")

@@ -1,10 +1,10 @@
 // contracts/asyncapi.json: current with contracts/, a valid AsyncAPI 3.0 document, and saying what the code does.
 import { readFile } from "node:fs/promises"
 import { Parser } from "@asyncapi/parser"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { ASYNCAPI_FILE, render } from "../mesh/cli/asyncapi.ts"
 import { ceTypeOf, type EventName, eventNames, subjectsOf, workerNames, workers } from "../contracts/mod.ts"
+import { suite } from "./harness.ts"
 
 const test = suite("asyncapi")
 const committed = () => readFile(ASYNCAPI_FILE, "utf8")

@@ -3,12 +3,11 @@
 // the configuration changes, caps every bucket's values; a bad value stops the start naming the variable.
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type Capacity, limits, maxValueBytes, REFERENCE_FLEET, topology } from "../contracts/mod.ts"
 import { capacityTable, outageWithDefaults, tableInReadme } from "../bench/capacity-table.ts"
 import { CapacityError, capacityOverrides } from "../mesh/capacity.ts"
-import { natsFixture, spawnTs } from "./harness.ts"
+import { natsFixture, spawnTs, suite } from "./harness.ts"
 
 const test = suite("capacity")
 let f: Awaited<ReturnType<typeof natsFixture>>

@@ -7,12 +7,11 @@
 // `npm run bench -- cascade`, side by side with the synchronous chain, where a shared machine's stalls do not fail CI.
 import { type JetStreamManager, jetstreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { dlqSubject, type InvoiceGenerated, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
-import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, sleep, spawnTs, startServer, type TestServer, testAuth, waitUntil, suite } from "./harness.ts"
 import { prng } from "../workers/fleet.ts"
 
 const WARMUP = 50

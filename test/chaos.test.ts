@@ -2,10 +2,10 @@
 // crash-looping worker, a crashed broker, a lost cluster node, hung and slow consumers, SIGTERM under load, a full
 // stream. Each ends on exact counts (lost 0, duplicated 0) and prints a markdown row; the table comes at the end.
 // CHAOS_SEED=<n> repeats a run's random choices. Longer variants: `npm run test:chaos -- --events 100000`.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type Row, rowText, TABLE_HEAD } from "./fixtures/chaos.ts"
 import { brokerCrash, clusterNodeLoss, crashLoop, gracefulShutdown, hungConsumer, slowConsumer, streamFull } from "./fixtures/faults.ts"
+import { suite } from "./harness.ts"
 
 const test = suite("chaos")
 const SEED = Number(process.env.CHAOS_SEED ?? 20261125)

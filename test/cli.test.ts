@@ -3,7 +3,6 @@
 import { writeFile } from "node:fs/promises"
 import { userInfo } from "node:os"
 import { join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type RouteCalculated, topology } from "../contracts/mod.ts"
 import { allEntries, type DlqEntry } from "../mesh/admin/mod.ts"
@@ -11,7 +10,7 @@ import { PermanentError } from "../mesh/errors.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
 import { worker } from "../mesh/worker.ts"
 import { opsWorker } from "../workers/ops.ts"
-import { freePort, natsSuite, spawnTs, waitUntil } from "./harness.ts"
+import { freePort, natsSuite, spawnTs, waitUntil, suite } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("cli")

@@ -7,12 +7,11 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { jetstreamManager } from "@nats-io/jetstream"
 import { connect, nanos, type NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { serverBackoff } from "../contracts/mod.ts"
 import { natsServerVersion } from "../mesh/cli/natsd.ts"
 import { atLeast, FEATURES } from "../mesh/features.ts"
-import { type Child, freePort, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, freePort, spawnTs, testAuth, waitUntil, suite } from "./harness.ts"
 
 const OLD = "/usr/sbin/nats-server"
 const test = suite("compat")

@@ -2,11 +2,10 @@
 // node_modules without a deno.json, HTTP is Deno.serve, env is Deno.env, SIGTERM drains through Deno's signal listener.
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { InvoiceGenerated } from "../contracts/mod.ts"
 import { denoBinary } from "./child.ts"
-import { type Child, connectTo, freePort, spawnChild, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, spawnChild, startServer, type TestServer, testAuth, waitUntil, suite } from "./harness.ts"
 
 type DenoChild = Child & { port: number }
 

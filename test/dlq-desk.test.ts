@@ -4,7 +4,6 @@
 // nats-server, ops and the real invoice worker as child processes, real HTTP.
 import type { StoredMsg } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import * as v from "valibot"
 import { issuesOf, RouteCalculated } from "../contracts/mod.ts"
@@ -13,7 +12,7 @@ import { publishDeadLetter } from "../mesh/dlq.ts"
 import { kvKey } from "../mesh/kv.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { demoTariffs, priceRoute } from "../workers/pricing.ts"
-import { type Child, natsSuite, sleep, spawnTs, startReady, testAuth, waitUntil } from "./harness.ts"
+import { type Child, natsSuite, sleep, spawnTs, startReady, testAuth, waitUntil, suite } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("dlq-desk")

@@ -4,14 +4,13 @@
 // as its own nats.conf user on a real server.
 import { jetstream, type JetStreamManager } from "@nats-io/jetstream"
 import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { DLQ, REPLAY, type RouteCalculated, subjectOf } from "../contracts/mod.ts"
 import type { DlqEntry } from "../mesh/admin/mod.ts"
 import { connect } from "../mesh/connect.ts"
 import { deadLetter } from "../mesh/dlq.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { authFixture, type Child, freePort, sleep, spawnTs, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
+import { authFixture, type Child, freePort, sleep, spawnTs, type TestServer, testAuth, userEnv, waitUntil, suite } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("dlq forged")

@@ -3,7 +3,6 @@
 // bill twice is refused, and a failure whose effect is stored is not an open failure. Real nats-server, ops and the
 // failing worker as child processes.
 import { nanos } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { BY_REFERENCE, DLQ, type RouteCalculated } from "../contracts/mod.ts"
 import type { DlqEntry } from "../mesh/admin/mod.ts"
@@ -11,7 +10,7 @@ import { publishDeadLetter } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { topology } from "../contracts/mod.ts"
-import { type Child, natsSuite, sleep, startReady, testAuth, waitUntil } from "./harness.ts"
+import { type Child, natsSuite, sleep, startReady, testAuth, waitUntil, suite } from "./harness.ts"
 import { maxDeliveries, route } from "./fixtures/events.ts"
 
 const test = suite("dlq net")

@@ -6,13 +6,12 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { jetstreamManager, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { edgeStream, type InvoiceGenerated, type RouteCalculated, topology } from "../contracts/mod.ts"
 import { commands } from "../mesh/cli/main.ts"
 import { connect } from "../mesh/connect.ts"
 import { type Natsd, startNatsd } from "../mesh/cli/natsd.ts"
-import { type Child, connectTo, freePort, ROOT, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, ROOT, spawnTs, testAuth, waitUntil, suite } from "./harness.ts"
 
 const EDGE_ROUTING = edgeStream("ROUTING")
 

@@ -3,7 +3,6 @@
 // ADVISORIES consumer reading only the advisories it handles (filter_subjects). The same on 2.9.10: compat.test.ts.
 import { AckPolicy, DeliverPolicy, type JsMsg } from "@nats-io/jetstream"
 import { nanos } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { OPS_ADVISORIES, serverBackoff, topology } from "../contracts/mod.ts"
 import { nakDelay } from "../mesh/backoff.ts"
@@ -12,7 +11,7 @@ import { PermanentError } from "../mesh/errors.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker, type WorkerOptions } from "../mesh/worker.ts"
-import { lacks, natsSuite, sleep, waitUntil } from "./harness.ts"
+import { lacks, natsSuite, sleep, waitUntil, suite } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("features")

@@ -1,14 +1,13 @@
 // workers/fleet.ts: the pure simulator, then a short run against a live routing worker and a stand-in tracking.
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import * as v from "valibot"
 import { PositionReported, type RouteCalculated, topology } from "../contracts/mod.ts"
 import { serve, type Server } from "../mesh/http.ts"
 import { provision } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
-import { connectTo, freePort, sleep, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { connectTo, freePort, sleep, startServer, type TestServer, waitUntil, suite } from "./harness.ts"
 import { haversineKm } from "../workers/plan.ts"
 
 // fleet reads these at import; nothing listens on the routing port until the test starts routing there

@@ -6,7 +6,6 @@
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
 import fc from "fast-check"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import * as v from "valibot"
 import { ceTypeOf, RouteCalculated, subjectOf, topology } from "../contracts/mod.ts"
@@ -17,7 +16,7 @@ import { invoiceCounts, type Proc, readStream, settled, spawnWorker, statusOf } 
 import { route } from "./fixtures/events.ts"
 import { raw } from "./fixtures/raw.ts"
 import { rawRequests } from "./fixtures/requests.ts"
-import { natsFixture, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { natsFixture, type TestServer, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("fuzz")
 const SEED = Number(process.env.FUZZ_SEED ?? 4242)

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { jetstream, jetstreamManager } from "@nats-io/jetstream"
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node"
-import type { Test } from "uvu"
+import { type Callback, type Test, suite as uvuSuite } from "uvu"
 import { topology } from "../contracts/mod.ts"
 import { findNatsServer, freePort, type Natsd, natsServerVersion, startNatsd } from "../mesh/cli/natsd.ts"
 import { FEATURES, type Feature, versionSupports } from "../mesh/features.ts"
@@ -14,6 +14,28 @@ import { provision, type ProvisionScope } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
 import { type Child, ROOT, spawnTs } from "./child.ts"
 import { testAuth } from "./credentials.ts"
+
+/**
+ * uvu's suite, with hooks that say why they failed. uvu's runner returns from a `finally`, which drops an error thrown
+ * by a before or after hook: the suite shows "(0 / N)" and nothing else. Each suite imports `suite` from here.
+ */
+export function suite<T = Record<string, any>>(title?: string, context?: T): Test<T> {
+  const t = uvuSuite<T>(title, context)
+  const said =
+    (register: (hook: Callback<T>) => void, which: string) =>
+    (hook: Callback<T>): void =>
+      register(async (ctx) => {
+        try {
+          await hook(ctx)
+        } catch (err) {
+          console.error(`${title ?? "suite"}: the ${which} hook failed: ${(err as Error)?.stack ?? err}`)
+          throw err
+        }
+      })
+  const before = Object.assign(said(t.before, "before"), { each: said(t.before.each, "before.each") })
+  const after = Object.assign(said(t.after, "after"), { each: said(t.after.each, "after.each") })
+  return Object.assign(t, { before, after })
+}
 
 export { type Child, ROOT, spawnChild, spawnTs } from "./child.ts"
 export { type TestAuth, testAuth } from "./credentials.ts"

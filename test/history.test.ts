@@ -1,10 +1,10 @@
 // The history checker, small: 600 routes over HTTP through a seeded fault schedule (every kind at least once), then
 // the whole history of the streams checked (test/fixtures/history.ts, history-check.ts). The large run:
 // `npm run test:chaos -- --only history [--seed N] [--events M]`, which writes its result to bench/results/.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { rowText, TABLE_HEAD } from "./fixtures/chaos.ts"
 import { history } from "./fixtures/history.ts"
+import { suite } from "./harness.ts"
 
 const test = suite("history")
 const SEED = Number(process.env.CHAOS_SEED ?? 20261206)

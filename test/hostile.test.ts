@@ -3,14 +3,13 @@
 // Host headers, every request-target form, bad percent-encoding, oversized and countless headers, contradictory
 // framing, TLS and HTTP/2 on the plain port, control bytes, obs-fold, slow heads. Each answer is the right 4xx (or a
 // closed connection where HTTP allows no answer), and afterwards the same process (same pid) still answers /healthz.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import { spawnWorker, statusOf } from "./fixtures/chaos.ts"
 import { type RawAnswer, raw, refusedOrClosed, slowClients, TLS_CLIENT_HELLO } from "./fixtures/raw.ts"
 import { denoBinary } from "./child.ts"
-import { type Child, freePort, natsFixture, spawnChild, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { type Child, freePort, natsFixture, spawnChild, type TestServer, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("hostile")
 type Target = { name: string; runtime: "node" | "deno"; port: number; child: Child; auth: string }

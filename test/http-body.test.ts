@@ -1,11 +1,11 @@
 // serve() on Node over real sockets: a route reads the body through readJson (from the socket, up to its limit) or
 // through the web Request's own methods (json, text, arrayBuffer, body, clone), and gets the same bytes either way;
 // a json() answer is written as Response.json's would be, whether or not anything touched it first.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { connect } from "node:net"
 import { readJson, type Server, serve } from "../mesh/http.ts"
 import { json } from "../mesh/lazy-web.ts"
+import { suite } from "./harness.ts"
 
 const test = suite("http body")
 let server: Server

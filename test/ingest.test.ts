@@ -5,13 +5,12 @@
 import { createHash, randomBytes } from "node:crypto"
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { topology } from "../contracts/mod.ts"
 import { parseApiKeys } from "../mesh/auth.ts"
 import { provision } from "../mesh/provision.ts"
 import { type Proc, spawnWorker } from "./fixtures/chaos.ts"
-import { natsFixture, spawnTs, type TestServer, waitUntil } from "./harness.ts"
+import { natsFixture, spawnTs, type TestServer, waitUntil, suite } from "./harness.ts"
 
 const test = suite("ingest")
 const key = () => randomBytes(18).toString("base64url")

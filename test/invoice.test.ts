@@ -2,13 +2,12 @@
 // redeliveries, kill -9 and injected failures, and no-tariff routes dead-lettered without blocking the rest.
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type InvoiceGenerated, type RouteCalculated, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { type Child, freePort, natsFixture, spawnTs, type TestServer, waitUntil } from "./harness.ts"
+import { type Child, freePort, natsFixture, spawnTs, type TestServer, waitUntil, suite } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("invoice")

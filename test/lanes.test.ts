@@ -1,8 +1,8 @@
 // mesh/lanes.ts on its own: per-key order, the concurrency bound, and keys whose lanes emptied (kept, then pruned)
 // still taking new items in order.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { lanes } from "../mesh/lanes.ts"
+import { suite } from "./harness.ts"
 
 const test = suite("lanes")
 

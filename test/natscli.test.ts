@@ -7,9 +7,8 @@ import { existsSync, readFileSync, statSync } from "node:fs"
 import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { delimiter, join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
-import { type Child, freePort, lacks, spawnChild, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, freePort, lacks, spawnChild, spawnTs, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("natscli")
 const NATS = [...(process.env.PATH ?? "").split(delimiter), "/usr/local/bin"]

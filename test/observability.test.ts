@@ -8,7 +8,6 @@ import { Kvm } from "@nats-io/kv"
 import { SpanKind, trace } from "@opentelemetry/api"
 import { BasicTracerProvider, InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { StatusError } from "itty-router"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { topology, workerNames } from "../contracts/mod.ts"
 import { connect } from "../mesh/connect.ts"
@@ -22,7 +21,7 @@ import invoice from "../workers/invoice.ts"
 import { opsWorker } from "../workers/ops.ts"
 import routing from "../workers/routing.ts"
 import { route } from "./fixtures/events.ts"
-import { connectTo, natsSuite, sleep, spawnTs, startServer, testAuth, waitUntil } from "./harness.ts"
+import { connectTo, natsSuite, sleep, spawnTs, startServer, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("observability")
 const f = natsSuite(test, { provision: { consumers: () => false } })

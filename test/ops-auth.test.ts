@@ -4,14 +4,13 @@
 import { createHash, randomBytes } from "node:crypto"
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { DlqEntry } from "../mesh/admin/mod.ts"
 import { parseOperators, signToken } from "../mesh/auth.ts"
 import { publishDeadLetter } from "../mesh/dlq.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Proc, spawnWorker } from "./fixtures/chaos.ts"
-import { natsSuite, spawnTs, waitUntil } from "./harness.ts"
+import { natsSuite, spawnTs, waitUntil, suite } from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 const test = suite("ops auth")

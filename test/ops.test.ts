@@ -2,7 +2,6 @@
 // against a real nats-server with ops and the failing worker as real child processes.
 import { jetstream } from "@nats-io/jetstream"
 import { type NatsConnection, nanos } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type DlqEntry, ORIGINAL_GONE } from "../mesh/admin/mod.ts"
 import { publishDeadLetter } from "../mesh/dlq.ts"
@@ -22,6 +21,7 @@ import {
   testAuth,
   userEnv,
   waitUntil,
+  suite,
 } from "./harness.ts"
 import { maxDeliveries, route } from "./fixtures/events.ts"
 

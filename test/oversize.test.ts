@@ -2,7 +2,6 @@
 // and records nothing; inside the mesh, a handler's output larger than its stream stores dead-letters the input with
 // reason `too-large` at once, instead of retrying what can never fit.
 import { Kvm } from "@nats-io/kv"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { DLQ, type InvoiceGenerated, MAX_EVENT_BYTES, topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
@@ -10,7 +9,7 @@ import { newId, publishEvent } from "../mesh/publish.ts"
 import { worker } from "../mesh/worker.ts"
 import { denoBinary } from "./child.ts"
 import { route } from "./fixtures/events.ts"
-import { type Child, freePort, natsFixture, spawnChild, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, freePort, natsFixture, spawnChild, spawnTs, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("oversize")
 let f: Awaited<ReturnType<typeof natsFixture>>

@@ -3,7 +3,6 @@
 // effects come in its events' order and each effect once. And changing the partition count loses nothing.
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import {
   type EtaUpdated,
@@ -17,7 +16,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { readStream, settled, spawnWorker, type Proc } from "./fixtures/chaos.ts"
 import { route } from "./fixtures/events.ts"
-import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
+import { natsFixture, sleep, type TestServer, waitUntil, suite } from "./harness.ts"
 
 const test = suite("partitions")
 let server: TestServer

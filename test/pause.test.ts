@@ -4,10 +4,9 @@
 // On 2.9.10 the same requests answer with the feature's name: test/compat.test.ts.
 import { existsSync } from "node:fs"
 import { chromium } from "playwright-core"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { opsWorker } from "../workers/ops.ts"
-import { type Child, lacks, natsSuite, sleep, spawnTs, startReady, testAuth, waitUntil } from "./harness.ts"
+import { type Child, lacks, natsSuite, sleep, spawnTs, startReady, testAuth, waitUntil, suite } from "./harness.ts"
 
 /** a time as the mesh shows it (JavaScript's ISO form); the server trims trailing zeros of the fraction (.69Z) */
 const iso = (serverTime: string | undefined) => new Date(serverTime!).toISOString()

@@ -5,7 +5,6 @@ import { join } from "node:path"
 import { AckPolicy, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import { nanos, type NatsConnection, PermissionViolationError, RequestError } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import {
   ADVISORY_SUBJECTS,
@@ -31,7 +30,7 @@ import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker } from "../mesh/worker.ts"
 import { invoice, route } from "./fixtures/events.ts"
-import { lacks, passwords, ROOT, startServer, type TestServer, waitUntil } from "./harness.ts"
+import { lacks, passwords, ROOT, startServer, type TestServer, waitUntil, suite } from "./harness.ts"
 
 const test = suite("permissions")
 const topo = topology()

@@ -2,12 +2,11 @@
 // once across pages, newest first, while new ones arrive; limit and cursor checked; a customer with ten times the
 // others' volume leaves their pages as they were; and no cursor reaches another customer's invoices.
 import { type KV, Kvm } from "@nats-io/kv"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type InvoiceGenerated, topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import type { Running } from "../mesh/worker.ts"
-import { natsFixture, type NatsFixture, testAuth } from "./harness.ts"
+import { natsFixture, type NatsFixture, testAuth, suite } from "./harness.ts"
 
 const { default: portal, invoiceKey } = await import("../workers/portal.ts")
 const { storeInvoice } = await import("../workers/portal-invoices.ts")

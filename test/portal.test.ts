@@ -4,13 +4,23 @@ import { createHash } from "node:crypto"
 import { type JetStreamManager, jetstream, type JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { type EtaUpdated, type EventData, type EventName, type InvoiceGenerated, topology } from "../contracts/mod.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { type Child, connectTo, freePort, natsFixture, spawnTs, startServer, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import {
+  type Child,
+  connectTo,
+  freePort,
+  natsFixture,
+  spawnTs,
+  startServer,
+  type TestServer,
+  testAuth,
+  waitUntil,
+  suite,
+} from "./harness.ts"
 import { route } from "./fixtures/events.ts"
 
 // read when the worker module loads: the page refreshes every second, so the browser test need not wait long

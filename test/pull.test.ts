@@ -4,13 +4,12 @@
 import { AckPolicy, DeliverPolicy } from "@nats-io/jetstream"
 import { headers as natsHeaders, type Msg, type NatsConnection } from "@nats-io/transport-node"
 import fc from "fast-check"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { AckBatch } from "../mesh/ack-batch.ts"
 import { logger } from "../mesh/log.ts"
 import { type Puller, puller } from "../mesh/pull.ts"
 import { PulledMsg, rawHeaders } from "../mesh/pulled.ts"
-import { natsFixture, sleep, type TestServer, waitUntil } from "./harness.ts"
+import { natsFixture, sleep, type TestServer, waitUntil, suite } from "./harness.ts"
 
 const test = suite("pull")
 const SEED = Number(process.env.FUZZ_SEED ?? 4242)

@@ -4,12 +4,11 @@
 import { jetstream, type JetStreamManager } from "@nats-io/jetstream"
 import { Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { EtaUpdated, EventName, PositionReported, RouteCalculated } from "../contracts/mod.ts"
 import { supports } from "../mesh/features.ts"
 import { publishEvent } from "../mesh/publish.ts"
-import { authFixture, type Child, freePort, sleep, spawnTs, type TestServer, testAuth, userEnv, waitUntil } from "./harness.ts"
+import { authFixture, type Child, freePort, sleep, spawnTs, type TestServer, testAuth, userEnv, waitUntil, suite } from "./harness.ts"
 import { invoice, route } from "./fixtures/events.ts"
 import { invoiceKey } from "../workers/portal-invoices.ts"
 

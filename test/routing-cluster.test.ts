@@ -7,14 +7,13 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { jetstreamManager } from "@nats-io/jetstream"
 import { connect } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { topology } from "../contracts/mod.ts"
 import { startCluster } from "../mesh/cli/cluster.ts"
 import { provision } from "../mesh/provision.ts"
 import { type Proc, spawnWorker } from "./fixtures/chaos.ts"
 import { routeRequest } from "./fixtures/faults.ts"
-import { freePort, passwords, sleep, testAuth, waitUntil } from "./harness.ts"
+import { freePort, passwords, sleep, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("routing-cluster")
 

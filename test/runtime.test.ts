@@ -1,5 +1,4 @@
 // The delivery rules of mesh/, against a real nats-server.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { subjectOf, topology } from "../contracts/mod.ts"
 import { DLQ } from "../mesh/dlq.ts"
@@ -7,7 +6,7 @@ import { PermanentError } from "../mesh/errors.ts"
 import { provision, TopologyConflict } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import { type Running, worker, type WorkerOptions } from "../mesh/worker.ts"
-import { natsSuite, sleep, waitUntil } from "./harness.ts"
+import { natsSuite, sleep, waitUntil, suite } from "./harness.ts"
 import { invoice, route } from "./fixtures/events.ts"
 
 const test = suite("runtime")

@@ -1,12 +1,12 @@
 // A small fleet soak (bench/fleet-soak.ts, `npm run soak -- fleet` at full size): the same workers as child processes,
 // the same load and checks, a few thousand events. The noisy truck is held to its per-truck cap (shrunk here through
 // CAPACITY_POSITION_RETENTION_HOURS so a short run reaches it); RSS flatness needs the long run and is only reported.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { fleetSoak } from "../bench/fleet-soak.ts"
 import { machine } from "../bench/lib.ts"
 import { soakMarkdown } from "../bench/soak-report.ts"
 import { limits, REFERENCE_FLEET } from "../contracts/mod.ts"
+import { suite } from "./harness.ts"
 
 const test = suite("soak")
 

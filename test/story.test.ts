@@ -2,7 +2,6 @@
 // processes, the CLI as its own process. An invoiced route with its truck's positions and ETAs, a route dead-lettered
 // for want of a tariff and replayed (failing again), and routes waiting behind a stopped invoice worker: each story's
 // lines in time order, and what it says is missing, with the exact count.
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import type { RouteCalculated } from "../contracts/mod.ts"
 import { newId, publishEvent } from "../mesh/publish.ts"
@@ -20,6 +19,7 @@ import {
   testAuth,
   userEnv,
   waitUntil,
+  suite,
 } from "./harness.ts"
 import { provision } from "../mesh/provision.ts"
 import { topology } from "../contracts/mod.ts"

@@ -3,7 +3,6 @@
 import type { JetStreamManager, JetStreamClient } from "@nats-io/jetstream"
 import { type KV, Kvm } from "@nats-io/kv"
 import type { NatsConnection } from "@nats-io/transport-node"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import {
   type EtaUpdated,
@@ -18,7 +17,7 @@ import { getJson, updateJson } from "../mesh/kv.ts"
 import { provision } from "../mesh/provision.ts"
 import { publishEvent } from "../mesh/publish.ts"
 import type { Running } from "../mesh/worker.ts"
-import { connectTo, natsFixture, type TestServer, testAuth, waitUntil } from "./harness.ts"
+import { connectTo, natsFixture, type TestServer, testAuth, waitUntil, suite } from "./harness.ts"
 
 // read when the worker module loads: a short bound so the "NATS hangs" case answers quickly
 process.env.TRACKING_PUBLISH_TIMEOUT_MS = "1500"

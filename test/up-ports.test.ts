@@ -7,11 +7,10 @@ import { mkdtemp, readFile, rm } from "node:fs/promises"
 import { createServer, type Server } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { workers as specs } from "../contracts/mod.ts"
 import { portInUse } from "../mesh/cli/natsd.ts"
-import { freePort, spawnTs, waitUntil } from "./harness.ts"
+import { freePort, spawnTs, waitUntil, suite } from "./harness.ts"
 
 const test = suite("up-ports")
 let dir: string

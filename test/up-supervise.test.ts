@@ -5,10 +5,9 @@ import { mkdtemp, rm } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { restartBackoff } from "../mesh/cli/up-workers.ts"
-import { type Child, connectTo, freePort, spawnTs, testAuth, waitUntil } from "./harness.ts"
+import { type Child, connectTo, freePort, spawnTs, testAuth, waitUntil, suite } from "./harness.ts"
 
 const test = suite("up-supervise")
 let dir: string

@@ -5,13 +5,12 @@ import { existsSync, readFileSync, statSync } from "node:fs"
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir, userInfo } from "node:os"
 import { dirname, join } from "node:path"
-import { suite } from "uvu"
 import * as assert from "uvu/assert"
 import { findNatsServer, natsServerVersion, portInUse } from "../mesh/cli/natsd.ts"
 import { contextName, removeContext, writeContext } from "../mesh/cli/context.ts"
 import { operatorName } from "../mesh/cli/up.ts"
 import { jetstreamManager } from "@nats-io/jetstream"
-import { connectTo, freePort, spawnChild, spawnTs, startServer, waitUntil } from "./harness.ts"
+import { connectTo, freePort, spawnChild, spawnTs, startServer, waitUntil, suite } from "./harness.ts"
 
 const test = suite("up")
 let dir: string
