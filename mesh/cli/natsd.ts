@@ -1,6 +1,6 @@
 // mesh/cli/natsd.ts — finding and running a local nats-server (used by `logiflow up` and the test harness).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { existsSync, realpathSync } from "node:fs"
+import { existsSync, readFileSync, realpathSync } from "node:fs"
 import { createServer } from "node:net"
 import { delimiter, join } from "node:path"
 
@@ -74,8 +74,17 @@ export function pinNatsServer(bin: string): [number, number, number] {
   return v
 }
 
-/** A port that was free a moment ago (bind to 0, read, close). */
-export function freePort(host = "127.0.0.1"): Promise<number> {
+/** A port that was free a moment ago, for a server to listen on: a random one below the ephemeral range that nothing
+ * listens on, else one the kernel picks (bind to 0, read, close). */
+export async function freePort(host = "127.0.0.1"): Promise<number> {
+  // below the kernel's ephemeral range: a port found free there can become the local port of any outgoing
+  // connection before the server that asked for it binds it ("address already in use", seen under parallel suites)
+  const top = ephemeralFloor() - 1
+  if (top > LOWEST_FREE + 1000)
+    for (let i = 0; i < 40; i++) {
+      const port = LOWEST_FREE + Math.floor(Math.random() * (top - LOWEST_FREE))
+      if (!(await portInUse(port, host))) return port
+    }
   return new Promise((resolve, reject) => {
     const s = createServer()
     s.once("error", reject)
@@ -84,6 +93,18 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
       s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))))
     })
   })
+}
+
+/** where freePort looks from: above the well-known services' usual ports */
+const LOWEST_FREE = 10_000
+
+/** the lowest port the kernel hands to outgoing connections (Linux: ip_local_port_range; elsewhere 32768 or more) */
+function ephemeralFloor(): number {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0])
+    if (Number.isInteger(low) && low > 0) return low
+  } catch {}
+  return 32_768
 }
 
 /** Whether something listens on host:port. */
