@@ -17,7 +17,7 @@ import { PARTITIONS_BUCKET } from "../contracts/mod.ts"
 import { type BoundConsumer, type Consuming, consumerKey } from "./consume.ts"
 
 export { PARTITIONS_BUCKET }
-import { ApiCode, apiCode } from "./errors.ts"
+import { ApiCode, apiCode, isNotFound } from "./errors.ts"
 import type { Logger } from "./log.ts"
 
 /** A partition consumer this worker may pull; `old`: of an earlier layout, drained before the current one runs. */
@@ -103,8 +103,9 @@ export function leases(o: LeaseOptions): Leases {
     const old = units.filter((u) => u.old && u.consumer.stream === stream)
     for (const u of old) {
       if (drainedOld.has(nameOf(u))) continue
-      const info = await o.jsm.consumers.info(u.consumer.stream, u.consumer.durable).catch(() => null)
-      if (info && (info.num_pending > 0 || info.num_ack_pending > 0)) return false
+      // gone (removed once drained) counts as drained; a failed look (a timeout under load) does not
+      const info = await o.jsm.consumers.info(u.consumer.stream, u.consumer.durable).catch((err) => (isNotFound(err) ? null : undefined))
+      if (info === undefined || (info && (info.num_pending > 0 || info.num_ack_pending > 0))) return false
       drainedOld.add(nameOf(u))
     }
     return true
