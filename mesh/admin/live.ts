@@ -37,6 +37,8 @@ export type LiveIndex = {
 }
 
 const CHECK_MS = 2000
+/** how long a list waits for the watch to catch up with the bucket before it answers from what it has */
+const CATCH_UP_MS = 1000
 
 const bySeqDesc = (list: Summary[], dlqSeq: number): number => {
   let lo = 0
@@ -95,8 +97,11 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
   if (status.values === 0) initialized()
   let ended = false
   let checked = { at: Date.now(), ok: true }
+  /** the bucket's newest revision the watch has delivered */
+  let seen = 0
   void (async () => {
     for await (const e of watch) {
+      if (e.revision > seen) seen = e.revision
       try {
         if (e.operation === "PUT" && e.length > 0) put(e.json<DlqEntry>())
         else remove(e.key)
@@ -112,13 +117,27 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
   })
 
   const get = (id: string) => getJson<DlqEntry>(kv, id)
+  /** until the watch has delivered every write the bucket held when asked (at most CATCH_UP_MS): a list right after a
+   * discard or a replay, here or anywhere, shows it */
+  const caughtUp = async () => {
+    const last = await kv
+      .status()
+      .then(({ streamInfo: { state } }) => (state.messages > 0 ? state.last_seq : 0))
+      .catch(() => 0)
+    const until = Date.now() + CATCH_UP_MS
+    while (seen < last && !ended && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
+  }
   return {
     ready,
     async page(f, paging) {
       await ready
+      await caughtUp()
       const { chosen, total, nextCursor } = pageOf(sorted, f, paging)
-      const entries = (await Promise.all(chosen.map((s) => get(s.id)))).filter((e): e is DlqEntry => !!e)
-      return { entries, total, ...(nextCursor ? { nextCursor } : {}) }
+      // each entry is read as it is now: one changed since the watch last told the index (discarded a moment ago,
+      // say) is left out when it no longer matches, so a list never shows an entry of another state than it asks
+      const fetched = await Promise.all(chosen.map((s) => get(s.id)))
+      const entries = fetched.filter((e): e is DlqEntry => !!e && matches(summaryOf(e), f))
+      return { entries, total: total - (chosen.length - entries.length), ...(nextCursor ? { nextCursor } : {}) }
     },
     select(f) {
       const all = sorted.filter((s) => matches(s, f))
