@@ -167,39 +167,23 @@ export function publishTraced<N extends EventName>(
   parent: Context,
   observe?: PublishObserver,
 ): Promise<PubAck> {
-  // no SDK records spans: no span to make, only the publish to time (the traceparent as the traced path would give it)
-  if (!spansOn()) return publishObserved(js, name, data, meta.traceparent ? meta : { ...meta, traceparent: childTraceparent() }, observe)
-  const attributes = {
-    "messaging.message.id": meta.id,
-    "cloudevents.event_id": meta.id,
-    "cloudevents.event_type": ceTypeOf(name),
-    "cloudevents.event_source": meta.source,
-    "cloudevents.event_subject": keyOf(name, data),
-  }
-  const fallback = meta.traceparent ?? childTraceparent()
   // spans and the publish metric are named by the event's subjects (`….RouteCalculated.*`), never one key's subject:
-  // a series per truck would grow without bound
-  return publishing(subjectsOf(name), { parent, fallback, attributes, observe }, (traceparent) =>
-    publishEvent(js, name, data, { ...meta, traceparent }),
-  )
-}
-
-/** publishEvent timed for `observe` under its event's subjects, as publishing() times it, without a span. */
-function publishObserved<N extends EventName>(
-  js: JetStreamClient,
-  name: N,
-  data: EventData<N>,
-  meta: PublishMeta,
-  observe?: PublishObserver,
-): Promise<PubAck> {
-  const started = performance.now()
-  const sent = publishEvent(js, name, data, meta)
-  if (!observe) return sent
-  // anonymous arrows: a named closure per publish would cost a defineProperty under tsx (esbuild keepNames)
-  return sent.then(
-    (ack) => (observe(subjectsOf(name), ack.duplicate ? "duplicate" : "ok", (performance.now() - started) / 1000), ack),
-    (err) => (observe(subjectsOf(name), "error", (performance.now() - started) / 1000), Promise.reject(err)),
-  )
+  // a series per truck would grow without bound. The attributes are a method (tsx names an arrow made per publish)
+  const o = {
+    parent,
+    fallback: meta.traceparent ?? childTraceparent(),
+    observe,
+    attributes() {
+      return {
+        "messaging.message.id": meta.id,
+        "cloudevents.event_id": meta.id,
+        "cloudevents.event_type": ceTypeOf(name),
+        "cloudevents.event_source": meta.source,
+        "cloudevents.event_subject": keyOf(name, data),
+      }
+    },
+  }
+  return publishing(subjectsOf(name), o, (traceparent) => publishEvent(js, name, data, { ...meta, traceparent }))
 }
 
 /** A UUIDv7: time-ordered, globally unique; `prefix` (an edge site) keeps ids from different sites apart. */

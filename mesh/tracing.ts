@@ -93,32 +93,41 @@ export type PublishObserver = (subject: string, outcome: PublishOutcome, seconds
 
 /**
  * Runs one publish inside a `publish <subject>` producer span (child of `parent`), timed for `observe`. `fn` gets
- * the traceparent the message should carry: the span's own when an SDK records spans, else `fallback`.
+ * the traceparent the message should carry: the span's own when an SDK records spans, else `fallback`. Without an
+ * SDK no span is made and `attributes` is never called: the publish is only timed.
  */
 export async function publishing<T extends { duplicate: boolean }>(
   subject: string,
-  o: { parent: Context; fallback?: string; attributes?: Attributes; observe?: PublishObserver },
+  o: { parent: Context; fallback?: string; attributes?: () => Attributes; observe?: PublishObserver },
   fn: (traceparent: string | undefined) => Promise<T>,
 ): Promise<T> {
-  const attributes = {
-    "messaging.system": "nats",
-    "messaging.destination.name": subject,
-    "messaging.operation.type": "send",
-    ...o.attributes,
-  }
-  const span = tracer().startSpan(`publish ${subject}`, { kind: SpanKind.PRODUCER, attributes }, o.parent)
+  const span = spansOn()
+    ? tracer().startSpan(
+        `publish ${subject}`,
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: {
+            "messaging.system": "nats",
+            "messaging.destination.name": subject,
+            "messaging.operation.type": "send",
+            ...o.attributes?.(),
+          },
+        },
+        o.parent,
+      )
+    : undefined
   const started = performance.now()
   let outcome: PublishOutcome = "error"
   try {
-    const r = await fn(o.fallback === undefined ? undefined : traceparentOf(span, o.parent, o.fallback))
+    const r = await fn(span && o.fallback !== undefined ? traceparentOf(span, o.parent, o.fallback) : o.fallback)
     outcome = r.duplicate ? "duplicate" : "ok"
     return r
   } catch (err) {
-    span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error)?.message ?? String(err) })
+    span?.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error)?.message ?? String(err) })
     throw err
   } finally {
-    span.setAttribute("logiflow.outcome", outcome)
-    span.end()
+    span?.setAttribute("logiflow.outcome", outcome)
+    span?.end()
     o.observe?.(subject, outcome, (performance.now() - started) / 1000)
   }
 }
