@@ -13,7 +13,7 @@ import { type Held, held as holding, HeldSet } from "./held.ts"
 import { lanes } from "./lanes.ts"
 import type { Logger } from "./log.ts"
 import { serverVersion } from "./features.ts"
-import type { Counter, Histogram } from "./metrics.ts"
+import { boundPairs, type Counter, type Histogram } from "./metrics.ts"
 import { type Puller, puller } from "./pull.ts"
 import type { PulledMsg } from "./pulled.ts"
 import type { Rate } from "./rate.ts"
@@ -109,12 +109,9 @@ export function consume(o: ConsumeOptions): Consuming {
   // the metric series of each (stream, type, outcome), bound once: labels are checked and hashed on first use only
   const observer = (stream: string) => {
     const seconds = o.metrics.handlerSeconds.bind({ stream })
-    // by type, then outcome: a key built per message (`${type} ${outcome}`) had to be flattened and hashed each time
-    const counts = new Map<string, Partial<Record<Outcome, { inc(by?: number): void }>>>()
+    const count = boundPairs((type: string, outcome: Outcome) => o.metrics.events.bind({ stream, type, outcome }))
     return (outcome: Outcome, type: string, s: number) => {
-      let byOutcome = counts.get(type)
-      if (!byOutcome) counts.set(type, (byOutcome = {}))
-      ;(byOutcome[outcome] ??= o.metrics.events.bind({ stream, type, outcome })).inc()
+      count(type, outcome).inc()
       seconds.observe(s)
     }
   }

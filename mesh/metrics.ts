@@ -31,6 +31,21 @@ export type Registry = {
   readonly prom: client.Registry
 }
 
+/**
+ * A series per pair of label values, bound on first use (`bind`): on a hot path the label set is checked and hashed
+ * once, not on every call. By the first value, then the second: a key built per call had to be flattened and hashed.
+ */
+export function boundPairs<A extends string, B extends string, S>(bind: (a: A, b: B) => S): (a: A, b: B) => S {
+  const byFirst = new Map<A, Map<B, S>>()
+  return (a, b) => {
+    let bySecond = byFirst.get(a)
+    if (!bySecond) byFirst.set(a, (bySecond = new Map()))
+    let series = bySecond.get(b)
+    if (series === undefined) bySecond.set(b, (series = bind(a, b)))
+    return series
+  }
+}
+
 export const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 const keyOf = (l: Labels) =>

@@ -3,7 +3,7 @@
 // consumers' pending and ack-pending counts sampled at scrape.
 import type { ConsumerInfo } from "@nats-io/jetstream"
 import type { ConsumerSpec } from "../contracts/mod.ts"
-import type { Registry } from "./metrics.ts"
+import { boundPairs, type Registry } from "./metrics.ts"
 import { withTimeout } from "./time.ts"
 import type { PublishObserver, PublishOutcome } from "./tracing.ts"
 
@@ -30,13 +30,8 @@ export function workerMetrics(metrics: Registry, from: WorkerMetricSources) {
     "Time for JetStream to store a publish (events and DLQ entries), by subject and outcome (ok, duplicate, error)",
     { labelNames: ["subject", "outcome"] },
   )
-  // a series per (subject, outcome), bound on first use: the label set is checked and hashed once, not per publish
-  const publishSeries = new Map<string, Partial<Record<PublishOutcome, { observe(value: number): void }>>>()
-  const observePublish: PublishObserver = (subject, outcome, seconds) => {
-    let byOutcome = publishSeries.get(subject)
-    if (!byOutcome) publishSeries.set(subject, (byOutcome = {}))
-    ;(byOutcome[outcome] ??= publishSeconds.bind({ subject, outcome })).observe(seconds)
-  }
+  const publishSeries = boundPairs((subject: string, outcome: PublishOutcome) => publishSeconds.bind({ subject, outcome }))
+  const observePublish: PublishObserver = (subject, outcome, seconds) => publishSeries(subject, outcome).observe(seconds)
   metrics.gauge("logiflow_inflight", "Messages held by this worker (running or waiting for their key)", { collect: from.held })
   metrics.gauge("logiflow_nats_connected", "1 while connected to NATS", { collect: () => (from.connected() ? 1 : 0) })
   const natsEvents = metrics.counter("logiflow_nats_connection_events_total", "NATS connection changes, by event (disconnect, reconnect)", [
