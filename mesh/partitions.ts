@@ -9,8 +9,8 @@
 // and then releases it, all beside the rounds, which keep renewing its lease and the others' meanwhile (a handover
 // may wait longer than a lease lasts); whoever takes a lease starts pulling only once the last holder's
 // unacknowledged messages can no longer be outstanding (`safeAt`: at once after a clean release, ack_wait later
-// otherwise), since the server redelivers those before anything newer. A partition of a new layout waits until every consumer of its
-// stream's earlier layout is drained, so no key's new events pass its old ones.
+// otherwise), since the server redelivers those before anything newer. A partition of a new layout waits until every
+// consumer of its stream's earlier layout is drained, so no key's new events pass its old ones.
 import type { JetStreamManager } from "@nats-io/jetstream"
 import type { KV, KvEntry } from "@nats-io/kv"
 import { PARTITIONS_BUCKET } from "../contracts/mod.ts"
@@ -30,6 +30,8 @@ type Holding = {
   renewedAt: number
   pulling: boolean
   safeAt: number
+  /** being handed over: settles once it is released (or given up on) */
+  handover?: Promise<void>
   /** being released: the rounds no longer renew it */
   releasing?: boolean
   /** a renewal found it taken by another instance */
@@ -82,7 +84,7 @@ export function leases(o: LeaseOptions): Leases {
   const drainedOld = new Set<string>()
   /** units being handed over: each waits for its messages (up to drainMs, longer than a lease) beside the rounds,
    * which go on renewing its lease until it is released, and the leases and membership this instance keeps */
-  const leaving = new Map<string, { h: Holding; done: Promise<void> }>()
+  const leaving = new Map<string, Holding>()
 
   const write = (lease: Lease) => JSON.stringify(lease)
   const read = (e: KvEntry | null): Lease | undefined => (e && e.operation === "PUT" && e.length > 0 ? e.json<Lease>() : undefined)
@@ -114,13 +116,13 @@ export function leases(o: LeaseOptions): Leases {
   /** starts handing a unit over: from now on it is in `leaving`, not `mine` */
   function giveUp(name: string, clean: boolean): Promise<void> {
     const h = mine.get(name)
-    if (!h) return leaving.get(name)?.done ?? Promise.resolve()
+    if (!h) return leaving.get(name)?.handover ?? Promise.resolve()
     mine.delete(name)
-    const done = handOver(name, h, clean)
+    leaving.set(name, h)
+    h.handover = handOver(name, h, clean)
       .catch((err) => o.log.warn("partition handover failed; its lease expires by itself", { unit: name, error: err }))
       .finally(() => leaving.delete(name))
-    leaving.set(name, { h, done })
-    return done
+    return h.handover
   }
 
   async function handOver(name: string, h: Holding, clean: boolean) {
@@ -163,8 +165,9 @@ export function leases(o: LeaseOptions): Leases {
   async function round() {
     const now = Date.now()
     // renew; a lease this instance could not renew in time may be someone else's already: stop pulling at once
-    for (const [name, h] of [...mine, ...[...leaving].map(([n, l]) => [n, l.h] as const)]) {
+    for (const h of [...mine.values(), ...leaving.values()]) {
       if (h.releasing) continue
+      const name = nameOf(h.unit)
       try {
         h.revision = await o.kv.update(
           keyOf(o.worker, h.unit),
@@ -214,7 +217,8 @@ export function leases(o: LeaseOptions): Leases {
     async stop(drained) {
       stopping = true
       await ticking
-      await Promise.all([...mine.keys()].map((name) => giveUp(name, drained)).concat([...leaving.values()].map((l) => l.done)))
+      // giveUp of a unit already being handed over waits for that handover
+      await Promise.all([...mine.keys(), ...leaving.keys()].map((name) => giveUp(name, drained)))
       await o.kv.delete(memberKey(o.worker, o.instance)).catch(() => {})
     },
   }
