@@ -58,7 +58,7 @@ if (version) {
       },
       ["up", "--no-fleet", "--data-dir", join(dir, "data")],
     )
-    // uvu drops an error thrown by a before hook (its runner returns from a finally): say it, with what up said
+    // the harness prints a failed hook's error; this adds what up said before it
     try {
       await up.waitFor(/Ctrl-C stops everything/, 90_000)
       for (const w of WORKERS)

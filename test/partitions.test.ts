@@ -41,6 +41,10 @@ test.after.each(async () => {
   for await (const s of jsm.streams.list()) await jsm.streams.delete(s.config.name)
 })
 
+/** What an instance logged with a message containing `msg` (its JSON log lines), oldest first. */
+const logged = (p: Proc, msg: string) =>
+  p.lines.filter((l) => l.includes(msg)).map((l) => JSON.parse(l) as { unit: string; startsIn: number })
+
 const TRUCKS = 12
 /** Route `n` of truck `t`: its calculatedAt grows with n, so a truck's routes have an order to keep. */
 const routeOf = (t: number, n: number): RouteCalculated =>
@@ -83,7 +87,7 @@ test("invoice ×3 - a kill -9 and a newcomer mid-run: each route invoiced once, 
   const w = { ...env(), INVOICE_SLOW_MS: "15" }
   for (let i = 0; i < 3; i++) procs.push(await spawnWorker("invoice", w))
   // every partition held by someone before the load starts
-  await waitUntil(() => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= P, {
+  await waitUntil(() => procs.map((p) => logged(p, "partition lease taken").length).reduce((a, b) => a + b) >= P, {
     what: "4 leases",
   })
   const N = 30
@@ -111,10 +115,7 @@ test("tracking ×3 - each truck's ETA updates keep the order of its positions ac
   await provision(nc, topology({ partitions: P, ackWaitSeconds: 2 }))
   const w = { ...env(), TRACKING_ETA_THRESHOLD_SECONDS: "0" }
   for (let i = 0; i < 3; i++) procs.push(await spawnWorker("tracking", w))
-  await waitUntil(
-    () => procs.map((p) => p.lines.filter((l) => l.includes("partition lease taken")).length).reduce((a, b) => a + b) >= 2 * P,
-    { what: "8 leases" },
-  )
+  await waitUntil(() => procs.map((p) => logged(p, "partition lease taken").length).reduce((a, b) => a + b) >= 2 * P, { what: "8 leases" })
   const base = Date.UTC(2026, 10, 25, 8, 0, 0)
   for (let t = 0; t < TRUCKS; t++) {
     const r = routeOf(t, 0)
@@ -157,7 +158,7 @@ test("handing partitions over to a newcomer while their handlers run long: the h
   const w = { ...env(), INVOICE_SLOW_MS: "1500", CONCURRENCY: "4" }
   const first = await spawnWorker("invoice", w)
   procs.push(first)
-  await waitUntil(() => first.lines.filter((l) => l.includes("partition lease taken")).length >= P, { what: "all 4 leases" })
+  await waitUntil(() => logged(first, "partition lease taken").length >= P, { what: "all 4 leases" })
   const N = 2
   for (let n = 0; n < N; n++)
     for (let t = 0; t < TRUCKS; t++)
@@ -168,7 +169,7 @@ test("handing partitions over to a newcomer while their handlers run long: the h
   await waitUntil(() => first.lines.some((l) => l.includes("partition handed over")), { timeoutMs: 60_000, what: "a handover" })
   for (let p = 0; p < P; p++) await drained("ROUTING", partitionConsumer("invoice", 1, p))
   await sleep(2500) // a lease the holder failed to renew would be noticed lost by now
-  const units = (p: Proc, what: string) => p.lines.filter((l) => l.includes(what)).map((l) => (JSON.parse(l) as { unit: string }).unit)
+  const units = (p: Proc, what: string) => logged(p, what).map((l) => l.unit)
   // the newcomer took its share, two, and only what the holder handed over: no lease of the holder's expired meanwhile
   const handed = units(first, "partition handed over")
   assert.is(handed.length, 2, "the holder handed its extra two over")
@@ -186,9 +187,8 @@ test("an instance stopped while its handlers outlast a lease: it keeps its lease
   const w = { ...env(), INVOICE_SLOW_MS: "3000", CONCURRENCY: "4" }
   const [a, b] = [await spawnWorker("invoice", w), await spawnWorker("invoice", w)]
   procs.push(a, b)
-  const taken = (p: Proc) =>
-    p.lines.filter((l) => l.includes("partition lease taken")).map((l) => JSON.parse(l) as { unit: string; startsIn: number })
-  const holding = (p: Proc) => taken(p).length - p.lines.filter((l) => l.includes("partition handed over")).length
+  const taken = (p: Proc) => logged(p, "partition lease taken")
+  const holding = (p: Proc) => taken(p).length - logged(p, "partition handed over").length
   await waitUntil(() => holding(a) === 2 && holding(b) === 2, { timeoutMs: 30_000, what: "two partitions each" })
   for (let t = 0; t < TRUCKS; t++) await publishEvent(js, "RouteCalculated", routeOf(t, 0), { id: `rc-${t}-0`, source: "logiflow/test" })
   await sleep(500) // both run their first routes
