@@ -14,6 +14,7 @@ import {
   args,
   benchServer,
   type Cpu,
+  cpuMsOf,
   int,
   median,
   type Opts,
@@ -81,21 +82,33 @@ const VARIANTS: Variant[] = [
   },
 ]
 
-type Result = { id: string; n: number; msgsPerSec: number; cpuUsPerMsg: number; wallMs: number; cpuMs: number; complete: boolean }
+type Result = {
+  id: string
+  n: number
+  msgsPerSec: number
+  cpuUsPerMsg: number
+  /** nats-server's CPU over the same span, per message */
+  serverCpuUsPerMsg: number
+  wallMs: number
+  cpuMs: number
+  complete: boolean
+}
 
 // --- one variant, in this process -----------------------------------------------------------------------------
 
-/** Counts messages; the clock and CPU meter start at the first message, so connect/bind time is not measured. */
-function meter(n: number) {
+/** Counts messages; the clock and CPU meter start at the first message, so connect/bind time is not measured. The
+ * server's CPU is read over the same span from /proc (its pid from the parent), so a variant's start is not in it. */
+function meter(n: number, serverPid: number) {
   let seen = 0
   let stop: (() => Cpu) | undefined
-  let resolve!: (c: Cpu) => void
-  const done = new Promise<Cpu>((r) => (resolve = r))
+  let server0 = 0
+  let resolve!: (c: Cpu & { serverCpuMs: number }) => void
+  const done = new Promise<Cpu & { serverCpuMs: number }>((r) => (resolve = r))
   return {
     done,
     tick() {
-      if (seen++ === 0) stop = stopwatch()
-      if (seen === n) resolve(stop!())
+      if (seen++ === 0) (stop = stopwatch()), (server0 = serverPid ? cpuMsOf(serverPid) : 0)
+      if (seen === n) resolve({ ...stop!(), serverCpuMs: serverPid ? cpuMsOf(serverPid) - server0 : Number.NaN })
     },
   }
 }
@@ -107,7 +120,7 @@ async function fresh(jsm: JetStreamManager, durable: string) {
 async function runVariant(v: Variant, url: string, n: number): Promise<Result> {
   const nc = await connect({ servers: url })
   const jsm = await jetstreamManager(nc)
-  const m = meter(n)
+  const m = meter(n, Number(process.env.BENCH_SERVER_PID ?? 0))
   let durable: string
   let close: () => Promise<unknown>
 
@@ -202,6 +215,7 @@ async function runVariant(v: Variant, url: string, n: number): Promise<Result> {
     n,
     msgsPerSec: ((n - 1) * 1000) / cpu.wallMs,
     cpuUsPerMsg: (cpu.cpuMs * 1000) / n,
+    serverCpuUsPerMsg: (cpu.serverCpuMs * 1000) / n,
     wallMs: cpu.wallMs,
     cpuMs: cpu.cpuMs,
     complete,
@@ -236,7 +250,7 @@ export async function consume(o: Opts, n = o.quick ? 10_000 : 200_000, rounds = 
         if (v.once && r > 1) continue
         const count = Math.round(n * (v.share ?? 1))
         const p = progress(`consume round ${r}/${rounds}: ${v.id} (${count})`)
-        const child = spawnTs("bench/consume.ts", { LOG_LEVEL: "error", ...v.env }, [
+        const child = spawnTs("bench/consume.ts", { LOG_LEVEL: "error", BENCH_SERVER_PID: String(server.process.pid), ...v.env }, [
           "--variant",
           v.id,
           "--url",
@@ -248,7 +262,9 @@ export async function consume(o: Opts, n = o.quick ? 10_000 : 200_000, rounds = 
         const line = child.lines.find((l) => l.startsWith("RESULT "))
         if (code !== 0 || !line) throw new Error(`consume ${v.id} failed (exit ${code}): ${child.lines.slice(-8).join(" | ")}`)
         const res = JSON.parse(line.slice(7)) as Result
-        p.done(`${int(res.msgsPerSec)} msgs/s, ${round(res.cpuUsPerMsg, 1)} µs CPU/msg${res.complete ? "" : " — INCOMPLETE"}`)
+        p.done(
+          `${int(res.msgsPerSec)} msgs/s, ${round(res.cpuUsPerMsg, 1)} µs CPU/msg, nats-server ${round(res.serverCpuUsPerMsg, 1)} µs${res.complete ? "" : " — INCOMPLETE"}`,
+        )
         inRound.push(res)
       }
       results.push(inRound)
@@ -293,6 +309,7 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
       spread(v.id, "moleculer-contract"),
       round(median(rs.map((x) => x.cpuUsPerMsg)), 1),
       `${vs(v.id, "raw", (x) => x.cpuUsPerMsg).toFixed(2)}×`,
+      round(median(rs.map((x) => x.serverCpuUsPerMsg)), 1),
       rs.every((x) => x.complete) ? "yes" : "NO",
     ]
   })
@@ -305,10 +322,11 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
   const met = (x: number, goal: number) => `${x >= goal ? "met" : "NOT met"} (${x.toFixed(2)}×)`
   const cpuOf = (id: string) => median(of(id).map((x) => x.cpuUsPerMsg))
   const cpu = (id: string) => round(cpuOf(id), 1)
+  const serverCpu = (id: string) => round(median(of(id).map((x) => x.serverCpuUsPerMsg)), 1)
   const notes = [
     `${n} RouteCalculated preloaded; ${rounds} round${rounds > 1 ? "s" : ""} (${rounds > 1 ? "(a), (a′), (b), (d), (d′) in every round, the others in the first; " : ""}each variant in a fresh child process on a fresh durable from the first event; ratios are per round, then the median, with the rounds' min–max). Clock and CPU start at a variant's first message.`,
     `Goals, at the defaults: (b) ≥ 0.90× (a′): ${met(meshVsContract, 0.9)}; (b) ≥ 1.00× (d), plain @moleculer/channels: ${met(meshVsMol, 1)}; (b) ≥ 1.20× (d′), moleculer doing the same contract check: ${met(meshVsMolContract, 1.2)}. Beside them: (b) vs (a) ${meshVsRaw.toFixed(2)}×; the contract alone, (a′) vs (a), ${contractVsRaw.toFixed(2)}×.`,
-    `CPU per message, medians: (a) ${cpu("raw")} µs, (a′) ${cpu("raw-decode")} µs, (b) ${cpu("mesh")} µs, (d) ${cpu("moleculer")} µs, (d′) ${cpu("moleculer-contract")} µs: the contract adds ${round(cpuOf("raw-decode") - cpuOf("raw"), 1)} µs, the runtime ${round(cpuOf("mesh") - cpuOf("raw-decode"), 1)} µs.`,
+    `CPU per message, medians: (a) ${cpu("raw")} µs, (a′) ${cpu("raw-decode")} µs, (b) ${cpu("mesh")} µs, (d) ${cpu("moleculer")} µs, (d′) ${cpu("moleculer-contract")} µs: the contract adds ${round(cpuOf("raw-decode") - cpuOf("raw"), 1)} µs, the runtime ${round(cpuOf("mesh") - cpuOf("raw-decode"), 1)} µs. nats-server's, over the same span: (a′) ${serverCpu("raw-decode")} µs, (b) ${serverCpu("mesh")} µs${of("mesh-p512").length ? `, (b‴) ${serverCpu("mesh-p512")} µs` : ""}${of("mesh-p1000").length ? `, (b″) ${serverCpu("mesh-p1000")} µs` : ""}: client and server share the cores, so their sum sets the rate.`,
     "(a) JSON-decodes and acks. (a′) adds what the contract costs wherever it runs, done as cheaply as the mesh does it: six CloudEvents headers read from the raw header block, the envelope, the valibot check; so (b) vs (a′) is the cost of the runtime alone. (a″) reads the same headers through the client's MsgHdrs (which decodes all nine): what a hand-written loop on the client's API pays. (b)–(c) are the mesh runtime doing the same contract work as (a′): one long-lived pull subscription per consumer asking only for free room (PREFETCH, 16 × concurrency up to 256: a crash charges a delivery only to what the process holds), per-key lanes (the fixture has 10 trucks, so at most 10 handlers run at once), Prometheus metrics per message, acks after the handler, batched per event-loop turn. (d) JSON-decodes (its serializer) and acks, on a push consumer with a queue group; it does not read headers or check a schema. (d′) is (d) with the contract in its handler, through the API a moleculer handler has: the nats v2 message's headers, the payload its serializer parsed.",
     "A no-op handler makes these upper bounds: a real handler (invoice: a once-guarded publish with an awaited ack) is slower than any of them; see the drain scenario.",
   ]
@@ -318,7 +336,18 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
     tables: [
       {
         title: `Consume throughput, ${n} events`,
-        columns: ["consumer", "msgs/s", "vs (a)", "vs (a′)", "vs (d)", "vs (d′)", "CPU µs/msg", "CPU/msg vs (a)", "all acked"],
+        columns: [
+          "consumer",
+          "msgs/s",
+          "vs (a)",
+          "vs (a′)",
+          "vs (d)",
+          "vs (d′)",
+          "CPU µs/msg",
+          "CPU/msg vs (a)",
+          "nats-server CPU µs/msg",
+          "all acked",
+        ],
         rows,
       },
     ],
