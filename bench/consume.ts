@@ -14,7 +14,7 @@ import {
   args,
   benchServer,
   type Cpu,
-  cpuMsOf,
+  cpuMeter,
   int,
   median,
   type Opts,
@@ -101,14 +101,14 @@ type Result = {
 function meter(n: number, serverPid: number) {
   let seen = 0
   let stop: (() => Cpu) | undefined
-  let server0 = 0
+  let server: ((events: number) => { server: number }) | undefined
   let resolve!: (c: Cpu & { serverCpuMs: number }) => void
   const done = new Promise<Cpu & { serverCpuMs: number }>((r) => (resolve = r))
   return {
     done,
     tick() {
-      if (seen++ === 0) (stop = stopwatch()), (server0 = serverPid ? cpuMsOf(serverPid) : 0)
-      if (seen === n) resolve({ ...stop!(), serverCpuMs: serverPid ? cpuMsOf(serverPid) - server0 : Number.NaN })
+      if (seen++ === 0) (stop = stopwatch()), (server = serverPid ? cpuMeter({ server: serverPid }) : undefined)
+      if (seen === n) resolve({ ...stop!(), serverCpuMs: server ? server(1).server : Number.NaN })
     },
   }
 }
@@ -297,6 +297,7 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
     const m = `${median(xs).toFixed(2)}×`
     return xs.length > 1 ? `${m} (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})` : m
   }
+  const serverCpu = (id: string) => round(median(of(id).map((x) => x.serverCpuUsPerMsg)), 1)
   const rows = variants.map((v) => {
     const rs = of(v.id)
     const rates = rs.map((x) => x.msgsPerSec)
@@ -309,7 +310,7 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
       spread(v.id, "moleculer-contract"),
       round(median(rs.map((x) => x.cpuUsPerMsg)), 1),
       `${vs(v.id, "raw", (x) => x.cpuUsPerMsg).toFixed(2)}×`,
-      round(median(rs.map((x) => x.serverCpuUsPerMsg)), 1),
+      serverCpu(v.id),
       rs.every((x) => x.complete) ? "yes" : "NO",
     ]
   })
@@ -322,7 +323,6 @@ function report(n: number, rounds: number, variants: Variant[], results: Result[
   const met = (x: number, goal: number) => `${x >= goal ? "met" : "NOT met"} (${x.toFixed(2)}×)`
   const cpuOf = (id: string) => median(of(id).map((x) => x.cpuUsPerMsg))
   const cpu = (id: string) => round(cpuOf(id), 1)
-  const serverCpu = (id: string) => round(median(of(id).map((x) => x.serverCpuUsPerMsg)), 1)
   const notes = [
     `${n} RouteCalculated preloaded; ${rounds} round${rounds > 1 ? "s" : ""} (${rounds > 1 ? "(a), (a′), (b), (d), (d′) in every round, the others in the first; " : ""}each variant in a fresh child process on a fresh durable from the first event; ratios are per round, then the median, with the rounds' min–max). Clock and CPU start at a variant's first message.`,
     `Goals, at the defaults: (b) ≥ 0.90× (a′): ${met(meshVsContract, 0.9)}; (b) ≥ 1.00× (d), plain @moleculer/channels: ${met(meshVsMol, 1)}; (b) ≥ 1.20× (d′), moleculer doing the same contract check: ${met(meshVsMolContract, 1.2)}. Beside them: (b) vs (a) ${meshVsRaw.toFixed(2)}×; the contract alone, (a′) vs (a), ${contractVsRaw.toFixed(2)}×.`,
