@@ -8,6 +8,7 @@ import { BY_REFERENCE, DLQ, dlqSubject, REPLAY, REPLAY_STREAM } from "../contrac
 import { type Backoff, backoffDelay } from "./backoff.ts"
 import { envInt } from "./env.ts"
 import { ApiCode, apiCode } from "./errors.ts"
+import { sleep } from "./time.ts"
 
 export { DLQ, REPLAY }
 
@@ -123,7 +124,7 @@ export async function publishDeadLetterHolding(
       // in short steps: a wait longer than ack_wait must not let the server take the message back meanwhile
       for (const end = Date.now() + wait; Date.now() < end; ) {
         h.keepAlive()
-        await new Promise((r) => setTimeout(r, Math.min(250, end - Date.now())))
+        await sleep(Math.min(250, end - Date.now()))
       }
       h.keepAlive()
     }

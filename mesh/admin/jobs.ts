@@ -9,7 +9,7 @@ import { StatusError } from "itty-router"
 import { changeJson, getJson, kvKey } from "../kv.ts"
 import type { Logger } from "../log.ts"
 import { newId } from "../publish.ts"
-import { repeat } from "../time.ts"
+import { repeat, sleep } from "../time.ts"
 import { type Admin, type DlqEntry, load } from "./entries.ts"
 import type { Filter, Summary } from "./list.ts"
 import { replayEntry } from "./replay.ts"
@@ -104,7 +104,7 @@ const changeJob = (kv: KV, id: string, fn: (j: Job) => Job): Promise<Job> =>
 export async function cancelJob(kv: KV, id: string, by: string, waitMs = 0): Promise<Job> {
   let job = await changeJob(kv, id, (j) => (j.state !== "running" || j.cancel ? j : { ...j, cancel: { by, at: new Date().toISOString() } }))
   for (const end = Date.now() + waitMs; job.state === "running" && Date.now() < end; ) {
-    await new Promise((r) => setTimeout(r, 50))
+    await sleep(50)
     job = (await getJob(kv, id)).job
   }
   return job
@@ -167,7 +167,7 @@ export function runJobs(a: Admin, kv: KV, me: string, alive: (owner: string) => 
         sent++
         // in short steps: a cancel during a long wait (a low rate) takes effect at once, not after it
         for (let wait = began + sent * gap - Date.now(); wait > 0 && !stopped; wait = began + sent * gap - Date.now()) {
-          await new Promise((r) => setTimeout(r, Math.min(wait, 500)))
+          await sleep(Math.min(wait, 500))
           if (wait > 500 && (await getJob(kv, job.id)).job.cancel) break
         }
       }

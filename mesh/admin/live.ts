@@ -9,6 +9,7 @@ import { getJson, kvKey } from "../kv.ts"
 import type { Logger } from "../log.ts"
 import type { DlqEntry, EntryState } from "./entries.ts"
 import { type Filter, matches, type Page, type Paging, pageOf, type Summary, summaryOf } from "./list.ts"
+import { sleep } from "../time.ts"
 
 /** the most entries one bulk replay takes */
 export const MAX_SELECTED = 100_000
@@ -125,7 +126,7 @@ export async function liveIndex(kv: KV, log?: Logger): Promise<LiveIndex> {
       .then(({ streamInfo: { state } }) => (state.messages > 0 ? state.last_seq : 0))
       .catch(() => 0)
     const until = Date.now() + CATCH_UP_MS
-    while (seen < last && !ended && Date.now() < until) await new Promise((r) => setTimeout(r, 5))
+    while (seen < last && !ended && Date.now() < until) await sleep(5)
   }
   return {
     ready,

@@ -5,6 +5,7 @@ import { mkdir } from "node:fs/promises"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type Natsd, startNatsd } from "./natsd.ts"
+import { sleep } from "../time.ts"
 
 export const NODE_CONF = resolve(dirname(fileURLToPath(import.meta.url)), "../../deploy/nats/node.conf")
 
@@ -113,7 +114,7 @@ export async function metaLeader(nodes: Natsd[], timeoutMs: number, host = "127.
     const leaderView = seen.find((v) => leader && v.others && !v.others.includes(leader))
     if (leader && seen.every((v) => v.leader === leader && v.peers === nodes.length) && leaderView?.current === nodes.length - 1)
       return leader
-    await new Promise((r) => setTimeout(r, 100))
+    await sleep(100)
   }
   throw new Error(`no JetStream meta leader within ${timeoutMs} ms (each node's view: ${JSON.stringify(seen)})`)
 }

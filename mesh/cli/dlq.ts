@@ -27,6 +27,7 @@ import {
 } from "../admin/mod.ts"
 import { cli, oneLine, operator, positiveInt, table } from "./format.ts"
 import { CliError, type Command, type Io } from "./io.ts"
+import { sleep } from "../time.ts"
 
 const filterOptions = {
   "event-id": { type: "string" },
@@ -207,7 +208,7 @@ const dlqCommands: Record<string, (args: string[], io: Io) => Promise<void>> = {
       io.out(`started ${jobLine(job)}`)
       io.out(`ops runs it; follow it with logiflow dlq job ${job.id}, stop it with logiflow dlq job ${job.id} --cancel`)
       while (wait && job.state === "running") {
-        await new Promise((r) => setTimeout(r, 500))
+        await sleep(500)
         job = (await getJob(kv, job.id)).job
       }
       if (wait) io.out(jobLine(job))
